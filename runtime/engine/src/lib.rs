@@ -1,0 +1,14 @@
+//! Model verification and greedy inference on llama.cpp.
+//!
+//! The runtime names a model's failure causes itself before llama.cpp sees the file
+//! ([`verify`]): llama.cpp reports most bad files only as a null pointer, and some abort
+//! the process. [`Engine`] is the decode loop the inference worker runs; the benchmark
+//! calls it directly as the in-process peer of the daemon.
+
+pub mod gguf;
+pub mod verify;
+
+mod engine;
+
+pub use engine::{Engine, EngineOptions, Generation};
+pub use verify::{verify_model, VerifiedModel};

@@ -1,0 +1,170 @@
+//! Command-line arguments (raw flags; validated into [`crate::daemon::Config`] by `serve`).
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use veritas_vocab::labels;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "veritas-spark",
+    version,
+    about = "Hearthlink CORE Runtime: LLM inference daemon and its operator CLI",
+    long_about = "Hearthlink CORE Runtime: LLM inference daemon and its operator CLI.\n\n\
+`veritas-spark serve` runs the daemon. Every other command talks to a running daemon over its \
+Unix socket and exits 0 when healthy, 1 when critical (the troubleshooting guide's Health \
+Status Matrix). Failures print `CODE NAME: detail`, e.g. `E1001 IPC_CONNECTION_FAILED: ...`; \
+with --json they print {\"code\",\"name\",\"severity\",\"detail\"}.",
+    after_help = "Examples:\n  veritas-spark serve --model-dir /models --model tiny\n  veritas-spark health --verbose\n  veritas-spark generate 'Hello' --max-tokens 16\n  veritas-spark models load tiny --verbose"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Runtime socket path.
+    #[arg(long, global = true, env = "VERITAS_SOCKET", default_value = labels::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Seconds to wait for the runtime's answer before failing with E1002 IPC_TIMEOUT.
+    #[arg(long, global = true, env = "VERITAS_TIMEOUT", default_value_t = 30.0)]
+    pub timeout: f64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the runtime daemon (IPC socket, HTTP :8080, metrics :9090).
+    Serve(Box<ServeArgs>),
+    /// Full health check (exit 0 healthy, 1 critical).
+    Health {
+        /// Detailed report: model, worker, queue, sandbox, checks.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Liveness probe: is the daemon answering at all.
+    Live,
+    /// Readiness probe: is a model loaded and the worker serving.
+    Ready,
+    /// The model registry.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Metrics of this runtime.
+    #[command(subcommand)]
+    Metrics(MetricsCommand),
+    /// Telemetry configuration and state.
+    #[command(subcommand)]
+    Telemetry(TelemetryCommand),
+    /// Generate a completion for a prompt (greedy decoding).
+    Generate(GenerateArgs),
+    /// Internal: the inference worker the daemon spawns. Not for operators.
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Models in the registry and which one is loaded.
+    List,
+    /// Verify and load a model (replaces the loaded one once it is ready).
+    Load {
+        /// `name` or `name@version`.
+        name: String,
+        /// Show each verification step and the full error cause.
+        #[arg(long)]
+        verbose: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// Key metrics: requests, error rate, latency, tokens, memory.
+    Summary,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TelemetryCommand {
+    /// Where metrics and logs go and whether they are on.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// The prompt; `-` reads it from standard input.
+    pub prompt: String,
+    #[arg(long, default_value_t = 32)]
+    pub max_tokens: u32,
+    /// `name` or `name@version`; defaults to the loaded model.
+    #[arg(long)]
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Directory holding manifest.json and the model files.
+    #[arg(long, env = "VERITAS_MODEL_DIR", default_value = labels::DEFAULT_MODEL_DIR)]
+    pub model_dir: PathBuf,
+    /// Model to load at start (`name` or `name@version`); none when absent.
+    #[arg(long, env = "VERITAS_MODEL")]
+    pub model: Option<String>,
+    /// HTTP address for /health, /live, /ready and /v1/generate; `off` disables it.
+    #[arg(long, env = "VERITAS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: String,
+    /// Prometheus /metrics address; `off` disables it.
+    #[arg(long, env = "VERITAS_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: String,
+    /// Value of the `deployment` metric label (canary or stable).
+    #[arg(long, env = "VERITAS_DEPLOYMENT", default_value = labels::DEPLOYMENT_STABLE)]
+    pub deployment: String,
+    /// Context window in tokens; 0 uses the model's training context.
+    #[arg(long, env = "VERITAS_CTX_SIZE", default_value_t = 0)]
+    pub ctx_size: u32,
+    /// CPU threads per request.
+    #[arg(long, env = "VERITAS_THREADS", default_value_t = 1)]
+    pub threads: u32,
+    /// Requests decoded at the same time (one llama.cpp context each).
+    #[arg(long, env = "VERITAS_PARALLEL", default_value_t = 2)]
+    pub parallel: u32,
+    /// Admitted requests waiting beyond `parallel`; more are refused at once with E3003.
+    #[arg(long, env = "VERITAS_QUEUE_SIZE", default_value_t = 16)]
+    pub queue_size: u32,
+    /// Largest IPC frame accepted, in bytes.
+    #[arg(long, env = "VERITAS_MAX_FRAME", default_value_t = veritas_vocab::ipc::DEFAULT_MAX_FRAME)]
+    pub max_frame: u32,
+    /// Seconds an inference request may take before E1002 IPC_TIMEOUT.
+    #[arg(long, env = "VERITAS_REQUEST_TIMEOUT", default_value_t = 120.0)]
+    pub request_timeout: f64,
+    /// Seconds to drain in-flight requests after SIGTERM.
+    #[arg(long, env = "VERITAS_DRAIN_TIMEOUT", default_value_t = 30.0)]
+    pub drain_timeout: f64,
+    /// Memory the runtime may use, in bytes (reported as veritas_spark_memory_limit_bytes and
+    /// checked at model load); defaults to the cgroup limit or the machine's memory.
+    #[arg(long, env = "VERITAS_MEMORY_LIMIT")]
+    pub memory_limit: Option<u64>,
+    /// Socket file mode, octal.
+    #[arg(long, env = "VERITAS_SOCKET_MODE", default_value = "660")]
+    pub socket_mode: String,
+    /// Log format: text or json.
+    #[arg(long, env = "VERITAS_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    pub ipc_fd: i32,
+    #[arg(long)]
+    pub model_path: PathBuf,
+    #[arg(long)]
+    pub ctx_size: u32,
+    #[arg(long)]
+    pub threads: u32,
+    #[arg(long)]
+    pub parallel: u32,
+    #[arg(long)]
+    pub max_frame: u32,
+}

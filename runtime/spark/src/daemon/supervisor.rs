@@ -1,0 +1,246 @@
+//! Owns the inference worker process: spawns it for the model to serve, waits for it to be
+//! ready, forwards requests, answers the requests of a worker that died with `E4001`, and
+//! restarts it with backoff.
+
+use std::collections::HashMap;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+use veritas_vocab::ipc::{self, WorkerCommand, WorkerEvent};
+use veritas_vocab::{ErrorBody, ErrorCode};
+
+/// A finished generation as the worker reports it.
+#[derive(Debug)]
+pub struct Generated {
+    pub text: String,
+    pub prompt_tokens: u32,
+    pub generated_tokens: u32,
+    pub finish_reason: String,
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Generated, ErrorBody>>>>>;
+
+/// How to start a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    pub model_path: PathBuf,
+    pub ctx_size: u32,
+    pub threads: u32,
+    pub parallel: u32,
+    pub max_frame: u32,
+}
+
+/// What a freshly started worker said first.
+pub enum Startup {
+    Ready { n_ctx: u32, n_vocab: u32, sandbox: Option<serde_json::Value> },
+    Failed(ErrorBody),
+}
+
+/// A running worker: send it work, learn when it exits.
+pub struct Worker {
+    pub pid: u32,
+    commands: mpsc::UnboundedSender<WorkerCommand>,
+    pending: Pending,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// Why a worker process ended, for E4001 details and logs.
+pub fn describe_exit(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (_, Some(s)) => format!("killed by signal {s} ({})", signal_name(s)),
+        _ => "unknown exit".to_string(),
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGSYS => "SIGSYS",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGBUS => "SIGBUS",
+        _ => "signal",
+    }
+}
+
+impl Worker {
+    /// Spawns a worker and waits for its first word. The returned receiver resolves when the
+    /// process has exited.
+    pub async fn spawn(
+        spec: &WorkerSpec,
+        load_timeout: Duration,
+    ) -> Result<(Arc<Worker>, Startup, oneshot::Receiver<std::process::ExitStatus>), ErrorBody> {
+        let (ours, theirs) = StdUnixStream::pair()
+            .map_err(|e| ErrorBody::new(ErrorCode::ModelLoadFailed, format!("cannot create worker socketpair: {e}")))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| ErrorBody::new(ErrorCode::ModelLoadFailed, format!("cannot find own executable: {e}")))?;
+        const CHILD_FD: i32 = 3;
+        let their_fd = theirs.as_raw_fd();
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("worker")
+            .arg("--ipc-fd")
+            .arg(CHILD_FD.to_string())
+            .arg("--model-path")
+            .arg(&spec.model_path)
+            .arg("--ctx-size")
+            .arg(spec.ctx_size.to_string())
+            .arg("--threads")
+            .arg(spec.threads.to_string())
+            .arg("--parallel")
+            .arg(spec.parallel.to_string())
+            .arg("--max-frame")
+            .arg(spec.max_frame.to_string())
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                // dup2 clears close-on-exec on the target descriptor.
+                if libc::dup2(their_fd, CHILD_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The worker must not outlive the daemon.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| ErrorBody::new(ErrorCode::ModelLoadFailed, format!("cannot start inference worker: {e}")))?;
+        drop(theirs);
+        let pid = child.id().unwrap_or(0);
+        ours.set_nonblocking(true).expect("nonblocking socketpair");
+        let stream = UnixStream::from_std(ours).expect("register socketpair with tokio");
+        let (mut rd, mut wr) = stream.into_split();
+
+        let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<WorkerCommand>();
+        tokio::spawn(async move {
+            while let Some(c) = cmd_rx.recv().await {
+                if wr.write_all(&ipc::encode(&c)).await.is_err() {
+                    break;
+                }
+            }
+        });
+
+        let pending: Pending = Arc::default();
+        let (first_tx, first_rx) = oneshot::channel::<Startup>();
+        let (exit_tx, exit_rx) = oneshot::channel();
+        let max = spec.max_frame.max(ipc::DEFAULT_MAX_FRAME);
+        let reader_pending = pending.clone();
+        let reader = tokio::spawn(async move {
+            let mut first = Some(first_tx);
+            while let Ok(Some(payload)) = read_async_frame(&mut rd, max).await {
+                let Ok(ev) = ipc::decode::<WorkerEvent>(&payload) else { continue };
+                match ev {
+                    WorkerEvent::Ready { n_ctx, n_vocab, sandbox } => {
+                        if let Some(tx) = first.take() {
+                            let _ = tx.send(Startup::Ready { n_ctx, n_vocab, sandbox });
+                        }
+                    }
+                    WorkerEvent::LoadFailed { error } => {
+                        if let Some(tx) = first.take() {
+                            let _ = tx.send(Startup::Failed(error));
+                        }
+                    }
+                    WorkerEvent::Generated { id, text, prompt_tokens, generated_tokens, finish_reason } => {
+                        let tx = reader_pending.lock().unwrap().remove(&id);
+                        if let Some(tx) = tx {
+                            let _ = tx.send(Ok(Generated { text, prompt_tokens, generated_tokens, finish_reason }));
+                        }
+                    }
+                    WorkerEvent::Failed { id, error } => {
+                        let tx = reader_pending.lock().unwrap().remove(&id);
+                        if let Some(tx) = tx {
+                            let _ = tx.send(Err(error));
+                        }
+                    }
+                    WorkerEvent::Selftest { .. } => {}
+                }
+            }
+        });
+        let waiter_pending = pending.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0));
+            // Read whatever the worker sent before it died, then fail the rest.
+            let _ = reader.await;
+            let why = describe_exit(&status);
+            let orphans: Vec<_> = waiter_pending.lock().unwrap().drain().collect();
+            for (_, tx) in orphans {
+                let _ = tx.send(Err(ErrorBody::new(
+                    ErrorCode::InferenceFailed,
+                    format!("inference worker (pid {pid}) ended during the request: {why}; it is being restarted"),
+                )));
+            }
+            let _ = exit_tx.send(status);
+        });
+
+        let worker = Arc::new(Worker { pid, commands: cmd_tx, pending, next_id: 1.into() });
+        let startup = match tokio::time::timeout(load_timeout, first_rx).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(_)) => Startup::Failed(ErrorBody::new(
+                ErrorCode::ModelLoadFailed,
+                format!(
+                    "inference worker (pid {pid}) exited while loading {}; llama.cpp rejected the file (check model format compatibility)",
+                    spec.model_path.display()
+                ),
+            )),
+            Err(_) => Startup::Failed(ErrorBody::new(
+                ErrorCode::ModelLoadFailed,
+                format!("model load did not finish within {}s", load_timeout.as_secs()),
+            )),
+        };
+        Ok((worker, startup, exit_rx))
+    }
+
+    pub async fn generate(&self, prompt: String, max_tokens: u32) -> Result<Generated, ErrorBody> {
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap().insert(id, tx);
+        if self.commands.send(WorkerCommand::Generate { id, prompt, max_tokens }).is_err() {
+            self.pending.lock().unwrap().remove(&id);
+            return Err(ErrorBody::new(ErrorCode::InferenceFailed, "inference worker is not running"));
+        }
+        rx.await.unwrap_or_else(|_| Err(ErrorBody::new(ErrorCode::InferenceFailed, "inference worker went away")))
+    }
+
+    /// Asks the worker to finish its queued requests and exit.
+    pub fn shutdown(&self) {
+        let _ = self.commands.send(WorkerCommand::Shutdown);
+    }
+
+    pub fn kill(&self) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+    }
+}
+
+/// Reads one frame from an async stream; `Ok(None)` is a clean end of stream.
+pub async fn read_async_frame<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    max: u32,
+) -> Result<Option<Vec<u8>>, ipc::FrameError> {
+    let mut header = [0u8; ipc::HEADER_LEN];
+    let mut filled = 0;
+    while filled < ipc::HEADER_LEN {
+        match r.read(&mut header[filled..]).await? {
+            0 if filled == 0 => return Ok(None),
+            0 => return Err(ipc::FrameError::Truncated),
+            n => filled += n,
+        }
+    }
+    let h = ipc::decode_header(&header, max)?;
+    let mut payload = vec![0u8; h.len as usize];
+    r.read_exact(&mut payload).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => ipc::FrameError::Truncated,
+        _ => ipc::FrameError::Io(e),
+    })?;
+    Ok(Some(payload))
+}

@@ -1,0 +1,87 @@
+//! The inference worker: a child process of the daemon that owns llama.cpp.
+//!
+//! Whatever a model or a prompt does to llama.cpp (an abort, a crash) ends this process,
+//! never the daemon: the daemon answers the in-flight requests with `E4001` and starts a
+//! new worker. Commands and events travel as IPC frames over an inherited socketpair.
+
+use crate::cli::WorkerArgs;
+use std::os::unix::io::FromRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use veritas_engine::{Engine, EngineOptions};
+use veritas_vocab::ipc::{self, WorkerCommand, WorkerEvent};
+
+/// Exit status of a worker whose model failed to load (it has reported why).
+pub const EXIT_LOAD_FAILED: i32 = 3;
+
+pub fn run(args: WorkerArgs) -> i32 {
+    // SAFETY: the daemon hands us this descriptor and nothing else in the process owns it.
+    let stream = unsafe { UnixStream::from_raw_fd(args.ipc_fd) };
+    let writer = Arc::new(Mutex::new(stream.try_clone().expect("clone ipc stream")));
+    let send = {
+        let writer = writer.clone();
+        move |ev: &WorkerEvent| {
+            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            // A write error means the daemon is gone; the read loop will see EOF and exit.
+            let _ = ipc::write_frame(&mut *w, ev);
+        }
+    };
+    let opts = EngineOptions { n_ctx: args.ctx_size, threads: args.threads as i32 };
+    let engine = match Engine::load(&args.model_path, opts) {
+        Ok(e) => Arc::new(e),
+        Err(error) => {
+            send(&WorkerEvent::LoadFailed { error });
+            return EXIT_LOAD_FAILED;
+        }
+    };
+    send(&WorkerEvent::Ready { n_ctx: engine.n_ctx(), n_vocab: engine.n_vocab(), sandbox: None });
+
+    let (jobs_tx, jobs_rx) = mpsc::channel::<(u64, String, u32)>();
+    let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+    let pool: Vec<_> = (0..args.parallel.max(1))
+        .map(|_| {
+            let jobs_rx = jobs_rx.clone();
+            let engine = engine.clone();
+            let send = send.clone();
+            std::thread::spawn(move || loop {
+                let job = jobs_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                let Ok((id, prompt, max_tokens)) = job else { return };
+                let ev = match engine.generate(&prompt, max_tokens) {
+                    Ok(g) => WorkerEvent::Generated {
+                        id,
+                        text: g.text,
+                        prompt_tokens: g.prompt_tokens,
+                        generated_tokens: g.generated_tokens,
+                        finish_reason: g.finish_reason.to_string(),
+                    },
+                    Err(error) => WorkerEvent::Failed { id, error },
+                };
+                send(&ev);
+            })
+        })
+        .collect();
+
+    let mut reader = stream;
+    loop {
+        match ipc::read_frame(&mut reader, args.max_frame) {
+            Ok(Some(payload)) => match ipc::decode::<WorkerCommand>(&payload) {
+                Ok(WorkerCommand::Generate { id, prompt, max_tokens }) => {
+                    let _ = jobs_tx.send((id, prompt, max_tokens));
+                }
+                Ok(WorkerCommand::Selftest) => {
+                    send(&WorkerEvent::Selftest { report: serde_json::json!({"available": false}) });
+                }
+                Ok(WorkerCommand::Shutdown) => break,
+                Err(e) => tracing::warn!(error = %e, "worker ignored a malformed command"),
+            },
+            // The daemon went away: finish what was queued, then exit.
+            Ok(None) | Err(_) => break,
+        }
+    }
+    drop(jobs_tx);
+    for t in pool {
+        let _ = t.join();
+    }
+    0
+}

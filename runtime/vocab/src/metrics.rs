@@ -1,0 +1,38 @@
+//! Prometheus metric and label names. The first four are the guide's (its PromQL queries use
+//! them); the rest follow the same `veritas_spark_` style.
+
+pub const REQUESTS_TOTAL: &str = "veritas_spark_requests_total";
+pub const REQUEST_DURATION: &str = "veritas_spark_request_duration";
+pub const MEMORY_USED_BYTES: &str = "veritas_spark_memory_used_bytes";
+pub const MEMORY_LIMIT_BYTES: &str = "veritas_spark_memory_limit_bytes";
+
+pub const PROMPT_TOKENS_TOTAL: &str = "veritas_spark_prompt_tokens_total";
+pub const GENERATED_TOKENS_TOTAL: &str = "veritas_spark_generated_tokens_total";
+pub const QUEUE_DEPTH: &str = "veritas_spark_queue_depth";
+pub const INFLIGHT_REQUESTS: &str = "veritas_spark_inflight_requests";
+pub const MODEL_STATE: &str = "veritas_spark_model_state";
+pub const ERRORS_TOTAL: &str = "veritas_spark_errors_total";
+pub const WORKER_RESTARTS_TOTAL: &str = "veritas_spark_worker_restarts_total";
+pub const SANDBOX_LAYER_ACTIVE: &str = "veritas_spark_sandbox_layer_active";
+pub const SANDBOX_VIOLATIONS_TOTAL: &str = "veritas_spark_sandbox_violations_total";
+
+/// Label names.
+pub const LABEL_STATUS: &str = "status";
+pub const LABEL_DEPLOYMENT: &str = "deployment";
+pub const LABEL_CODE: &str = "code";
+pub const LABEL_MODEL: &str = "model";
+pub const LABEL_STATE: &str = "state";
+pub const LABEL_LAYER: &str = "layer";
+pub const LABEL_SYSCALL: &str = "syscall";
+
+/// Values of the `status` label of [`REQUESTS_TOTAL`] (the guide queries `status="error"`).
+pub const STATUS_SUCCESS: &str = "success";
+pub const STATUS_ERROR: &str = "error";
+
+/// Values of the `state` label of [`MODEL_STATE`].
+pub const MODEL_STATES: &[&str] = &["loading", "ready", "failed", "unloaded"];
+
+/// Request-duration buckets in seconds: tiny models answer in milliseconds, real ones in seconds.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
