@@ -19,7 +19,12 @@ fn backend() -> Result<&'static LlamaBackend, ErrorBody> {
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()
-        .map_err(|e| ErrorBody::new(ErrorCode::ModelLoadFailed, format!("llama.cpp backend init failed: {e}")))
+        .map_err(|e| {
+            ErrorBody::new(
+                ErrorCode::ModelLoadFailed,
+                format!("llama.cpp backend init failed: {e}"),
+            )
+        })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +37,10 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { n_ctx: 0, threads: 1 }
+        EngineOptions {
+            n_ctx: 0,
+            threads: 1,
+        }
     }
 }
 
@@ -63,11 +71,23 @@ impl Engine {
         let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| {
             ErrorBody::new(
                 ErrorCode::ModelLoadFailed,
-                format!("llama.cpp could not load {}: {e} (check model format compatibility)", path.display()),
+                format!(
+                    "llama.cpp could not load {}: {e} (check model format compatibility)",
+                    path.display()
+                ),
             )
         })?;
-        let n_ctx = if opts.n_ctx == 0 { model.n_ctx_train() } else { opts.n_ctx };
-        Ok(Engine { model, n_ctx, threads: opts.threads.max(1), context_creation: Mutex::new(()) })
+        let n_ctx = if opts.n_ctx == 0 {
+            model.n_ctx_train()
+        } else {
+            opts.n_ctx
+        };
+        Ok(Engine {
+            model,
+            n_ctx,
+            threads: opts.threads.max(1),
+            context_creation: Mutex::new(()),
+        })
     }
 
     pub fn n_ctx(&self) -> u32 {
@@ -90,7 +110,10 @@ impl Engine {
                 format!("prompt of {} bytes produced no tokens", prompt.len()),
             ));
         }
-        let unk = tokens.iter().filter(|t| vocab.text(**t).is_some_and(|s| s.to_bytes() == b"<unk>")).count();
+        let unk = tokens
+            .iter()
+            .filter(|t| vocab.text(**t).is_some_and(|s| s.to_bytes() == b"<unk>"))
+            .count();
         if unk > 0 {
             return Err(ErrorBody::new(
                 ErrorCode::TokenizerError,
@@ -101,7 +124,10 @@ impl Engine {
         if n_prompt > self.n_ctx {
             return Err(ErrorBody::new(
                 ErrorCode::ContextOverflow,
-                format!("prompt is {n_prompt} tokens, context window is {} tokens", self.n_ctx),
+                format!(
+                    "prompt is {n_prompt} tokens, context window is {} tokens",
+                    self.n_ctx
+                ),
             ));
         }
         if n_prompt + max_tokens > self.n_ctx {
@@ -123,7 +149,10 @@ impl Engine {
             .with_n_threads(self.threads)
             .with_n_threads_batch(self.threads);
         let mut ctx = {
-            let _guard = self.context_creation.lock().unwrap_or_else(|p| p.into_inner());
+            let _guard = self
+                .context_creation
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             self.model
                 .new_context(backend()?, params)
                 .map_err(|e| inference_failed("cannot create a context", &e))?
@@ -131,9 +160,12 @@ impl Engine {
         let mut batch = LlamaBatch::new(self.n_ctx as usize, 1);
         let last = tokens.len() - 1;
         for (i, t) in tokens.iter().enumerate() {
-            batch.add(*t, i as i32, &[0], i == last).map_err(|e| inference_failed("batch", &e))?;
+            batch
+                .add(*t, i as i32, &[0], i == last)
+                .map_err(|e| inference_failed("batch", &e))?;
         }
-        ctx.decode(&mut batch).map_err(|e| inference_failed("prompt decode failed", &e))?;
+        ctx.decode(&mut batch)
+            .map_err(|e| inference_failed("prompt decode failed", &e))?;
         let mut sampler = LlamaSampler::greedy();
         let mut out = Vec::with_capacity(max_tokens as usize);
         let mut finish_reason = "length";
@@ -147,9 +179,12 @@ impl Engine {
             }
             out.push(token);
             batch.clear();
-            batch.add(token, pos, &[0], true).map_err(|e| inference_failed("batch", &e))?;
+            batch
+                .add(token, pos, &[0], true)
+                .map_err(|e| inference_failed("batch", &e))?;
             pos += 1;
-            ctx.decode(&mut batch).map_err(|e| inference_failed("decode failed", &e))?;
+            ctx.decode(&mut batch)
+                .map_err(|e| inference_failed("decode failed", &e))?;
         }
         let bytes = vocab.detokenize(&out, false, false);
         Ok(Generation {

@@ -87,8 +87,8 @@ impl Header {
 fn tensor_bytes(t: &TensorInfo) -> u64 {
     let elems: u64 = t.dims.iter().product();
     match t.ggml_type {
-        0 => elems * 4,     // F32
-        1 | 30 => elems * 2, // F16, BF16
+        0 => elems * 4,       // F32
+        1 | 30 => elems * 2,  // F16, BF16
         2 => elems / 32 * 18, // Q4_0
         8 => elems / 32 * 34, // Q8_0
         _ => elems / 2,
@@ -103,10 +103,12 @@ struct Cursor<R> {
 impl<R: Read> Cursor<R> {
     fn bytes(&mut self, n: usize) -> Result<Vec<u8>, GgufError> {
         let mut buf = vec![0u8; n];
-        self.inner.read_exact(&mut buf).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => GgufError::TruncatedHeader,
-            _ => GgufError::Io(e),
-        })?;
+        self.inner
+            .read_exact(&mut buf)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => GgufError::TruncatedHeader,
+                _ => GgufError::Io(e),
+            })?;
         self.pos += n as u64;
         Ok(buf)
     }
@@ -148,7 +150,9 @@ impl<R: Read> Cursor<R> {
         let elem_ty = self.u32()?;
         let n = self.u64()?;
         if n > MAX_ARRAY || elem_ty == 9 {
-            return Err(GgufError::Corrupt(format!("array of {n} elements of type {elem_ty}")));
+            return Err(GgufError::Corrupt(format!(
+                "array of {n} elements of type {elem_ty}"
+            )));
         }
         for _ in 0..n {
             self.scalar(elem_ty)?;
@@ -175,7 +179,9 @@ pub fn read_header<R: Read>(r: R) -> Result<Header, GgufError> {
     let n_tensors = c.u64()?;
     let n_kv = c.u64()?;
     if n_tensors > MAX_COUNT || n_kv > MAX_COUNT {
-        return Err(GgufError::Corrupt(format!("{n_tensors} tensors and {n_kv} metadata keys")));
+        return Err(GgufError::Corrupt(format!(
+            "{n_tensors} tensors and {n_kv} metadata keys"
+        )));
     }
     let mut metadata = BTreeMap::new();
     for _ in 0..n_kv {
@@ -189,17 +195,31 @@ pub fn read_header<R: Read>(r: R) -> Result<Header, GgufError> {
         let name = c.string()?;
         let n_dims = c.u32()?;
         if n_dims > 4 {
-            return Err(GgufError::Corrupt(format!("tensor {name} has {n_dims} dimensions")));
+            return Err(GgufError::Corrupt(format!(
+                "tensor {name} has {n_dims} dimensions"
+            )));
         }
-        let dims = (0..n_dims).map(|_| c.u64()).collect::<Result<Vec<_>, _>>()?;
+        let dims = (0..n_dims)
+            .map(|_| c.u64())
+            .collect::<Result<Vec<_>, _>>()?;
         let ggml_type = c.u32()?;
         let offset = c.u64()?;
-        tensors.push(TensorInfo { name, dims, ggml_type, offset });
+        tensors.push(TensorInfo {
+            name,
+            dims,
+            ggml_type,
+            offset,
+        });
     }
     let align = match metadata.get("general.alignment") {
         Some(Value::UInt(a)) if *a > 0 => *a,
         _ => DEFAULT_ALIGNMENT,
     };
     let data_offset = c.pos.div_ceil(align) * align;
-    Ok(Header { version, metadata, tensors, data_offset })
+    Ok(Header {
+        version,
+        metadata,
+        tensors,
+        data_offset,
+    })
 }

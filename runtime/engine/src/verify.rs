@@ -39,7 +39,9 @@ pub fn verify_model(
     let shown = path.display();
     let open_err = |e: io::Error| {
         let why = match e.kind() {
-            io::ErrorKind::NotFound => format!("model file {shown} does not exist (check: ls -la {shown})"),
+            io::ErrorKind::NotFound => {
+                format!("model file {shown} does not exist (check: ls -la {shown})")
+            }
             io::ErrorKind::PermissionDenied => {
                 format!("cannot read {shown}: permission denied (verify read permissions on the model directory)")
             }
@@ -52,13 +54,19 @@ pub fn verify_model(
         return Err(load_failed(format!("{shown} is not a regular file")));
     }
     let size = meta.len();
-    let header = gguf::read_header(BufReader::new(File::open(&path).map_err(open_err)?)).map_err(|e| match e {
-        GgufError::UnsupportedVersion(_) => ErrorBody::new(ErrorCode::ModelVersionMismatch, format!("{shown}: {e}")),
-        GgufError::NotGguf(_) | GgufError::TruncatedHeader | GgufError::Corrupt(_) => {
-            load_failed(format!("{shown}: {e} (verify the model file is not corrupted)"))
-        }
-        other => load_failed(format!("cannot read {shown}: {other}")),
-    })?;
+    let header = gguf::read_header(BufReader::new(File::open(&path).map_err(open_err)?)).map_err(
+        |e| match e {
+            GgufError::UnsupportedVersion(_) => {
+                ErrorBody::new(ErrorCode::ModelVersionMismatch, format!("{shown}: {e}"))
+            }
+            GgufError::NotGguf(_) | GgufError::TruncatedHeader | GgufError::Corrupt(_) => {
+                load_failed(format!(
+                    "{shown}: {e} (verify the model file is not corrupted)"
+                ))
+            }
+            other => load_failed(format!("cannot read {shown}: {other}")),
+        },
+    )?;
     let needed = header.required_file_size();
     if size < needed {
         return Err(load_failed(format!(

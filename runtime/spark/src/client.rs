@@ -17,7 +17,10 @@ pub struct CliError {
 
 impl From<ErrorBody> for CliError {
     fn from(error: ErrorBody) -> Self {
-        CliError { error, checks: Vec::new() }
+        CliError {
+            error,
+            checks: Vec::new(),
+        }
     }
 }
 
@@ -32,7 +35,11 @@ impl Client {
         let stream = UnixStream::connect(socket).map_err(|e| connection_failed(socket, &e))?;
         stream.set_read_timeout(Some(timeout)).ok();
         stream.set_write_timeout(Some(timeout)).ok();
-        Ok(Client { stream, timeout, next_id: 1 })
+        Ok(Client {
+            stream,
+            timeout,
+            next_id: 1,
+        })
     }
 
     pub fn call(&mut self, op: Op) -> Result<Reply, ErrorBody> {
@@ -46,20 +53,29 @@ impl Client {
         };
         ipc::write_frame(&mut self.stream, &Request { id, op }).map_err(|e| match e.kind() {
             ErrorKind::WouldBlock | ErrorKind::TimedOut => timeout(),
-            _ => ErrorBody::new(ErrorCode::IpcConnectionFailed, format!("cannot send to the runtime: {e}")),
+            _ => ErrorBody::new(
+                ErrorCode::IpcConnectionFailed,
+                format!("cannot send to the runtime: {e}"),
+            ),
         })?;
         loop {
             let payload = match ipc::read_frame(&mut self.stream, u32::MAX) {
                 Ok(Some(p)) => p,
                 Ok(None) => {
-                    return Err(ErrorBody::new(ErrorCode::IpcConnectionFailed, "the runtime closed the connection"))
+                    return Err(ErrorBody::new(
+                        ErrorCode::IpcConnectionFailed,
+                        "the runtime closed the connection",
+                    ))
                 }
-                Err(ipc::FrameError::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Err(ipc::FrameError::Io(e))
+                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
                     return Err(timeout())
                 }
                 Err(e) => return Err(ErrorBody::new(ErrorCode::IpcProtocolError, e.to_string())),
             };
-            let resp: Response = ipc::decode(&payload).map_err(|e| ErrorBody::new(ErrorCode::IpcProtocolError, e.to_string()))?;
+            let resp: Response = ipc::decode(&payload)
+                .map_err(|e| ErrorBody::new(ErrorCode::IpcProtocolError, e.to_string()))?;
             if resp.id != id && resp.id != 0 {
                 continue;
             }
@@ -95,7 +111,11 @@ fn connection_failed(socket: &Path, err: &std::io::Error) -> CliError {
                     "mode {mode:o}, owner uid {} gid {}; {} (check: stat {shown})",
                     md.uid(),
                     md.gid(),
-                    if writable { "this user may connect" } else { "this user may not connect" }
+                    if writable {
+                        "this user may connect"
+                    } else {
+                        "this user may not connect"
+                    }
                 ),
             });
         }
@@ -112,36 +132,54 @@ fn connection_failed(socket: &Path, err: &std::io::Error) -> CliError {
         detail: if running.is_empty() {
             "no veritas-spark serve process found (check: pgrep -a veritas-spark)".into()
         } else {
-            format!("pid {} (check that it was started with --socket {shown})", running.join(", "))
+            format!(
+                "pid {} (check that it was started with --socket {shown})",
+                running.join(", ")
+            )
         },
     });
     let hint = match err.kind() {
-        ErrorKind::NotFound => "restart the CORE Runtime if it is not running, or pass --socket / VERITAS_SOCKET",
-        ErrorKind::PermissionDenied => "check directory permissions on the socket path and SELinux/AppArmor policies",
-        ErrorKind::ConnectionRefused => "no process is listening: the socket is stale; restart the CORE Runtime",
+        ErrorKind::NotFound => {
+            "restart the CORE Runtime if it is not running, or pass --socket / VERITAS_SOCKET"
+        }
+        ErrorKind::PermissionDenied => {
+            "check directory permissions on the socket path and SELinux/AppArmor policies"
+        }
+        ErrorKind::ConnectionRefused => {
+            "no process is listening: the socket is stale; restart the CORE Runtime"
+        }
         _ => "verify no other process is holding the socket",
     };
     CliError {
-        error: ErrorBody::new(ErrorCode::IpcConnectionFailed, format!("cannot connect to {shown}: {err}; {hint}")),
+        error: ErrorBody::new(
+            ErrorCode::IpcConnectionFailed,
+            format!("cannot connect to {shown}: {err}; {hint}"),
+        ),
         checks,
     }
 }
 
 fn access_rw(path: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
     // SAFETY: access(2) on a valid C string.
     unsafe { libc::access(c.as_ptr(), libc::R_OK | libc::W_OK) == 0 }
 }
 
 /// Pids of `veritas-spark serve` processes, as `pgrep -a veritas-spark` would find them.
 fn running_runtimes() -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     dir.filter_map(Result::ok)
         .filter_map(|e| {
             let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let mut args = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned());
+            let mut args = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned());
             let exe = args.next()?;
             (exe.ends_with("veritas-spark") && args.any(|a| a == "serve")).then(|| pid.to_string())
         })

@@ -22,7 +22,9 @@ fn main() -> ExitCode {
         }
         command => {
             let timeout = Duration::from_secs_f64(cli.global.timeout.max(0.001));
-            let out = output::Printer { json: cli.global.json };
+            let out = output::Printer {
+                json: cli.global.json,
+            };
             let op = match command {
                 Command::Health { verbose } => Op::Health { verbose },
                 Command::Live => Op::Live,
@@ -30,14 +32,18 @@ fn main() -> ExitCode {
                 Command::Models(ModelsCommand::List) => Op::ModelsList,
                 Command::Models(ModelsCommand::Load { name, verbose: _ }) => {
                     let (n, v) = daemon::parse_model_ref(&name);
-                    Op::ModelsLoad { name: n.to_string(), version: v.map(str::to_string) }
+                    Op::ModelsLoad {
+                        name: n.to_string(),
+                        version: v.map(str::to_string),
+                    }
                 }
                 Command::Metrics(MetricsCommand::Summary) => Op::MetricsSummary,
                 Command::Telemetry(TelemetryCommand::Status) => Op::TelemetryStatus,
                 Command::Generate(g) => {
                     let prompt = if g.prompt == "-" {
                         let mut s = String::new();
-                        if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut s) {
+                        if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                        {
                             eprintln!("error: cannot read the prompt from standard input: {e}");
                             return ExitCode::from(2);
                         }
@@ -45,7 +51,11 @@ fn main() -> ExitCode {
                     } else {
                         g.prompt
                     };
-                    Op::Generate(veritas_vocab::ipc::GenerateRequest { prompt, max_tokens: g.max_tokens, model: g.model })
+                    Op::Generate(veritas_vocab::ipc::GenerateRequest {
+                        prompt,
+                        max_tokens: g.max_tokens,
+                        model: g.model,
+                    })
                 }
                 Command::Serve(_) | Command::Worker(_) => unreachable!("handled above"),
             };
@@ -60,7 +70,9 @@ fn main() -> ExitCode {
 fn init_logs(format: &str, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VERITAS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -77,7 +89,10 @@ fn daemon_main(global: cli::GlobalArgs, args: cli::ServeArgs) -> ExitCode {
         }
     };
     init_logs(&cfg.log_format, "info");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match rt.block_on(serve(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -93,11 +108,19 @@ async fn serve(cfg: daemon::Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let listener = daemon::ipc_server::bind(&cfg.socket, cfg.socket_mode)?;
     let http = match &cfg.http_addr {
-        Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| format!("cannot bind HTTP address {a}"))?),
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot bind HTTP address {a}"))?,
+        ),
         None => None,
     };
     let metrics = match &cfg.metrics_addr {
-        Some(a) => Some(tokio::net::TcpListener::bind(a).await.with_context(|| format!("cannot bind metrics address {a}"))?),
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot bind metrics address {a}"))?,
+        ),
         None => None,
     };
     let socket = cfg.socket.clone();
@@ -111,7 +134,11 @@ async fn serve(cfg: daemon::Config) -> anyhow::Result<()> {
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(daemon::ipc_server::serve(rt.clone(), listener, stop_rx.clone())));
+    tasks.push(tokio::spawn(daemon::ipc_server::serve(
+        rt.clone(),
+        listener,
+        stop_rx.clone(),
+    )));
     for (l, router) in [
         (http, daemon::http::api_router(rt.clone())),
         (metrics, daemon::http::metrics_router(rt.clone())),

@@ -30,17 +30,28 @@ impl Printer {
 
     fn error(&self, e: &ErrorBody, checks: &[Check]) -> ExitCode {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(&JsonError { error: e, checks }).unwrap());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&JsonError { error: e, checks }).unwrap()
+            );
         } else {
             eprintln!("{e}");
             if !checks.is_empty() {
                 eprintln!("checks:");
                 for c in checks {
-                    eprintln!("  [{}] {:<20} {}", if c.ok { "ok" } else { "FAIL" }, c.name, c.detail);
+                    eprintln!(
+                        "  [{}] {:<20} {}",
+                        if c.ok { "ok" } else { "FAIL" },
+                        c.name,
+                        c.detail
+                    );
                 }
             }
             if let Some(steps) = diagnostic_steps(e.code) {
-                eprintln!("next steps (deployment-troubleshooting guide, {}):", e.code.code());
+                eprintln!(
+                    "next steps (deployment-troubleshooting guide, {}):",
+                    e.code.code()
+                );
                 for s in steps {
                     eprintln!("  {s}");
                 }
@@ -66,7 +77,13 @@ impl Printer {
                     ExitCode::SUCCESS
                 } else {
                     if !self.json {
-                        eprintln!("{}", ErrorBody::new(ErrorCode::HealthCheckFailed, format!("not ready: {}", p.detail)));
+                        eprintln!(
+                            "{}",
+                            ErrorBody::new(
+                                ErrorCode::HealthCheckFailed,
+                                format!("not ready: {}", p.detail)
+                            )
+                        );
                     }
                     ExitCode::from(1)
                 }
@@ -102,8 +119,17 @@ impl Printer {
                 if self.json {
                     self.json(&t);
                 } else {
-                    println!("metrics:   {}", t.metrics_address.as_deref().map(|a| format!("enabled on {a}/metrics")).unwrap_or("disabled".into()));
-                    println!("http:      {}", t.http_address.as_deref().unwrap_or("disabled"));
+                    println!(
+                        "metrics:   {}",
+                        t.metrics_address
+                            .as_deref()
+                            .map(|a| format!("enabled on {a}/metrics"))
+                            .unwrap_or("disabled".into())
+                    );
+                    println!(
+                        "http:      {}",
+                        t.http_address.as_deref().unwrap_or("disabled")
+                    );
                     println!("socket:    {}", t.socket);
                     println!("logs:      {} to stderr", t.log_format);
                     println!("series:    {}", t.series);
@@ -128,18 +154,34 @@ impl Printer {
         } else if verbose {
             print!("{}", render_health(h));
         } else if healthy {
-            let m = h.model.as_ref().map(|m| format!("{}@{}", m.name, m.version)).unwrap_or_default();
+            let m = h
+                .model
+                .as_ref()
+                .map(|m| format!("{}@{}", m.name, m.version))
+                .unwrap_or_default();
             println!("healthy: {m} ready (deployment {})", h.deployment);
         }
         if healthy {
             return ExitCode::SUCCESS;
         }
         if !self.json {
-            let failing: Vec<_> = h.checks.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.name, c.detail)).collect();
+            let failing: Vec<_> = h
+                .checks
+                .iter()
+                .filter(|c| !c.ok)
+                .map(|c| format!("{}: {}", c.name, c.detail))
+                .collect();
             let status = serde_json::to_value(h.status).unwrap();
             eprintln!(
                 "{}",
-                ErrorBody::new(ErrorCode::HealthCheckFailed, format!("runtime is {}: {}", status.as_str().unwrap_or("?"), failing.join("; ")))
+                ErrorBody::new(
+                    ErrorCode::HealthCheckFailed,
+                    format!(
+                        "runtime is {}: {}",
+                        status.as_str().unwrap_or("?"),
+                        failing.join("; ")
+                    )
+                )
             );
         }
         ExitCode::from(1)
@@ -189,10 +231,17 @@ pub fn render_health(h: &HealthReport) -> String {
     let _ = writeln!(
         s,
         "worker:       {}, {} restarts",
-        h.worker.pid.map(|p| format!("pid {p}")).unwrap_or_else(|| "not running".into()),
+        h.worker
+            .pid
+            .map(|p| format!("pid {p}"))
+            .unwrap_or_else(|| "not running".into()),
         h.worker.restarts
     );
-    let _ = writeln!(s, "queue:        {} in flight, capacity {} (parallel {})", h.queue.inflight, h.queue.capacity, h.queue.parallel);
+    let _ = writeln!(
+        s,
+        "queue:        {} in flight, capacity {} (parallel {})",
+        h.queue.inflight, h.queue.capacity, h.queue.parallel
+    );
     match &h.sandbox {
         Some(sb) => {
             let _ = writeln!(s, "sandbox:      {}", sb);
@@ -203,7 +252,13 @@ pub fn render_health(h: &HealthReport) -> String {
     }
     let _ = writeln!(s, "checks:");
     for c in &h.checks {
-        let _ = writeln!(s, "  [{}] {:<12} {}", if c.ok { "ok" } else { "FAIL" }, c.name, c.detail);
+        let _ = writeln!(
+            s,
+            "  [{}] {:<12} {}",
+            if c.ok { "ok" } else { "FAIL" },
+            c.name,
+            c.detail
+        );
     }
     s
 }
@@ -219,21 +274,39 @@ pub fn render_models(m: &ModelsReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "registry: {}", m.model_dir);
-    let _ = writeln!(s, "{:<16} {:<10} {:<6} {:>12} {:<10} {:<14} FILE", "NAME", "VERSION", "FORMAT", "SIZE", "STATE", "SHA256");
+    let _ = writeln!(
+        s,
+        "{:<16} {:<10} {:<6} {:>12} {:<10} {:<14} FILE",
+        "NAME", "VERSION", "FORMAT", "SIZE", "STATE", "SHA256"
+    );
     for r in &m.models {
-        let size = r.size_bytes.map(|b| b.to_string()).unwrap_or_else(|| "-".into());
+        let size = r
+            .size_bytes
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| "-".into());
         let sha: String = r.sha256.chars().take(12).collect();
-        let _ = writeln!(s, "{:<16} {:<10} {:<6} {:>12} {:<10} {:<14} {}", r.name, r.version, r.format, size, r.state, sha, r.file);
+        let _ = writeln!(
+            s,
+            "{:<16} {:<10} {:<6} {:>12} {:<10} {:<14} {}",
+            r.name, r.version, r.format, size, r.state, sha, r.file
+        );
     }
     s
 }
 
 fn render_summary(m: &MetricsSummary) -> String {
-    let ms = |v: Option<f64>| v.map(|x| format!("{x:.1} ms")).unwrap_or_else(|| "-".into());
+    let ms = |v: Option<f64>| {
+        v.map(|x| format!("{x:.1} ms"))
+            .unwrap_or_else(|| "-".into())
+    };
     let errors = if m.errors_by_code.is_empty() {
         "none".to_string()
     } else {
-        m.errors_by_code.iter().map(|(c, n)| format!("{c}={n}")).collect::<Vec<_>>().join(" ")
+        m.errors_by_code
+            .iter()
+            .map(|(c, n)| format!("{c}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     };
     format!(
         "deployment:   {}\nrequests:     {} ok, {} error (error rate {:.2}%)\nlatency:      p50 {}, p99 {}\ntokens:       {} prompt, {} generated\nin flight:    {}\nmemory:       {} of {} bytes\nerrors:       {}\n",

@@ -27,7 +27,10 @@ pub fn run(args: WorkerArgs) -> i32 {
             let _ = ipc::write_frame(&mut *w, ev);
         }
     };
-    let opts = EngineOptions { n_ctx: args.ctx_size, threads: args.threads as i32 };
+    let opts = EngineOptions {
+        n_ctx: args.ctx_size,
+        threads: args.threads as i32,
+    };
     let engine = match Engine::load(&args.model_path, opts) {
         Ok(e) => Arc::new(e),
         Err(error) => {
@@ -35,7 +38,11 @@ pub fn run(args: WorkerArgs) -> i32 {
             return EXIT_LOAD_FAILED;
         }
     };
-    send(&WorkerEvent::Ready { n_ctx: engine.n_ctx(), n_vocab: engine.n_vocab(), sandbox: None });
+    send(&WorkerEvent::Ready {
+        n_ctx: engine.n_ctx(),
+        n_vocab: engine.n_vocab(),
+        sandbox: None,
+    });
 
     let (jobs_tx, jobs_rx) = mpsc::channel::<(u64, String, u32)>();
     let jobs_rx = Arc::new(Mutex::new(jobs_rx));
@@ -46,7 +53,9 @@ pub fn run(args: WorkerArgs) -> i32 {
             let send = send.clone();
             std::thread::spawn(move || loop {
                 let job = jobs_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                let Ok((id, prompt, max_tokens)) = job else { return };
+                let Ok((id, prompt, max_tokens)) = job else {
+                    return;
+                };
                 let ev = match engine.generate(&prompt, max_tokens) {
                     Ok(g) => WorkerEvent::Generated {
                         id,
@@ -66,11 +75,17 @@ pub fn run(args: WorkerArgs) -> i32 {
     loop {
         match ipc::read_frame(&mut reader, args.max_frame) {
             Ok(Some(payload)) => match ipc::decode::<WorkerCommand>(&payload) {
-                Ok(WorkerCommand::Generate { id, prompt, max_tokens }) => {
+                Ok(WorkerCommand::Generate {
+                    id,
+                    prompt,
+                    max_tokens,
+                }) => {
                     let _ = jobs_tx.send((id, prompt, max_tokens));
                 }
                 Ok(WorkerCommand::Selftest) => {
-                    send(&WorkerEvent::Selftest { report: serde_json::json!({"available": false}) });
+                    send(&WorkerEvent::Selftest {
+                        report: serde_json::json!({"available": false}),
+                    });
                 }
                 Ok(WorkerCommand::Shutdown) => break,
                 Err(e) => tracing::warn!(error = %e, "worker ignored a malformed command"),

@@ -172,7 +172,13 @@ mod tests {
     #[test]
     fn severities_match_the_guide() {
         use ErrorCode::*;
-        let critical = [IpcConnectionFailed, ModelLoadFailed, SandboxInitFailed, SandboxViolation, RollbackFailed];
+        let critical = [
+            IpcConnectionFailed,
+            ModelLoadFailed,
+            SandboxInitFailed,
+            SandboxViolation,
+            RollbackFailed,
+        ];
         let warning = [IpcTimeout, ContextOverflow, HealthCheckFailed];
         for &c in ErrorCode::ALL {
             let expected = if critical.contains(&c) {

@@ -80,7 +80,16 @@ pub fn decode_header(bytes: &[u8; HEADER_LEN], max: u32) -> Result<Header, Frame
 
 pub fn encode_header(len: u32) -> [u8; HEADER_LEN] {
     let l = len.to_be_bytes();
-    [MAGIC[0], MAGIC[1], PROTOCOL_VERSION, KIND_JSON, l[0], l[1], l[2], l[3]]
+    [
+        MAGIC[0],
+        MAGIC[1],
+        PROTOCOL_VERSION,
+        KIND_JSON,
+        l[0],
+        l[1],
+        l[2],
+        l[3],
+    ]
 }
 
 /// Serialises `msg` into one complete frame.
@@ -137,11 +146,16 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Op {
-    Health { verbose: bool },
+    Health {
+        verbose: bool,
+    },
     Live,
     Ready,
     ModelsList,
-    ModelsLoad { name: String, version: Option<String> },
+    ModelsLoad {
+        name: String,
+        version: Option<String>,
+    },
     MetricsSummary,
     TelemetryStatus,
     Generate(GenerateRequest),
@@ -330,7 +344,11 @@ pub struct TelemetryStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WorkerCommand {
-    Generate { id: u64, prompt: String, max_tokens: u32 },
+    Generate {
+        id: u64,
+        prompt: String,
+        max_tokens: u32,
+    },
     /// Sandbox self-test: attempt forbidden operations and report.
     Selftest,
     Shutdown,
@@ -340,11 +358,28 @@ pub enum WorkerCommand {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WorkerEvent {
-    Ready { n_ctx: u32, n_vocab: u32, sandbox: Option<serde_json::Value> },
-    LoadFailed { error: ErrorBody },
-    Generated { id: u64, text: String, prompt_tokens: u32, generated_tokens: u32, finish_reason: String },
-    Failed { id: u64, error: ErrorBody },
-    Selftest { report: serde_json::Value },
+    Ready {
+        n_ctx: u32,
+        n_vocab: u32,
+        sandbox: Option<serde_json::Value>,
+    },
+    LoadFailed {
+        error: ErrorBody,
+    },
+    Generated {
+        id: u64,
+        text: String,
+        prompt_tokens: u32,
+        generated_tokens: u32,
+        finish_reason: String,
+    },
+    Failed {
+        id: u64,
+        error: ErrorBody,
+    },
+    Selftest {
+        report: serde_json::Value,
+    },
 }
 
 #[cfg(test)]
@@ -357,16 +392,25 @@ mod tests {
     fn request_round_trips() {
         let req = Request {
             id: 7,
-            op: Op::Generate(GenerateRequest { prompt: "hi".into(), max_tokens: 4, model: None }),
+            op: Op::Generate(GenerateRequest {
+                prompt: "hi".into(),
+                max_tokens: 4,
+                model: None,
+            }),
         };
         let frame = encode(&req);
-        let payload = read_frame(&mut &frame[..], DEFAULT_MAX_FRAME).unwrap().unwrap();
+        let payload = read_frame(&mut &frame[..], DEFAULT_MAX_FRAME)
+            .unwrap()
+            .unwrap();
         assert_eq!(decode::<Request>(&payload).unwrap(), req);
     }
 
     #[test]
     fn error_response_shape() {
-        let resp = Response { id: 1, outcome: Outcome::Error(ErrorBody::new(ErrorCode::ModelNotFound, "no model x")) };
+        let resp = Response {
+            id: 1,
+            outcome: Outcome::Error(ErrorBody::new(ErrorCode::ModelNotFound, "no model x")),
+        };
         let v = serde_json::to_value(&resp).unwrap();
         assert_eq!(v["outcome"]["error"]["code"], "E2002");
     }
@@ -375,21 +419,36 @@ mod tests {
     fn header_rejections_are_typed() {
         let mut h = encode_header(10);
         h[0] = b'X';
-        assert!(matches!(decode_header(&h, 100), Err(FrameError::BadMagic(_))));
+        assert!(matches!(
+            decode_header(&h, 100),
+            Err(FrameError::BadMagic(_))
+        ));
         let mut h = encode_header(10);
         h[2] = 9;
-        assert!(matches!(decode_header(&h, 100), Err(FrameError::UnsupportedVersion { got: 9 })));
+        assert!(matches!(
+            decode_header(&h, 100),
+            Err(FrameError::UnsupportedVersion { got: 9 })
+        ));
         let h = encode_header(101);
-        assert!(matches!(decode_header(&h, 100), Err(FrameError::Oversize { len: 101, max: 100 })));
+        assert!(matches!(
+            decode_header(&h, 100),
+            Err(FrameError::Oversize { len: 101, max: 100 })
+        ));
     }
 
     #[test]
     fn truncated_and_empty_streams() {
         assert!(read_frame(&mut &b""[..], 100).unwrap().is_none());
-        assert!(matches!(read_frame(&mut &b"VS\x01"[..], 100), Err(FrameError::Truncated)));
+        assert!(matches!(
+            read_frame(&mut &b"VS\x01"[..], 100),
+            Err(FrameError::Truncated)
+        ));
         let mut f = encode_header(5).to_vec();
         f.extend_from_slice(b"ab");
-        assert!(matches!(read_frame(&mut &f[..], 100), Err(FrameError::Truncated)));
+        assert!(matches!(
+            read_frame(&mut &f[..], 100),
+            Err(FrameError::Truncated)
+        ));
     }
 
     proptest! {

@@ -43,7 +43,11 @@ fn error_response(e: ErrorBody) -> Response {
 
 async fn health(State(rt): State<Arc<Runtime>>) -> Response {
     let report = rt.health(true);
-    let code = if report.status == HealthStatus::Critical { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let code = if report.status == HealthStatus::Critical {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     (code, Json(report)).into_response()
 }
 
@@ -53,7 +57,11 @@ async fn live() -> &'static str {
 
 async fn ready(State(rt): State<Arc<Runtime>>) -> Response {
     let r = rt.readiness();
-    let code = if r.ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if r.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(r)).into_response()
 }
 
@@ -62,7 +70,10 @@ async fn generate(State(rt): State<Arc<Runtime>>, body: axum::body::Bytes) -> Re
         Ok(r) => r,
         Err(e) => {
             rt.metrics.count_error(ErrorCode::IpcProtocolError);
-            return error_response(ErrorBody::new(ErrorCode::IpcProtocolError, format!("invalid request body: {e}")));
+            return error_response(ErrorBody::new(
+                ErrorCode::IpcProtocolError,
+                format!("invalid request body: {e}"),
+            ));
         }
     };
     match rt.generate(req).await {
@@ -73,5 +84,12 @@ async fn generate(State(rt): State<Arc<Runtime>>, body: axum::body::Bytes) -> Re
 
 async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {
     rt.refresh_memory();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], rt.metrics.render()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        rt.metrics.render(),
+    )
+        .into_response()
 }

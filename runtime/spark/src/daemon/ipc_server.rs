@@ -14,7 +14,9 @@ use veritas_vocab::{ErrorBody, ErrorCode};
 /// process still answers on is never taken over.
 pub fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create socket directory {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            anyhow::anyhow!("cannot create socket directory {}: {e}", dir.display())
+        })?;
     }
     if path.exists() {
         match std::os::unix::net::UnixStream::connect(path) {
@@ -29,12 +31,17 @@ pub fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
             }
         }
     }
-    let listener = UnixListener::bind(path).map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", path.display()))?;
+    let listener = UnixListener::bind(path)
+        .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
 
-pub async fn serve(rt: Arc<Runtime>, listener: UnixListener, mut stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve(
+    rt: Arc<Runtime>,
+    listener: UnixListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -79,17 +86,28 @@ async fn connection(rt: Arc<Runtime>, stream: UnixStream) {
         tokio::spawn(async move {
             let _answering = rt.answers.read().await;
             let outcome = dispatch(&rt, req.op).await;
-            let frame = ipc::encode(&Response { id: req.id, outcome });
+            let frame = ipc::encode(&Response {
+                id: req.id,
+                outcome,
+            });
             let _ = wr.lock().await.write_all(&frame).await;
         });
     }
 }
 
-async fn protocol_error(rt: &Runtime, wr: &tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>, id: u64, e: &FrameError) {
+async fn protocol_error(
+    rt: &Runtime,
+    wr: &tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>,
+    id: u64,
+    e: &FrameError,
+) {
     rt.metrics.count_error(ErrorCode::IpcProtocolError);
     tracing::warn!(error = %e, "IPC protocol error");
     let body = ErrorBody::new(ErrorCode::IpcProtocolError, e.to_string());
-    let frame = ipc::encode(&Response { id, outcome: Outcome::Error(body) });
+    let frame = ipc::encode(&Response {
+        id,
+        outcome: Outcome::Error(body),
+    });
     let _ = wr.lock().await.write_all(&frame).await;
 }
 
@@ -97,7 +115,10 @@ async fn protocol_error(rt: &Runtime, wr: &tokio::sync::Mutex<tokio::net::unix::
 pub async fn dispatch(rt: &Runtime, op: Op) -> Outcome {
     let result: Result<Reply, ErrorBody> = match op {
         Op::Health { verbose } => Ok(Reply::Health(rt.health(verbose))),
-        Op::Live => Ok(Reply::Probe(ipc::ProbeReport { ok: true, detail: "alive".into() })),
+        Op::Live => Ok(Reply::Probe(ipc::ProbeReport {
+            ok: true,
+            detail: "alive".into(),
+        })),
         Op::Ready => Ok(Reply::Probe(rt.readiness())),
         Op::ModelsList => rt.models().map(Reply::Models),
         Op::ModelsLoad { name, version } => {

@@ -1,7 +1,10 @@
 //! The runtime's Prometheus metrics, named by `veritas_vocab::metrics`.
 
 use prometheus::core::Metric as _;
-use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use veritas_vocab::ipc::ModelState;
 use veritas_vocab::metrics as m;
 use veritas_vocab::ErrorCode;
@@ -32,26 +35,50 @@ impl Metrics {
         )
         .unwrap();
         let duration = HistogramVec::new(
-            HistogramOpts::new(m::REQUEST_DURATION, "Inference request duration in seconds.")
-                .buckets(m::DURATION_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                m::REQUEST_DURATION,
+                "Inference request duration in seconds.",
+            )
+            .buckets(m::DURATION_BUCKETS.to_vec()),
             &dep,
         )
         .unwrap();
-        let prompt_tokens =
-            IntCounterVec::new(Opts::new(m::PROMPT_TOKENS_TOTAL, "Prompt tokens processed."), &dep).unwrap();
-        let generated_tokens =
-            IntCounterVec::new(Opts::new(m::GENERATED_TOKENS_TOTAL, "Tokens generated."), &dep).unwrap();
-        let memory_used = IntGauge::new(m::MEMORY_USED_BYTES, "Resident memory of the daemon and its worker.").unwrap();
-        let memory_limit = IntGauge::new(m::MEMORY_LIMIT_BYTES, "Memory the runtime may use.").unwrap();
-        let queue_depth = IntGauge::new(m::QUEUE_DEPTH, "Admitted requests waiting for a decode slot.").unwrap();
-        let inflight = IntGauge::new(m::INFLIGHT_REQUESTS, "Admitted requests not yet answered.").unwrap();
+        let prompt_tokens = IntCounterVec::new(
+            Opts::new(m::PROMPT_TOKENS_TOTAL, "Prompt tokens processed."),
+            &dep,
+        )
+        .unwrap();
+        let generated_tokens = IntCounterVec::new(
+            Opts::new(m::GENERATED_TOKENS_TOTAL, "Tokens generated."),
+            &dep,
+        )
+        .unwrap();
+        let memory_used = IntGauge::new(
+            m::MEMORY_USED_BYTES,
+            "Resident memory of the daemon and its worker.",
+        )
+        .unwrap();
+        let memory_limit =
+            IntGauge::new(m::MEMORY_LIMIT_BYTES, "Memory the runtime may use.").unwrap();
+        let queue_depth = IntGauge::new(
+            m::QUEUE_DEPTH,
+            "Admitted requests waiting for a decode slot.",
+        )
+        .unwrap();
+        let inflight =
+            IntGauge::new(m::INFLIGHT_REQUESTS, "Admitted requests not yet answered.").unwrap();
         let model_state = IntGaugeVec::new(
             Opts::new(m::MODEL_STATE, "1 for the loaded model's current state."),
             &[m::LABEL_MODEL, m::LABEL_STATE],
         )
         .unwrap();
-        let errors = IntCounterVec::new(Opts::new(m::ERRORS_TOTAL, "Errors by guide error code."), &[m::LABEL_CODE]).unwrap();
-        let worker_restarts = IntCounter::new(m::WORKER_RESTARTS_TOTAL, "Inference worker restarts.").unwrap();
+        let errors = IntCounterVec::new(
+            Opts::new(m::ERRORS_TOTAL, "Errors by guide error code."),
+            &[m::LABEL_CODE],
+        )
+        .unwrap();
+        let worker_restarts =
+            IntCounter::new(m::WORKER_RESTARTS_TOTAL, "Inference worker restarts.").unwrap();
         for c in [&requests, &prompt_tokens, &generated_tokens, &errors] {
             registry.register(Box::new(c.clone())).unwrap();
         }
@@ -60,7 +87,9 @@ impl Metrics {
         for g in [&memory_used, &memory_limit, &queue_depth, &inflight] {
             registry.register(Box::new(g.clone())).unwrap();
         }
-        registry.register(Box::new(worker_restarts.clone())).unwrap();
+        registry
+            .register(Box::new(worker_restarts.clone()))
+            .unwrap();
         // Zero-valued series exist from the start so rate() and absent() behave in queries.
         for status in [m::STATUS_SUCCESS, m::STATUS_ERROR] {
             requests.with_label_values(&[status, deployment]);
@@ -86,15 +115,27 @@ impl Metrics {
     }
 
     pub fn record_success(&self, seconds: f64, prompt_tokens: u32, generated_tokens: u32) {
-        self.requests.with_label_values(&[m::STATUS_SUCCESS, &self.deployment]).inc();
-        self.duration.with_label_values(&[&self.deployment]).observe(seconds);
-        self.prompt_tokens.with_label_values(&[&self.deployment]).inc_by(prompt_tokens as u64);
-        self.generated_tokens.with_label_values(&[&self.deployment]).inc_by(generated_tokens as u64);
+        self.requests
+            .with_label_values(&[m::STATUS_SUCCESS, &self.deployment])
+            .inc();
+        self.duration
+            .with_label_values(&[&self.deployment])
+            .observe(seconds);
+        self.prompt_tokens
+            .with_label_values(&[&self.deployment])
+            .inc_by(prompt_tokens as u64);
+        self.generated_tokens
+            .with_label_values(&[&self.deployment])
+            .inc_by(generated_tokens as u64);
     }
 
     pub fn record_failure(&self, seconds: f64, code: ErrorCode) {
-        self.requests.with_label_values(&[m::STATUS_ERROR, &self.deployment]).inc();
-        self.duration.with_label_values(&[&self.deployment]).observe(seconds);
+        self.requests
+            .with_label_values(&[m::STATUS_ERROR, &self.deployment])
+            .inc();
+        self.duration
+            .with_label_values(&[&self.deployment])
+            .observe(seconds);
         self.count_error(code);
     }
 
@@ -105,17 +146,25 @@ impl Metrics {
 
     pub fn set_model_state(&self, model: &str, state: ModelState) {
         self.model_state.reset();
-        self.model_state.with_label_values(&[model, state.as_str()]).set(1);
+        self.model_state
+            .with_label_values(&[model, state.as_str()])
+            .set(1);
     }
 
     pub fn requests(&self, status: &str) -> u64 {
-        self.requests.with_label_values(&[status, &self.deployment]).get()
+        self.requests
+            .with_label_values(&[status, &self.deployment])
+            .get()
     }
 
     pub fn tokens(&self) -> (u64, u64) {
         (
-            self.prompt_tokens.with_label_values(&[&self.deployment]).get(),
-            self.generated_tokens.with_label_values(&[&self.deployment]).get(),
+            self.prompt_tokens
+                .with_label_values(&[&self.deployment])
+                .get(),
+            self.generated_tokens
+                .with_label_values(&[&self.deployment])
+                .get(),
         )
     }
 
@@ -127,19 +176,29 @@ impl Metrics {
         ErrorCode::ALL
             .iter()
             .filter_map(|c| {
-                let v = self.errors.get_metric_with_label_values(&[c.code()]).ok()?.get();
+                let v = self
+                    .errors
+                    .get_metric_with_label_values(&[c.code()])
+                    .ok()?
+                    .get();
                 (v > 0).then(|| (c.code().to_string(), v))
             })
             .collect()
     }
 
     pub fn series(&self) -> u32 {
-        self.registry.gather().iter().map(|f| f.get_metric().len() as u32).sum()
+        self.registry
+            .gather()
+            .iter()
+            .map(|f| f.get_metric().len() as u32)
+            .sum()
     }
 
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding");
         String::from_utf8(buf).expect("metrics are UTF-8")
     }
 }
@@ -160,7 +219,11 @@ pub fn histogram_quantile(h: &Histogram, q: f64) -> Option<f64> {
         let count = b.cumulative_count();
         if count as f64 >= rank {
             let in_bucket = (count - prev_count) as f64;
-            let frac = if in_bucket == 0.0 { 0.0 } else { (rank - prev_count as f64) / in_bucket };
+            let frac = if in_bucket == 0.0 {
+                0.0
+            } else {
+                (rank - prev_count as f64) / in_bucket
+            };
             return Some(prev_bound + (b.upper_bound() - prev_bound) * frac);
         }
         prev_bound = b.upper_bound();

@@ -38,7 +38,6 @@ pub struct Config {
     pub request_timeout: Duration,
     pub drain_timeout: Duration,
     pub memory_limit: u64,
-    pub memory_limit_configured: bool,
     pub log_format: String,
 }
 
@@ -51,8 +50,12 @@ impl Config {
         if !(a.request_timeout > 0.0 && a.drain_timeout >= 0.0) {
             bail!("--request-timeout must be positive and --drain-timeout not negative");
         }
-        let socket_mode = u32::from_str_radix(&a.socket_mode, 8)
-            .with_context(|| format!("--socket-mode {:?} is not an octal mode like 660", a.socket_mode))?;
+        let socket_mode = u32::from_str_radix(&a.socket_mode, 8).with_context(|| {
+            format!(
+                "--socket-mode {:?} is not an octal mode like 660",
+                a.socket_mode
+            )
+        })?;
         if !matches!(a.log_format.as_str(), "text" | "json") {
             bail!("--log-format must be text or json, not {:?}", a.log_format);
         }
@@ -71,8 +74,11 @@ impl Config {
             max_frame: a.max_frame,
             request_timeout: Duration::from_secs_f64(a.request_timeout),
             drain_timeout: Duration::from_secs_f64(a.drain_timeout),
-            memory_limit: a.memory_limit.or_else(cgroup_memory_limit).or_else(veritas_engine::verify::mem_total).unwrap_or(0),
-            memory_limit_configured: a.memory_limit.is_some(),
+            memory_limit: a
+                .memory_limit
+                .or_else(cgroup_memory_limit)
+                .or_else(veritas_engine::verify::mem_total)
+                .unwrap_or(0),
             log_format: a.log_format.clone(),
         })
     }
@@ -84,11 +90,14 @@ impl Config {
 
 /// cgroup v2 `memory.max` or v1 `memory.limit_in_bytes`, when a real limit is set.
 fn cgroup_memory_limit() -> Option<u64> {
-    ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .filter_map(|s| s.trim().parse::<u64>().ok())
-        .find(|&v| v < (1 << 60))
+    [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .filter_map(|p| std::fs::read_to_string(p).ok())
+    .filter_map(|s| s.trim().parse::<u64>().ok())
+    .find(|&v| v < (1 << 60))
 }
 
 /// Splits `name@version`.
@@ -108,7 +117,10 @@ struct Slot {
 }
 
 enum SupervisorMsg {
-    Load { model: VerifiedModel, done: oneshot::Sender<Result<ModelInfo, ErrorBody>> },
+    Load {
+        model: VerifiedModel,
+        done: oneshot::Sender<Result<ModelInfo, ErrorBody>>,
+    },
 }
 
 pub struct Runtime {
@@ -137,7 +149,13 @@ impl Runtime {
             cfg,
             metrics,
             started: Instant::now(),
-            slot: Mutex::new(Slot { state: ModelState::Unloaded, model: None, last_error: None, worker: None, sandbox: None }),
+            slot: Mutex::new(Slot {
+                state: ModelState::Unloaded,
+                model: None,
+                last_error: None,
+                worker: None,
+                sandbox: None,
+            }),
             inflight: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             draining: AtomicBool::new(false),
@@ -159,15 +177,24 @@ impl Runtime {
     pub fn manifest(&self) -> Result<Manifest, ErrorBody> {
         let path = self.cfg.model_dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            ErrorBody::new(ErrorCode::ModelNotFound, format!("cannot read registry manifest {}: {e}", path.display()))
+            ErrorBody::new(
+                ErrorCode::ModelNotFound,
+                format!("cannot read registry manifest {}: {e}", path.display()),
+            )
         })?;
         let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
-            ErrorBody::new(ErrorCode::ModelLoadFailed, format!("registry manifest {} is invalid: {e}", path.display()))
+            ErrorBody::new(
+                ErrorCode::ModelLoadFailed,
+                format!("registry manifest {} is invalid: {e}", path.display()),
+            )
         })?;
         if manifest.schema != MANIFEST_SCHEMA {
             return Err(ErrorBody::new(
                 ErrorCode::ModelVersionMismatch,
-                format!("registry manifest schema {} is not supported (expected {MANIFEST_SCHEMA})", manifest.schema),
+                format!(
+                    "registry manifest schema {} is not supported (expected {MANIFEST_SCHEMA})",
+                    manifest.schema
+                ),
             ));
         }
         Ok(manifest)
@@ -182,14 +209,21 @@ impl Runtime {
             let known: Vec<_> = manifest.models.iter().map(|m| m.name.as_str()).collect();
             ErrorBody::new(
                 ErrorCode::ModelNotFound,
-                format!("model {name:?} is not in the registry {} (known: {})", self.cfg.model_dir.display(), known.join(", ")),
+                format!(
+                    "model {name:?} is not in the registry {} (known: {})",
+                    self.cfg.model_dir.display(),
+                    known.join(", ")
+                ),
             )
         })?;
         if let Some(v) = version {
             if v != entry.version {
                 return Err(ErrorBody::new(
                     ErrorCode::ModelVersionMismatch,
-                    format!("model {name} version {v} requested, registry has version {}", entry.version),
+                    format!(
+                        "model {name} version {v} requested, registry has version {}",
+                        entry.version
+                    ),
                 ));
             }
         }
@@ -217,9 +251,17 @@ impl Runtime {
         };
         let (done, rx) = oneshot::channel();
         self.supervisor
-            .send(SupervisorMsg::Load { model: verified, done })
+            .send(SupervisorMsg::Load {
+                model: verified,
+                done,
+            })
             .map_err(|_| ErrorBody::new(ErrorCode::ModelLoadFailed, "runtime is shutting down"))?;
-        rx.await.unwrap_or_else(|_| Err(ErrorBody::new(ErrorCode::ModelLoadFailed, "runtime is shutting down")))
+        rx.await.unwrap_or_else(|_| {
+            Err(ErrorBody::new(
+                ErrorCode::ModelLoadFailed,
+                "runtime is shutting down",
+            ))
+        })
     }
 
     fn set_failed(&self, entry: &ModelEntry, e: ErrorBody) {
@@ -227,7 +269,8 @@ impl Runtime {
         // A verification failure of another model does not take down the one being served.
         if slot.state != ModelState::Ready {
             slot.state = ModelState::Failed;
-            self.metrics.set_model_state(&entry.name, ModelState::Failed);
+            self.metrics
+                .set_model_state(&entry.name, ModelState::Failed);
         }
         slot.last_error = Some(e);
     }
@@ -238,7 +281,9 @@ impl Runtime {
         let result = self.generate_inner(req).await;
         let secs = started.elapsed().as_secs_f64();
         match &result {
-            Ok(r) => self.metrics.record_success(secs, r.prompt_tokens, r.generated_tokens),
+            Ok(r) => self
+                .metrics
+                .record_success(secs, r.prompt_tokens, r.generated_tokens),
             Err(e) => self.metrics.record_failure(secs, e.code),
         }
         result
@@ -246,7 +291,10 @@ impl Runtime {
 
     async fn generate_inner(&self, req: GenerateRequest) -> Result<GenerateResponse, ErrorBody> {
         if self.draining.load(Ordering::SeqCst) {
-            return Err(ErrorBody::new(ErrorCode::HealthCheckFailed, "runtime is shutting down; not accepting requests"));
+            return Err(ErrorBody::new(
+                ErrorCode::HealthCheckFailed,
+                "runtime is shutting down; not accepting requests",
+            ));
         }
         let _permit = self.admission.clone().try_acquire_owned().map_err(|_| {
             ErrorBody::new(
@@ -265,8 +313,15 @@ impl Runtime {
             match (slot.state, &slot.worker, &slot.model) {
                 (ModelState::Ready, Some(w), Some(m)) => (w.clone(), m.clone()),
                 (ModelState::Failed, ..) => {
-                    let why = slot.last_error.as_ref().map(|e| e.to_string()).unwrap_or_default();
-                    return Err(ErrorBody::new(ErrorCode::ModelLoadFailed, format!("no model is loaded: {why}")));
+                    let why = slot
+                        .last_error
+                        .as_ref()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default();
+                    return Err(ErrorBody::new(
+                        ErrorCode::ModelLoadFailed,
+                        format!("no model is loaded: {why}"),
+                    ));
                 }
                 (state, ..) => {
                     return Err(ErrorBody::new(
@@ -289,14 +344,20 @@ impl Runtime {
             }
         }
         let started = Instant::now();
-        let out = tokio::time::timeout(self.cfg.request_timeout, worker.generate(req.prompt, req.max_tokens))
-            .await
-            .map_err(|_| {
-                ErrorBody::new(
-                    ErrorCode::IpcTimeout,
-                    format!("inference did not finish within {:.1}s", self.cfg.request_timeout.as_secs_f64()),
-                )
-            })??;
+        let out = tokio::time::timeout(
+            self.cfg.request_timeout,
+            worker.generate(req.prompt, req.max_tokens),
+        )
+        .await
+        .map_err(|_| {
+            ErrorBody::new(
+                ErrorCode::IpcTimeout,
+                format!(
+                    "inference did not finish within {:.1}s",
+                    self.cfg.request_timeout.as_secs_f64()
+                ),
+            )
+        })??;
         Ok(GenerateResponse {
             model: model.name,
             version: model.version,
@@ -308,21 +369,21 @@ impl Runtime {
         })
     }
 
-    pub fn is_ready(&self) -> bool {
-        let slot = self.slot.lock().unwrap();
-        slot.state == ModelState::Ready && slot.worker.is_some() && !self.draining.load(Ordering::SeqCst)
-    }
-
     pub fn readiness(&self) -> ProbeReport {
         let slot = self.slot.lock().unwrap();
-        let ok = slot.state == ModelState::Ready && slot.worker.is_some() && !self.draining.load(Ordering::SeqCst);
+        let ok = slot.state == ModelState::Ready
+            && slot.worker.is_some()
+            && !self.draining.load(Ordering::SeqCst);
         let detail = match (&slot.model, slot.state) {
             _ if self.draining.load(Ordering::SeqCst) => "shutting down".to_string(),
             (Some(m), ModelState::Ready) => format!("serving {}@{}", m.name, m.version),
             (_, ModelState::Loading) => "model loading".to_string(),
             (_, ModelState::Failed) => format!(
                 "model failed: {}",
-                slot.last_error.as_ref().map(|e| e.to_string()).unwrap_or_default()
+                slot.last_error
+                    .as_ref()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default()
             ),
             _ => "no model loaded".to_string(),
         };
@@ -330,7 +391,9 @@ impl Runtime {
     }
 
     pub fn health(&self, verbose: bool) -> HealthReport {
-        self.refresh_memory();
+        if verbose {
+            self.refresh_memory();
+        }
         let slot = self.slot.lock().unwrap();
         let draining = self.draining.load(Ordering::SeqCst);
         let worker_up = slot.worker.is_some();
@@ -343,7 +406,10 @@ impl Runtime {
                     (_, s) => format!(
                         "state {}{}",
                         s.as_str(),
-                        slot.last_error.as_ref().map(|e| format!(": {e}")).unwrap_or_default()
+                        slot.last_error
+                            .as_ref()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
                     ),
                 },
             },
@@ -358,7 +424,11 @@ impl Runtime {
             Check {
                 name: "accepting".into(),
                 ok: !draining,
-                detail: if draining { "draining for shutdown".into() } else { "accepting requests".into() },
+                detail: if draining {
+                    "draining for shutdown".into()
+                } else {
+                    "accepting requests".into()
+                },
             },
         ];
         if verbose {
@@ -371,7 +441,10 @@ impl Runtime {
         }
         let status = if checks.iter().all(|c| c.ok) {
             HealthStatus::Healthy
-        } else if slot.state == ModelState::Loading || (slot.state == ModelState::Ready && !worker_up) || draining {
+        } else if slot.state == ModelState::Loading
+            || (slot.state == ModelState::Ready && !worker_up)
+            || draining
+        {
             HealthStatus::Degraded
         } else {
             HealthStatus::Critical
@@ -386,8 +459,15 @@ impl Runtime {
             model: slot.model.clone(),
             last_error: slot.last_error.clone(),
             checks,
-            queue: QueueInfo { inflight, capacity: self.cfg.capacity(), parallel: self.cfg.parallel },
-            worker: WorkerInfo { pid: slot.worker.as_ref().map(|w| w.pid), restarts: self.restarts.load(Ordering::SeqCst) },
+            queue: QueueInfo {
+                inflight,
+                capacity: self.cfg.capacity(),
+                parallel: self.cfg.parallel,
+            },
+            worker: WorkerInfo {
+                pid: slot.worker.as_ref().map(|w| w.pid),
+                restarts: self.restarts.load(Ordering::SeqCst),
+            },
             sandbox: slot.sandbox.clone(),
         }
     }
@@ -399,8 +479,13 @@ impl Runtime {
             .models
             .iter()
             .map(|m| {
-                let size = std::fs::metadata(self.cfg.model_dir.join(&m.file)).ok().map(|md| md.len());
-                let loaded = slot.model.as_ref().is_some_and(|l| l.name == m.name && l.version == m.version);
+                let size = std::fs::metadata(self.cfg.model_dir.join(&m.file))
+                    .ok()
+                    .map(|md| md.len());
+                let loaded = slot
+                    .model
+                    .as_ref()
+                    .is_some_and(|l| l.name == m.name && l.version == m.version);
                 let state = if loaded {
                     slot.state.as_str().to_string()
                 } else if size.is_some() {
@@ -419,12 +504,17 @@ impl Runtime {
                 }
             })
             .collect();
-        Ok(ModelsReport { model_dir: self.cfg.model_dir.display().to_string(), models })
+        Ok(ModelsReport {
+            model_dir: self.cfg.model_dir.display().to_string(),
+            models,
+        })
     }
 
     pub fn metrics_summary(&self) -> MetricsSummary {
         self.refresh_memory();
-        let ok = self.metrics.requests(veritas_vocab::metrics::STATUS_SUCCESS);
+        let ok = self
+            .metrics
+            .requests(veritas_vocab::metrics::STATUS_SUCCESS);
         let err = self.metrics.requests(veritas_vocab::metrics::STATUS_ERROR);
         let h = self.metrics.duration_histogram();
         let (prompt_tokens, generated_tokens) = self.metrics.tokens();
@@ -432,7 +522,11 @@ impl Runtime {
             deployment: self.cfg.deployment.clone(),
             requests_success: ok,
             requests_error: err,
-            error_rate: if ok + err == 0 { 0.0 } else { err as f64 / (ok + err) as f64 },
+            error_rate: if ok + err == 0 {
+                0.0
+            } else {
+                err as f64 / (ok + err) as f64
+            },
             latency_p50_ms: metrics::histogram_quantile(&h, 0.5).map(|s| s * 1e3),
             latency_p99_ms: metrics::histogram_quantile(&h, 0.99).map(|s| s * 1e3),
             prompt_tokens,
@@ -466,7 +560,8 @@ impl Runtime {
     pub async fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
         let all = self.cfg.capacity();
-        let waited = tokio::time::timeout(self.cfg.drain_timeout, self.admission.acquire_many(all)).await;
+        let waited =
+            tokio::time::timeout(self.cfg.drain_timeout, self.admission.acquire_many(all)).await;
         match waited {
             Ok(_) => tracing::info!("drained: no request in flight"),
             Err(_) => tracing::warn!(
@@ -478,10 +573,6 @@ impl Runtime {
         if let Some(w) = self.slot.lock().unwrap().worker.take() {
             w.shutdown();
         }
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
     }
 }
 
@@ -505,7 +596,9 @@ impl Drop for InflightGuard<'_> {
 impl Runtime {
     fn update_queue_gauges(&self, inflight: u64) {
         self.metrics.inflight.set(inflight as i64);
-        self.metrics.queue_depth.set(inflight.saturating_sub(self.cfg.parallel as u64) as i64);
+        self.metrics
+            .queue_depth
+            .set(inflight.saturating_sub(self.cfg.parallel as u64) as i64);
     }
 }
 
@@ -596,7 +689,11 @@ async fn start_worker(
 ) -> Result<(ModelInfo, oneshot::Receiver<std::process::ExitStatus>), ErrorBody> {
     let (worker, startup, exit_rx) = Worker::spawn(spec, load_timeout).await?;
     match startup {
-        Startup::Ready { n_ctx, n_vocab, sandbox } => {
+        Startup::Ready {
+            n_ctx,
+            n_vocab,
+            sandbox,
+        } => {
             let info = ModelInfo {
                 name: model.entry.name.clone(),
                 version: model.entry.version.clone(),

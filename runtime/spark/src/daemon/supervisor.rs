@@ -37,7 +37,11 @@ pub struct WorkerSpec {
 
 /// What a freshly started worker said first.
 pub enum Startup {
-    Ready { n_ctx: u32, n_vocab: u32, sandbox: Option<serde_json::Value> },
+    Ready {
+        n_ctx: u32,
+        n_vocab: u32,
+        sandbox: Option<serde_json::Value>,
+    },
     Failed(ErrorBody),
 }
 
@@ -77,11 +81,26 @@ impl Worker {
     pub async fn spawn(
         spec: &WorkerSpec,
         load_timeout: Duration,
-    ) -> Result<(Arc<Worker>, Startup, oneshot::Receiver<std::process::ExitStatus>), ErrorBody> {
-        let (ours, theirs) = StdUnixStream::pair()
-            .map_err(|e| ErrorBody::new(ErrorCode::ModelLoadFailed, format!("cannot create worker socketpair: {e}")))?;
-        let exe = std::env::current_exe()
-            .map_err(|e| ErrorBody::new(ErrorCode::ModelLoadFailed, format!("cannot find own executable: {e}")))?;
+    ) -> Result<
+        (
+            Arc<Worker>,
+            Startup,
+            oneshot::Receiver<std::process::ExitStatus>,
+        ),
+        ErrorBody,
+    > {
+        let (ours, theirs) = StdUnixStream::pair().map_err(|e| {
+            ErrorBody::new(
+                ErrorCode::ModelLoadFailed,
+                format!("cannot create worker socketpair: {e}"),
+            )
+        })?;
+        let exe = std::env::current_exe().map_err(|e| {
+            ErrorBody::new(
+                ErrorCode::ModelLoadFailed,
+                format!("cannot find own executable: {e}"),
+            )
+        })?;
         const CHILD_FD: i32 = 3;
         let their_fd = theirs.as_raw_fd();
         let mut cmd = tokio::process::Command::new(exe);
@@ -112,9 +131,12 @@ impl Worker {
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| ErrorBody::new(ErrorCode::ModelLoadFailed, format!("cannot start inference worker: {e}")))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            ErrorBody::new(
+                ErrorCode::ModelLoadFailed,
+                format!("cannot start inference worker: {e}"),
+            )
+        })?;
         drop(theirs);
         let pid = child.id().unwrap_or(0);
         ours.set_nonblocking(true).expect("nonblocking socketpair");
@@ -138,11 +160,21 @@ impl Worker {
         let reader = tokio::spawn(async move {
             let mut first = Some(first_tx);
             while let Ok(Some(payload)) = read_async_frame(&mut rd, max).await {
-                let Ok(ev) = ipc::decode::<WorkerEvent>(&payload) else { continue };
+                let Ok(ev) = ipc::decode::<WorkerEvent>(&payload) else {
+                    continue;
+                };
                 match ev {
-                    WorkerEvent::Ready { n_ctx, n_vocab, sandbox } => {
+                    WorkerEvent::Ready {
+                        n_ctx,
+                        n_vocab,
+                        sandbox,
+                    } => {
                         if let Some(tx) = first.take() {
-                            let _ = tx.send(Startup::Ready { n_ctx, n_vocab, sandbox });
+                            let _ = tx.send(Startup::Ready {
+                                n_ctx,
+                                n_vocab,
+                                sandbox,
+                            });
                         }
                     }
                     WorkerEvent::LoadFailed { error } => {
@@ -150,10 +182,21 @@ impl Worker {
                             let _ = tx.send(Startup::Failed(error));
                         }
                     }
-                    WorkerEvent::Generated { id, text, prompt_tokens, generated_tokens, finish_reason } => {
+                    WorkerEvent::Generated {
+                        id,
+                        text,
+                        prompt_tokens,
+                        generated_tokens,
+                        finish_reason,
+                    } => {
                         let tx = reader_pending.lock().unwrap().remove(&id);
                         if let Some(tx) = tx {
-                            let _ = tx.send(Ok(Generated { text, prompt_tokens, generated_tokens, finish_reason }));
+                            let _ = tx.send(Ok(Generated {
+                                text,
+                                prompt_tokens,
+                                generated_tokens,
+                                finish_reason,
+                            }));
                         }
                     }
                     WorkerEvent::Failed { id, error } => {
@@ -168,7 +211,10 @@ impl Worker {
         });
         let waiter_pending = pending.clone();
         tokio::spawn(async move {
-            let status = child.wait().await.unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0));
+            let status = child
+                .wait()
+                .await
+                .unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0));
             // Read whatever the worker sent before it died, then fail the rest.
             let _ = reader.await;
             let why = describe_exit(&status);
@@ -182,7 +228,12 @@ impl Worker {
             let _ = exit_tx.send(status);
         });
 
-        let worker = Arc::new(Worker { pid, commands: cmd_tx, pending, next_id: 1.into() });
+        let worker = Arc::new(Worker {
+            pid,
+            commands: cmd_tx,
+            pending,
+            next_id: 1.into(),
+        });
         let startup = match tokio::time::timeout(load_timeout, first_rx).await {
             Ok(Ok(s)) => s,
             Ok(Err(_)) => Startup::Failed(ErrorBody::new(
@@ -201,14 +252,32 @@ impl Worker {
     }
 
     pub async fn generate(&self, prompt: String, max_tokens: u32) -> Result<Generated, ErrorBody> {
-        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap().insert(id, tx);
-        if self.commands.send(WorkerCommand::Generate { id, prompt, max_tokens }).is_err() {
+        if self
+            .commands
+            .send(WorkerCommand::Generate {
+                id,
+                prompt,
+                max_tokens,
+            })
+            .is_err()
+        {
             self.pending.lock().unwrap().remove(&id);
-            return Err(ErrorBody::new(ErrorCode::InferenceFailed, "inference worker is not running"));
+            return Err(ErrorBody::new(
+                ErrorCode::InferenceFailed,
+                "inference worker is not running",
+            ));
         }
-        rx.await.unwrap_or_else(|_| Err(ErrorBody::new(ErrorCode::InferenceFailed, "inference worker went away")))
+        rx.await.unwrap_or_else(|_| {
+            Err(ErrorBody::new(
+                ErrorCode::InferenceFailed,
+                "inference worker went away",
+            ))
+        })
     }
 
     /// Asks the worker to finish its queued requests and exit.
@@ -238,9 +307,11 @@ pub async fn read_async_frame<R: tokio::io::AsyncRead + Unpin>(
     }
     let h = ipc::decode_header(&header, max)?;
     let mut payload = vec![0u8; h.len as usize];
-    r.read_exact(&mut payload).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => ipc::FrameError::Truncated,
-        _ => ipc::FrameError::Io(e),
-    })?;
+    r.read_exact(&mut payload)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => ipc::FrameError::Truncated,
+            _ => ipc::FrameError::Io(e),
+        })?;
     Ok(Some(payload))
 }
