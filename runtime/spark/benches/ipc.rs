@@ -24,13 +24,7 @@ fn round_trip(s: &mut UnixStream, id: u64) {
 
 fn bench(c: &mut Criterion) {
     let reg = Registry::new();
-    let d = Daemon::start(
-        &reg,
-        DaemonOptions {
-            extra: vec!["--http-addr".into(), "off".into()],
-            ..Default::default()
-        },
-    );
+    let d = Daemon::start(&reg, DaemonOptions::default());
     let mut s = UnixStream::connect(&d.socket).unwrap();
     let mut id = 0;
     c.bench_function("ipc_health_round_trip", |b| {

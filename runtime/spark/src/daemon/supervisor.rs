@@ -122,8 +122,13 @@ impl Worker {
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                // dup2 clears close-on-exec on the target descriptor.
-                if libc::dup2(their_fd, CHILD_FD) < 0 {
+                // dup2 clears close-on-exec on the target descriptor; when the socket
+                // already is that descriptor, dup2 does nothing and the flag is cleared here.
+                if their_fd == CHILD_FD {
+                    if libc::fcntl(CHILD_FD, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(their_fd, CHILD_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 // The worker must not outlive the daemon.
