@@ -140,7 +140,7 @@ impl Printer {
                 if self.json {
                     self.json(&g);
                 } else {
-                    println!("{}", g.text);
+                    println!("{}", printable(&g.text));
                 }
                 ExitCode::SUCCESS
             }
@@ -323,4 +323,30 @@ fn render_summary(m: &MetricsSummary) -> String {
         m.memory_limit_bytes,
         errors
     )
+}
+
+/// Generated text with control characters escaped, so a model's output cannot drive the
+/// operator's terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let keep = !c.is_control() || c == '\n' || c == '\t';
+            let escaped: Vec<char> = if keep {
+                vec![c]
+            } else {
+                c.escape_default().collect()
+            };
+            escaped
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("a\u{1b}[31mb\nc\u{7}"), "a\\u{1b}[31mb\nc\\u{7}");
+    }
 }

@@ -231,3 +231,53 @@ pub fn histogram_quantile(h: &Histogram, q: f64) -> Option<f64> {
     }
     Some(prev_bound)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_inside_buckets_like_promql() {
+        let m = Metrics::new("canary");
+        let h = m.duration_histogram();
+        assert_eq!(histogram_quantile(&h, 0.5), None);
+        // 10 observations in (0.005, 0.01], 10 in (0.05, 0.1].
+        for _ in 0..10 {
+            h.observe(0.007);
+            h.observe(0.07);
+        }
+        let p50 = histogram_quantile(&h, 0.5).unwrap();
+        assert!((p50 - 0.01).abs() < 1e-9, "{p50}");
+        let p99 = histogram_quantile(&h, 0.99).unwrap();
+        assert!(p99 > 0.05 && p99 <= 0.1, "{p99}");
+    }
+
+    #[test]
+    fn exposition_uses_the_guide_names_and_labels() {
+        let m = Metrics::new("canary");
+        m.record_success(0.01, 3, 4);
+        m.record_failure(0.02, ErrorCode::ContextOverflow);
+        let text = m.render();
+        assert!(
+            text.contains(
+                "veritas_spark_requests_total{deployment=\"canary\",status=\"success\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("veritas_spark_requests_total{deployment=\"canary\",status=\"error\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "veritas_spark_request_duration_bucket{deployment=\"canary\",le=\"0.025\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("veritas_spark_errors_total{code=\"E4003\"} 1"),
+            "{text}"
+        );
+        assert_eq!(m.errors_by_code(), vec![("E4003".to_string(), 1)]);
+    }
+}

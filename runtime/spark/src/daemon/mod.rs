@@ -724,3 +724,53 @@ async fn start_worker(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> anyhow::Result<Config> {
+        let mut argv = vec!["veritas-spark", "serve"];
+        argv.extend_from_slice(extra);
+        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
+        match cli.command {
+            crate::cli::Command::Serve(a) => Config::from_args(cli.global.socket, &a),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_guide() {
+        let c = args(&[]).unwrap();
+        assert_eq!(
+            c.socket,
+            PathBuf::from("/var/run/veritas/veritas-spark.sock")
+        );
+        assert_eq!(c.http_addr.as_deref(), Some("0.0.0.0:8080"));
+        assert_eq!(c.metrics_addr.as_deref(), Some("0.0.0.0:9090"));
+        assert_eq!(c.deployment, "stable");
+        assert_eq!(c.socket_mode, 0o660);
+        assert_eq!(c.capacity(), 18);
+    }
+
+    #[test]
+    fn invalid_settings_are_refused_with_the_flag_named() {
+        for (flags, needle) in [
+            (&["--parallel", "0"][..], "--parallel"),
+            (&["--socket-mode", "rw"][..], "--socket-mode"),
+            (&["--log-format", "xml"][..], "--log-format"),
+            (&["--request-timeout", "0"][..], "--request-timeout"),
+        ] {
+            let err = args(flags).unwrap_err().to_string();
+            assert!(err.contains(needle), "{flags:?}: {err}");
+        }
+        assert_eq!(args(&["--http-addr", "off"]).unwrap().http_addr, None);
+    }
+
+    #[test]
+    fn model_references() {
+        assert_eq!(parse_model_ref("tiny"), ("tiny", None));
+        assert_eq!(parse_model_ref("tiny@1.0.0"), ("tiny", Some("1.0.0")));
+    }
+}
