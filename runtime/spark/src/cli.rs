@@ -61,6 +61,15 @@ pub enum Command {
     Telemetry(TelemetryCommand),
     /// Generate a completion for a prompt (greedy decoding).
     Generate(GenerateArgs),
+    /// Inference sandbox: prove the confinement of the running worker, or check this node.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+    /// Internal: ask a daemon started with --enable-fault-injection to misbehave.
+    #[command(hide = true)]
+    Fault {
+        /// `sandbox-violation` (the worker makes a forbidden syscall) or `worker-abort`.
+        kind: String,
+    },
     /// Internal: the inference worker the daemon spawns. Not for operators.
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -77,6 +86,27 @@ pub enum ModelsCommand {
         /// Show each verification step and the full error cause.
         #[arg(long)]
         verbose: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Attempt forbidden operations inside the running worker's sandbox (open a file outside
+    /// the model directory, open a socket, unshare, exec, ptrace...) and report each;
+    /// exit 1 if any was allowed.
+    Selftest,
+    /// Without a daemon: confine this process as a worker would be and report each layer
+    /// (the init-container check; E3001 names the layer that fails and the kernel checks).
+    Check {
+        /// `required`, `best-effort` or `off`.
+        #[arg(long, default_value = "required")]
+        mode: String,
+        /// Layers to check (see `serve --sandbox-layers`).
+        #[arg(long, default_value = "all")]
+        layers: String,
+        /// Directory the worker would read models from.
+        #[arg(long, env = "VERITAS_MODEL_DIR", default_value = labels::DEFAULT_MODEL_DIR)]
+        model_dir: PathBuf,
     },
 }
 
@@ -151,6 +181,22 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "VERITAS_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Confinement of the inference worker: `required` refuses to serve without every
+    /// enabled layer (E3001), `best-effort` applies what the kernel allows and reports the
+    /// rest, `off` applies nothing.
+    #[arg(long, env = "VERITAS_SANDBOX", default_value = "best-effort")]
+    pub sandbox: String,
+    /// Sandbox layers to enable: `all`, `none`, or a list of
+    /// userns,mountns,netns,rlimits,landlock,capabilities,seccomp.
+    #[arg(long, env = "VERITAS_SANDBOX_LAYERS", default_value = "all")]
+    pub sandbox_layers: String,
+    /// Address-space ceiling of the inference worker in bytes (RLIMIT_AS); a model or request
+    /// that needs more fails with E3003 and the daemon stays up.
+    #[arg(long, env = "VERITAS_WORKER_MEMORY_LIMIT")]
+    pub worker_memory_limit: Option<u64>,
+    /// Accept fault-injection requests from the chaos harness (never in production).
+    #[arg(long, env = "VERITAS_FAULT_INJECTION")]
+    pub enable_fault_injection: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -167,4 +213,12 @@ pub struct WorkerArgs {
     pub parallel: u32,
     #[arg(long)]
     pub max_frame: u32,
+    #[arg(long)]
+    pub model_dir: PathBuf,
+    #[arg(long)]
+    pub sandbox: String,
+    #[arg(long)]
+    pub sandbox_layers: String,
+    #[arg(long)]
+    pub memory_limit: Option<u64>,
 }

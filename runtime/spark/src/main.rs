@@ -7,7 +7,7 @@ mod output;
 mod worker;
 
 use clap::Parser;
-use cli::{Cli, Command, MetricsCommand, ModelsCommand, TelemetryCommand};
+use cli::{Cli, Command, MetricsCommand, ModelsCommand, SandboxCommand, TelemetryCommand};
 use std::process::ExitCode;
 use std::time::Duration;
 use veritas_vocab::ipc::Op;
@@ -16,6 +16,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => daemon_main(cli.global, *args),
+        Command::Sandbox(SandboxCommand::Check {
+            mode,
+            layers,
+            model_dir,
+        }) => output::Printer {
+            json: cli.global.json,
+        }
+        .sandbox_check(&mode, &layers, &model_dir),
         Command::Worker(args) => {
             init_logs("text", "warn");
             ExitCode::from(worker::run(args) as u8)
@@ -57,7 +65,23 @@ fn main() -> ExitCode {
                         model: g.model,
                     })
                 }
-                Command::Serve(_) | Command::Worker(_) => unreachable!("handled above"),
+                Command::Sandbox(SandboxCommand::Selftest) => Op::SandboxSelftest,
+                Command::Fault { kind } => {
+                    match serde_json::from_value(serde_json::Value::String(kind.clone())) {
+                        Ok(kind) => Op::Fault { kind },
+                        Err(_) => {
+                            eprintln!(
+                                "error: unknown fault {kind:?} (sandbox-violation, worker-abort)"
+                            );
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+                Command::Serve(_)
+                | Command::Worker(_)
+                | Command::Sandbox(SandboxCommand::Check { .. }) => {
+                    unreachable!("handled above")
+                }
             };
             let verbose = matches!(op, Op::Health { verbose: true } | Op::ModelsLoad { .. });
             let result = client::Client::connect(&cli.global.socket, timeout)

@@ -136,6 +136,44 @@ impl Printer {
                 }
                 ExitCode::SUCCESS
             }
+            Reply::Selftest(r) => {
+                if self.json {
+                    self.json(&r);
+                } else {
+                    println!(
+                        "sandbox self-test in worker pid {}",
+                        r.pid.map(|p| p.to_string()).unwrap_or("-".into())
+                    );
+                    for p in &r.probes {
+                        print_probe(p);
+                    }
+                }
+                if r.all_ok {
+                    ExitCode::SUCCESS
+                } else {
+                    if !self.json {
+                        eprintln!(
+                            "{}",
+                            ErrorBody::new(
+                                ErrorCode::SandboxInitFailed,
+                                "confinement incomplete: a forbidden operation was allowed"
+                            )
+                        );
+                    }
+                    ExitCode::from(1)
+                }
+            }
+            Reply::FaultInjected { kind } => {
+                if self.json {
+                    self.json(&serde_json::json!({ "injected": kind }));
+                } else {
+                    println!(
+                        "injected {}",
+                        serde_json::to_value(kind).unwrap().as_str().unwrap_or("?")
+                    );
+                }
+                ExitCode::SUCCESS
+            }
             Reply::Generated(g) => {
                 if self.json {
                     self.json(&g);
@@ -144,6 +182,45 @@ impl Printer {
                 }
                 ExitCode::SUCCESS
             }
+        }
+    }
+
+    /// `sandbox check`: confine this very process as a worker would be, then probe it.
+    pub fn sandbox_check(&self, mode: &str, layers: &str, model_dir: &std::path::Path) -> ExitCode {
+        let fail =
+            |detail: String| self.error(&ErrorBody::new(ErrorCode::SandboxInitFailed, detail), &[]);
+        let mode = match mode.parse::<veritas_sandbox::SandboxMode>() {
+            Ok(m) => m,
+            Err(e) => return fail(format!("--mode: {e}")),
+        };
+        let mut cfg = veritas_sandbox::SandboxConfig::new(mode, model_dir, -1);
+        cfg.layers = match layers.parse() {
+            Ok(l) => l,
+            Err(e) => return fail(format!("--layers: {e}")),
+        };
+        let report = match veritas_sandbox::confine(&cfg) {
+            Ok(r) => r,
+            Err(e) => return fail(e.to_string()),
+        };
+        let probes = veritas_sandbox::selftest(&cfg);
+        let all_ok = probes.iter().all(|p| p.ok());
+        if self.json {
+            self.json(
+                &serde_json::json!({ "sandbox": report, "probes": probes, "all_ok": all_ok }),
+            );
+        } else {
+            print!(
+                "{}",
+                render_sandbox(&serde_json::to_value(&report).unwrap())
+            );
+            for p in &probes {
+                print_probe(&serde_json::to_value(p).unwrap());
+            }
+        }
+        if all_ok {
+            ExitCode::SUCCESS
+        } else {
+            fail("confinement incomplete: a forbidden operation was allowed".into())
         }
     }
 
@@ -243,9 +320,7 @@ pub fn render_health(h: &HealthReport) -> String {
         h.queue.inflight, h.queue.capacity, h.queue.parallel
     );
     match &h.sandbox {
-        Some(sb) => {
-            let _ = writeln!(s, "sandbox:      {}", sb);
-        }
+        Some(sb) => s.push_str(&render_sandbox(sb)),
         None => {
             let _ = writeln!(s, "sandbox:      not reported by the worker");
         }
@@ -349,4 +424,41 @@ mod tests {
     fn control_characters_are_escaped() {
         assert_eq!(printable("a\u{1b}[31mb\nc\u{7}"), "a\\u{1b}[31mb\nc\\u{7}");
     }
+}
+
+/// The sandbox section: mode, then one line a layer.
+fn render_sandbox(report: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "sandbox:      mode {}",
+        report["mode"].as_str().unwrap_or("?")
+    );
+    for l in report["layers"].as_array().into_iter().flatten() {
+        let why = l["reason"].as_str().or(l["detail"].as_str()).unwrap_or("");
+        let _ = writeln!(
+            s,
+            "  {:<13} {:<12} {}",
+            l["layer"].as_str().unwrap_or("?"),
+            l["state"].as_str().unwrap_or("?"),
+            why
+        );
+    }
+    s
+}
+
+fn print_probe(p: &serde_json::Value) {
+    let blocked = p["blocked"].as_bool().unwrap_or(false);
+    println!(
+        "  [{}] {:<28} {:<8} {}",
+        if p["expect"] == "blocked" && !blocked {
+            "FAIL"
+        } else {
+            "ok"
+        },
+        p["name"].as_str().unwrap_or("?"),
+        if blocked { "blocked" } else { "ALLOWED" },
+        p["how"].as_str().unwrap_or("")
+    );
 }

@@ -10,12 +10,34 @@ use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use veritas_engine::{Engine, EngineOptions};
-use veritas_vocab::ipc::{self, WorkerCommand, WorkerEvent};
+use veritas_sandbox::{SandboxConfig, SandboxMode};
+use veritas_vocab::ipc::{self, FaultKind, WorkerCommand, WorkerEvent};
+use veritas_vocab::{ErrorBody, ErrorCode};
 
 /// Exit status of a worker whose model failed to load (it has reported why).
 pub const EXIT_LOAD_FAILED: i32 = 3;
 
+/// The sandbox the worker applies to itself, from its arguments.
+pub fn sandbox_config(args: &WorkerArgs) -> Result<SandboxConfig, String> {
+    let mode: SandboxMode = args
+        .sandbox
+        .parse()
+        .map_err(|e| format!("--sandbox: {e}"))?;
+    let mut cfg = SandboxConfig::new(mode, &args.model_dir, args.ipc_fd);
+    cfg.layers = args
+        .sandbox_layers
+        .parse()
+        .map_err(|e| format!("--sandbox-layers: {e}"))?;
+    cfg.memory_limit_bytes = args.memory_limit;
+    Ok(cfg)
+}
+
 pub fn run(args: WorkerArgs) -> i32 {
+    // Confinement comes first, while this process is still single-threaded.
+    let sandbox = sandbox_config(&args).map(|cfg| {
+        let applied = veritas_sandbox::confine(&cfg);
+        (cfg, applied)
+    });
     // SAFETY: the daemon hands us this descriptor and nothing else in the process owns it.
     let stream = unsafe { UnixStream::from_raw_fd(args.ipc_fd) };
     let writer = Arc::new(Mutex::new(stream.try_clone().expect("clone ipc stream")));
@@ -27,13 +49,36 @@ pub fn run(args: WorkerArgs) -> i32 {
             let _ = ipc::write_frame(&mut *w, ev);
         }
     };
+    let (sandbox_cfg, report) = match sandbox {
+        Ok((cfg, Ok(report))) => (cfg, report),
+        Ok((_, Err(e))) => {
+            let error = ErrorBody::new(ErrorCode::SandboxInitFailed, e.to_string());
+            send(&WorkerEvent::LoadFailed { error });
+            return EXIT_LOAD_FAILED;
+        }
+        Err(e) => {
+            let error = ErrorBody::new(ErrorCode::SandboxInitFailed, e);
+            send(&WorkerEvent::LoadFailed { error });
+            return EXIT_LOAD_FAILED;
+        }
+    };
     let opts = EngineOptions {
         n_ctx: args.ctx_size,
         threads: args.threads as i32,
     };
     let engine = match Engine::load(&args.model_path, opts) {
         Ok(e) => Arc::new(e),
-        Err(error) => {
+        Err(mut error) => {
+            if let Some(limit) = args.memory_limit {
+                // Under RLIMIT_AS, llama.cpp reports a failed allocation as a failed load.
+                error = ErrorBody::new(
+                    ErrorCode::ResourceLimitExceeded,
+                    format!(
+                        "{}; the worker's memory ceiling is {limit} bytes",
+                        error.detail
+                    ),
+                );
+            }
             send(&WorkerEvent::LoadFailed { error });
             return EXIT_LOAD_FAILED;
         }
@@ -41,7 +86,7 @@ pub fn run(args: WorkerArgs) -> i32 {
     send(&WorkerEvent::Ready {
         n_ctx: engine.n_ctx(),
         n_vocab: engine.n_vocab(),
-        sandbox: None,
+        sandbox: serde_json::to_value(&report).ok(),
     });
 
     let (jobs_tx, jobs_rx) = mpsc::channel::<(u64, String, u32)>();
@@ -83,10 +128,15 @@ pub fn run(args: WorkerArgs) -> i32 {
                     let _ = jobs_tx.send((id, prompt, max_tokens));
                 }
                 Ok(WorkerCommand::Selftest) => {
-                    send(&WorkerEvent::Selftest {
-                        report: serde_json::json!({"available": false}),
-                    });
+                    let probes = veritas_sandbox::selftest(&sandbox_cfg);
+                    let all_ok = probes.iter().all(|p| p.ok());
+                    let probes = probes
+                        .iter()
+                        .filter_map(|p| serde_json::to_value(p).ok())
+                        .collect();
+                    send(&WorkerEvent::Selftest { probes, all_ok });
                 }
+                Ok(WorkerCommand::Fault { kind }) => inject(kind),
                 Ok(WorkerCommand::Shutdown) => break,
                 Err(e) => tracing::warn!(error = %e, "worker ignored a malformed command"),
             },
@@ -99,4 +149,16 @@ pub fn run(args: WorkerArgs) -> i32 {
         let _ = t.join();
     }
     0
+}
+
+/// Chaos faults, reachable only through a daemon started with fault injection enabled.
+fn inject(kind: FaultKind) {
+    match kind {
+        // Outside the seccomp allow-list: the sandbox kills the worker with SIGSYS.
+        // SAFETY: a plain syscall; its result is irrelevant.
+        FaultKind::SandboxViolation => unsafe {
+            libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        },
+        FaultKind::WorkerAbort => std::process::abort(),
+    }
 }

@@ -159,6 +159,22 @@ pub enum Op {
     MetricsSummary,
     TelemetryStatus,
     Generate(GenerateRequest),
+    /// Run the sandbox self-test inside the inference worker.
+    SandboxSelftest,
+    /// Chaos: accepted only by a daemon started with fault injection enabled.
+    Fault {
+        kind: FaultKind,
+    },
+}
+
+/// Faults the chaos harness can ask a daemon to inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// The worker makes a syscall outside its seccomp allow-list (E3002).
+    SandboxViolation,
+    /// The worker aborts (E4001 for whatever was in flight).
+    WorkerAbort,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -184,6 +200,24 @@ pub enum Reply {
     MetricsSummary(MetricsSummary),
     Telemetry(TelemetryStatus),
     Generated(GenerateResponse),
+    /// Sandbox self-test probes, as the worker ran them.
+    Selftest(SelftestReport),
+    /// A fault was injected.
+    FaultInjected {
+        kind: FaultKind,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelftestReport {
+    /// Worker pid the probes ran in.
+    pub pid: Option<u32>,
+    /// Layers as the worker applied them.
+    pub sandbox: Option<serde_json::Value>,
+    /// One entry per attempted operation.
+    pub probes: Vec<serde_json::Value>,
+    /// Every probe found what it expected.
+    pub all_ok: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -351,6 +385,9 @@ pub enum WorkerCommand {
     },
     /// Sandbox self-test: attempt forbidden operations and report.
     Selftest,
+    Fault {
+        kind: FaultKind,
+    },
     Shutdown,
 }
 
@@ -378,7 +415,8 @@ pub enum WorkerEvent {
         error: ErrorBody,
     },
     Selftest {
-        report: serde_json::Value,
+        probes: Vec<serde_json::Value>,
+        all_ok: bool,
     },
 }
 

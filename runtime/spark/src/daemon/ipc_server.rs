@@ -131,6 +131,10 @@ pub async fn dispatch(rt: &Runtime, op: Op) -> Outcome {
         Op::MetricsSummary => Ok(Reply::MetricsSummary(rt.metrics_summary())),
         Op::TelemetryStatus => Ok(Reply::Telemetry(rt.telemetry())),
         Op::Generate(g) => rt.generate(g).await.map(Reply::Generated),
+        Op::SandboxSelftest => rt.sandbox_selftest().await.map(Reply::Selftest),
+        Op::Fault { kind } => rt
+            .inject_fault(kind)
+            .map(|()| Reply::FaultInjected { kind }),
     };
     match result {
         Ok(r) => Outcome::Ok(r),

@@ -23,6 +23,8 @@ pub struct Metrics {
     model_state: IntGaugeVec,
     errors: IntCounterVec,
     pub worker_restarts: IntCounter,
+    sandbox_layers: IntGaugeVec,
+    sandbox_violations: IntCounterVec,
 }
 
 impl Metrics {
@@ -79,6 +81,26 @@ impl Metrics {
         .unwrap();
         let worker_restarts =
             IntCounter::new(m::WORKER_RESTARTS_TOTAL, "Inference worker restarts.").unwrap();
+        let sandbox_layers = IntGaugeVec::new(
+            Opts::new(
+                m::SANDBOX_LAYER_ACTIVE,
+                "1 for each sandbox layer active in the inference worker.",
+            ),
+            &[m::LABEL_LAYER],
+        )
+        .unwrap();
+        let sandbox_violations = IntCounterVec::new(
+            Opts::new(
+                m::SANDBOX_VIOLATIONS_TOTAL,
+                "Syscalls the sandbox stopped, by syscall.",
+            ),
+            &[m::LABEL_SYSCALL],
+        )
+        .unwrap();
+        registry.register(Box::new(sandbox_layers.clone())).unwrap();
+        registry
+            .register(Box::new(sandbox_violations.clone()))
+            .unwrap();
         for c in [&requests, &prompt_tokens, &generated_tokens, &errors] {
             registry.register(Box::new(c.clone())).unwrap();
         }
@@ -111,7 +133,28 @@ impl Metrics {
             model_state,
             errors,
             worker_restarts,
+            sandbox_layers,
+            sandbox_violations,
         }
+    }
+
+    /// Mirrors the worker's sandbox report: 1 for active layers, 0 for the others.
+    pub fn set_sandbox(&self, report: Option<&serde_json::Value>) {
+        self.sandbox_layers.reset();
+        let layers = report
+            .and_then(|r| r["layers"].as_array().cloned())
+            .unwrap_or_default();
+        for l in layers {
+            if let Some(name) = l["layer"].as_str() {
+                self.sandbox_layers
+                    .with_label_values(&[name])
+                    .set(i64::from(l["state"] == "active"));
+            }
+        }
+    }
+
+    pub fn count_violation(&self, syscall: &str) {
+        self.sandbox_violations.with_label_values(&[syscall]).inc();
     }
 
     pub fn record_success(&self, seconds: f64, prompt_tokens: u32, generated_tokens: u32) {

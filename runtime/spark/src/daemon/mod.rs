@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use supervisor::{Startup, Worker, WorkerSpec};
+use supervisor::{Startup, Worker, WorkerExit, WorkerSpec};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use veritas_engine::VerifiedModel;
 use veritas_vocab::ipc::*;
@@ -39,6 +39,10 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub memory_limit: u64,
     pub log_format: String,
+    pub sandbox: String,
+    pub sandbox_layers: String,
+    pub worker_memory_limit: Option<u64>,
+    pub fault_injection: bool,
 }
 
 impl Config {
@@ -56,6 +60,12 @@ impl Config {
                 a.socket_mode
             )
         })?;
+        a.sandbox
+            .parse::<veritas_sandbox::SandboxMode>()
+            .map_err(|e| anyhow::anyhow!("--sandbox {:?}: {e}", a.sandbox))?;
+        a.sandbox_layers
+            .parse::<veritas_sandbox::LayerSet>()
+            .map_err(|e| anyhow::anyhow!("--sandbox-layers {:?}: {e}", a.sandbox_layers))?;
         if !matches!(a.log_format.as_str(), "text" | "json") {
             bail!("--log-format must be text or json, not {:?}", a.log_format);
         }
@@ -80,6 +90,10 @@ impl Config {
                 .or_else(veritas_engine::verify::mem_total)
                 .unwrap_or(0),
             log_format: a.log_format.clone(),
+            sandbox: a.sandbox.clone(),
+            sandbox_layers: a.sandbox_layers.clone(),
+            worker_memory_limit: a.worker_memory_limit,
+            fault_injection: a.enable_fault_injection,
         })
     }
 
@@ -313,15 +327,15 @@ impl Runtime {
             match (slot.state, &slot.worker, &slot.model) {
                 (ModelState::Ready, Some(w), Some(m)) => (w.clone(), m.clone()),
                 (ModelState::Failed, ..) => {
-                    let why = slot
-                        .last_error
+                    // The cause keeps its own code: E2001 for a bad model, E3001 for a sandbox
+                    // that could not be set up, E3003 for a model above the worker's ceiling.
+                    let cause = slot.last_error.clone();
+                    let code = cause
                         .as_ref()
-                        .map(|e| e.to_string())
-                        .unwrap_or_default();
-                    return Err(ErrorBody::new(
-                        ErrorCode::ModelLoadFailed,
-                        format!("no model is loaded: {why}"),
-                    ));
+                        .map(|e| e.code)
+                        .unwrap_or(ErrorCode::ModelLoadFailed);
+                    let why = cause.map(|e| e.detail).unwrap_or_default();
+                    return Err(ErrorBody::new(code, format!("no model is loaded: {why}")));
                 }
                 (state, ..) => {
                     return Err(ErrorBody::new(
@@ -538,6 +552,40 @@ impl Runtime {
         }
     }
 
+    fn current_worker(&self) -> Result<Arc<Worker>, ErrorBody> {
+        self.slot.lock().unwrap().worker.clone().ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::HealthCheckFailed,
+                "no inference worker is running (is a model loaded?)",
+            )
+        })
+    }
+
+    /// Runs the sandbox self-test inside the running worker.
+    pub async fn sandbox_selftest(&self) -> Result<SelftestReport, ErrorBody> {
+        let worker = self.current_worker()?;
+        let (probes, all_ok) = worker.selftest().await?;
+        let sandbox = self.slot.lock().unwrap().sandbox.clone();
+        Ok(SelftestReport {
+            pid: Some(worker.pid),
+            sandbox,
+            probes,
+            all_ok,
+        })
+    }
+
+    pub fn inject_fault(&self, kind: FaultKind) -> Result<(), ErrorBody> {
+        if !self.cfg.fault_injection {
+            return Err(ErrorBody::new(
+                ErrorCode::IpcProtocolError,
+                "fault injection is disabled on this runtime (start it with --enable-fault-injection)",
+            ));
+        }
+        tracing::warn!(?kind, "injecting a fault on request");
+        self.current_worker()?.inject(kind);
+        Ok(())
+    }
+
     pub fn telemetry(&self) -> TelemetryStatus {
         TelemetryStatus {
             metrics_enabled: self.cfg.metrics_addr.is_some(),
@@ -602,6 +650,25 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// Counts what a worker's death says: a sandbox violation, a resource limit.
+    fn note_worker_exit(&self, e: &WorkerExit) {
+        match e.error.code {
+            ErrorCode::SandboxViolation => {
+                self.metrics.count_error(ErrorCode::SandboxViolation);
+                self.metrics
+                    .count_violation(e.violation.as_deref().unwrap_or("unknown"));
+                tracing::error!(code = "E3002", "{}", e.error.detail);
+            }
+            ErrorCode::ResourceLimitExceeded => {
+                self.metrics.count_error(ErrorCode::ResourceLimitExceeded);
+                tracing::error!(code = "E3003", "{}", e.error.detail);
+            }
+            _ => {}
+        }
+    }
+}
+
 fn rss_bytes(pid: &str) -> u64 {
     let page = 4096;
     std::fs::read_to_string(format!("/proc/{pid}/statm"))
@@ -615,7 +682,7 @@ fn rss_bytes(pid: &str) -> u64 {
 async fn supervise(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<SupervisorMsg>) {
     let load_timeout = Duration::from_secs(300);
     let mut current: Option<(VerifiedModel, WorkerSpec)> = None;
-    let mut exit: Option<oneshot::Receiver<std::process::ExitStatus>> = None;
+    let mut exit: Option<oneshot::Receiver<WorkerExit>> = None;
     let mut backoff = Duration::from_millis(100);
     loop {
         let exited = async {
@@ -629,10 +696,14 @@ async fn supervise(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<SupervisorM
                 let Some(SupervisorMsg::Load { model, done }) = msg else { return };
                 let spec = WorkerSpec {
                     model_path: model.path.clone(),
+                    model_dir: rt.cfg.model_dir.clone(),
                     ctx_size: rt.cfg.ctx_size,
                     threads: rt.cfg.threads,
                     parallel: rt.cfg.parallel,
                     max_frame: rt.cfg.max_frame,
+                    sandbox: rt.cfg.sandbox.clone(),
+                    sandbox_layers: rt.cfg.sandbox_layers.clone(),
+                    memory_limit: rt.cfg.worker_memory_limit,
                 };
                 {
                     let mut slot = rt.slot.lock().unwrap();
@@ -655,9 +726,15 @@ async fn supervise(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<SupervisorM
                     }
                 }
             }
-            status = exited => {
+            ended = exited => {
                 exit = None;
-                let why = status.as_ref().map(supervisor::describe_exit).unwrap_or_default();
+                let why = match &ended {
+                    Some(e) => {
+                        rt.note_worker_exit(e);
+                        e.error.detail.clone()
+                    }
+                    None => "unknown".to_string(),
+                };
                 if rt.draining.load(Ordering::SeqCst) {
                     tracing::info!(%why, "inference worker stopped");
                     continue;
@@ -686,8 +763,28 @@ async fn start_worker(
     model: &VerifiedModel,
     spec: &WorkerSpec,
     load_timeout: Duration,
-) -> Result<(ModelInfo, oneshot::Receiver<std::process::ExitStatus>), ErrorBody> {
+) -> Result<(ModelInfo, oneshot::Receiver<WorkerExit>), ErrorBody> {
     let (worker, startup, exit_rx) = Worker::spawn(spec, load_timeout).await?;
+    let startup = match startup {
+        Startup::Died => {
+            let ended = exit_rx.await.ok();
+            if let Some(e) = &ended {
+                rt.note_worker_exit(e);
+            }
+            return Err(match ended {
+                Some(e) if e.error.code != ErrorCode::InferenceFailed => e.error,
+                other => ErrorBody::new(
+                    ErrorCode::ModelLoadFailed,
+                    format!(
+                        "inference worker exited while loading {} ({}); llama.cpp rejected the file (check model format compatibility)",
+                        spec.model_path.display(),
+                        other.map(|e| supervisor::describe_exit(&e.status)).unwrap_or_default()
+                    ),
+                ),
+            });
+        }
+        s => s,
+    };
     match startup {
         Startup::Ready {
             n_ctx,
@@ -713,6 +810,7 @@ async fn start_worker(
             slot.state = ModelState::Ready;
             slot.model = Some(info.clone());
             slot.last_error = None;
+            rt.metrics.set_sandbox(sandbox.as_ref());
             slot.sandbox = sandbox;
             rt.metrics.set_model_state(&info.name, ModelState::Ready);
             tracing::info!(model = %info.name, version = %info.version, n_ctx, pid = slot.worker.as_ref().unwrap().pid, "model ready");
@@ -722,6 +820,7 @@ async fn start_worker(
             worker.kill();
             Err(e)
         }
+        Startup::Died => unreachable!("handled above"),
     }
 }
 

@@ -29,10 +29,75 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Generated, ErrorBod
 #[derive(Debug, Clone)]
 pub struct WorkerSpec {
     pub model_path: PathBuf,
+    pub model_dir: PathBuf,
     pub ctx_size: u32,
     pub threads: u32,
     pub parallel: u32,
     pub max_frame: u32,
+    pub sandbox: String,
+    pub sandbox_layers: String,
+    pub memory_limit: Option<u64>,
+}
+
+/// How a worker ended, and what that means for its requests.
+#[derive(Debug)]
+pub struct WorkerExit {
+    pub status: std::process::ExitStatus,
+    /// E3002 for a seccomp kill, E3003 for an allocation failure, E4001 otherwise.
+    pub error: ErrorBody,
+    /// The syscall, when the sandbox stopped one.
+    pub violation: Option<String>,
+}
+
+/// Last bytes of the worker's stderr kept for diagnosing its death.
+const STDERR_TAIL: usize = 8 * 1024;
+
+fn classify_exit(
+    pid: u32,
+    status: std::process::ExitStatus,
+    tail: &str,
+    memory_limit: Option<u64>,
+) -> WorkerExit {
+    let why = describe_exit(&status);
+    if let Some(v) = veritas_sandbox::describe_violation(&status, tail) {
+        let syscall = v
+            .syscall_name
+            .clone()
+            .or_else(|| v.syscall_nr.map(|n| n.to_string()));
+        return WorkerExit {
+            status,
+            error: ErrorBody::new(
+                ErrorCode::SandboxViolation,
+                format!("inference worker (pid {pid}) stopped by its sandbox: {v}; the worker is being restarted"),
+            ),
+            violation: Some(syscall.unwrap_or_else(|| "unknown".into())),
+        };
+    }
+    if let Some(r) = veritas_sandbox::describe_resource_exhaustion(&status, tail) {
+        let requested = r
+            .requested_bytes
+            .map(|b| format!("{b} bytes requested"))
+            .unwrap_or_else(|| r.detail.clone());
+        let ceiling = memory_limit
+            .map(|m| format!("the worker's memory ceiling is {m} bytes"))
+            .unwrap_or_else(|| "no ceiling configured".into());
+        return WorkerExit {
+            status,
+            error: ErrorBody::new(
+                ErrorCode::ResourceLimitExceeded,
+                format!("inference worker (pid {pid}) ran out of memory: {requested}, {ceiling}; the worker is being restarted"),
+            ),
+            violation: None,
+        };
+    }
+    WorkerExit {
+        status,
+        error: ErrorBody::new(
+            ErrorCode::InferenceFailed,
+            format!("inference worker (pid {pid}) ended during the request: {why}; it is being restarted"),
+        ),
+        violation: None,
+    }
 }
 
 /// What a freshly started worker said first.
@@ -43,6 +108,8 @@ pub enum Startup {
         sandbox: Option<serde_json::Value>,
     },
     Failed(ErrorBody),
+    /// Exited without a word; its [`WorkerExit`] tells why.
+    Died,
 }
 
 /// A running worker: send it work, learn when it exits.
@@ -50,6 +117,7 @@ pub struct Worker {
     pub pid: u32,
     commands: mpsc::UnboundedSender<WorkerCommand>,
     pending: Pending,
+    selftests: Arc<Mutex<Vec<oneshot::Sender<(Vec<serde_json::Value>, bool)>>>>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -81,14 +149,7 @@ impl Worker {
     pub async fn spawn(
         spec: &WorkerSpec,
         load_timeout: Duration,
-    ) -> Result<
-        (
-            Arc<Worker>,
-            Startup,
-            oneshot::Receiver<std::process::ExitStatus>,
-        ),
-        ErrorBody,
-    > {
+    ) -> Result<(Arc<Worker>, Startup, oneshot::Receiver<WorkerExit>), ErrorBody> {
         let (ours, theirs) = StdUnixStream::pair().map_err(|e| {
             ErrorBody::new(
                 ErrorCode::ModelLoadFailed,
@@ -117,8 +178,20 @@ impl Worker {
             .arg(spec.parallel.to_string())
             .arg("--max-frame")
             .arg(spec.max_frame.to_string())
+            .arg("--model-dir")
+            .arg(&spec.model_dir)
+            .arg("--sandbox")
+            .arg(&spec.sandbox)
+            .arg("--sandbox-layers")
+            .arg(&spec.sandbox_layers)
             .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
+        if let Some(limit) = spec.memory_limit {
+            cmd.arg("--memory-limit").arg(limit.to_string());
+        }
+        // Fewer glibc malloc arenas: each reserves 64 MiB of address space, which RLIMIT_AS counts.
+        cmd.env("MALLOC_ARENA_MAX", "2");
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
@@ -144,6 +217,28 @@ impl Worker {
         })?;
         drop(theirs);
         let pid = child.id().unwrap_or(0);
+        // The worker's stderr: forwarded to our log, its tail kept to explain its death.
+        let tail = Arc::new(Mutex::new(String::new()));
+        let stderr_task = child.stderr.take().map(|stderr| {
+            let tail = tail.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt;
+                let mut lines = tokio::io::BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::warn!(target: "veritas_spark::worker", worker_pid = pid, "{line}");
+                    let mut t = tail.lock().unwrap();
+                    t.push_str(&line);
+                    t.push('\n');
+                    if t.len() > STDERR_TAIL {
+                        let cut = t.len() - STDERR_TAIL;
+                        let cut = (cut..t.len())
+                            .find(|&i| t.is_char_boundary(i))
+                            .unwrap_or(t.len());
+                        t.drain(..cut);
+                    }
+                }
+            })
+        });
         ours.set_nonblocking(true).expect("nonblocking socketpair");
         let stream = UnixStream::from_std(ours).expect("register socketpair with tokio");
         let (mut rd, mut wr) = stream.into_split();
@@ -158,6 +253,9 @@ impl Worker {
         });
 
         let pending: Pending = Arc::default();
+        let selftests: Arc<Mutex<Vec<oneshot::Sender<(Vec<serde_json::Value>, bool)>>>> =
+            Arc::default();
+        let reader_selftests = selftests.clone();
         let (first_tx, first_rx) = oneshot::channel::<Startup>();
         let (exit_tx, exit_rx) = oneshot::channel();
         let max = spec.max_frame.max(ipc::DEFAULT_MAX_FRAME);
@@ -210,47 +308,51 @@ impl Worker {
                             let _ = tx.send(Err(error));
                         }
                     }
-                    WorkerEvent::Selftest { .. } => {}
+                    WorkerEvent::Selftest { probes, all_ok } => {
+                        if let Some(tx) = reader_selftests.lock().unwrap().pop() {
+                            let _ = tx.send((probes, all_ok));
+                        }
+                    }
                 }
             }
         });
         let waiter_pending = pending.clone();
+        let memory_limit = spec.memory_limit;
         tokio::spawn(async move {
             let status = child
                 .wait()
                 .await
                 .unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0));
-            // Read whatever the worker sent before it died, then fail the rest.
+            // Read whatever the worker said before it died, then fail the rest.
             let _ = reader.await;
-            let why = describe_exit(&status);
+            if let Some(t) = stderr_task {
+                let _ = t.await;
+            }
+            let exit = classify_exit(pid, status, &tail.lock().unwrap(), memory_limit);
             let orphans: Vec<_> = waiter_pending.lock().unwrap().drain().collect();
             for (_, tx) in orphans {
-                let _ = tx.send(Err(ErrorBody::new(
-                    ErrorCode::InferenceFailed,
-                    format!("inference worker (pid {pid}) ended during the request: {why}; it is being restarted"),
-                )));
+                let _ = tx.send(Err(exit.error.clone()));
             }
-            let _ = exit_tx.send(status);
+            let _ = exit_tx.send(exit);
         });
 
         let worker = Arc::new(Worker {
             pid,
             commands: cmd_tx,
             pending,
+            selftests,
             next_id: 1.into(),
         });
         let startup = match tokio::time::timeout(load_timeout, first_rx).await {
             Ok(Ok(s)) => s,
-            Ok(Err(_)) => Startup::Failed(ErrorBody::new(
-                ErrorCode::ModelLoadFailed,
-                format!(
-                    "inference worker (pid {pid}) exited while loading {}; llama.cpp rejected the file (check model format compatibility)",
-                    spec.model_path.display()
-                ),
-            )),
+            // The worker died before saying anything; the exit watcher knows why.
+            Ok(Err(_)) => Startup::Died,
             Err(_) => Startup::Failed(ErrorBody::new(
                 ErrorCode::ModelLoadFailed,
-                format!("model load did not finish within {}s", load_timeout.as_secs()),
+                format!(
+                    "model load did not finish within {}s",
+                    load_timeout.as_secs()
+                ),
             )),
         };
         Ok((worker, startup, exit_rx))
@@ -283,6 +385,28 @@ impl Worker {
                 "inference worker went away",
             ))
         })
+    }
+
+    /// Runs the sandbox self-test inside the worker.
+    pub async fn selftest(&self) -> Result<(Vec<serde_json::Value>, bool), ErrorBody> {
+        let (tx, rx) = oneshot::channel();
+        self.selftests.lock().unwrap().push(tx);
+        if self.commands.send(WorkerCommand::Selftest).is_err() {
+            return Err(ErrorBody::new(
+                ErrorCode::InferenceFailed,
+                "inference worker is not running",
+            ));
+        }
+        rx.await.map_err(|_| {
+            ErrorBody::new(
+                ErrorCode::InferenceFailed,
+                "inference worker ended during the self-test",
+            )
+        })
+    }
+
+    pub fn inject(&self, kind: veritas_vocab::ipc::FaultKind) {
+        let _ = self.commands.send(WorkerCommand::Fault { kind });
     }
 
     /// Asks the worker to finish its queued requests and exit.
