@@ -94,6 +94,21 @@ impl Engine {
         self.n_ctx
     }
 
+    /// Address space one request's context needs, roughly: the f16 KV cache for the whole
+    /// window, logits, and a fixed allowance for llama.cpp's compute buffers and threads.
+    pub fn request_memory_estimate(&self) -> u64 {
+        let n_ctx = self.n_ctx as u64;
+        let n_layer = self.model.n_layer() as u64;
+        let n_embd = self.model.n_embd().max(0) as u64;
+        let kv_fraction = (
+            self.model.n_head_kv().max(1) as u64,
+            self.model.n_head().max(1) as u64,
+        );
+        let kv = 2 * n_layer * n_ctx * n_embd * kv_fraction.0 / kv_fraction.1 * 2;
+        let logits = n_ctx * self.n_vocab() as u64 * 4;
+        kv + logits + (16 << 20)
+    }
+
     pub fn n_vocab(&self) -> u32 {
         self.model.n_vocab().max(0) as u32
     }

@@ -70,6 +70,16 @@ pub enum Command {
         /// `sandbox-violation` (the worker makes a forbidden syscall) or `worker-abort`.
         kind: String,
     },
+    /// Internal (chaos harness): run a command under the restrictions a container runtime's
+    /// default profile imposes, e.g. `chaos-exec --deny-userns -- veritas-spark serve ...`.
+    #[command(hide = true)]
+    ChaosExec {
+        /// Make creating user namespaces fail with EPERM, as Docker's default seccomp profile does.
+        #[arg(long)]
+        deny_userns: bool,
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Internal: the inference worker the daemon spawns. Not for operators.
     #[command(hide = true)]
     Worker(WorkerArgs),

@@ -24,6 +24,23 @@ fn main() -> ExitCode {
             json: cli.global.json,
         }
         .sandbox_check(&mode, &layers, &model_dir),
+        Command::ChaosExec {
+            deny_userns,
+            command,
+        } => {
+            use std::os::unix::process::CommandExt;
+            if deny_userns {
+                if let Err(e) = veritas_sandbox::fault::deny_user_namespaces() {
+                    eprintln!("error: cannot install the user-namespace denial filter: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            let err = std::process::Command::new(&command[0])
+                .args(&command[1..])
+                .exec();
+            eprintln!("error: cannot execute {:?}: {err}", command[0]);
+            ExitCode::from(127)
+        }
         Command::Worker(args) => {
             init_logs("text", "warn");
             ExitCode::from(worker::run(args) as u8)
@@ -79,6 +96,7 @@ fn main() -> ExitCode {
                 }
                 Command::Serve(_)
                 | Command::Worker(_)
+                | Command::ChaosExec { .. }
                 | Command::Sandbox(SandboxCommand::Check { .. }) => {
                     unreachable!("handled above")
                 }

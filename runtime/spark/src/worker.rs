@@ -71,11 +71,14 @@ pub fn run(args: WorkerArgs) -> i32 {
         Err(mut error) => {
             if let Some(limit) = args.memory_limit {
                 // Under RLIMIT_AS, llama.cpp reports a failed allocation as a failed load.
+                let size = std::fs::metadata(&args.model_path)
+                    .map(|m| m.len())
+                    .unwrap_or(0);
                 error = ErrorBody::new(
                     ErrorCode::ResourceLimitExceeded,
                     format!(
-                        "{}; the worker's memory ceiling is {limit} bytes",
-                        error.detail
+                        "llama.cpp could not load {} (model file {size} bytes) within the worker's memory ceiling of {limit} bytes",
+                        args.model_path.display()
                     ),
                 );
             }
@@ -96,12 +99,15 @@ pub fn run(args: WorkerArgs) -> i32 {
             let jobs_rx = jobs_rx.clone();
             let engine = engine.clone();
             let send = send.clone();
+            let memory_limit = args.memory_limit;
             std::thread::spawn(move || loop {
                 let job = jobs_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                 let Ok((id, prompt, max_tokens)) = job else {
                     return;
                 };
-                let ev = match engine.generate(&prompt, max_tokens) {
+                let ev = match within_ceiling(&engine, memory_limit)
+                    .and_then(|()| engine.generate(&prompt, max_tokens))
+                {
                     Ok(g) => WorkerEvent::Generated {
                         id,
                         text: g.text,
@@ -160,5 +166,42 @@ fn inject(kind: FaultKind) {
             libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
         },
         FaultKind::WorkerAbort => std::process::abort(),
+    }
+}
+
+/// Under a memory ceiling, checks that the address space a request's context needs is still
+/// free, so an oversized request fails with E3003 instead of crashing inside llama.cpp.
+fn within_ceiling(engine: &Engine, memory_limit: Option<u64>) -> Result<(), ErrorBody> {
+    let Some(limit) = memory_limit else {
+        return Ok(());
+    };
+    let need = engine.request_memory_estimate();
+    // SAFETY: an anonymous PROT_NONE reservation, released at once; RLIMIT_AS counts it.
+    let ok = unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            need as usize,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            false
+        } else {
+            libc::munmap(p, need as usize);
+            true
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ErrorBody::new(
+            ErrorCode::ResourceLimitExceeded,
+            format!(
+                "a request context of {} tokens needs about {need} bytes of address space; the worker's memory ceiling is {limit} bytes and not enough of it is free",
+                engine.n_ctx()
+            ),
+        ))
     }
 }

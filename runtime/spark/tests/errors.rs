@@ -270,6 +270,7 @@ fn e2001_not_enough_memory_says_both_numbers() {
         DaemonOptions {
             model: None,
             extra: vec!["--memory-limit".into(), "100000".into()],
+            ..Default::default()
         },
     );
     let v = expect_error(&d, &["models", "load", MODEL], "E2001");
@@ -414,7 +415,7 @@ fn e5003_health_and_ready_without_a_model() {
         &reg,
         DaemonOptions {
             model: None,
-            extra: vec![],
+            ..Default::default()
         },
     );
     let out = d.cli(&["health"]);

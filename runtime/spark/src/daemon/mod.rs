@@ -651,17 +651,17 @@ impl Runtime {
 }
 
 impl Runtime {
-    /// Counts what a worker's death says: a sandbox violation, a resource limit.
+    /// Records what a worker's death says: a sandbox violation, a resource limit.
     fn note_worker_exit(&self, e: &WorkerExit) {
         match e.error.code {
+            // errors_total counts the requests that failed with these codes; the event
+            // itself is counted here.
             ErrorCode::SandboxViolation => {
-                self.metrics.count_error(ErrorCode::SandboxViolation);
                 self.metrics
                     .count_violation(e.violation.as_deref().unwrap_or("unknown"));
                 tracing::error!(code = "E3002", "{}", e.error.detail);
             }
             ErrorCode::ResourceLimitExceeded => {
-                self.metrics.count_error(ErrorCode::ResourceLimitExceeded);
                 tracing::error!(code = "E3003", "{}", e.error.detail);
             }
             _ => {}
@@ -773,6 +773,16 @@ async fn start_worker(
             }
             return Err(match ended {
                 Some(e) if e.error.code != ErrorCode::InferenceFailed => e.error,
+                Some(e) if spec.memory_limit.is_some() => ErrorBody::new(
+                    ErrorCode::ResourceLimitExceeded,
+                    format!(
+                        "inference worker died while loading {} ({}): the model ({} bytes) does not fit the worker's memory ceiling of {} bytes",
+                        spec.model_path.display(),
+                        supervisor::describe_exit(&e.status),
+                        model.size_bytes,
+                        spec.memory_limit.unwrap_or(0)
+                    ),
+                ),
                 other => ErrorBody::new(
                     ErrorCode::ModelLoadFailed,
                     format!(

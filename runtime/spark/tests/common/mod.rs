@@ -110,6 +110,9 @@ pub struct Daemon {
 pub struct DaemonOptions<'a> {
     pub model: Option<&'a str>,
     pub extra: Vec<String>,
+    /// Start the daemon under a seccomp filter denying user namespaces, as a container's
+    /// default profile does.
+    pub deny_userns: bool,
 }
 
 impl Default for DaemonOptions<'_> {
@@ -117,6 +120,7 @@ impl Default for DaemonOptions<'_> {
         DaemonOptions {
             model: Some(MODEL),
             extra: Vec::new(),
+            deny_userns: false,
         }
     }
 }
@@ -150,6 +154,9 @@ impl Daemon {
         let (http, metrics) = (free_port(), free_port());
         let log = tmp.path().join("daemon.log");
         let mut cmd = Command::new(BIN);
+        if opts.deny_userns {
+            cmd.args(["chaos-exec", "--deny-userns", "--", BIN]);
+        }
         cmd.arg("serve")
             .arg("--socket")
             .arg(&socket)
