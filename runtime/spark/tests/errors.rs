@@ -364,23 +364,8 @@ fn e4001_worker_killed_mid_request_then_restarted() {
         },
     );
     let first = d.worker_pid();
-    let port = d.http;
-    let reqs: Vec<_> = (0..3)
-        .map(|i| {
-            std::thread::spawn(move || {
-                http(
-                    port,
-                    "POST",
-                    "/v1/generate",
-                    Some(&format!(r#"{{"prompt":"kill {i}","max_tokens":240}}"#)),
-                )
-            })
-        })
-        .collect();
-    wait_for("requests in flight", Duration::from_secs(30), || {
-        (metric_value(&d.scrape(), veritas_vocab::metrics::INFLIGHT_REQUESTS, &[])? >= 2.0)
-            .then_some(())
-    });
+    let reqs = d.generate_concurrently(3, "kill", 240);
+    d.wait_inflight(2.0);
     // SAFETY: killing the worker process we just looked up.
     unsafe { libc::kill(first as i32, libc::SIGKILL) };
     let results: Vec<_> = reqs.into_iter().map(|h| h.join().unwrap()).collect();

@@ -170,19 +170,7 @@ fn a_full_queue_is_refused_at_once_with_e3003_not_a_hang() {
             ..Default::default()
         },
     );
-    let port = d.http;
-    let handles: Vec<_> = (0..8)
-        .map(|i| {
-            std::thread::spawn(move || {
-                http(
-                    port,
-                    "POST",
-                    "/v1/generate",
-                    Some(&format!(r#"{{"prompt":"request {i}","max_tokens":200}}"#)),
-                )
-            })
-        })
-        .collect();
+    let handles = d.generate_concurrently(8, "request", 200);
     let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let ok = results.iter().filter(|(s, _)| *s == 200).count();
     let refused: Vec<_> = results.iter().filter(|(s, _)| *s == 429).collect();
@@ -213,19 +201,7 @@ fn sigterm_under_load_loses_no_accepted_request() {
             ..Default::default()
         },
     );
-    let port = d.http;
-    let handles: Vec<_> = (0..4)
-        .map(|i| {
-            std::thread::spawn(move || {
-                http(
-                    port,
-                    "POST",
-                    "/v1/generate",
-                    Some(&format!(r#"{{"prompt":"drain {i}","max_tokens":220}}"#)),
-                )
-            })
-        })
-        .collect();
+    let handles = d.generate_concurrently(4, "drain", 220);
     // Wait until all four are admitted and at least two still in flight, then stop.
     wait_for(
         "four requests admitted, two in flight",

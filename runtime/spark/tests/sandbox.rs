@@ -193,22 +193,8 @@ fn e3002_violation_is_reported_counted_and_the_worker_restarted() {
         ]),
     );
     let first = d.worker_pid();
-    let port = d.http;
-    let reqs: Vec<_> = (0..3)
-        .map(|i| {
-            std::thread::spawn(move || {
-                http(
-                    port,
-                    "POST",
-                    "/v1/generate",
-                    Some(&format!(r#"{{"prompt":"v {i}","max_tokens":240}}"#)),
-                )
-            })
-        })
-        .collect();
-    wait_for("requests in flight", Duration::from_secs(30), || {
-        (metric_value(&d.scrape(), m::INFLIGHT_REQUESTS, &[])? >= 2.0).then_some(())
-    });
+    let reqs = d.generate_concurrently(3, "v", 240);
+    d.wait_inflight(2.0);
     assert!(d.cli(&["fault", "sandbox-violation"]).status.success());
     let results: Vec<_> = reqs.into_iter().map(|h| h.join().unwrap()).collect();
     let failed: Vec<serde_json::Value> = results

@@ -334,3 +334,40 @@ pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
         all.then(|| value.parse().ok()).flatten()
     })
 }
+
+impl Daemon {
+    /// Sends `n` generation requests over HTTP at once, each on its own thread; join the
+    /// handles for `(status, body)`.
+    pub fn generate_concurrently(
+        &self,
+        n: usize,
+        tag: &str,
+        max_tokens: u32,
+    ) -> Vec<std::thread::JoinHandle<(u16, String)>> {
+        (0..n)
+            .map(|i| {
+                let (port, body) = (
+                    self.http,
+                    format!(r#"{{"prompt":"{tag} {i}","max_tokens":{max_tokens}}}"#),
+                );
+                std::thread::spawn(move || http(port, "POST", "/v1/generate", Some(&body)))
+            })
+            .collect()
+    }
+
+    /// Waits until at least `n` requests are in flight, as the daemon's metrics say.
+    pub fn wait_inflight(&self, n: f64) {
+        wait_for(
+            &format!("{n} requests in flight"),
+            Duration::from_secs(30),
+            || {
+                (metric_value(
+                    &self.scrape(),
+                    veritas_vocab::metrics::INFLIGHT_REQUESTS,
+                    &[],
+                )? >= n)
+                    .then_some(())
+            },
+        );
+    }
+}
