@@ -289,3 +289,30 @@ fn e3003_memory_ceiling_for_requests_and_for_models() {
     );
     assert!(tiny.cli(&["live"]).status.success());
 }
+
+#[test]
+fn e4001_aborted_worker_is_restarted_and_later_requests_succeed() {
+    let reg = Registry::new();
+    let d = Daemon::start(&reg, opts(&["--parallel", "1", "--enable-fault-injection"]));
+    let first = d.worker_pid();
+    let reqs = d.generate_concurrently(3, "abort", 240);
+    d.wait_inflight(2.0);
+    assert!(d.cli(&["fault", "worker-abort"]).status.success());
+    let failed: Vec<serde_json::Value> = reqs
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|(s, _)| *s != 200)
+        .map(|(_, b)| serde_json::from_str(&b).unwrap())
+        .collect();
+    assert!(!failed.is_empty());
+    for v in &failed {
+        assert_eq!(v["code"], "E4001", "{v}");
+        assert!(v["detail"].as_str().unwrap().contains("SIGABRT"), "{v}");
+    }
+    d.wait_ready();
+    assert_ne!(d.worker_pid(), first);
+    assert!(d
+        .cli(&["generate", "after abort", "--max-tokens", "3"])
+        .status
+        .success());
+}
