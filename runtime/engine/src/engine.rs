@@ -184,8 +184,7 @@ impl Engine {
         let mut sampler = LlamaSampler::greedy();
         let mut out = Vec::with_capacity(max_tokens as usize);
         let mut finish_reason = "length";
-        let mut pos = n_prompt as i32;
-        for _ in 0..max_tokens {
+        for pos in (n_prompt as i32..).take(max_tokens as usize) {
             let token = sampler.sample(&ctx, batch.n_tokens() - 1);
             sampler.accept(token);
             if vocab.is_eog(token) {
@@ -197,7 +196,6 @@ impl Engine {
             batch
                 .add(token, pos, &[0], true)
                 .map_err(|e| inference_failed("batch", &e))?;
-            pos += 1;
             ctx.decode(&mut batch)
                 .map_err(|e| inference_failed("decode failed", &e))?;
         }

@@ -416,16 +416,6 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::printable;
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(printable("a\u{1b}[31mb\nc\u{7}"), "a\\u{1b}[31mb\nc\\u{7}");
-    }
-}
-
 /// The sandbox section: mode, then one line a layer.
 fn render_sandbox(report: &serde_json::Value) -> String {
     use std::fmt::Write;
@@ -461,4 +451,14 @@ fn print_probe(p: &serde_json::Value) {
         if blocked { "blocked" } else { "ALLOWED" },
         p["how"].as_str().unwrap_or("")
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("a\u{1b}[31mb\nc\u{7}"), "a\\u{1b}[31mb\nc\\u{7}");
+    }
 }

@@ -123,31 +123,29 @@ pub fn run(args: WorkerArgs) -> i32 {
         .collect();
 
     let mut reader = stream;
-    loop {
-        match ipc::read_frame(&mut reader, args.max_frame) {
-            Ok(Some(payload)) => match ipc::decode::<WorkerCommand>(&payload) {
-                Ok(WorkerCommand::Generate {
-                    id,
-                    prompt,
-                    max_tokens,
-                }) => {
-                    let _ = jobs_tx.send((id, prompt, max_tokens));
-                }
-                Ok(WorkerCommand::Selftest) => {
-                    let probes = veritas_sandbox::selftest(&sandbox_cfg);
-                    let all_ok = probes.iter().all(|p| p.ok());
-                    let probes = probes
-                        .iter()
-                        .filter_map(|p| serde_json::to_value(p).ok())
-                        .collect();
-                    send(&WorkerEvent::Selftest { probes, all_ok });
-                }
-                Ok(WorkerCommand::Fault { kind }) => inject(kind),
-                Ok(WorkerCommand::Shutdown) => break,
-                Err(e) => tracing::warn!(error = %e, "worker ignored a malformed command"),
-            },
-            // The daemon went away: finish what was queued, then exit.
-            Ok(None) | Err(_) => break,
+    // Ends when the daemon goes away (end of stream or a broken frame) or says Shutdown;
+    // queued work is finished either way.
+    while let Ok(Some(payload)) = ipc::read_frame(&mut reader, args.max_frame) {
+        match ipc::decode::<WorkerCommand>(&payload) {
+            Ok(WorkerCommand::Generate {
+                id,
+                prompt,
+                max_tokens,
+            }) => {
+                let _ = jobs_tx.send((id, prompt, max_tokens));
+            }
+            Ok(WorkerCommand::Selftest) => {
+                let probes = veritas_sandbox::selftest(&sandbox_cfg);
+                let all_ok = probes.iter().all(|p| p.ok());
+                let probes = probes
+                    .iter()
+                    .filter_map(|p| serde_json::to_value(p).ok())
+                    .collect();
+                send(&WorkerEvent::Selftest { probes, all_ok });
+            }
+            Ok(WorkerCommand::Fault { kind }) => inject(kind),
+            Ok(WorkerCommand::Shutdown) => break,
+            Err(e) => tracing::warn!(error = %e, "worker ignored a malformed command"),
         }
     }
     drop(jobs_tx);

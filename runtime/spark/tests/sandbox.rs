@@ -4,7 +4,6 @@
 
 mod common;
 use common::*;
-use std::time::Duration;
 use veritas_vocab::metrics as m;
 
 fn opts(extra: &[&str]) -> DaemonOptions<'static> {

@@ -24,6 +24,8 @@ pub struct Generated {
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Generated, ErrorBody>>>>>;
+/// Callers waiting for a sandbox self-test: the probes and whether all found what they expected.
+type SelftestWaiters = Arc<Mutex<Vec<oneshot::Sender<(Vec<serde_json::Value>, bool)>>>>;
 
 /// How to start a worker.
 #[derive(Debug, Clone)]
@@ -117,7 +119,7 @@ pub struct Worker {
     pub pid: u32,
     commands: mpsc::UnboundedSender<WorkerCommand>,
     pending: Pending,
-    selftests: Arc<Mutex<Vec<oneshot::Sender<(Vec<serde_json::Value>, bool)>>>>,
+    selftests: SelftestWaiters,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -253,8 +255,7 @@ impl Worker {
         });
 
         let pending: Pending = Arc::default();
-        let selftests: Arc<Mutex<Vec<oneshot::Sender<(Vec<serde_json::Value>, bool)>>>> =
-            Arc::default();
+        let selftests: SelftestWaiters = Arc::default();
         let reader_selftests = selftests.clone();
         let (first_tx, first_rx) = oneshot::channel::<Startup>();
         let (exit_tx, exit_rx) = oneshot::channel();
