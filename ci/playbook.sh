@@ -27,6 +27,7 @@ show models list
 show generate "Hearthlink says" --max-tokens 16
 show metrics summary
 show telemetry status
+show sandbox selftest
 printf '\n$ curl -s %s/metrics | grep requests_total\n' "$metrics"
 curl -s "http://$metrics/metrics" | grep '^veritas_spark_requests_total' || true
 
