@@ -92,16 +92,19 @@ fn e1002_client_timeout_and_daemon_request_timeout() {
     let tmp = tempfile::tempdir().unwrap();
     let sock = tmp.path().join("silent.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let holder = std::thread::spawn(move || {
         let (s, _) = listener.accept().unwrap();
         let mut buf = [0u8; 64];
         let _ = (&s).read(&mut buf);
-        std::thread::sleep(Duration::from_secs(2)); // keep the connection open, silent
+        // Keep the connection open and silent until the CLI has given up.
+        let _ = done_rx.recv_timeout(Duration::from_secs(30));
     });
     let out = cli(&sock, &["health", "--timeout", "0.3", "--json"]);
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["code"], "E1002");
+    done_tx.send(()).unwrap();
     holder.join().unwrap();
 
     // The daemon's own deadline on inference: 1 ms cannot hold 200 tokens.
