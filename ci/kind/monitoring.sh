@@ -10,8 +10,10 @@ OP=$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$
 
 "$KUBECTL" apply --server-side --force-conflicts -f "$OP/example/prometheus-operator-crd/" >/dev/null \
   || die "applying the monitoring.coreos.com CRDs failed"
-"$KUBECTL" wait --for=condition=Established --timeout=60s crd/servicemonitors.monitoring.coreos.com crd/prometheuses.monitoring.coreos.com >/dev/null \
-  || die "monitoring CRDs not Established within 60s"
+# (kubectl wait fails at once on an object it cannot see yet, so poll it)
+wait_for "monitoring CRDs Established" 90 "$KUBECTL" wait --for=condition=Established --timeout=5s \
+  crd/servicemonitors.monitoring.coreos.com crd/prometheuses.monitoring.coreos.com \
+  || die "monitoring CRDs not Established within 90s"
 # The operator's own example RBAC + Deployment (namespace default), images as built locally.
 for f in service-account cluster-role cluster-role-binding deployment service; do
   "$KUBECTL" apply -f "$OP/example/rbac/prometheus-operator/prometheus-operator-$f.yaml" >/dev/null \
