@@ -367,8 +367,7 @@ fn e4001_worker_killed_mid_request_then_restarted() {
         },
     );
     let first = d.worker_pid();
-    let reqs = d.generate_concurrently(3, "kill", 240);
-    d.wait_inflight(2.0);
+    let reqs = d.requests_in_flight("kill", 220, 2.0);
     // SAFETY: killing the worker process we just looked up.
     unsafe { libc::kill(first as i32, libc::SIGKILL) };
     let results: Vec<_> = reqs.into_iter().map(|h| h.join().unwrap()).collect();

@@ -192,8 +192,7 @@ fn e3002_violation_is_reported_counted_and_the_worker_restarted() {
         ]),
     );
     let first = d.worker_pid();
-    let reqs = d.generate_concurrently(3, "v", 240);
-    d.wait_inflight(2.0);
+    let reqs = d.requests_in_flight("v", 220, 2.0);
     assert!(d.cli(&["fault", "sandbox-violation"]).status.success());
     let results: Vec<_> = reqs.into_iter().map(|h| h.join().unwrap()).collect();
     let failed: Vec<serde_json::Value> = results
@@ -294,8 +293,7 @@ fn e4001_aborted_worker_is_restarted_and_later_requests_succeed() {
     let reg = Registry::new();
     let d = Daemon::start(&reg, opts(&["--parallel", "1", "--enable-fault-injection"]));
     let first = d.worker_pid();
-    let reqs = d.generate_concurrently(3, "abort", 240);
-    d.wait_inflight(2.0);
+    let reqs = d.requests_in_flight("abort", 220, 2.0);
     assert!(d.cli(&["fault", "worker-abort"]).status.success());
     let failed: Vec<serde_json::Value> = reqs
         .into_iter()

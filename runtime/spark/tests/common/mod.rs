@@ -355,19 +355,37 @@ impl Daemon {
             .collect()
     }
 
-    /// Waits until at least `n` requests are in flight, as the daemon's metrics say.
-    pub fn wait_inflight(&self, n: f64) {
-        wait_for(
-            &format!("{n} requests in flight"),
-            Duration::from_secs(30),
-            || {
-                (metric_value(
+    /// Starts batches of concurrent generations until at least `min_inflight` of them are
+    /// seen in flight at once (a fast machine can finish a small batch before the first
+    /// scrape), and returns the handles of that batch.
+    pub fn requests_in_flight(
+        &self,
+        tag: &str,
+        max_tokens: u32,
+        min_inflight: f64,
+    ) -> Vec<std::thread::JoinHandle<(u16, String)>> {
+        let mut n = 4;
+        for attempt in 0..8 {
+            let handles = self.generate_concurrently(n, &format!("{tag} {attempt}"), max_tokens);
+            loop {
+                let inflight = metric_value(
                     &self.scrape(),
                     veritas_vocab::metrics::INFLIGHT_REQUESTS,
                     &[],
-                )? >= n)
-                    .then_some(())
-            },
-        );
+                );
+                if inflight.is_some_and(|v| v >= min_inflight) {
+                    return handles;
+                }
+                if handles.iter().all(|h| h.is_finished()) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            for h in handles {
+                h.join().unwrap();
+            }
+            n = (n * 2).min(16);
+        }
+        panic!("never saw {min_inflight} requests in flight");
     }
 }
