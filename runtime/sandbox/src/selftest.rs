@@ -113,6 +113,21 @@ fn allowed_result(name: &str, what: String, expect: Expect, how: String) -> Prob
     }
 }
 
+/// The verdict on one attempted operation: `allowed` describes a success (and undoes any
+/// side effect of it); a failure is reported with its errno or the trapped syscall.
+fn judge(
+    name: &str,
+    what: String,
+    expect: Expect,
+    outcome: Attempt,
+    allowed: impl FnOnce(i64) -> String,
+) -> ProbeResult {
+    match outcome {
+        Attempt::Ok(rc) => allowed_result(name, what, expect, allowed(rc)),
+        Attempt::Failed { errno, trapped } => blocked_result(name, what, expect, errno, trapped),
+    }
+}
+
 /// Closes a descriptor a probe obtained (with emulation on, in case `close` itself is denied).
 fn close(fd: i64) {
     // SAFETY: closing a descriptor this probe opened.
@@ -209,13 +224,12 @@ fn probe_open(name: &str, path: &str, flags: i32, expect: Expect) -> ProbeResult
     let p = c(path);
     let what = format!("open({path:?}, {})", open_flags_text(flags));
     // SAFETY: valid path; the descriptor is closed below.
-    match attempt(|| unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC, 0o600) } as i64) {
-        Attempt::Ok(fd) => {
-            close(fd);
-            allowed_result(name, what, expect, format!("opened (fd {fd})"))
-        }
-        Attempt::Failed { errno, trapped } => blocked_result(name, what, expect, errno, trapped),
-    }
+    let outcome =
+        attempt(|| unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC, 0o600) } as i64);
+    judge(name, what, expect, outcome, |fd| {
+        close(fd);
+        format!("opened (fd {fd})")
+    })
 }
 
 fn open_flags_text(flags: i32) -> String {
@@ -340,23 +354,14 @@ fn probe_ptrace() -> ProbeResult {
     let ppid = unsafe { libc::getppid() };
     let what = format!("ptrace(PTRACE_SEIZE, parent pid {ppid})");
     // SAFETY: PTRACE_SEIZE does not stop the tracee; we detach at once if it succeeded.
-    match attempt(|| unsafe { libc::ptrace(libc::PTRACE_SEIZE, ppid, 0usize, 0usize) } as i64) {
-        Attempt::Ok(_) => {
-            // SAFETY: detaching from the process we just seized.
-            let _ = attempt(
-                || unsafe { libc::ptrace(libc::PTRACE_DETACH, ppid, 0usize, 0usize) } as i64,
-            );
-            allowed_result(
-                "ptrace",
-                what,
-                Expect::Blocked,
-                "attached (then detached)".to_owned(),
-            )
-        }
-        Attempt::Failed { errno, trapped } => {
-            blocked_result("ptrace", what, Expect::Blocked, errno, trapped)
-        }
-    }
+    let outcome =
+        attempt(|| unsafe { libc::ptrace(libc::PTRACE_SEIZE, ppid, 0usize, 0usize) } as i64);
+    judge("ptrace", what, Expect::Blocked, outcome, |_| {
+        // SAFETY: detaching from the process we just seized.
+        let _ =
+            attempt(|| unsafe { libc::ptrace(libc::PTRACE_DETACH, ppid, 0usize, 0usize) } as i64);
+        "attached (then detached)".to_owned()
+    })
 }
 
 fn probe_kill_parent() -> ProbeResult {
@@ -364,39 +369,26 @@ fn probe_kill_parent() -> ProbeResult {
     let ppid = unsafe { libc::getppid() };
     let what = format!("kill(parent pid {ppid}, 0)");
     // SAFETY: signal 0 only checks permission.
-    match attempt(|| unsafe { libc::kill(ppid, 0) } as i64) {
-        Attempt::Ok(_) => allowed_result(
-            "signal-parent",
-            what,
-            Expect::Blocked,
-            "permitted".to_owned(),
-        ),
-        Attempt::Failed { errno, trapped } => {
-            blocked_result("signal-parent", what, Expect::Blocked, errno, trapped)
-        }
-    }
+    let outcome = attempt(|| unsafe { libc::kill(ppid, 0) } as i64);
+    judge("signal-parent", what, Expect::Blocked, outcome, |_| {
+        "permitted".to_owned()
+    })
 }
 
 fn probe_fork() -> ProbeResult {
     let what = "fork()".to_owned();
     // SAFETY: the child only calls _exit.
-    match attempt(|| unsafe { libc::fork() } as i64) {
-        Attempt::Ok(0) => unsafe { libc::_exit(0) },
-        Attempt::Ok(pid) => {
-            let mut status = 0;
-            // SAFETY: reaping our own child.
-            let _ = attempt(|| unsafe { libc::waitpid(pid as i32, &mut status, 0) } as i64);
-            allowed_result(
-                "fork",
-                what,
-                Expect::Blocked,
-                format!("child {pid} created"),
-            )
+    let outcome = attempt(|| unsafe { libc::fork() } as i64);
+    judge("fork", what, Expect::Blocked, outcome, |pid| {
+        if pid == 0 {
+            // SAFETY: the forked child leaves at once.
+            unsafe { libc::_exit(0) }
         }
-        Attempt::Failed { errno, trapped } => {
-            blocked_result("fork", what, Expect::Blocked, errno, trapped)
-        }
-    }
+        let mut status = 0;
+        // SAFETY: reaping our own child.
+        let _ = attempt(|| unsafe { libc::waitpid(pid as i32, &mut status, 0) } as i64);
+        format!("child {pid} created")
+    })
 }
 
 fn probe_mount() -> ProbeResult {
@@ -408,7 +400,7 @@ fn probe_mount() -> ProbeResult {
     let what = format!("mount(\"tmpfs\", {target:?}, \"tmpfs\")");
     let (src, tgt, fstype) = (c("tmpfs"), c(target), c("tmpfs"));
     // SAFETY: valid strings; a successful mount only affects this process's namespace.
-    match attempt(|| unsafe {
+    let outcome = attempt(|| unsafe {
         libc::mount(
             src.as_ptr(),
             tgt.as_ptr(),
@@ -416,38 +408,21 @@ fn probe_mount() -> ProbeResult {
             0,
             std::ptr::null(),
         )
-    } as i64)
-    {
-        Attempt::Ok(_) => {
-            // SAFETY: undo the mount we just made.
-            let _ = attempt(|| unsafe { libc::umount2(tgt.as_ptr(), libc::MNT_DETACH) } as i64);
-            allowed_result(
-                "mount",
-                what,
-                Expect::Blocked,
-                "mounted (then unmounted)".to_owned(),
-            )
-        }
-        Attempt::Failed { errno, trapped } => {
-            blocked_result("mount", what, Expect::Blocked, errno, trapped)
-        }
-    }
+    } as i64);
+    judge("mount", what, Expect::Blocked, outcome, |_| {
+        // SAFETY: undo the mount we just made.
+        let _ = attempt(|| unsafe { libc::umount2(tgt.as_ptr(), libc::MNT_DETACH) } as i64);
+        "mounted (then unmounted)".to_owned()
+    })
 }
 
 fn probe_unshare() -> ProbeResult {
     let what = "unshare(CLONE_NEWUSER)".to_owned();
     // SAFETY: plain syscall; if allowed the process merely enters a new user namespace.
-    match attempt(|| unsafe { libc::unshare(libc::CLONE_NEWUSER) } as i64) {
-        Attempt::Ok(_) => allowed_result(
-            "unshare-userns",
-            what,
-            Expect::Blocked,
-            "new user namespace created".to_owned(),
-        ),
-        Attempt::Failed { errno, trapped } => {
-            blocked_result("unshare-userns", what, Expect::Blocked, errno, trapped)
-        }
-    }
+    let outcome = attempt(|| unsafe { libc::unshare(libc::CLONE_NEWUSER) } as i64);
+    judge("unshare-userns", what, Expect::Blocked, outcome, |_| {
+        "new user namespace created".to_owned()
+    })
 }
 
 fn probe_raise_memory_limit() -> ProbeResult {
@@ -457,17 +432,10 @@ fn probe_raise_memory_limit() -> ProbeResult {
         rlim_max: libc::RLIM_INFINITY,
     };
     // SAFETY: valid rlimit pointer.
-    match attempt(|| unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) } as i64) {
-        Attempt::Ok(_) => allowed_result(
-            "raise-memory-limit",
-            what,
-            Expect::Blocked,
-            "limit raised".to_owned(),
-        ),
-        Attempt::Failed { errno, trapped } => {
-            blocked_result("raise-memory-limit", what, Expect::Blocked, errno, trapped)
-        }
-    }
+    let outcome = attempt(|| unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) } as i64);
+    judge("raise-memory-limit", what, Expect::Blocked, outcome, |_| {
+        "limit raised".to_owned()
+    })
 }
 
 fn probe_ipc_fd(fd: i32) -> ProbeResult {
@@ -475,7 +443,7 @@ fn probe_ipc_fd(fd: i32) -> ProbeResult {
     let mut ty: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: valid out-pointers of the right size.
-    match attempt(|| unsafe {
+    let outcome = attempt(|| unsafe {
         libc::getsockopt(
             fd,
             libc::SOL_SOCKET,
@@ -483,16 +451,8 @@ fn probe_ipc_fd(fd: i32) -> ProbeResult {
             &mut ty as *mut _ as *mut libc::c_void,
             &mut len,
         )
-    } as i64)
-    {
-        Attempt::Ok(_) => allowed_result(
-            "ipc-fd-usable",
-            what,
-            Expect::Allowed,
-            format!("socket type {ty}"),
-        ),
-        Attempt::Failed { errno, trapped } => {
-            blocked_result("ipc-fd-usable", what, Expect::Allowed, errno, trapped)
-        }
-    }
+    } as i64);
+    judge("ipc-fd-usable", what, Expect::Allowed, outcome, |_| {
+        format!("socket type {ty}")
+    })
 }
