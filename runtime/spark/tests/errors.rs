@@ -7,14 +7,6 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 use veritas_fixtures::corrupt::Corruption;
 
-/// Runs `args` with `--json`, expects exit 1 and returns the error body.
-fn expect_error(d: &Daemon, args: &[&str], code: &str) -> serde_json::Value {
-    let (ok, v) = d.cli_json(args);
-    assert!(!ok, "{args:?} should fail with {code}: {v}");
-    assert_eq!(v["code"], code, "{args:?}: {v}");
-    v
-}
-
 #[test]
 fn e1001_missing_socket_names_the_guide_checks() {
     let dir = tempfile::tempdir().unwrap();

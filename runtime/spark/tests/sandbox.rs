@@ -108,9 +108,7 @@ fn e3001_required_mode_refuses_under_a_profile_denying_user_namespaces() {
             deny_userns: true,
         },
     );
-    let (ok, v) = d.cli_json(&["models", "load", MODEL]);
-    assert!(!ok);
-    assert_eq!(v["code"], "E3001", "{v}");
+    let v = expect_error(&d, &["models", "load", MODEL], "E3001");
     let detail = v["detail"].as_str().unwrap();
     assert!(
         detail.contains("userns"),
@@ -255,9 +253,7 @@ fn e3003_memory_ceiling_for_requests_and_for_models() {
         &reg,
         opts(&["--sandbox", "required", "--worker-memory-limit", "30000000"]),
     );
-    let (ok, v) = d.cli_json(&["generate", "too big", "--max-tokens", "4"]);
-    assert!(!ok);
-    assert_eq!(v["code"], "E3003", "{v}");
+    let v = expect_error(&d, &["generate", "too big", "--max-tokens", "4"], "E3003");
     let detail = v["detail"].as_str().unwrap();
     assert!(
         detail.contains("needs about") && detail.contains("ceiling is 30000000 bytes"),
@@ -277,9 +273,7 @@ fn e3003_memory_ceiling_for_requests_and_for_models() {
             ..Default::default()
         },
     );
-    let (ok, v) = tiny.cli_json(&["models", "load", MODEL]);
-    assert!(!ok);
-    assert_eq!(v["code"], "E3003", "{v}");
+    let v = expect_error(&tiny, &["models", "load", MODEL], "E3003");
     let detail = v["detail"].as_str().unwrap();
     assert!(
         detail.contains("10000000 bytes") && detail.contains("469504 bytes"),

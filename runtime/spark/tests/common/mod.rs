@@ -389,3 +389,11 @@ impl Daemon {
         panic!("never saw {min_inflight} requests in flight");
     }
 }
+
+/// Runs `args` with `--json` against `d`, expects exit 1 with `code`, returns the error body.
+pub fn expect_error(d: &Daemon, args: &[&str], code: &str) -> serde_json::Value {
+    let (ok, v) = d.cli_json(args);
+    assert!(!ok, "{args:?} should fail with {code}: {v}");
+    assert_eq!(v["code"], code, "{args:?}: {v}");
+    v
+}
