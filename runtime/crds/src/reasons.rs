@@ -1,0 +1,117 @@
+//! Condition types and reasons: one vocabulary for users (`kubectl describe`), alerts, logs
+//! and tests (Argo Rollouts' `utils/conditions` habit). Nothing else spells these strings.
+//!
+//! Each reason maps to a row of the guide's canary sections; the row is named next to it.
+
+/// Condition types of a `VeritasCanary`.
+pub mod types {
+    /// Stable and canary Deployments, Services and labels are as the canary needs them.
+    pub const REFERENCES_VALID: &str = "ReferencesValid";
+    /// The desired weight is realised by the routing.
+    pub const TRAFFIC_ROUTED: &str = "TrafficRouted";
+    /// Prometheus can see the canary (ServiceMonitor present, data in the last analysis).
+    pub const METRICS_AVAILABLE: &str = "MetricsAvailable";
+    /// The last analysis passed.
+    pub const ANALYSIS_SUCCESSFUL: &str = "AnalysisSuccessful";
+    /// The canary advances (or why not).
+    pub const PROGRESSING: &str = "Progressing";
+}
+
+// --- Canary Not Receiving Traffic ---
+/// Row "Traffic weight = 0".
+pub const ZERO_WEIGHT: &str = "ZeroWeight";
+/// Row "Pod labels wrong": the canary pod template lacks `deployment=canary`.
+pub const POD_LABELS_WRONG: &str = "PodLabelsWrong";
+/// Row "Service selector mismatch": the canary Service selects none of the canary pods.
+pub const SELECTOR_MISMATCH: &str = "SelectorMismatch";
+/// Canary pods are ready but the canary Service has no ready endpoints (e.g. a wrong port
+/// name, or pods not ready).
+pub const NO_ENDPOINTS: &str = "NoEndpoints";
+/// A referenced Deployment or Service does not exist.
+pub const REFERENCE_MISSING: &str = "ReferenceMissing";
+/// The route object (HTTPRoute / VirtualService) is missing or its weights differ from the
+/// desired ones. Row "Service mesh misconfigured".
+pub const ROUTE_MISCONFIGURED: &str = "RouteMisconfigured";
+/// `spec.routing` sets more than one router.
+pub const INVALID_SPEC: &str = "InvalidSpec";
+/// Pods not yet ready for the desired weight.
+pub const WAITING_FOR_PODS: &str = "WaitingForPods";
+/// The weight is realised.
+pub const WEIGHT_REALISED: &str = "WeightRealised";
+
+// --- Metrics Not Reporting ---
+/// Row "ServiceMonitor missing".
+pub const SERVICE_MONITOR_MISSING: &str = "ServiceMonitorMissing";
+/// Prometheus returned no series for the canary. Never a pass.
+pub const NO_METRICS_DATA: &str = "NoMetricsData";
+/// Prometheus could not be queried at all.
+pub const PROMETHEUS_UNREACHABLE: &str = "PrometheusUnreachable";
+pub const METRICS_PRESENT: &str = "MetricsPresent";
+
+// --- Unexpected Rollback ---
+/// Row "Traffic too low": fewer requests than `spec.analysis.minRequests`.
+pub const INSUFFICIENT_TRAFFIC: &str = "InsufficientTraffic";
+/// Rows "Threshold too strict", "Canary has real bug", "Baseline metrics wrong": a metric
+/// above its limit; the message names metric, value and limit.
+pub const THRESHOLD_EXCEEDED: &str = "ThresholdExceeded";
+pub const ANALYSIS_PASSED: &str = "AnalysisPassed";
+/// `failureLimit` consecutive failed analyses: the controller rolls back.
+pub const FAILURE_LIMIT_REACHED: &str = "FailureLimitReached";
+/// Rollback asked for by annotation (`veritas-spark rollback --canary`).
+pub const ROLLBACK_REQUESTED: &str = "RollbackRequested";
+/// Traffic is back on stable; the canary pods are kept for their logs.
+pub const ROLLED_BACK: &str = "RolledBack";
+/// No progress within `spec.progressDeadlineSeconds`.
+pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+
+// --- Promotion Stuck ---
+/// Row "Auto-promotion disabled".
+pub const AUTO_PROMOTION_DISABLED: &str = "AutoPromotionDisabled";
+/// Row "Paused at step": a step's pause (duration or until resumed).
+pub const PAUSED_AT_STEP: &str = "PausedAtStep";
+/// `spec.promotion.paused` is true.
+pub const PAUSED_BY_SPEC: &str = "PausedBySpec";
+/// Row "successLimit not met".
+pub const SUCCESS_LIMIT_NOT_MET: &str = "SuccessLimitNotMet";
+/// Row "Manual approval required".
+pub const WAITING_FOR_APPROVAL: &str = "WaitingForApproval";
+pub const STEP_ADVANCED: &str = "StepAdvanced";
+pub const PROMOTING: &str = "Promoting";
+pub const PROMOTED: &str = "Promoted";
+/// A new generation of the spec (or the retry annotation) restarted a finished canary.
+pub const RESTARTED: &str = "Restarted";
+pub const ANALYSIS_PENDING: &str = "AnalysisPending";
+
+/// Every reason, for tests and docs.
+pub const ALL: &[&str] = &[
+    ZERO_WEIGHT,
+    POD_LABELS_WRONG,
+    SELECTOR_MISMATCH,
+    NO_ENDPOINTS,
+    REFERENCE_MISSING,
+    ROUTE_MISCONFIGURED,
+    INVALID_SPEC,
+    WAITING_FOR_PODS,
+    WEIGHT_REALISED,
+    SERVICE_MONITOR_MISSING,
+    NO_METRICS_DATA,
+    PROMETHEUS_UNREACHABLE,
+    METRICS_PRESENT,
+    INSUFFICIENT_TRAFFIC,
+    THRESHOLD_EXCEEDED,
+    ANALYSIS_PASSED,
+    FAILURE_LIMIT_REACHED,
+    ROLLBACK_REQUESTED,
+    ROLLED_BACK,
+    PROGRESS_DEADLINE_EXCEEDED,
+    AUTO_PROMOTION_DISABLED,
+    PAUSED_AT_STEP,
+    PAUSED_BY_SPEC,
+    SUCCESS_LIMIT_NOT_MET,
+    WAITING_FOR_APPROVAL,
+    STEP_ADVANCED,
+    PROMOTING,
+    PROMOTED,
+    RESTARTED,
+    ANALYSIS_PENDING,
+];
