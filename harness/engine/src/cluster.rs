@@ -1,0 +1,460 @@
+//! The cluster drivers' operations (kind and existing): everything goes through a real API
+//! server with the real `kubectl`, the client the guide's own commands use, scoped to the
+//! scenario's namespace.
+
+use crate::context::Context;
+use crate::expect::{self, clip, CommandOutput};
+use crate::process::{run_command, verdict};
+use crate::StepError;
+use std::path::PathBuf;
+use std::time::Duration;
+use veritas_scenario::*;
+
+/// ServiceAccount the remedies run as (least privilege: what the guide's commands need).
+pub const ONCALL_SA: &str = "veritas-oncall";
+
+/// A cluster the run talks to.
+#[derive(Debug, Clone)]
+pub struct ClusterEnv {
+    pub kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+    /// Repository `fixtures/manifests`, for `apply: {file: ...}`.
+    pub manifests: PathBuf,
+    /// Whether scenarios may touch shared cluster state (CoreDNS, the controller, nodes).
+    pub allow_cluster_wide: bool,
+}
+
+impl ClusterEnv {
+    pub fn base_args(&self) -> Vec<String> {
+        vec![
+            self.kubectl.display().to_string(),
+            "--kubeconfig".into(),
+            self.kubeconfig.display().to_string(),
+        ]
+    }
+
+    /// `kubectl ARGS` as `identity` in `namespace` (unless the args name one).
+    pub async fn kubectl(
+        &self,
+        namespace: Option<&str>,
+        identity: Identity,
+        args: &[String],
+        stdin: Option<&str>,
+        deadline: Duration,
+    ) -> Result<CommandOutput, StepError> {
+        let mut argv = self.base_args();
+        let names_ns = args.iter().any(|a| {
+            a == "-n" || a == "-A" || a.starts_with("--namespace") || a == "--all-namespaces"
+        });
+        if let (Some(ns), false) = (namespace, names_ns) {
+            argv.extend(["-n".into(), ns.to_string()]);
+        }
+        if identity == Identity::Oncall {
+            let ns = namespace.unwrap_or("default");
+            argv.push(format!("--as=system:serviceaccount:{ns}:{ONCALL_SA}"));
+        }
+        argv.extend(args.iter().cloned());
+        match stdin {
+            None => run_command(&argv, deadline).await,
+            Some(text) => run_with_stdin(&argv, text, deadline).await,
+        }
+    }
+}
+
+async fn run_with_stdin(
+    argv: &[String],
+    input: &str,
+    deadline: Duration,
+) -> Result<CommandOutput, StepError> {
+    use std::process::Stdio;
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| StepError::new(format!("cannot run {}: {e}", argv[0])))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin
+        .write_all(input.as_bytes())
+        .await
+        .map_err(|e| StepError::new(e.to_string()))?;
+    drop(stdin);
+    match tokio::time::timeout(deadline, child.wait_with_output()).await {
+        Ok(Ok(out)) => Ok(CommandOutput {
+            exit: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            timed_out: false,
+        }),
+        Ok(Err(e)) => Err(StepError::new(e.to_string())),
+        Err(_) => Ok(CommandOutput {
+            timed_out: true,
+            ..Default::default()
+        }),
+    }
+}
+
+fn env(ctx: &Context) -> Result<std::sync::Arc<ClusterEnv>, StepError> {
+    ctx.cluster.clone().ok_or_else(|| {
+        StepError::new("this operation needs a cluster driver (--driver kind or existing)")
+    })
+}
+
+fn must_succeed(what: &str, out: CommandOutput) -> Result<String, StepError> {
+    if out.exit == Some(0) {
+        Ok(clip(out.stdout.trim(), 300))
+    } else {
+        Err(StepError::observed(format!("{what} failed"), out.summary()))
+    }
+}
+
+/// Namespace of a step: its own (cluster-wide, validated) or the scenario's.
+fn ns<'a>(ctx: &'a Context, own: &'a Option<String>) -> Option<&'a str> {
+    own.as_deref().or(ctx.namespace.as_deref())
+}
+
+pub async fn kubectl(
+    ctx: &mut Context,
+    k: &KubectlStep,
+    deadline: Duration,
+) -> Result<String, StepError> {
+    let env = env(ctx)?;
+    let args = ctx.subst_all(&k.args);
+    let out = env
+        .kubectl(ctx.namespace.as_deref(), k.identity, &args, None, deadline)
+        .await?;
+    let bad = expect::check(&k.expect, &out, &ctx.redactions());
+    verdict(bad, out.summary())
+}
+
+pub async fn apply(
+    ctx: &mut Context,
+    a: &ApplyStep,
+    deadline: Duration,
+) -> Result<String, StepError> {
+    let env = env(ctx)?;
+    let text = match (&a.file, &a.manifest) {
+        (Some(f), _) => {
+            let path = env.manifests.join(f);
+            std::fs::read_to_string(&path)
+                .map_err(|e| StepError::new(format!("read {}: {e}", path.display())))?
+        }
+        (None, Some(m)) => m.clone(),
+        (None, None) => return Err(StepError::new("apply needs `file` or `manifest`")),
+    };
+    let text = ctx.subst(&text);
+    let args: Vec<String> = [
+        "apply",
+        "--server-side",
+        "--field-manager=veritas-harness",
+        "--force-conflicts",
+        "-f",
+        "-",
+    ]
+    .map(String::from)
+    .to_vec();
+    let out = env
+        .kubectl(
+            ctx.namespace.as_deref(),
+            a.identity,
+            &args,
+            Some(&text),
+            deadline,
+        )
+        .await?;
+    must_succeed("kubectl apply", out)
+}
+
+pub async fn delete(
+    ctx: &mut Context,
+    d: &DeleteStep,
+    deadline: Duration,
+) -> Result<String, StepError> {
+    let env = env(ctx)?;
+    let mut args = vec!["delete".to_string(), d.kind.clone()];
+    match (&d.name, &d.selector) {
+        (Some(n), _) => args.push(ctx.subst(n)),
+        (None, Some(sel)) => args.extend(["-l".into(), ctx.subst(sel)]),
+        _ => return Err(StepError::new("delete needs `name` or `selector`")),
+    }
+    args.extend(["--ignore-not-found".into(), "--wait=false".into()]);
+    let out = env
+        .kubectl(ns(ctx, &d.namespace), d.identity, &args, None, deadline)
+        .await?;
+    must_succeed("kubectl delete", out)
+}
+
+pub async fn patch(
+    ctx: &mut Context,
+    p: &PatchStep,
+    deadline: Duration,
+) -> Result<String, StepError> {
+    let env = env(ctx)?;
+    let body = ctx.subst(&p.patch.to_string());
+    let args = vec![
+        "patch".to_string(),
+        p.kind.clone(),
+        ctx.subst(&p.name),
+        "--type=merge".into(),
+        "-p".into(),
+        body,
+    ];
+    let out = env
+        .kubectl(ns(ctx, &p.namespace), p.identity, &args, None, deadline)
+        .await?;
+    must_succeed("kubectl patch", out)
+}
+
+pub async fn get(ctx: &mut Context, g: &GetStep, deadline: Duration) -> Result<String, StepError> {
+    let env = env(ctx)?;
+    let args = vec![
+        "get".to_string(),
+        g.kind.clone(),
+        ctx.subst(&g.name),
+        "-o".into(),
+        "json".into(),
+    ];
+    let out = env
+        .kubectl(
+            ns(ctx, &g.namespace),
+            Identity::Admin,
+            &args,
+            None,
+            deadline,
+        )
+        .await?;
+    if out.exit != Some(0) {
+        return Err(StepError::observed(
+            format!("{} {} not readable", g.kind, g.name),
+            out.summary(),
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_str(&out.stdout)
+        .map_err(|e| StepError::new(format!("kubectl get -o json: {e}")))?;
+    let got = v.pointer(&g.field).cloned();
+    let observed = format!(
+        "{} {}{} = {}",
+        g.kind,
+        g.name,
+        g.field,
+        got.as_ref().map_or("absent".into(), |v| v.to_string())
+    );
+    let bad = match (&g.equals, &g.value) {
+        (Some(want), _) => match &got {
+            Some(v) if v == want => vec![],
+            _ => vec![format!("expected {want}")],
+        },
+        (None, Some(ve)) => expect::check_value(ve, got.as_ref().and_then(json_number)),
+        (None, None) => vec![],
+    };
+    verdict(bad, observed)
+}
+
+fn json_number(v: &serde_json::Value) -> Option<f64> {
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+/// Path of the cluster's Prometheus HTTP API through the API server's service proxy.
+pub const PROMETHEUS_PROXY: &str =
+    "/api/v1/namespaces/monitoring/services/prometheus-operated:9090/proxy";
+
+pub async fn promql(
+    ctx: &mut Context,
+    q: &PromqlStep,
+    deadline: Duration,
+) -> Result<String, StepError> {
+    let env = env(ctx)?;
+    let query = ctx.subst(&q.query);
+    let url = format!(
+        "{PROMETHEUS_PROXY}/api/v1/query?query={}",
+        urlencode(&query)
+    );
+    let out = env
+        .kubectl(
+            None,
+            Identity::Admin,
+            &["get".into(), "--raw".into(), url],
+            None,
+            deadline,
+        )
+        .await?;
+    if out.exit != Some(0) {
+        return Err(StepError::observed(
+            "Prometheus query failed",
+            out.summary(),
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_str(&out.stdout)
+        .map_err(|e| StepError::new(format!("Prometheus answer: {e}")))?;
+    let got = v
+        .pointer("/data/result/0/value/1")
+        .and_then(json_number)
+        .filter(|x| !x.is_nan());
+    let observed = format!(
+        "{query} = {}",
+        got.map_or("no data".into(), |x| x.to_string())
+    );
+    verdict(expect::check_value(&q.expect, got), observed)
+}
+
+pub fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Bounded in-cluster traffic: a Job whose busybox `wget` loop sends exactly `requests`
+/// requests at `rate` per second and stops. Waits for the Job to finish.
+pub async fn traffic(
+    ctx: &mut Context,
+    t: &TrafficStep,
+    deadline: Duration,
+) -> Result<String, StepError> {
+    let env = env(ctx)?;
+    let name = format!("traffic-{}-{}", t.service, rand::random::<u16>());
+    let sleep = format!("{:.3}", 1.0 / t.rate as f64);
+    let script = format!(
+        "ok=0; fail=0; i=0; while [ $i -lt {n} ]; do i=$((i+1)); if wget -q -T 2 -O /dev/null http://{svc}:{port}{path}; then ok=$((ok+1)); else fail=$((fail+1)); fi; sleep {sleep}; done; echo \"ok=$ok fail=$fail\"",
+        n = t.requests,
+        svc = t.service,
+        port = t.port,
+        path = t.path,
+    );
+    let job = serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "veritas-harness"}},
+        "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 300, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "traffic", "image": "busybox:1.35", "imagePullPolicy": "Never",
+                            "command": ["sh", "-c", script]}]}}}
+    });
+    let out = env
+        .kubectl(
+            ctx.namespace.as_deref(),
+            Identity::Admin,
+            &["apply".into(), "-f".into(), "-".into()],
+            Some(&job.to_string()),
+            deadline,
+        )
+        .await?;
+    must_succeed("traffic job", out)?;
+    let wait = env
+        .kubectl(
+            ctx.namespace.as_deref(),
+            Identity::Admin,
+            &[
+                "wait".into(),
+                format!("job/{name}"),
+                "--for=condition=complete".into(),
+                format!("--timeout={}s", deadline.as_secs().max(1)),
+            ],
+            None,
+            deadline + Duration::from_secs(5),
+        )
+        .await?;
+    let logs = env
+        .kubectl(
+            ctx.namespace.as_deref(),
+            Identity::Admin,
+            &["logs".into(), format!("job/{name}")],
+            None,
+            Duration::from_secs(20),
+        )
+        .await?;
+    if wait.exit != Some(0) {
+        return Err(StepError::observed(
+            "traffic job did not complete",
+            format!("{}\n{}", wait.summary(), logs.summary()),
+        ));
+    }
+    Ok(format!(
+        "{} requests to {}: {}",
+        t.requests,
+        t.service,
+        logs.stdout.trim()
+    ))
+}
+
+pub async fn rollout(
+    ctx: &mut Context,
+    r: &RolloutStep,
+    deadline: Duration,
+) -> Result<String, StepError> {
+    let env = env(ctx)?;
+    let args = vec![
+        "rollout".to_string(),
+        "status".into(),
+        format!("deployment/{}", r.deployment),
+        format!("--timeout={}s", deadline.as_secs().max(1)),
+    ];
+    let out = env
+        .kubectl(
+            ns(ctx, &r.namespace),
+            Identity::Admin,
+            &args,
+            None,
+            deadline + Duration::from_secs(5),
+        )
+        .await?;
+    must_succeed("rollout", out)
+}
+
+/// Runs `veritas-spark ARGS` inside the first pod matching `selector` (`kubectl exec`).
+pub async fn spark_in_pod(
+    ctx: &Context,
+    selector: &str,
+    args: &[String],
+    deadline: Duration,
+) -> Result<CommandOutput, StepError> {
+    let env = env(ctx)?;
+    let ns = ctx.namespace.as_deref();
+    let pods = env
+        .kubectl(
+            ns,
+            Identity::Admin,
+            &[
+                "get".into(),
+                "pods".into(),
+                "-l".into(),
+                ctx.subst(selector),
+                "-o".into(),
+                "jsonpath={.items[0].metadata.name}".into(),
+            ],
+            None,
+            deadline,
+        )
+        .await?;
+    let pod = pods.stdout.trim().to_string();
+    if pod.is_empty() {
+        return Err(StepError::observed(
+            format!("no pod matches {selector}"),
+            pods.summary(),
+        ));
+    }
+    let mut argv = vec!["exec".to_string(), pod, "--".into(), "veritas-spark".into()];
+    argv.extend(ctx.subst_all(args));
+    env.kubectl(ns, Identity::Oncall, &argv, None, deadline)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urlencode_escapes_promql() {
+        assert_eq!(
+            super::urlencode(r#"sum(rate(x{a="b"}[1m]))"#),
+            "sum%28rate%28x%7Ba%3D%22b%22%7D%5B1m%5D%29%29"
+        );
+    }
+}

@@ -1,0 +1,127 @@
+//! Per-scenario state: the run's work directory, its variables, the daemons it started, and
+//! (on a cluster) its namespace. Owned by the runner; operations borrow it mutably one at a time.
+
+use crate::cluster::ClusterEnv;
+use crate::process::Daemon;
+use crate::snapshot::Redactions;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub struct Context {
+    pub id: String,
+    pub work: tempfile::TempDir,
+    pub vars: BTreeMap<String, String>,
+    pub daemons: BTreeMap<String, Daemon>,
+    pub spark_bin: PathBuf,
+    pub cluster: Option<Arc<ClusterEnv>>,
+    /// The scenario's namespace on a cluster.
+    pub namespace: Option<String>,
+    /// Evidence collected along the way (logs, outputs), for the report on failure.
+    pub evidence: Vec<(String, String)>,
+    pub seed: u64,
+}
+
+impl Context {
+    pub fn new(
+        id: &str,
+        spark_bin: PathBuf,
+        cluster: Option<Arc<ClusterEnv>>,
+        namespace: Option<String>,
+        seed: u64,
+    ) -> std::io::Result<Context> {
+        let work = tempfile::Builder::new()
+            .prefix(&format!("veritas-harness-{id}-"))
+            .tempdir()?;
+        std::fs::create_dir_all(work.path().join("models"))?;
+        let mut vars = BTreeMap::new();
+        vars.insert("work".into(), work.path().display().to_string());
+        vars.insert(
+            "models".into(),
+            work.path().join("models").display().to_string(),
+        );
+        vars.insert("seed".into(), seed.to_string());
+        if let Some(ns) = &namespace {
+            vars.insert("namespace".into(), ns.clone());
+        }
+        Ok(Context {
+            id: id.to_string(),
+            work,
+            vars,
+            daemons: BTreeMap::new(),
+            spark_bin,
+            cluster,
+            namespace,
+            evidence: Vec::new(),
+            seed,
+        })
+    }
+
+    pub fn work_dir(&self) -> &Path {
+        self.work.path()
+    }
+
+    pub fn models_dir(&self) -> PathBuf {
+        self.work.path().join("models")
+    }
+
+    /// Replaces `${name}` with the variable's value; unknown names are left as written so the
+    /// failing command shows them.
+    pub fn subst(&self, s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            match after.find('}') {
+                Some(end) => {
+                    let name = &after[..end];
+                    match self.vars.get(name) {
+                        Some(v) => out.push_str(v),
+                        None => out.push_str(&rest[start..start + 3 + end]),
+                    }
+                    rest = &after[end + 1..];
+                }
+                None => {
+                    out.push_str(&rest[start..]);
+                    rest = "";
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
+    pub fn subst_all(&self, args: &[String]) -> Vec<String> {
+        args.iter().map(|a| self.subst(a)).collect()
+    }
+
+    /// What snapshots must not contain: this run's paths and names.
+    pub fn redactions(&self) -> Redactions {
+        let mut literals = vec![(self.work.path().display().to_string(), "[work]".to_string())];
+        if let Some(ns) = &self.namespace {
+            literals.push((ns.clone(), "[namespace]".into()));
+        }
+        Redactions { literals }
+    }
+
+    pub fn add_evidence(&mut self, title: impl Into<String>, body: impl Into<String>) {
+        self.evidence.push((title.into(), body.into()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substitution_replaces_known_names_and_keeps_unknown_ones() {
+        let mut c = Context::new("T", PathBuf::from("/bin/true"), None, None, 7).unwrap();
+        c.vars.insert("spark.socket".into(), "/tmp/s.sock".into());
+        assert_eq!(c.subst("--socket=${spark.socket}"), "--socket=/tmp/s.sock");
+        assert_eq!(c.subst("${seed}-${nope}-${"), "7-${nope}-${");
+        assert!(c
+            .subst("${models}/tiny.gguf")
+            .ends_with("/models/tiny.gguf"));
+    }
+}

@@ -1,0 +1,640 @@
+//! The runner: one scenario's phases in order, its waits, its negative control, its
+//! catch/finally, its leak audit, and its verdict.
+
+use crate::cluster::{ClusterEnv, ONCALL_SA};
+use crate::context::Context;
+use crate::report::{PhaseReport, ScenarioReport, StepReport, Verdict};
+use crate::{describe, execute, StepError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use veritas_scenario::{Component, DriverClass, Identity, Observation, Scenario, Step};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriverKind {
+    /// Real local processes (runtime rows); cluster rows are skipped.
+    Process,
+    /// A kind cluster the harness creates (or reuses when its node image matches).
+    Kind,
+    /// The current kubeconfig context: only the run's own namespaces are touched.
+    Existing,
+}
+
+/// Everything a scenario run needs from outside.
+#[derive(Clone)]
+pub struct RunConfig {
+    pub driver: DriverKind,
+    pub spark_bin: std::path::PathBuf,
+    pub cluster: Option<Arc<ClusterEnv>>,
+    /// Optional components present on the cluster.
+    pub components: Vec<Component>,
+    pub seed: u64,
+    pub keep: bool,
+    pub pause_on_failure: bool,
+    /// Set to true on Ctrl-C / SIGTERM: the running phase stops, `finally` still runs.
+    pub interrupted: watch::Receiver<bool>,
+    pub events: Arc<dyn Fn(Event) + Send + Sync>,
+}
+
+/// Progress, for live output.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Started {
+        id: String,
+    },
+    Phase {
+        id: String,
+        phase: &'static str,
+    },
+    Step {
+        id: String,
+        phase: &'static str,
+        description: String,
+        ok: bool,
+        elapsed: Duration,
+    },
+    Finished {
+        id: String,
+        verdict: Verdict,
+        elapsed: Duration,
+    },
+}
+
+/// Why the main phases stopped early.
+enum Stop {
+    /// The scenario itself could not be brought up (setup, fault or remedy could not act).
+    Error(&'static str, StepError),
+    /// The system did not behave as the guide says.
+    Failed(&'static str, StepError),
+    Interrupted,
+}
+
+/// Why a scenario cannot run with this configuration, if it cannot.
+pub fn skip_reason(s: &Scenario, cfg: &RunConfig) -> Option<String> {
+    if s.requires.driver == DriverClass::Cluster && cfg.driver == DriverKind::Process {
+        return Some("needs a cluster: run with --driver kind or --driver existing".into());
+    }
+    if s.requires.driver == DriverClass::Cluster && cfg.cluster.is_none() {
+        return Some("needs a cluster, and none is configured".into());
+    }
+    if s.requires.cluster_wide
+        && cfg.driver == DriverKind::Existing
+        && !cfg.cluster.as_ref().is_some_and(|c| c.allow_cluster_wide)
+    {
+        return Some(
+            "changes cluster-wide state: pass --allow-cluster-wide to run it on this cluster"
+                .into(),
+        );
+    }
+    let missing: Vec<String> = s
+        .requires
+        .components
+        .iter()
+        .filter(|c| !cfg.components.contains(c))
+        .map(|c| format!("{c:?}"))
+        .collect();
+    if !missing.is_empty() {
+        return Some(format!(
+            "needs {} (not installed on this cluster)",
+            missing.join(", ")
+        ));
+    }
+    None
+}
+
+/// Runs one scenario to its verdict. Never panics on a scenario's behaviour.
+pub async fn run(s: &Scenario, cfg: &RunConfig) -> ScenarioReport {
+    let t0 = Instant::now();
+    let mut report = ScenarioReport::new(s, cfg.seed);
+    (cfg.events)(Event::Started { id: s.id.clone() });
+    if let Some(reason) = skip_reason(s, cfg) {
+        report.verdict = Verdict::Skipped;
+        report.reason = Some(reason);
+        (cfg.events)(Event::Finished {
+            id: s.id.clone(),
+            verdict: report.verdict,
+            elapsed: t0.elapsed(),
+        });
+        return report;
+    }
+    let namespace = (s.requires.driver == DriverClass::Cluster)
+        .then(|| format!("veritas-{}-{:04x}", s.id.to_lowercase(), cfg.seed & 0xffff));
+    let cluster = if s.requires.driver == DriverClass::Cluster {
+        cfg.cluster.clone()
+    } else {
+        None
+    };
+    let mut ctx = match Context::new(&s.id, cfg.spark_bin.clone(), cluster, namespace, cfg.seed) {
+        Ok(c) => c,
+        Err(e) => {
+            report.verdict = Verdict::Error;
+            report.reason = Some(format!("cannot create the work directory: {e}"));
+            return report;
+        }
+    };
+
+    let mut interrupted = cfg.interrupted.clone();
+    let outcome = tokio::select! {
+        r = main_phases(s, cfg, &mut ctx, &mut report) => r,
+        _ = interrupted.wait_for(|v| *v) => Err(Stop::Interrupted),
+    };
+    match outcome {
+        Ok(()) => report.verdict = Verdict::Passed,
+        Err(Stop::Error(phase, e)) => {
+            report.verdict = Verdict::Error;
+            report.failed_phase = Some(phase.into());
+            report.reason = Some(format!("{phase}: {e}"));
+        }
+        Err(Stop::Failed(phase, e)) => {
+            report.verdict = Verdict::Failed;
+            report.failed_phase = Some(phase.into());
+            report.reason = Some(format!("{phase}: {e}"));
+        }
+        Err(Stop::Interrupted) => {
+            report.verdict = Verdict::Error;
+            report.reason = Some("interrupted: faults reverted by `finally`, then stopped".into());
+        }
+    }
+    let failed = report.verdict != Verdict::Passed;
+    if failed && !s.catch.is_empty() {
+        let phase = collect(&mut ctx, "catch", &s.catch).await;
+        report.phases.push(phase);
+    }
+    if failed && cfg.pause_on_failure {
+        eprintln!(
+            "{}: failed; paused before `finally` (work dir {}). Press Enter to continue.",
+            s.id,
+            ctx.work_dir().display()
+        );
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)
+        })
+        .await;
+    }
+    if failed {
+        collect_evidence(&mut ctx).await;
+    }
+    // `finally` always runs, interrupt or not: it reverts the faults.
+    let phase = collect(&mut ctx, "finally", &s.finally).await;
+    let finally_failed = phase.steps.iter().any(|st| !st.ok);
+    report.phases.push(phase);
+    let leaks = audit_and_release(&mut ctx, cfg).await;
+    if report.verdict == Verdict::Passed && (finally_failed || !leaks.is_empty()) {
+        report.verdict = Verdict::Failed;
+        report.failed_phase = Some("finally".into());
+        report.reason = Some(if leaks.is_empty() {
+            "finally: a cleanup step failed".into()
+        } else {
+            format!("leak audit: {}", leaks.join("; "))
+        });
+    } else if !leaks.is_empty() {
+        report.leaks = leaks;
+    }
+    report.evidence = std::mem::take(&mut ctx.evidence);
+    if cfg.keep {
+        let path = ctx.work.keep();
+        report
+            .evidence
+            .push(("work dir kept".into(), path.display().to_string()));
+    }
+    report.duration = t0.elapsed();
+    (cfg.events)(Event::Finished {
+        id: s.id.clone(),
+        verdict: report.verdict,
+        elapsed: report.duration,
+    });
+    report
+}
+
+async fn main_phases(
+    s: &Scenario,
+    cfg: &RunConfig,
+    ctx: &mut Context,
+    report: &mut ScenarioReport,
+) -> Result<(), Stop> {
+    let op = s.timeouts.operation.as_duration();
+    let ready = s.timeouts.ready.as_duration();
+    if ctx.namespace.is_some() {
+        prepare_namespace(ctx, op)
+            .await
+            .map_err(|e| Stop::Error("setup", e))?;
+    }
+    act(cfg, ctx, report, "setup", &s.setup, op, ready)
+        .await
+        .map_err(|e| Stop::Error("setup", e))?;
+    act(cfg, ctx, report, "fault", &s.fault, op, ready)
+        .await
+        .map_err(|e| Stop::Error("fault", e))?;
+    let fault_done = Instant::now();
+    observe(cfg, ctx, report, "symptom", &s.symptom, op, ready)
+        .await
+        .map_err(|e| Stop::Failed("symptom", e))?;
+    report.time_to_detect = Some(fault_done.elapsed());
+    if let Some(hold) = s.symptom.hold_for {
+        hold_symptom(cfg, ctx, report, &s.symptom, hold.as_duration(), op, ready)
+            .await
+            .map_err(|e| Stop::Failed("negative control", e))?;
+    }
+    act(cfg, ctx, report, "diagnosis", &s.diagnosis, op, ready)
+        .await
+        .map_err(|e| Stop::Failed("diagnosis", e))?;
+    let remedy_start = Instant::now();
+    act(cfg, ctx, report, "remedy", &s.remedy, op, ready)
+        .await
+        .map_err(|e| Stop::Failed("remedy", e))?;
+    observe(cfg, ctx, report, "recovery", &s.recovery, op, ready)
+        .await
+        .map_err(|e| Stop::Failed("recovery", e))?;
+    report.time_to_recover = Some(remedy_start.elapsed());
+    Ok(())
+}
+
+async fn timed(
+    ctx: &mut Context,
+    step: &Step,
+    op: Duration,
+    ready: Duration,
+) -> (Result<String, StepError>, Duration) {
+    let t = Instant::now();
+    let r = execute(ctx, step, op, ready).await;
+    (r, t.elapsed())
+}
+
+fn step_report(
+    step: &Step,
+    r: &Result<String, StepError>,
+    elapsed: Duration,
+    attempts: u32,
+) -> StepReport {
+    StepReport {
+        op: step.op_name().into(),
+        description: describe(step),
+        ok: r.is_ok(),
+        elapsed,
+        attempts,
+        observed: match r {
+            Ok(o) => Some(o.clone()),
+            Err(e) => e.observed.clone(),
+        },
+        error: r.as_ref().err().map(|e| e.message.clone()),
+    }
+}
+
+/// Runs steps once each, in order; the first failure stops the phase.
+async fn act(
+    cfg: &RunConfig,
+    ctx: &mut Context,
+    report: &mut ScenarioReport,
+    phase: &'static str,
+    steps: &[Step],
+    op: Duration,
+    ready: Duration,
+) -> Result<(), StepError> {
+    (cfg.events)(Event::Phase {
+        id: ctx.id.clone(),
+        phase,
+    });
+    let t = Instant::now();
+    let mut pr = PhaseReport::new(phase);
+    let mut result = Ok(());
+    for (i, step) in steps.iter().enumerate() {
+        let (r, elapsed) = timed(ctx, step, op, ready).await;
+        (cfg.events)(Event::Step {
+            id: ctx.id.clone(),
+            phase,
+            description: describe(step),
+            ok: r.is_ok(),
+            elapsed,
+        });
+        pr.steps.push(step_report(step, &r, elapsed, 1));
+        if let Err(e) = r {
+            result = Err(StepError {
+                message: format!("step {} ({}): {}", i + 1, describe(step), e.message),
+                observed: e.observed,
+            });
+            break;
+        }
+    }
+    pr.elapsed = t.elapsed();
+    report.phases.push(pr);
+    result
+}
+
+/// Polls all checks together until they pass at once, or `within` runs out.
+async fn observe(
+    cfg: &RunConfig,
+    ctx: &mut Context,
+    report: &mut ScenarioReport,
+    phase: &'static str,
+    obs: &Observation,
+    op: Duration,
+    ready: Duration,
+) -> Result<(), StepError> {
+    (cfg.events)(Event::Phase {
+        id: ctx.id.clone(),
+        phase,
+    });
+    let t = Instant::now();
+    let end = t + obs.within.as_duration();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut round = Vec::new();
+        let mut first_bad = None;
+        for (i, step) in obs.checks.iter().enumerate() {
+            let left = end
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(500));
+            let (r, elapsed) = timed(ctx, step, op.min(left), ready).await;
+            if let Err(e) = &r {
+                first_bad.get_or_insert_with(|| (i, e.clone()));
+            }
+            round.push(step_report(step, &r, elapsed, attempts));
+        }
+        let done = first_bad.is_none();
+        if done || Instant::now() >= end {
+            for sr in &round {
+                (cfg.events)(Event::Step {
+                    id: ctx.id.clone(),
+                    phase,
+                    description: sr.description.clone(),
+                    ok: sr.ok,
+                    elapsed: sr.elapsed,
+                });
+            }
+            let mut pr = PhaseReport::new(phase);
+            pr.steps = round;
+            pr.elapsed = t.elapsed();
+            report.phases.push(pr);
+            return match first_bad {
+                None => Ok(()),
+                Some((i, e)) => Err(StepError {
+                    message: format!(
+                        "not seen within {} ({attempts} polls); check {} ({}): {}",
+                        obs.within,
+                        i + 1,
+                        describe(&obs.checks[i]),
+                        e.message
+                    ),
+                    observed: e.observed,
+                }),
+            };
+        }
+        tokio::time::sleep(obs.poll.as_duration()).await;
+    }
+}
+
+/// The negative control: the symptom, once seen, must keep holding for `hold` without the
+/// remedy. A fault that did not take, or that heals by itself, fails here.
+async fn hold_symptom(
+    cfg: &RunConfig,
+    ctx: &mut Context,
+    report: &mut ScenarioReport,
+    obs: &Observation,
+    hold: Duration,
+    op: Duration,
+    ready: Duration,
+) -> Result<(), StepError> {
+    let phase = "negative control";
+    (cfg.events)(Event::Phase {
+        id: ctx.id.clone(),
+        phase,
+    });
+    let t = Instant::now();
+    let mut pr = PhaseReport::new(phase);
+    let mut rounds = 0u32;
+    // At least two rounds, however short the hold.
+    while rounds < 2 || t.elapsed() < hold {
+        tokio::time::sleep(obs.poll.as_duration()).await;
+        rounds += 1;
+        for step in &obs.checks {
+            let (r, elapsed) = timed(ctx, step, op, ready).await;
+            if let Err(e) = r {
+                pr.steps
+                    .push(step_report(step, &Err(e.clone()), elapsed, rounds));
+                pr.elapsed = t.elapsed();
+                report.phases.push(pr);
+                return Err(StepError {
+                    message: format!(
+                        "the symptom stopped holding after {:.1}s of the required {} without any remedy (the fault did not take, or healed by itself): {} ({})",
+                        t.elapsed().as_secs_f64(),
+                        veritas_scenario::Span(hold),
+                        describe(step),
+                        e.message
+                    ),
+                    observed: e.observed,
+                });
+            }
+        }
+    }
+    (cfg.events)(Event::Step {
+        id: ctx.id.clone(),
+        phase,
+        description: format!("symptom held {rounds} rounds"),
+        ok: true,
+        elapsed: t.elapsed(),
+    });
+    let mut sr = step_report(
+        &obs.checks[0],
+        &Ok(format!(
+            "held for {:.1}s over {rounds} rounds",
+            t.elapsed().as_secs_f64()
+        )),
+        t.elapsed(),
+        rounds,
+    );
+    sr.description = format!("symptom held for {}", veritas_scenario::Span(hold));
+    pr.steps.push(sr);
+    pr.elapsed = t.elapsed();
+    report.phases.push(pr);
+    Ok(())
+}
+
+/// catch / finally: every step runs, failures are recorded but do not stop the phase.
+async fn collect(ctx: &mut Context, phase: &'static str, steps: &[Step]) -> PhaseReport {
+    let t = Instant::now();
+    let mut pr = PhaseReport::new(phase);
+    for step in steps {
+        let (r, elapsed) = timed(ctx, step, Duration::from_secs(30), Duration::from_secs(60)).await;
+        if let Ok(o) = &r {
+            ctx.add_evidence(format!("{phase}: {}", describe(step)), o.clone());
+        }
+        pr.steps.push(step_report(step, &r, elapsed, 1));
+    }
+    pr.elapsed = t.elapsed();
+    pr
+}
+
+/// Daemon logs (process) or events, pods and controller logs (cluster) for a failed scenario.
+async fn collect_evidence(ctx: &mut Context) {
+    let logs: Vec<(String, std::path::PathBuf)> = ctx
+        .daemons
+        .iter()
+        .map(|(n, d)| (n.clone(), d.log.clone()))
+        .collect();
+    for (name, log) in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        ctx.add_evidence(
+            format!("daemon `{name}` log (last 40 lines)"),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        );
+    }
+    if let (Some(env), Some(ns)) = (ctx.cluster.clone(), ctx.namespace.clone()) {
+        let cmds: [&[&str]; 4] = [
+            &["get", "events", "--sort-by=.lastTimestamp"],
+            &["get", "pods,svc,endpoints,deploy", "-o", "wide"],
+            &["get", "veritascanary,veritasenvironment", "-o", "yaml"],
+            &[
+                "logs",
+                "-l",
+                "app=veritas-spark",
+                "--tail=30",
+                "--all-containers",
+            ],
+        ];
+        for args in cmds {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            if let Ok(out) = env
+                .kubectl(
+                    Some(&ns),
+                    Identity::Admin,
+                    &args,
+                    None,
+                    Duration::from_secs(20),
+                )
+                .await
+            {
+                ctx.add_evidence(
+                    format!("kubectl {}", args.join(" ")),
+                    format!("{}{}", out.stdout, out.stderr),
+                );
+            }
+        }
+        let ctl: Vec<String> = [
+            "logs",
+            "-n",
+            "veritas-system",
+            "-l",
+            "app=veritas-controller",
+            "--tail=50",
+        ]
+        .map(String::from)
+        .to_vec();
+        if let Ok(out) = env
+            .kubectl(None, Identity::Admin, &ctl, None, Duration::from_secs(20))
+            .await
+        {
+            ctx.add_evidence("controller log", format!("{}{}", out.stdout, out.stderr));
+        }
+    }
+}
+
+/// A namespace for the scenario with the on-call identity (least privilege).
+async fn prepare_namespace(ctx: &mut Context, op: Duration) -> Result<(), StepError> {
+    let env = ctx
+        .cluster
+        .clone()
+        .ok_or_else(|| StepError::new("no cluster"))?;
+    let ns = ctx.namespace.clone().expect("cluster scenario");
+    let rbac = std::fs::read_to_string(env.manifests.join("harness/oncall-rbac.yaml"))
+        .map_err(|e| StepError::new(format!("on-call RBAC manifest: {e}")))?;
+    let manifest = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    app.kubernetes.io/managed-by: veritas-harness\n---\n{}",
+        rbac.replace("${namespace}", &ns).replace("${oncall}", ONCALL_SA)
+    );
+    let out = env
+        .kubectl(
+            None,
+            Identity::Admin,
+            &["apply".into(), "-f".into(), "-".into()],
+            Some(&manifest),
+            op,
+        )
+        .await?;
+    if out.exit != Some(0) {
+        return Err(StepError::observed(
+            "cannot create the scenario namespace",
+            out.summary(),
+        ));
+    }
+    Ok(())
+}
+
+/// Stops what the scenario left running and reports leaks: daemon processes still alive, any
+/// process still running from the work dir (an orphaned worker), a namespace that will not go.
+async fn audit_and_release(ctx: &mut Context, cfg: &RunConfig) -> Vec<String> {
+    let mut leaks = Vec::new();
+    let names: Vec<String> = ctx.daemons.keys().cloned().collect();
+    for name in names {
+        if let Some(mut d) = ctx.daemons.remove(&name) {
+            let _ = crate::process::stop(
+                &mut d,
+                veritas_scenario::Signal::Term,
+                Duration::from_secs(20),
+            )
+            .await;
+        }
+    }
+    let work = ctx.work_dir().display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let survivors = processes_mentioning(&work);
+        if survivors.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            for (pid, cmd) in &survivors {
+                leaks.push(format!("process {pid} still running: {cmd}"));
+                // SAFETY: a process of this run, named by pid from /proc just now.
+                unsafe { libc::kill(*pid, libc::SIGKILL) };
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let (Some(env), Some(ns)) = (ctx.cluster.clone(), ctx.namespace.clone()) {
+        if !cfg.keep {
+            let args: Vec<String> = ["delete", "namespace", &ns, "--wait=true", "--timeout=120s"]
+                .map(String::from)
+                .to_vec();
+            match env
+                .kubectl(None, Identity::Admin, &args, None, Duration::from_secs(130))
+                .await
+            {
+                Ok(out) if out.exit == Some(0) => {}
+                Ok(out) => leaks.push(format!("namespace {ns} not deleted: {}", out.summary())),
+                Err(e) => leaks.push(format!("namespace {ns} not deleted: {e}")),
+            }
+        }
+    }
+    leaks
+}
+
+/// Processes (other than this one) whose command line mentions `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
+    let me = std::process::id() as i32;
+    let mut found = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+        // Zombies have an empty cmdline and are not running anything.
+        if cmd.contains(needle) {
+            found.push((pid, cmd.trim().to_string()));
+        }
+    }
+    found
+}

@@ -1,0 +1,103 @@
+//! Tests of the engine itself on real daemons: a wrong expectation fails with a clear message,
+//! a fault that never takes fails at the symptom, a fault that heals by itself fails the
+//! negative control, and the leak audit finds nothing left running.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use veritas_harness::report::{ScenarioReport, Verdict};
+use veritas_harness::runner::{self, DriverKind, Event, RunConfig};
+
+fn run_fixture(name: &str) -> (ScenarioReport, Vec<Event>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.yaml"));
+    let s = veritas_scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let cfg = RunConfig {
+        driver: DriverKind::Process,
+        spark_bin: veritas_harness::spark_bin().unwrap(),
+        cluster: None,
+        components: vec![],
+        seed: 42,
+        keep: false,
+        pause_on_failure: false,
+        interrupted: rx,
+        events: Arc::new(move |e| sink.lock().unwrap().push(e)),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = rt.block_on(runner::run(&s, &cfg));
+    let events = events.lock().unwrap().clone();
+    (report, events)
+}
+
+#[test]
+fn a_wrong_expectation_fails_at_the_symptom_naming_what_was_seen() {
+    let (r, events) = run_fixture("WRONG-EXPECTATION");
+    assert_eq!(r.verdict, Verdict::Failed, "{}", r.failure_text());
+    assert_eq!(r.failed_phase.as_deref(), Some("symptom"));
+    let reason = r.reason.clone().unwrap();
+    assert!(
+        reason.contains("no E2003 MODEL_VERSION_MISMATCH in the output"),
+        "{reason}"
+    );
+    assert!(reason.contains("not seen within 2s"), "{reason}");
+    let text = r.failure_text();
+    assert!(
+        text.contains("E2002 MODEL_NOT_FOUND"),
+        "the last value seen is shown: {text}"
+    );
+    assert!(r.time_to_recover.is_none());
+    // The remedy never ran.
+    assert!(r.phases.iter().all(|p| p.name != "remedy"));
+    assert!(matches!(
+        events.last(),
+        Some(Event::Finished {
+            verdict: Verdict::Failed,
+            ..
+        })
+    ));
+    assert!(
+        r.evidence
+            .iter()
+            .any(|(t, _)| t.contains("daemon `spark` log")),
+        "evidence collected"
+    );
+    // The leak audit found the daemon and its worker gone.
+    assert!(r.leaks.is_empty(), "{:?}", r.leaks);
+}
+
+#[test]
+fn a_fault_that_never_takes_fails_at_the_symptom() {
+    let (r, _) = run_fixture("NEVER-TAKES");
+    assert_eq!(r.verdict, Verdict::Failed, "{}", r.failure_text());
+    assert_eq!(r.failed_phase.as_deref(), Some("symptom"));
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap()
+            .contains("exit status 0 (expected 1)"),
+        "{:?}",
+        r.reason
+    );
+}
+
+#[test]
+fn a_fault_that_heals_by_itself_fails_the_negative_control() {
+    let (r, _) = run_fixture("SELF-HEALING");
+    assert_eq!(r.verdict, Verdict::Failed, "{}", r.failure_text());
+    assert_eq!(
+        r.failed_phase.as_deref(),
+        Some("negative control"),
+        "{}",
+        r.failure_text()
+    );
+    let reason = r.reason.unwrap();
+    assert!(reason.contains("stopped holding"), "{reason}");
+    assert!(reason.contains("without any remedy"), "{reason}");
+    assert!(r.time_to_detect.is_some(), "the symptom was seen first");
+}

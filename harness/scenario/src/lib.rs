@@ -1,0 +1,538 @@
+//! The scenario file format of the Veritas harness.
+//!
+//! Scenarios are data: one YAML file per catalog ID under `scenarios/`, typed by [`Scenario`],
+//! described by a JSON Schema generated from the same types ([`json_schema`]), and checked by
+//! [`load`] with errors that name the file, the line and the field. The engine that runs them
+//! lives in `veritas-harness`; a new guide row needs a new file here, not new Rust.
+
+pub mod duration;
+pub mod model;
+mod step_de;
+
+pub use step_de::OPERATIONS;
+
+pub use duration::Span;
+pub use model::*;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use veritas_vocab::ErrorCode;
+
+/// One thing wrong with a scenario file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the field (`symptom.checks[0].spark.expect.code`).
+    pub field: String,
+    /// 1-based line in the file, where it could be located.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// Why a scenario file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", render_problems(path, problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render_problems(path: &Path, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| match p.line {
+            Some(line) => format!("{}:{line}: {}: {}", path.display(), p.field, p.message),
+            None => format!("{}: {}: {}", path.display(), p.field, p.message),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl LoadError {
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            LoadError::Invalid { problems, .. } => problems,
+            LoadError::Read { .. } => &[],
+        }
+    }
+}
+
+/// Reads, parses and validates one scenario file.
+pub fn load(path: &Path) -> Result<Scenario, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    parse(&text, Some(&stem)).map_err(|problems| LoadError::Invalid {
+        path: path.to_owned(),
+        problems,
+    })
+}
+
+/// Parses and validates scenario text; `file_id` is the file stem the ID must equal.
+pub fn parse(text: &str, file_id: Option<&str>) -> Result<Scenario, Vec<Problem>> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    let scenario: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let line = e.inner().location().map(|l| l.line());
+        // serde_yaml appends "at line L column C" itself; the line is reported separately.
+        let message = e.inner().to_string();
+        let message = match message.rfind(" at line ") {
+            Some(i) => message[..i].to_string(),
+            None => message,
+        };
+        // serde_yaml prefixes its own copy of the path; the field is reported separately.
+        let message = match message.split_once(": ") {
+            Some((prefix, rest)) if !prefix.contains(' ') => rest.to_string(),
+            _ => message,
+        };
+        vec![Problem {
+            field: if field == "." {
+                "(document)".into()
+            } else {
+                field
+            },
+            line,
+            message,
+        }]
+    })?;
+    let mut problems = validate(&scenario, file_id);
+    for p in &mut problems {
+        p.line = locate(text, &p.field);
+    }
+    if problems.is_empty() {
+        Ok(scenario)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Best-effort line of a dotted field path: walks the keys of the path in order through the
+/// text, so `symptom.checks[0].spark.expect.code` lands on the `code:` under that `symptom:`.
+fn locate(text: &str, field: &str) -> Option<usize> {
+    let keys: Vec<&str> = field
+        .split('.')
+        .map(|k| k.split('[').next().unwrap_or(k))
+        .filter(|k| !k.is_empty())
+        .collect();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut from = 0;
+    let mut found = None;
+    for key in keys {
+        let needle = format!("{key}:");
+        if let Some(off) = lines[from..].iter().position(|l| {
+            let t = l.trim_start().trim_start_matches("- ").trim_start();
+            t.starts_with(&needle)
+                || t.starts_with(&format!("{{{needle}"))
+                || l.contains(&format!(" {needle}"))
+        }) {
+            from += off;
+            found = Some(from + 1);
+        }
+    }
+    found
+}
+
+/// Every problem of a parsed scenario (empty: valid).
+pub fn validate(s: &Scenario, file_id: Option<&str>) -> Vec<Problem> {
+    let mut v = Validator::default();
+    if s.api_version != API_VERSION {
+        v.push(
+            "apiVersion",
+            format!("must be `{API_VERSION}`, found `{}`", s.api_version),
+        );
+    }
+    if s.id.is_empty() || !s.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        v.push(
+            "id",
+            format!("`{}`: letters, digits and `-` only (e.g. CNT-1)", s.id),
+        );
+    }
+    if let Some(stem) = file_id {
+        if stem != s.id {
+            v.push(
+                "id",
+                format!("`{}` differs from the file name `{stem}.yaml`", s.id),
+            );
+        }
+    }
+    for (field, text) in [
+        ("title", &s.title),
+        ("guide.section", &s.guide.section),
+        ("guide.cause", &s.guide.cause),
+        ("guide.remedy", &s.guide.remedy),
+    ] {
+        if text.trim().is_empty() {
+            v.push(field, "must not be empty".into());
+        }
+    }
+    if s.fault.is_empty() {
+        v.push(
+            "fault",
+            "a scenario injects a fault: at least one step".into(),
+        );
+    }
+    if s.remedy.is_empty() {
+        v.push("remedy", "the guide's remedy: at least one step".into());
+    }
+    for (field, obs) in [("symptom", &s.symptom), ("recovery", &s.recovery)] {
+        if obs.checks.is_empty() {
+            v.push(&format!("{field}.checks"), "at least one check".into());
+        }
+        if obs.within.0.is_zero() {
+            v.push(&format!("{field}.within"), "a deadline above zero".into());
+        }
+        if obs.poll.0.is_zero() {
+            v.push(
+                &format!("{field}.poll"),
+                "a poll interval above zero".into(),
+            );
+        }
+    }
+    match s.symptom.hold_for {
+        None => v.push(
+            "symptom.holdFor",
+            "required: the negative control (how long the symptom must persist without the remedy)"
+                .into(),
+        ),
+        Some(h) if h.0.is_zero() => v.push("symptom.holdFor", "must be above zero".into()),
+        Some(_) => {}
+    }
+    if s.recovery.hold_for.is_some() {
+        v.push("recovery.holdFor", "only a symptom is held".into());
+    }
+
+    let daemons: BTreeSet<&str> = all_steps(s)
+        .filter_map(|(_, st)| match st {
+            Step::StartDaemon(d) => Some(d.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    for (field, step) in all_steps(s) {
+        v.step(s, &field, step, &daemons);
+    }
+    for (phase, steps) in [("catch", &s.catch), ("finally", &s.finally)] {
+        for (i, st) in steps.iter().enumerate() {
+            if st.expect().is_some_and(|e| e != &Expect::default()) {
+                v.push(
+                    &format!("{phase}[{i}].{}", st.op_name()),
+                    "catch and finally collect and clean up: no expectations here".into(),
+                );
+            }
+        }
+    }
+    v.problems
+}
+
+/// Every step with its dotted field path, in file order.
+pub fn all_steps(s: &Scenario) -> impl Iterator<Item = (String, &Step)> {
+    let phases: [(&str, &Vec<Step>); 8] = [
+        ("setup", &s.setup),
+        ("fault", &s.fault),
+        ("symptom.checks", &s.symptom.checks),
+        ("diagnosis", &s.diagnosis),
+        ("remedy", &s.remedy),
+        ("recovery.checks", &s.recovery.checks),
+        ("catch", &s.catch),
+        ("finally", &s.finally),
+    ];
+    phases.into_iter().flat_map(|(phase, steps)| {
+        steps
+            .iter()
+            .enumerate()
+            .map(move |(i, st)| (format!("{phase}[{i}].{}", st.op_name()), st))
+    })
+}
+
+#[derive(Default)]
+struct Validator {
+    problems: Vec<Problem>,
+}
+
+impl Validator {
+    fn push(&mut self, field: &str, message: String) {
+        self.problems.push(Problem {
+            field: field.to_string(),
+            line: None,
+            message,
+        });
+    }
+
+    fn code(&mut self, field: &str, code: &Option<String>) {
+        if let Some(c) = code {
+            match ErrorCode::parse(c) {
+                Some(ec) if ec.code() == c => {}
+                Some(ec) => self.push(field, format!("write the code `{}`, not `{c}`", ec.code())),
+                None => self.push(
+                    field,
+                    format!("`{c}` is not an error code of the guide (E1001..E5003)"),
+                ),
+            }
+        }
+    }
+
+    fn value(&mut self, field: &str, e: &ValueExpect) {
+        let set = [e.equals, e.at_least, e.at_most]
+            .iter()
+            .filter(|x| x.is_some())
+            .count();
+        if e.absent && set > 0 {
+            self.push(field, "`absent` excludes equals/atLeast/atMost".into());
+        } else if !e.absent && set == 0 {
+            self.push(
+                field,
+                "state what the value must be: equals, atLeast, atMost or absent".into(),
+            );
+        }
+    }
+
+    fn step(&mut self, s: &Scenario, field: &str, step: &Step, daemons: &BTreeSet<&str>) {
+        let class = s.requires.driver;
+        if let Some(needed) = step.driver() {
+            if needed != class {
+                self.push(
+                    field,
+                    format!(
+                        "`{}` runs on the {} driver, this scenario requires `{}`",
+                        step.op_name(),
+                        match needed {
+                            DriverClass::Process => "process",
+                            DriverClass::Cluster => "kind/existing",
+                        },
+                        match class {
+                            DriverClass::Process => "process",
+                            DriverClass::Cluster => "cluster",
+                        }
+                    ),
+                );
+            }
+        }
+        if let Some(e) = step.expect() {
+            self.code(&format!("{field}.expect.code"), &e.code);
+            for ptr in e.json.keys() {
+                if !ptr.starts_with('/') {
+                    self.push(
+                        &format!("{field}.expect.json"),
+                        format!("`{ptr}`: a JSON pointer starts with `/`"),
+                    );
+                }
+            }
+        }
+        let known_daemon = |d: &str| daemons.contains(d);
+        match step {
+            Step::Spark(sp) => {
+                match class {
+                    DriverClass::Process => {
+                        if sp.pod.is_some() {
+                            self.push(&format!("{field}.pod"), "only on cluster scenarios".into());
+                        }
+                        if !known_daemon(&sp.daemon) {
+                            self.push(
+                                &format!("{field}.daemon"),
+                                format!("no `startDaemon` names `{}`", sp.daemon),
+                            );
+                        }
+                    }
+                    DriverClass::Cluster => {
+                        if sp.pod.is_none() {
+                            self.push(&format!("{field}.pod"), "cluster scenarios run veritas-spark in a pod: give its label selector".into());
+                        }
+                    }
+                }
+            }
+            Step::Http(h) => {
+                self.code(&format!("{field}.expect.code"), &h.expect.code);
+                if !known_daemon(&h.daemon) {
+                    self.push(
+                        &format!("{field}.daemon"),
+                        format!("no `startDaemon` names `{}`", h.daemon),
+                    );
+                }
+                if h.port != "http" && h.port != "metrics" {
+                    self.push(
+                        &format!("{field}.port"),
+                        format!("`{}`: `http` or `metrics`", h.port),
+                    );
+                }
+                if !h.path.starts_with('/') {
+                    self.push(&format!("{field}.path"), "starts with `/`".into());
+                }
+            }
+            Step::Metric(m) => {
+                if !known_daemon(&m.daemon) {
+                    self.push(
+                        &format!("{field}.daemon"),
+                        format!("no `startDaemon` names `{}`", m.daemon),
+                    );
+                }
+                self.value(&format!("{field}.expect"), &m.expect);
+            }
+            Step::FaultUnderLoad(f) => {
+                self.code(&format!("{field}.code"), &Some(f.code.clone()));
+                if !known_daemon(&f.daemon) {
+                    self.push(
+                        &format!("{field}.daemon"),
+                        format!("no `startDaemon` names `{}`", f.daemon),
+                    );
+                }
+                if f.requests == 0 || f.requests > 64 {
+                    self.push(&format!("{field}.requests"), "between 1 and 64".into());
+                }
+            }
+            Step::IpcFrame(f) => {
+                if !known_daemon(&f.daemon) {
+                    self.push(
+                        &format!("{field}.daemon"),
+                        format!("no `startDaemon` names `{}`", f.daemon),
+                    );
+                }
+            }
+            Step::Model(m) => {
+                if let Some(c) = &m.corruption {
+                    if veritas_fixtures::corrupt::Corruption::from_name(c).is_none() {
+                        let names: Vec<_> = veritas_fixtures::corrupt::Corruption::ALL
+                            .iter()
+                            .map(|c| c.name())
+                            .collect();
+                        self.push(
+                            &format!("{field}.corruption"),
+                            format!("`{c}`: one of {}", names.join(", ")),
+                        );
+                    }
+                }
+            }
+            Step::StartDaemon(d) => {
+                if let Some(mode) = &d.sandbox {
+                    if !["required", "best-effort", "off"].contains(&mode.as_str()) {
+                        self.push(
+                            &format!("{field}.sandbox"),
+                            format!("`{mode}`: required, best-effort or off"),
+                        );
+                    }
+                }
+            }
+            Step::Exec(e) if e.command.is_empty() => {
+                self.push(
+                    &format!("{field}.command"),
+                    "an argv with at least the program".into(),
+                );
+            }
+            Step::Apply(a) => {
+                if a.file.is_some() == a.manifest.is_some() {
+                    self.push(field, "exactly one of `file` or `manifest`".into());
+                }
+            }
+            Step::Delete(d) => {
+                if d.name.is_some() == d.selector.is_some() {
+                    self.push(field, "exactly one of `name` or `selector`".into());
+                }
+                self.namespace(s, field, &d.namespace);
+            }
+            Step::Patch(p) => self.namespace(s, field, &p.namespace),
+            Step::Get(g) => {
+                self.namespace(s, field, &g.namespace);
+                if !g.field.starts_with('/') {
+                    self.push(
+                        &format!("{field}.field"),
+                        "a JSON pointer such as `/status/phase`".into(),
+                    );
+                }
+                match (&g.equals, &g.value) {
+                    (None, None) | (Some(_), Some(_)) => {
+                        self.push(field, "exactly one of `equals` or `value`".into())
+                    }
+                    (None, Some(ve)) => self.value(&format!("{field}.value"), ve),
+                    _ => {}
+                }
+            }
+            Step::Promql(q) => self.value(&format!("{field}.expect"), &q.expect),
+            Step::Traffic(t) => {
+                if t.requests == 0 || t.requests > 100_000 {
+                    self.push(
+                        &format!("{field}.requests"),
+                        "between 1 and 100000 (traffic is bounded)".into(),
+                    );
+                }
+                if t.rate == 0 || t.rate > 1000 {
+                    self.push(
+                        &format!("{field}.rate"),
+                        "between 1 and 1000 per second".into(),
+                    );
+                }
+            }
+            Step::Rollout(r) => self.namespace(s, field, &r.namespace),
+            _ => {}
+        }
+    }
+
+    fn namespace(&mut self, s: &Scenario, field: &str, ns: &Option<String>) {
+        if ns.is_some() && !s.requires.cluster_wide {
+            self.push(
+                &format!("{field}.namespace"),
+                "touching another namespace is cluster-wide: set `requires.clusterWide: true`"
+                    .into(),
+            );
+        }
+    }
+}
+
+/// The JSON Schema of scenario files (committed as `scenarios/scenario.schema.json`).
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(Scenario);
+    serde_json::to_value(schema).expect("a schema serializes")
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "line {l}: {}: {}", self.field, self.message),
+            None => write!(f, "{}: {}", self.field, self.message),
+        }
+    }
+}
+
+/// Loads every `*.yaml` under `dir`, sorted by ID.
+pub fn load_dir(dir: &Path) -> Result<Vec<Scenario>, Vec<LoadError>> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect(),
+        Err(source) => {
+            return Err(vec![LoadError::Read {
+                path: dir.to_owned(),
+                source,
+            }])
+        }
+    };
+    files.sort();
+    let (mut ok, mut errors) = (Vec::new(), Vec::new());
+    for f in files {
+        match load(&f) {
+            Ok(s) => ok.push(s),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        ok.sort_by(|a: &Scenario, b: &Scenario| a.id.cmp(&b.id));
+        Ok(ok)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests;

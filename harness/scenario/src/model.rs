@@ -1,0 +1,677 @@
+//! The typed scenario file. One file per catalog ID under `scenarios/`.
+//!
+//! A scenario walks one row of the troubleshooting guide: set up a healthy system, inject the
+//! fault, observe the documented symptom (and check that it persists: the negative control),
+//! run the guide's diagnostic commands, apply the guide's remedy, observe recovery within a
+//! deadline, clean up. Every step is a one-of operation written `- <operation>: {...}`;
+//! operations are executed by the engine's step library, the order and the waiting belong to
+//! the runner.
+
+use crate::duration::Span;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// `apiVersion` every scenario file carries.
+pub const API_VERSION: &str = "harness.veritas.hearthlink.ai/v1alpha1";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Scenario {
+    /// Always `harness.veritas.hearthlink.ai/v1alpha1`.
+    pub api_version: String,
+    /// Stable catalog ID (`CNT-1`, `MNR-2`, `E2001`, `E2001-corrupt`...): reports, snapshots
+    /// and `cargo nextest -E 'test(=ID)'` use it. Must match the file name.
+    pub id: String,
+    /// One line: what goes wrong and what brings it back.
+    pub title: String,
+    /// The guide row this scenario proves.
+    pub guide: GuideRef,
+    #[serde(default)]
+    pub requires: Requires,
+    /// Per-kind default deadlines, overridable on a step.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Brings up the healthy system. A failure here is an error of the scenario, not a verdict.
+    #[serde(default)]
+    pub setup: Vec<Step>,
+    /// Breaks it as the guide's cause says.
+    pub fault: Vec<Step>,
+    /// The documented symptom, observed; then held for `holdFor` (negative control).
+    pub symptom: Observation,
+    /// The guide's diagnostic commands and what each must show.
+    #[serde(default)]
+    pub diagnosis: Vec<Step>,
+    /// The guide's remedy, as the on-call runs it.
+    pub remedy: Vec<Step>,
+    /// The system is back, within a deadline.
+    pub recovery: Observation,
+    /// Collectors run when any phase failed (evidence for the report).
+    #[serde(default)]
+    pub catch: Vec<Step>,
+    /// Always runs, even after a failure or an interrupt: reverts every fault.
+    #[serde(default)]
+    pub finally: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GuideRef {
+    /// Section heading of the guide, e.g. `Canary Not Receiving Traffic` or `E2001: MODEL_LOAD_FAILED`.
+    pub section: String,
+    /// The cause (resolution table row, or symptom) this scenario reproduces.
+    pub cause: String,
+    /// The guide's remedy for that cause, verbatim.
+    pub remedy: String,
+    /// Notes where the scenario had to interpret the guide (e.g. a ClusterIP Service never
+    /// changes its DNS answer on a switch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DriverClass {
+    /// Real local processes, no cluster (runtime rows).
+    #[default]
+    Process,
+    /// A real Kubernetes cluster: the kind driver or the existing context.
+    Cluster,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum Component {
+    Prometheus,
+    Controller,
+    Istio,
+    GatewayApi,
+    ExternalDns,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Requires {
+    #[serde(default)]
+    pub driver: DriverClass,
+    /// Optional components; where one is missing the scenario is reported skipped, never passed.
+    #[serde(default)]
+    pub components: Vec<Component>,
+    /// Touches state shared by the whole cluster (CoreDNS, the controller, node resources):
+    /// serialized, and on `--driver existing` only with `--allow-cluster-wide`.
+    #[serde(default)]
+    pub cluster_wide: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Default deadline of one operation (a command, a request, an apply).
+    pub operation: Span,
+    /// Default deadline for setup's readiness waits.
+    pub ready: Span,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            operation: Span::secs(30),
+            ready: Span::secs(60),
+        }
+    }
+}
+
+/// Checks polled together until all pass ("eventually within").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Observation {
+    /// Deadline for all checks to pass at once. On timeout the report shows the last value
+    /// each failing check saw.
+    pub within: Span,
+    /// For a symptom: how long it must keep holding (without the remedy) before the remedy
+    /// runs. A fault that never took, or that heals by itself, fails here.
+    #[serde(default)]
+    pub hold_for: Option<Span>,
+    /// Pause between polls.
+    #[serde(default = "default_poll")]
+    pub poll: Span,
+    pub checks: Vec<Step>,
+}
+
+fn default_poll() -> Span {
+    Span(std::time::Duration::from_millis(250))
+}
+
+/// One operation. Written as a single-key map: `- spark: {args: [health]}`.
+///
+/// Deserialized by hand ([`crate::step_de`]): serde_yaml would want YAML tags (`!spark`) for an
+/// enum, while the single-key map is what people write and what the schema describes.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum Step {
+    // --- process driver -------------------------------------------------------------------
+    /// Writes a generated model into the run's registry (`${models}`), healthy or corrupted.
+    Model(ModelStep),
+    /// Adds a raw registry entry (a file that may not exist, a pinned sha256).
+    ManifestEntry(ManifestEntryStep),
+    /// Damages or removes a registry model's file.
+    ModelFile(ModelFileStep),
+    /// Starts `veritas-spark serve` on the run's registry.
+    StartDaemon(StartDaemonStep),
+    /// Stops a daemon (SIGTERM drains; SIGKILL does not).
+    StopDaemon(StopDaemonStep),
+    /// Runs a `veritas-spark` command against a daemon's socket.
+    Spark(SparkStep),
+    /// An HTTP request to a daemon's :8080 or :9090 port.
+    Http(HttpStep),
+    /// Scrapes a daemon's /metrics and checks one series.
+    Metric(MetricStep),
+    /// Writes a raw IPC frame to a daemon's socket and checks the answer.
+    IpcFrame(IpcFrameStep),
+    /// Runs a local command (the guide's `ls -la`, `sha256sum`, `stat`...).
+    Exec(ExecStep),
+    /// Injects a worker fault while generations are really in flight, and checks what the
+    /// in-flight requests got.
+    FaultUnderLoad(FaultUnderLoadStep),
+    // --- cluster drivers -------------------------------------------------------------------
+    /// Runs `kubectl` in the scenario's namespace (admin or the on-call identity).
+    Kubectl(KubectlStep),
+    /// Server-side applies manifests (a fixtures file or inline YAML) into the namespace.
+    Apply(ApplyStep),
+    /// Deletes an object by kind and name (or label selector).
+    Delete(DeleteStep),
+    /// Patches an object (merge patch).
+    Patch(PatchStep),
+    /// Reads one field of an object and compares it.
+    Get(GetStep),
+    /// Runs a PromQL query against the cluster's Prometheus.
+    Promql(PromqlStep),
+    /// Sends bounded HTTP traffic to a Service from inside the cluster.
+    Traffic(TrafficStep),
+    /// Waits for a Deployment's rollout (all replicas updated and ready).
+    Rollout(RolloutStep),
+    // --- both ------------------------------------------------------------------------------
+    /// Records evidence (a note, or the output of a command) without asserting.
+    Note(NoteStep),
+}
+
+impl Step {
+    /// Operation name as written in the file.
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            Step::Model(_) => "model",
+            Step::ManifestEntry(_) => "manifestEntry",
+            Step::ModelFile(_) => "modelFile",
+            Step::StartDaemon(_) => "startDaemon",
+            Step::StopDaemon(_) => "stopDaemon",
+            Step::Spark(_) => "spark",
+            Step::Http(_) => "http",
+            Step::Metric(_) => "metric",
+            Step::IpcFrame(_) => "ipcFrame",
+            Step::Exec(_) => "exec",
+            Step::FaultUnderLoad(_) => "faultUnderLoad",
+            Step::Kubectl(_) => "kubectl",
+            Step::Apply(_) => "apply",
+            Step::Delete(_) => "delete",
+            Step::Patch(_) => "patch",
+            Step::Get(_) => "get",
+            Step::Promql(_) => "promql",
+            Step::Traffic(_) => "traffic",
+            Step::Rollout(_) => "rollout",
+            Step::Note(_) => "note",
+        }
+    }
+
+    /// Which driver class can run this operation (`None`: both).
+    pub fn driver(&self) -> Option<DriverClass> {
+        match self {
+            Step::Model(_)
+            | Step::ManifestEntry(_)
+            | Step::ModelFile(_)
+            | Step::StartDaemon(_)
+            | Step::StopDaemon(_)
+            | Step::Metric(_)
+            | Step::IpcFrame(_)
+            | Step::FaultUnderLoad(_)
+            | Step::Http(_) => Some(DriverClass::Process),
+            Step::Kubectl(_)
+            | Step::Apply(_)
+            | Step::Delete(_)
+            | Step::Patch(_)
+            | Step::Get(_)
+            | Step::Promql(_)
+            | Step::Traffic(_)
+            | Step::Rollout(_) => Some(DriverClass::Cluster),
+            // `spark` runs locally on the process driver and in a pod (`pod:`) on clusters.
+            Step::Spark(_) | Step::Exec(_) | Step::Note(_) => None,
+        }
+    }
+
+    /// The expectation of a checking step, if it has one.
+    pub fn expect(&self) -> Option<&Expect> {
+        match self {
+            Step::Spark(s) => Some(&s.expect),
+            Step::Exec(s) => Some(&s.expect),
+            Step::Kubectl(s) => Some(&s.expect),
+            Step::IpcFrame(s) => Some(&s.expect),
+            _ => None,
+        }
+    }
+}
+
+fn default_daemon() -> String {
+    "spark".into()
+}
+
+fn default_version() -> String {
+    "1.0.0".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelStep {
+    pub name: String,
+    #[serde(default = "default_version")]
+    pub version: String,
+    /// Weights seed: two seeds give two different (healthy) models.
+    #[serde(default)]
+    pub seed: u64,
+    /// `empty`, `bad-magic`, `unsupported-version`, `truncated`, `unknown-architecture`,
+    /// `missing-tensor`, `flipped-data-byte` (the manifest keeps the healthy file's sha256).
+    #[serde(default)]
+    pub corruption: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ManifestEntryStep {
+    pub name: String,
+    pub file: String,
+    #[serde(default = "default_version")]
+    pub version: String,
+    /// Pinned sha256; default: the file's real one (zeros when it does not exist).
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelFileAction {
+    /// Delete the file.
+    Remove,
+    /// Flip one byte of the tensor data in place (the sha256 pin no longer matches).
+    Tamper,
+    /// Permissions 000 (unreadable to anyone but root's DAC override).
+    Unreadable,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelFileStep {
+    pub name: String,
+    pub action: ModelFileAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadyWait {
+    /// Wait until `veritas-spark ready` exits 0.
+    #[default]
+    Ready,
+    /// Wait until `veritas-spark live` exits 0 (the daemon answers, model or not).
+    Live,
+    /// Do not wait (the scenario observes what happens).
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartDaemonStep {
+    #[serde(default = "default_daemon")]
+    pub name: String,
+    /// Model to serve at start; `null` starts without one.
+    #[serde(default = "default_model")]
+    pub model: Option<String>,
+    /// `required`, `best-effort` or `off`.
+    #[serde(default)]
+    pub sandbox: Option<String>,
+    /// Extra `serve` flags (e.g. `[--worker-memory-limit, "64000000"]`).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Run under the user-namespace denial of a container runtime's default seccomp profile.
+    #[serde(default)]
+    pub deny_userns: bool,
+    #[serde(default)]
+    pub wait: ReadyWait,
+}
+
+fn default_model() -> Option<String> {
+    Some("tiny".into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Signal {
+    #[default]
+    Term,
+    Kill,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StopDaemonStep {
+    #[serde(default = "default_daemon")]
+    pub name: String,
+    #[serde(default)]
+    pub signal: Signal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SparkStep {
+    /// Daemon whose socket to use (process driver).
+    #[serde(default = "default_daemon")]
+    pub daemon: String,
+    /// Cluster drivers: run inside the first pod matching this label selector
+    /// (`kubectl exec`), as the guide's `kubectl exec -it <pod> -- veritas-spark ...` does.
+    #[serde(default)]
+    pub pod: Option<String>,
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub expect: Expect,
+    #[serde(default)]
+    pub timeout: Option<Span>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpStep {
+    #[serde(default = "default_daemon")]
+    pub daemon: String,
+    /// `http` (:8080) or `metrics` (:9090).
+    #[serde(default = "default_port")]
+    pub port: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    pub path: String,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub expect: HttpExpect,
+}
+
+fn default_port() -> String {
+    "http".into()
+}
+fn default_method() -> String {
+    "GET".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpExpect {
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Error code carried by the JSON body (`{"code": ...}`).
+    #[serde(default)]
+    pub code: Option<String>,
+    /// Substrings the body must contain.
+    #[serde(default)]
+    pub body: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricStep {
+    #[serde(default = "default_daemon")]
+    pub daemon: String,
+    /// Metric name as exposed (a histogram's `_count` etc. included).
+    pub name: String,
+    /// Labels the series must carry (others may be present).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub expect: ValueExpect,
+}
+
+/// A comparison of one number. `absent: true` means no such series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValueExpect {
+    #[serde(default)]
+    pub equals: Option<f64>,
+    #[serde(default)]
+    pub at_least: Option<f64>,
+    #[serde(default)]
+    pub at_most: Option<f64>,
+    #[serde(default)]
+    pub absent: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FrameFault {
+    /// `XX` instead of `VS`.
+    BadMagic,
+    /// Protocol version 99.
+    BadVersion,
+    /// A header announcing a frame above the daemon's `--max-frame`.
+    Oversize,
+    /// A well-framed payload that is not a request.
+    MalformedJson,
+    /// A well-formed health request (the control).
+    Health,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IpcFrameStep {
+    #[serde(default = "default_daemon")]
+    pub daemon: String,
+    pub frame: FrameFault,
+    /// `code` is the answer's error code; `json` checks its fields.
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkerFault {
+    /// The worker aborts (E4001 for what was in flight).
+    WorkerAbort,
+    /// The worker makes a syscall outside its allow-list (E3002).
+    SandboxViolation,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FaultUnderLoadStep {
+    #[serde(default = "default_daemon")]
+    pub daemon: String,
+    pub fault: WorkerFault,
+    /// Concurrent generations per batch (batches repeat until one is seen in flight).
+    #[serde(default = "default_load_requests")]
+    pub requests: u32,
+    #[serde(default = "default_load_tokens")]
+    pub max_tokens: u32,
+    /// Error code at least one in-flight request must get.
+    pub code: String,
+}
+
+fn default_load_requests() -> u32 {
+    4
+}
+fn default_load_tokens() -> u32 {
+    220
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecStep {
+    /// argv; `${models}`, `${work}`, `${<daemon>.socket}` are substituted.
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub expect: Expect,
+    #[serde(default)]
+    pub timeout: Option<Span>,
+}
+
+/// What a command must show. Every field that is set must hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Expect {
+    /// Exit status (the Health Status Matrix: 0 healthy, 1 critical).
+    #[serde(default)]
+    pub exit: Option<i32>,
+    /// Guide error code the output must carry (`E2001`), as `CODE NAME:` text or `"code"` JSON.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// Substrings of stdout or stderr, all required (case-insensitive when they start with `(?i)`).
+    #[serde(default)]
+    pub output: Vec<String>,
+    /// Substrings that must not appear.
+    #[serde(default)]
+    pub not_output: Vec<String>,
+    /// JSON fields of stdout: JSON pointer (`/sandbox/state`) to expected value.
+    #[serde(default)]
+    pub json: BTreeMap<String, serde_json::Value>,
+    /// Name of an insta snapshot of the output (paths, ports, durations, pids redacted).
+    #[serde(default)]
+    pub snapshot: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Identity {
+    /// The harness's own identity (cluster-admin on kind).
+    #[default]
+    Admin,
+    /// The least-privilege on-call ServiceAccount: only what the guide's commands need.
+    Oncall,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubectlStep {
+    /// Arguments after `kubectl`; `-n <scenario namespace>` is added unless `-n`/`-A` is given.
+    pub args: Vec<String>,
+    #[serde(default, rename = "as")]
+    pub identity: Identity,
+    #[serde(default)]
+    pub expect: Expect,
+    #[serde(default)]
+    pub timeout: Option<Span>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ApplyStep {
+    /// A manifest file relative to the repository's `fixtures/manifests/`.
+    #[serde(default)]
+    pub file: Option<String>,
+    /// Inline YAML (one or more documents).
+    #[serde(default)]
+    pub manifest: Option<String>,
+    #[serde(default, rename = "as")]
+    pub identity: Identity,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeleteStep {
+    /// `Deployment`, `Service`, `servicemonitor`, `veritascanary`... (anything kubectl knows).
+    pub kind: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Label selector instead of a name.
+    #[serde(default)]
+    pub selector: Option<String>,
+    /// Another namespace (e.g. `kube-system`); needs `requires.clusterWide`.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default, rename = "as")]
+    pub identity: Identity,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PatchStep {
+    pub kind: String,
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Merge patch, as YAML or JSON.
+    pub patch: serde_json::Value,
+    #[serde(default, rename = "as")]
+    pub identity: Identity,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GetStep {
+    pub kind: String,
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// JSON pointer into the object, e.g. `/status/phase`.
+    pub field: String,
+    /// Expected value (a missing field never equals anything).
+    #[serde(default)]
+    pub equals: Option<serde_json::Value>,
+    /// Numeric comparison of the field.
+    #[serde(default)]
+    pub value: Option<ValueExpect>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PromqlStep {
+    /// PromQL; `${namespace}` is substituted.
+    pub query: String,
+    /// Compared with the first sample; `absent: true` means an empty result.
+    pub expect: ValueExpect,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrafficStep {
+    /// Service name in the scenario namespace.
+    pub service: String,
+    #[serde(default = "default_traffic_port")]
+    pub port: u16,
+    #[serde(default = "default_traffic_path")]
+    pub path: String,
+    /// Total requests (bounded).
+    pub requests: u32,
+    /// Requests per second (bounded).
+    #[serde(default = "default_rate")]
+    pub rate: u32,
+}
+
+fn default_traffic_port() -> u16 {
+    8080
+}
+fn default_traffic_path() -> String {
+    "/health".into()
+}
+fn default_rate() -> u32 {
+    10
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RolloutStep {
+    pub deployment: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<Span>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NoteStep {
+    pub text: String,
+}

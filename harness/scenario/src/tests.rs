@@ -1,0 +1,146 @@
+use super::*;
+
+const GOOD: &str = r#"
+apiVersion: harness.veritas.hearthlink.ai/v1alpha1
+id: T-1
+title: a test scenario
+guide:
+  section: "E2002: MODEL_NOT_FOUND"
+  cause: Requested model not in registry
+  remedy: add the model to the registry
+setup:
+  - model: {name: tiny}
+  - startDaemon: {name: spark}
+fault:
+  - note: {text: nothing}
+symptom:
+  within: 5s
+  holdFor: 1s
+  checks:
+    - spark:
+        args: [models, load, ghost]
+        expect: {exit: 1, code: E2002}
+remedy:
+  - model: {name: ghost}
+recovery:
+  within: 10s
+  checks:
+    - spark: {args: [models, load, ghost], expect: {exit: 0}}
+"#;
+
+fn problems(text: &str) -> Vec<Problem> {
+    parse(text, Some("T-1")).expect_err("must be refused")
+}
+
+#[test]
+fn a_valid_scenario_parses() {
+    let s = parse(GOOD, Some("T-1")).unwrap();
+    assert_eq!(s.id, "T-1");
+    assert_eq!(s.symptom.hold_for, Some(Span::secs(1)));
+    assert_eq!(s.setup.len(), 2);
+}
+
+#[test]
+fn an_unknown_field_names_its_path_and_line() {
+    let text = GOOD.replace(
+        "expect: {exit: 1, code: E2002}",
+        "expect: {exit: 1, kode: E2002}",
+    );
+    let p = problems(&text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].field.starts_with("symptom.checks[0].spark.expect"),
+        "{p:?}"
+    );
+    assert!(p[0].message.contains("unknown field `kode`"), "{p:?}");
+    assert_eq!(p[0].line, Some(20), "{p:?}");
+}
+
+#[test]
+fn an_unknown_operation_is_refused_with_the_list_of_operations() {
+    let text = GOOD.replace("- note: {text: nothing}", "- teleport: {text: nothing}");
+    let p = problems(&text);
+    assert!(p[0].field.starts_with("fault"), "{p:?}");
+    assert!(p[0].message.contains("unknown variant `teleport`"), "{p:?}");
+    assert!(p[0].message.contains("startDaemon"), "{p:?}");
+}
+
+#[test]
+fn a_code_outside_the_guide_is_refused_at_its_line() {
+    let text = GOOD.replace("code: E2002", "code: E9999");
+    let p = problems(&text);
+    assert_eq!(p[0].field, "symptom.checks[0].spark.expect.code");
+    assert!(
+        p[0].message.contains("not an error code of the guide"),
+        "{p:?}"
+    );
+    assert_eq!(p[0].line, Some(20));
+    // Names are accepted by ErrorCode::parse, but files spell the code.
+    let p = problems(&GOOD.replace("code: E2002", "code: MODEL_NOT_FOUND"));
+    assert!(p[0].message.contains("write the code `E2002`"), "{p:?}");
+}
+
+#[test]
+fn the_negative_control_is_mandatory() {
+    let p = problems(&GOOD.replace("  holdFor: 1s\n", ""));
+    assert_eq!(p[0].field, "symptom.holdFor");
+    assert!(p[0].message.contains("negative control"));
+}
+
+#[test]
+fn operations_of_the_other_driver_and_unknown_daemons_are_refused() {
+    let text = GOOD.replace(
+        "  - note: {text: nothing}",
+        "  - kubectl: {args: [get, pods]}\n  - spark: {daemon: other, args: [health]}",
+    );
+    let p = problems(&text);
+    let fields: Vec<_> = p.iter().map(|p| p.field.as_str()).collect();
+    assert!(fields.contains(&"fault[0].kubectl"), "{p:?}");
+    assert!(fields.contains(&"fault[1].spark.daemon"), "{p:?}");
+}
+
+#[test]
+fn the_id_must_match_the_file_name() {
+    let p = parse(GOOD, Some("T-2")).unwrap_err();
+    assert!(p[0].message.contains("T-2.yaml"), "{p:?}");
+}
+
+#[test]
+fn load_reports_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("T-1.yaml");
+    std::fs::write(&path, GOOD.replace("within: 5s", "within: 5 seconds")).unwrap();
+    let err = load(&path).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("{}:", path.display())), "{err}");
+    assert!(err.contains("symptom.within"), "{err}");
+}
+
+/// The committed schema is what the types generate (`veritas-harness schema` rewrites it).
+#[test]
+fn committed_schema_matches_the_types() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/scenario.schema.json");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    let generated = serde_json::to_string_pretty(&json_schema()).unwrap() + "\n";
+    assert!(
+        committed == generated,
+        "{} drifted from the types: run `cargo run -p veritas-harness -- schema > scenarios/scenario.schema.json`",
+        path.display()
+    );
+}
+
+/// Every scenario in the repository is valid.
+#[test]
+fn every_catalog_file_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios");
+    match load_dir(&dir) {
+        Ok(all) => assert!(!all.is_empty()),
+        Err(errors) => panic!(
+            "{}",
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+    }
+}
