@@ -74,6 +74,10 @@ struct RunArgs {
     /// Seed for every random choice (printed; pass it again to replay a run).
     #[arg(long)]
     seed: Option<u64>,
+    /// Ablation: run without the remedy. Each scenario should then FAIL at recovery; one that
+    /// passes shows its remedy is not what brings the system back.
+    #[arg(long)]
+    without_remedy: bool,
     /// Print the JSON report on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -206,6 +210,11 @@ fn explain(s: &Scenario) -> String {
     let mut t = format!(
         "{}: {}\n\nGuide: {}\n  cause:  {}\n  remedy: {}\n",
         s.id, s.title, s.guide.section, s.guide.cause, s.guide.remedy
+    );
+    t.push_str(
+        &format!("  recovered by: {:?}\n", s.guide.recovery_by)
+            .to_lowercase()
+            .replace("  recovered by", "  recovered by"),
     );
     if let Some(n) = &s.guide.note {
         t.push_str(&format!("  note:   {n}\n"));
@@ -379,6 +388,7 @@ async fn run(args: &RunArgs, selected: Vec<Scenario>) -> Result<i32> {
         seed,
         keep: args.keep,
         pause_on_failure: args.pause_on_failure,
+        without_remedy: args.without_remedy,
         interrupted: rx,
         events: progress_sink(false),
     };

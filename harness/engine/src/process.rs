@@ -146,7 +146,34 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
+/// Starts a daemon; a free loopback port taken by someone else between our probe and the
+/// daemon's bind (scenarios run in parallel) is retried with new ports, twice at most.
 pub async fn start_daemon(
+    ctx: &mut Context,
+    d: &StartDaemonStep,
+    ready: Duration,
+) -> Result<String, StepError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match start_daemon_once(ctx, d, ready).await {
+            Err(e)
+                if attempt < 3
+                    && e.observed
+                        .as_deref()
+                        .is_some_and(|o| o.contains("Address already in use")) =>
+            {
+                tracing::info!(daemon = %d.name, "port taken before the daemon bound it; retrying with new ports");
+                if let Some(mut old) = ctx.daemons.remove(&d.name) {
+                    let _ = old.child.wait().await;
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn start_daemon_once(
     ctx: &mut Context,
     d: &StartDaemonStep,
     ready: Duration,
@@ -201,6 +228,8 @@ pub async fn start_daemon(
     let child = Command::new(&argv[0])
         .args(&argv[1..])
         .env_remove("VERITAS_SOCKET")
+        // Plain logs: they are grepped by scenarios and quoted as evidence.
+        .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(
             logfile

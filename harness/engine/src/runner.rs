@@ -32,6 +32,9 @@ pub struct RunConfig {
     pub seed: u64,
     pub keep: bool,
     pub pause_on_failure: bool,
+    /// Ablation: skip the remedy (recovery then waits at most 5 s). A scenario whose recovery
+    /// still passes proves its remedy is not what brings the system back.
+    pub without_remedy: bool,
     /// Set to true on Ctrl-C / SIGTERM: the running phase stops, `finally` still runs.
     pub interrupted: watch::Receiver<bool>,
     pub events: Arc<dyn Fn(Event) + Send + Sync>,
@@ -85,6 +88,15 @@ pub fn skip_reason(s: &Scenario, cfg: &RunConfig) -> Option<String> {
         return Some(
             "changes cluster-wide state: pass --allow-cluster-wide to run it on this cluster"
                 .into(),
+        );
+    }
+    if cfg.without_remedy && s.guide.recovery_by != veritas_scenario::RecoveryBy::Remedy {
+        return Some(
+            format!(
+                "recovered by the {:?} by design, not by an on-call remedy: nothing to ablate",
+                s.guide.recovery_by
+            )
+            .to_lowercase(),
         );
     }
     let missing: Vec<String> = s
@@ -241,10 +253,15 @@ async fn main_phases(
         .await
         .map_err(|e| Stop::Failed("diagnosis", e))?;
     let remedy_start = Instant::now();
-    act(cfg, ctx, report, "remedy", &s.remedy, op, ready)
-        .await
-        .map_err(|e| Stop::Failed("remedy", e))?;
-    observe(cfg, ctx, report, "recovery", &s.recovery, op, ready)
+    let mut recovery = s.recovery.clone();
+    if cfg.without_remedy {
+        recovery.within = recovery.within.min(veritas_scenario::Span::secs(5));
+    } else {
+        act(cfg, ctx, report, "remedy", &s.remedy, op, ready)
+            .await
+            .map_err(|e| Stop::Failed("remedy", e))?;
+    }
+    observe(cfg, ctx, report, "recovery", &recovery, op, ready)
         .await
         .map_err(|e| Stop::Failed("recovery", e))?;
     report.time_to_recover = Some(remedy_start.elapsed());

@@ -23,6 +23,7 @@ fn run_fixture(name: &str) -> (ScenarioReport, Vec<Event>) {
         seed: 42,
         keep: false,
         pause_on_failure: false,
+        without_remedy: false,
         interrupted: rx,
         events: Arc::new(move |e| sink.lock().unwrap().push(e)),
     };

@@ -3,6 +3,10 @@
 //! Process scenarios run on real local daemons. Cluster scenarios run when the environment
 //! names a cluster (`VERITAS_KUBECONFIG`, set by `.ci/run` after it brought up kind, with
 //! `VERITAS_KUBECTL`); otherwise they are reported ignored, never passed.
+//!
+//! Each scenario recovered by the on-call's remedy (`guide.recoveryBy: remedy`, the default)
+//! also runs as `<ID>/without-remedy`, which must fail at recovery: the remedy, not time, is
+//! what brings the system back.
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::PathBuf;
@@ -31,22 +35,36 @@ fn main() {
             allow_cluster_wide: true,
         })
     });
-    let trials = scenarios
-        .into_iter()
-        .map(|s| {
-            let is_cluster = s.requires.driver == DriverClass::Cluster;
-            let ignored = is_cluster && cluster.is_none();
-            let cluster = cluster.clone();
-            let kind = if is_cluster { "cluster" } else { "process" };
-            Trial::test(s.id.clone(), move || run_one(s, cluster))
+    let mut trials = Vec::new();
+    for s in scenarios {
+        let is_cluster = s.requires.driver == DriverClass::Cluster;
+        let ignored = is_cluster && cluster.is_none();
+        let kind = if is_cluster { "cluster" } else { "process" };
+        if s.guide.recovery_by == veritas_scenario::RecoveryBy::Remedy {
+            let (s2, c2) = (s.clone(), cluster.clone());
+            trials.push(
+                Trial::test(format!("{}/without-remedy", s.id), move || {
+                    run_one(s2, c2, true)
+                })
                 .with_kind(kind)
-                .with_ignored_flag(ignored)
-        })
-        .collect();
+                .with_ignored_flag(ignored),
+            );
+        }
+        let c = cluster.clone();
+        trials.push(
+            Trial::test(s.id.clone(), move || run_one(s, c, false))
+                .with_kind(kind)
+                .with_ignored_flag(ignored),
+        );
+    }
     libtest_mimic::run(&args, trials).exit();
 }
 
-fn run_one(s: veritas_scenario::Scenario, cluster: Option<Arc<ClusterEnv>>) -> Result<(), Failed> {
+fn run_one(
+    s: veritas_scenario::Scenario,
+    cluster: Option<Arc<ClusterEnv>>,
+    without_remedy: bool,
+) -> Result<(), Failed> {
     let spark_bin = veritas_harness::spark_bin().map_err(Failed::from)?;
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let seed = std::env::var("VERITAS_SEED")
@@ -65,6 +83,7 @@ fn run_one(s: veritas_scenario::Scenario, cluster: Option<Arc<ClusterEnv>>) -> R
         seed,
         keep: false,
         pause_on_failure: false,
+        without_remedy,
         interrupted: rx,
         events: Arc::new(|_| {}),
     };
@@ -73,6 +92,19 @@ fn run_one(s: veritas_scenario::Scenario, cluster: Option<Arc<ClusterEnv>>) -> R
         .build()
         .map_err(|e| Failed::from(e.to_string()))?;
     let report = rt.block_on(runner::run(&s, &cfg));
+    if without_remedy {
+        return match (report.verdict, report.failed_phase.as_deref()) {
+            (Verdict::Failed, Some("recovery")) => {
+                println!("{}: without its remedy the system stays broken: {}", s.id, report.reason.unwrap_or_default());
+                Ok(())
+            }
+            (Verdict::Passed, _) => Err(Failed::from(format!(
+                "{}: recovered WITHOUT the remedy, so the remedy is not what brings it back (seed {seed})",
+                s.id
+            ))),
+            _ => Err(Failed::from(format!("{} (seed {seed})", report.failure_text()))),
+        };
+    }
     match report.verdict {
         Verdict::Passed => {
             println!(

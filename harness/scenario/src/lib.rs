@@ -187,6 +187,14 @@ pub fn validate(s: &Scenario, file_id: Option<&str>) -> Vec<Problem> {
     }
     if s.remedy.is_empty() {
         v.push("remedy", "the guide's remedy: at least one step".into());
+    } else if s.guide.recovery_by == RecoveryBy::Remedy
+        && s.remedy.iter().all(|st| matches!(st, Step::Note(_)))
+    {
+        v.push(
+            "remedy",
+            "only notes, yet `guide.recoveryBy` is `remedy`: act, or say `runtime` or `client`"
+                .into(),
+        );
     }
     for (field, obs) in [("symptom", &s.symptom), ("recovery", &s.recovery)] {
         if obs.checks.is_empty() {

@@ -63,10 +63,24 @@ pub struct GuideRef {
     pub cause: String,
     /// The guide's remedy for that cause, verbatim.
     pub remedy: String,
+    /// Who brings the system back. `remedy` (default): the on-call's remedy, which the
+    /// without-remedy ablation proves necessary. `runtime`: the runtime heals itself by design
+    /// (a supervised worker); the remedy verifies. `client`: the caller corrects its request.
+    #[serde(default)]
+    pub recovery_by: RecoveryBy,
     /// Notes where the scenario had to interpret the guide (e.g. a ClusterIP Service never
     /// changes its DNS answer on a switch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryBy {
+    #[default]
+    Remedy,
+    Runtime,
+    Client,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
