@@ -23,3 +23,8 @@ pub const DEFAULT_SOCKET: &str = "/var/run/veritas/veritas-spark.sock";
 pub const DEFAULT_HTTP_PORT: u16 = 8080;
 pub const DEFAULT_METRICS_PORT: u16 = 9090;
 pub const DEFAULT_MODEL_DIR: &str = "/models";
+
+/// The controller's Lease (leader election) and its Deployment/ServiceAccount name.
+pub const CONTROLLER_LEASE: &str = "veritas-controller";
+/// Namespace of the controller's manifests under `fixtures/manifests/`.
+pub const CONTROLLER_NAMESPACE: &str = "veritas-system";

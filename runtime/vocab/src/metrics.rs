@@ -36,3 +36,19 @@ pub const MODEL_STATES: &[&str] = &["loading", "ready", "failed", "unloaded"];
 pub const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+
+/// The controller's own metrics (`veritas-controller` on its `/metrics`).
+pub const CONTROLLER_RECONCILE_TOTAL: &str = "veritas_controller_reconcile_total";
+pub const CONTROLLER_RECONCILE_ERRORS_TOTAL: &str = "veritas_controller_reconcile_errors_total";
+pub const CONTROLLER_RECONCILE_DURATION: &str = "veritas_controller_reconcile_duration_seconds";
+pub const CONTROLLER_ANALYSIS_TOTAL: &str = "veritas_controller_analysis_total";
+pub const CONTROLLER_CANARY_WEIGHT: &str = "veritas_controller_canary_weight";
+pub const CONTROLLER_LEADER: &str = "veritas_controller_leader";
+
+/// Label names of the controller's metrics.
+pub const LABEL_ERROR: &str = "error";
+pub const LABEL_VERDICT: &str = "verdict";
+pub const LABEL_REASON: &str = "reason";
+pub const LABEL_NAMESPACE: &str = "namespace";
+pub const LABEL_CANARY: &str = "canary";
+pub const LABEL_KIND: &str = "kind";

@@ -1,0 +1,138 @@
+//! Carries out a decision's actions. Each write touches only what weights and promotion need:
+//! a Deployment's replica count (scale subresource, as `kubectl scale`), the one owned key of
+//! the shared Service's selector, a route's weights, an annotation the user set for us.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, Resource};
+use serde_json::json;
+use veritas_crds::{VeritasCanary, FIELD_MANAGER, OWNED_SELECTOR_KEY};
+
+use crate::decide::{Action, EventKind};
+use crate::observe::{http_route_resource, virtual_service_resource};
+
+/// Carries out `actions` in order; the first failure stops the rest (the next pass retries).
+pub async fn act(
+    client: &Client,
+    recorder: &Recorder,
+    canary: &VeritasCanary,
+    actions: &[Action],
+) -> Result<(), kube::Error> {
+    let ns = canary.metadata.namespace.clone().unwrap_or_default();
+    let name = canary.metadata.name.clone().unwrap_or_default();
+    let merge = PatchParams::default();
+    for a in actions {
+        match a {
+            Action::Scale {
+                deployment,
+                replicas,
+            } => {
+                let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+                api.patch_scale(
+                    deployment,
+                    &merge,
+                    &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+                )
+                .await?;
+                tracing::info!(canary = %name, namespace = %ns, deployment = %deployment, replicas, "scaled deployment");
+            }
+            Action::SetSelector { service, value } => {
+                let api: Api<Service> = Api::namespaced(client.clone(), &ns);
+                // A JSON merge patch with null removes the key and leaves the user's keys alone.
+                api.patch(
+                    service,
+                    &merge,
+                    &Patch::Merge(json!({"spec": {"selector": {OWNED_SELECTOR_KEY: value}}})),
+                )
+                .await?;
+                tracing::info!(canary = %name, namespace = %ns, service = %service, key = OWNED_SELECTOR_KEY, value = ?value, "set shared service selector key");
+            }
+            Action::ApplyRoute(obj) => {
+                let ar = if obj["kind"] == "HTTPRoute" {
+                    http_route_resource()
+                } else {
+                    virtual_service_resource()
+                };
+                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+                let route_name = obj["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                api.patch(
+                    &route_name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(obj),
+                )
+                .await?;
+                tracing::info!(canary = %name, namespace = %ns, route = %route_name, kind = %obj["kind"], "applied route weights");
+            }
+            Action::ClearAnnotation(key) => {
+                let api: Api<VeritasCanary> = Api::namespaced(client.clone(), &ns);
+                api.patch(
+                    &name,
+                    &merge,
+                    &Patch::Merge(json!({"metadata": {"annotations": {key: null}}})),
+                )
+                .await?;
+                tracing::info!(canary = %name, namespace = %ns, annotation = %key, "consumed annotation");
+            }
+            Action::Event {
+                kind,
+                reason,
+                message,
+            } => {
+                let type_ = match kind {
+                    EventKind::Normal => EventType::Normal,
+                    EventKind::Warning => EventType::Warning,
+                };
+                let ev = Event {
+                    type_,
+                    reason: (*reason).to_string(),
+                    note: Some(message.chars().take(1000).collect()),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                };
+                // Events are best effort: a lost Event must not stop the canary.
+                if let Err(e) = recorder.publish(&ev, &canary.object_ref(&())).await {
+                    tracing::warn!(canary = %name, namespace = %ns, error = %e, "event not published");
+                }
+                match kind {
+                    EventKind::Normal => {
+                        tracing::info!(canary = %name, namespace = %ns, reason = %reason, "{message}")
+                    }
+                    EventKind::Warning => {
+                        tracing::warn!(canary = %name, namespace = %ns, reason = %reason, "{message}")
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Cleanup when a canary is deleted: hand the shared Service back with the user's selector
+/// (the owned key removed), so traffic does not stay pinned to stable by a canary that is gone.
+/// A canary that failed keeps stable-only traffic: its pods must not get traffic back because
+/// their resource was deleted.
+pub async fn release(client: &Client, canary: &VeritasCanary) -> Result<(), kube::Error> {
+    let phase = canary.status.as_ref().map(|s| s.phase);
+    if matches!(
+        phase,
+        Some(veritas_crds::Phase::Failed | veritas_crds::Phase::RollingBack)
+    ) {
+        return Ok(());
+    }
+    let ns = canary.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<Service> = Api::namespaced(client.clone(), &ns);
+    if api.get_opt(&canary.spec.shared_service).await?.is_some() {
+        api.patch(
+            &canary.spec.shared_service,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"selector": {OWNED_SELECTOR_KEY: null}}})),
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! Canary analysis against Prometheus's HTTP API, with the guide's PromQL.
+//!
+//! The queries are the guide's ("Canary error rate comparison", "P99 latency") restricted to
+//! the canary's namespace and track, plus a request count for significance. Building the
+//! queries and reading the answers are pure functions; [`Prometheus`] only moves bytes,
+//! either straight to Prometheus (in the cluster) or through the API server's service proxy
+//! (from a laptop or a test, no port-forward needed).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use veritas_crds::VeritasCanarySpec;
+use veritas_vocab::{labels, metrics as m};
+
+use crate::decide::{AnalysisSample, TrackMetrics};
+
+/// Prometheus duration of a window: `5m` when whole minutes (as the guide writes it).
+pub fn promql_duration(seconds: i64) -> String {
+    let s = seconds.max(1);
+    if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The three queries of one track.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackQueries {
+    pub requests: String,
+    pub error_rate: String,
+    pub latency_p99: String,
+}
+
+/// Queries for `track` (`canary` or `stable`) in `namespace` over `window_seconds`.
+pub fn track_queries(namespace: &str, track: &str, window_seconds: i64) -> TrackQueries {
+    let w = promql_duration(window_seconds);
+    let sel = format!(
+        "namespace=\"{namespace}\",{}=\"{track}\"",
+        m::LABEL_DEPLOYMENT
+    );
+    TrackQueries {
+        requests: format!("sum(increase({}{{{sel}}}[{w}]))", m::REQUESTS_TOTAL),
+        error_rate: format!(
+            "sum(rate({r}{{{st}=\"{err}\",{sel}}}[{w}])) /\nsum(rate({r}{{{sel}}}[{w}]))",
+            r = m::REQUESTS_TOTAL,
+            st = m::LABEL_STATUS,
+            err = m::STATUS_ERROR
+        ),
+        latency_p99: format!(
+            "histogram_quantile(0.99, sum(rate({}_bucket{{{sel}}}[{w}])) by (le))",
+            m::REQUEST_DURATION
+        ),
+    }
+}
+
+/// Errors of a Prometheus query.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PromError {
+    #[error("prometheus request failed: {0}")]
+    Transport(String),
+    #[error("prometheus answered HTTP {status}: {body}")]
+    Http { status: u16, body: String },
+    #[error("prometheus answered with an error: {0}")]
+    Api(String),
+    #[error("unreadable prometheus answer: {0}")]
+    Decode(String),
+    #[error("prometheus did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl PromError {
+    /// Stable label for the controller's failure metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PromError::Transport(_) => "transport",
+            PromError::Http { .. } => "http",
+            PromError::Api(_) => "api",
+            PromError::Decode(_) => "decode",
+            PromError::Timeout(_) => "timeout",
+        }
+    }
+}
+
+/// Reads one instant-vector answer: `None` when there is no series or the value is not a
+/// number (0/0 over an idle window), the sum of the series otherwise.
+pub fn parse_scalar(body: &[u8]) -> Result<Option<f64>, PromError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| PromError::Decode(e.to_string()))?;
+    if v["status"] != "success" {
+        return Err(PromError::Api(format!(
+            "{}: {}",
+            v["errorType"].as_str().unwrap_or("error"),
+            v["error"].as_str().unwrap_or("no message")
+        )));
+    }
+    let data = &v["data"];
+    let value_of = |pair: &Value| -> Result<f64, PromError> {
+        pair.get(1)
+            .and_then(Value::as_str)
+            .ok_or_else(|| PromError::Decode(format!("sample without value: {pair}")))?
+            .parse::<f64>()
+            .map_err(|e| PromError::Decode(e.to_string()))
+    };
+    let values: Vec<f64> = match data["resultType"].as_str() {
+        Some("vector") => data["result"]
+            .as_array()
+            .ok_or_else(|| PromError::Decode("vector without result".into()))?
+            .iter()
+            .map(|s| value_of(&s["value"]))
+            .collect::<Result<_, _>>()?,
+        Some("scalar") => vec![value_of(&data["result"])?],
+        other => {
+            return Err(PromError::Decode(format!(
+                "unexpected resultType {other:?}"
+            )))
+        }
+    };
+    let finite: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+    Ok(if finite.is_empty() {
+        None
+    } else {
+        Some(finite.iter().sum())
+    })
+}
+
+/// How to reach Prometheus.
+#[derive(Clone)]
+pub enum Prometheus {
+    /// `http://prometheus-operated.monitoring:9090` (plain HTTP inside the cluster).
+    Direct {
+        base: String,
+        http: HyperClient<HttpConnector, Full<Bytes>>,
+    },
+    /// Through the API server's service proxy:
+    /// `/api/v1/namespaces/{ns}/services/{svc}:{port}/proxy/api/v1/query`.
+    ApiProxy {
+        client: kube::Client,
+        namespace: String,
+        service: String,
+        port: u16,
+    },
+}
+
+impl std::fmt::Debug for Prometheus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Prometheus::Direct { base, .. } => write!(f, "Prometheus({base})"),
+            Prometheus::ApiProxy {
+                namespace,
+                service,
+                port,
+                ..
+            } => write!(f, "Prometheus(api proxy {namespace}/{service}:{port})"),
+        }
+    }
+}
+
+/// Default in-cluster address of the Prometheus that `ci/kind/monitoring.sh` installs.
+pub const DEFAULT_PROMETHEUS_NAMESPACE: &str = "monitoring";
+pub const DEFAULT_PROMETHEUS_SERVICE: &str = "prometheus-operated";
+pub const DEFAULT_PROMETHEUS_PORT: u16 = 9090;
+
+impl Prometheus {
+    pub fn direct(base: &str) -> Prometheus {
+        let http = HyperClient::builder(TokioExecutor::new()).build_http();
+        Prometheus::Direct {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        }
+    }
+
+    /// Parses `http://host:port` (direct) or `proxy:NAMESPACE/SERVICE:PORT` (API server proxy).
+    pub fn from_spec(spec: &str, client: kube::Client) -> Result<Prometheus, String> {
+        if let Some(rest) = spec.strip_prefix("proxy:") {
+            let (ns, svc) = rest.split_once('/').ok_or("proxy:NAMESPACE/SERVICE:PORT")?;
+            let (svc, port) = svc.split_once(':').unwrap_or((svc, "9090"));
+            let port = port.parse().map_err(|_| format!("bad port in {spec}"))?;
+            Ok(Prometheus::ApiProxy {
+                client,
+                namespace: ns.into(),
+                service: svc.into(),
+                port,
+            })
+        } else if spec.starts_with("http://") {
+            Ok(Prometheus::direct(spec))
+        } else {
+            Err(format!("prometheus address {spec:?}: want http://HOST:PORT or proxy:NAMESPACE/SERVICE:PORT"))
+        }
+    }
+
+    /// Runs one instant query.
+    pub async fn query(&self, promql: &str, timeout: Duration) -> Result<Option<f64>, PromError> {
+        let qs: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("query", promql)
+            .finish();
+        let fut = async {
+            match self {
+                Prometheus::Direct { base, http } => {
+                    let uri: http::Uri = format!("{base}/api/v1/query?{qs}")
+                        .parse()
+                        .map_err(|e: http::uri::InvalidUri| PromError::Transport(e.to_string()))?;
+                    let resp = http
+                        .get(uri)
+                        .await
+                        .map_err(|e| PromError::Transport(e.to_string()))?;
+                    let status = resp.status().as_u16();
+                    let body = resp
+                        .into_body()
+                        .collect()
+                        .await
+                        .map_err(|e| PromError::Transport(e.to_string()))?
+                        .to_bytes();
+                    if status != 200 && status != 400 && status != 422 {
+                        return Err(PromError::Http {
+                            status,
+                            body: String::from_utf8_lossy(&body).chars().take(200).collect(),
+                        });
+                    }
+                    parse_scalar(&body)
+                }
+                Prometheus::ApiProxy {
+                    client,
+                    namespace,
+                    service,
+                    port,
+                } => {
+                    let path = format!("/api/v1/namespaces/{namespace}/services/{service}:{port}/proxy/api/v1/query?{qs}");
+                    let req = http::Request::get(path)
+                        .body(Vec::new())
+                        .map_err(|e| PromError::Transport(e.to_string()))?;
+                    let text = client
+                        .request_text(req)
+                        .await
+                        .map_err(|e| PromError::Transport(e.to_string()))?;
+                    parse_scalar(text.as_bytes())
+                }
+            }
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| PromError::Timeout(timeout))?
+    }
+
+    /// Metrics of one track.
+    pub async fn track(
+        &self,
+        namespace: &str,
+        track: &str,
+        window_seconds: i64,
+        timeout: Duration,
+    ) -> Result<TrackMetrics, PromError> {
+        let q = track_queries(namespace, track, window_seconds);
+        let (requests, error_rate, latency_p99) = futures::try_join!(
+            self.query(&q.requests, timeout),
+            self.query(&q.error_rate, timeout),
+            self.query(&q.latency_p99, timeout)
+        )?;
+        Ok(TrackMetrics {
+            requests,
+            error_rate,
+            latency_p99,
+        })
+    }
+
+    /// One analysis sample for a canary. A failed query is a sample of its own kind (never
+    /// a pass): the decision records it as `PrometheusUnreachable`.
+    pub async fn sample(
+        &self,
+        namespace: &str,
+        spec: &VeritasCanarySpec,
+        timeout: Duration,
+    ) -> AnalysisSample {
+        let w = spec.analysis.window_seconds;
+        let canary = self
+            .track(namespace, labels::DEPLOYMENT_CANARY, w, timeout)
+            .await;
+        let stable = if spec.analysis.compare_with_stable {
+            Some(
+                self.track(namespace, labels::DEPLOYMENT_STABLE, w, timeout)
+                    .await,
+            )
+        } else {
+            None
+        };
+        match (canary, stable) {
+            (Err(e), _) | (_, Some(Err(e))) => AnalysisSample::Unreachable(e.to_string()),
+            (Ok(canary), stable) => AnalysisSample::Data {
+                canary,
+                stable: stable.map(|s| s.expect("checked")),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_the_guides_with_namespace_and_track() {
+        let q = track_queries("shop", "canary", 300);
+        assert_eq!(
+            q.error_rate,
+            "sum(rate(veritas_spark_requests_total{status=\"error\",namespace=\"shop\",deployment=\"canary\"}[5m])) /\nsum(rate(veritas_spark_requests_total{namespace=\"shop\",deployment=\"canary\"}[5m]))"
+        );
+        assert_eq!(
+            q.latency_p99,
+            "histogram_quantile(0.99, sum(rate(veritas_spark_request_duration_bucket{namespace=\"shop\",deployment=\"canary\"}[5m])) by (le))"
+        );
+        assert_eq!(q.requests, "sum(increase(veritas_spark_requests_total{namespace=\"shop\",deployment=\"canary\"}[5m]))");
+        assert_eq!(promql_duration(45), "45s");
+    }
+
+    #[test]
+    fn empty_vector_is_no_data() {
+        let body = br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+        assert_eq!(parse_scalar(body).unwrap(), None);
+    }
+
+    #[test]
+    fn nan_is_no_data_and_values_sum() {
+        let nan = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1.0,"NaN"]}]}}"#;
+        assert_eq!(parse_scalar(nan).unwrap(), None);
+        let two = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":"1"},"value":[1.0,"0.25"]},{"metric":{"a":"2"},"value":[1.0,"0.5"]}]}}"#;
+        assert_eq!(parse_scalar(two).unwrap(), Some(0.75));
+        let scalar = br#"{"status":"success","data":{"resultType":"scalar","result":[1.0,"3"]}}"#;
+        assert_eq!(parse_scalar(scalar).unwrap(), Some(3.0));
+    }
+
+    #[test]
+    fn api_errors_are_errors_not_data() {
+        let body = br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
+        let e = parse_scalar(body).unwrap_err();
+        assert_eq!(e.kind(), "api");
+        assert!(e.to_string().contains("bad_data: parse error"));
+        assert_eq!(parse_scalar(b"<html>").unwrap_err().kind(), "decode");
+    }
+}

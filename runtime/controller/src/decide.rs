@@ -1,0 +1,1506 @@
+//! The canary decision: a pure function of what the controller observed (spec, last status,
+//! Deployments, Services, ServiceMonitor, route, one analysis sample, the clock) to the
+//! actions to take and the whole new status (Argo Rollouts `utils/replicaset/canary.go`).
+//!
+//! Nothing here talks to a cluster, so every row of the guide's canary sections is a unit
+//! test, and the invariants (weight within 0..=100, no promotion without `successLimit`
+//! successes, no data never a success, rollback always reachable, a paused canary never
+//! moves) are property tests.
+//!
+//! State machine, per pass:
+//! 1. a finished canary (`Succeeded`/`Failed`) restarts on a new spec generation or the
+//!    `retry` annotation; the `rollback` annotation moves any other phase to `RollingBack`;
+//! 2. references are checked and reported (never repaired);
+//! 3. `spec.promotion.paused` freezes everything; otherwise the current step's weight is
+//!    realised (replica ratio, or a route's weights), then the analysis sample is counted,
+//!    then the canary advances when `successLimit` consecutive successes allow it and auto
+//!    promotion / approval / the step's pause say so;
+//! 4. `failureLimit` consecutive failures or the progress deadline roll back: traffic returns
+//!    to stable, canary pods stay Running for their logs, and the canary ends `Failed`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use serde_json::{json, Value};
+use veritas_crds::canary::ANALYSIS_HISTORY_LIMIT;
+use veritas_crds::reasons::{self, types};
+use veritas_crds::{
+    annotations, AnalysisRun, Condition, Phase, RoutingKind, Verdict, VeritasCanarySpec,
+    VeritasCanaryStatus, OWNED_SELECTOR_KEY,
+};
+use veritas_vocab::labels;
+
+/// A Deployment as observed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeploymentObs {
+    /// `spec.replicas`.
+    pub replicas: i32,
+    /// `status.readyReplicas`.
+    pub ready: i32,
+    /// Labels of the pod template.
+    pub template_labels: BTreeMap<String, String>,
+}
+
+/// The canary Service as observed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServiceObs {
+    pub selector: BTreeMap<String, String>,
+    /// Ready endpoints (addresses) behind it.
+    pub ready_endpoints: i32,
+}
+
+/// The shared Service (`veritas-spark`) as observed: its selector and how many ready pods of
+/// each track it selects now.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SharedServiceObs {
+    pub selector: BTreeMap<String, String>,
+    pub ready_stable: i32,
+    pub ready_canary: i32,
+}
+
+/// Whether the ServiceMonitor exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MonitorObs {
+    Present,
+    Missing,
+    /// The ServiceMonitor CRD itself is not installed (no Prometheus Operator).
+    CrdMissing,
+}
+
+/// The weights an HTTPRoute / VirtualService carries now: `(stable, canary)`.
+pub type RouteWeights = Option<(i32, i32)>;
+
+/// Metrics of one track over the analysis window. `None` = Prometheus returned no series.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TrackMetrics {
+    pub requests: Option<f64>,
+    pub error_rate: Option<f64>,
+    pub latency_p99: Option<f64>,
+}
+
+/// One analysis as the controller ran it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AnalysisSample {
+    /// Prometheus answered.
+    Data {
+        canary: TrackMetrics,
+        /// Present when `compareWithStable`.
+        stable: Option<TrackMetrics>,
+    },
+    /// Prometheus could not be queried (the message says why).
+    Unreachable(String),
+}
+
+/// Everything one pass observed.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    pub now: Timestamp,
+    pub generation: Option<i64>,
+    pub annotations: BTreeMap<String, String>,
+    pub stable: Option<DeploymentObs>,
+    pub canary: Option<DeploymentObs>,
+    pub canary_service: Option<ServiceObs>,
+    pub shared_service: Option<SharedServiceObs>,
+    pub service_monitor: MonitorObs,
+    /// Routing `gatewayAPI`/`istio` only: the route's weights, `None` when it does not exist.
+    pub route: RouteWeights,
+    /// Present when [`analysis_due`] said so and the controller queried Prometheus.
+    pub analysis: Option<AnalysisSample>,
+}
+
+/// Event type of a Kubernetes Event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Normal,
+    Warning,
+}
+
+/// What the controller must do after this pass (besides writing the status).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Set `spec.replicas` of a Deployment (server-side apply of that one field).
+    Scale { deployment: String, replicas: i32 },
+    /// Set (or with `None` remove) [`OWNED_SELECTOR_KEY`] in a Service's selector.
+    SetSelector {
+        service: String,
+        value: Option<String>,
+    },
+    /// Server-side apply this HTTPRoute / VirtualService (its weights).
+    ApplyRoute(Value),
+    /// Remove an annotation the controller has acted on.
+    ClearAnnotation(String),
+    /// Publish an Event (only on transitions).
+    Event {
+        kind: EventKind,
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// The result of one decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub status: VeritasCanaryStatus,
+    pub actions: Vec<Action>,
+    /// Seconds until the next pass is needed.
+    pub requeue_after_secs: u64,
+}
+
+/// Weight of a step: 0 = `trafficWeight`, 1..=n the steps, n+1 (and above) = 100.
+pub fn step_weight(spec: &VeritasCanarySpec, step: i32) -> i32 {
+    let n = spec.promotion.steps.len() as i32;
+    let w = if step <= 0 {
+        spec.traffic_weight
+    } else if step <= n {
+        spec.promotion.steps[(step - 1) as usize].weight
+    } else {
+        100
+    };
+    w.clamp(0, 100)
+}
+
+/// The last step (100 %).
+pub fn final_step(spec: &VeritasCanarySpec) -> i32 {
+    spec.promotion.steps.len() as i32 + 1
+}
+
+/// Replica counts `(stable, canary)` realising `weight` of `total` pods (routing `replicas`).
+///
+/// The canary gets `ceil(total * weight / 100)` pods (at least one while weight > 0, so a
+/// small weight is never rounded to no traffic); stable keeps the rest but at least one while
+/// the canary is below 100 %. Weight 0 keeps one canary pod Running (out of the shared
+/// Service), so its logs and metrics endpoint stay inspectable.
+pub fn replica_split(total: i32, weight: i32) -> (i32, i32) {
+    let total = total.max(1);
+    let weight = weight.clamp(0, 100);
+    match weight {
+        0 => (total, 1),
+        100 => (0, total),
+        w => {
+            let canary = ((total as i64 * w as i64 + 99) / 100).max(1) as i32;
+            let stable = (total - canary).max(1);
+            (stable, canary)
+        }
+    }
+}
+
+/// Percent of ready pods behind the shared Service that are canary pods.
+pub fn ratio_weight(ready_stable: i32, ready_canary: i32) -> i32 {
+    let total = ready_stable.max(0) + ready_canary.max(0);
+    if total == 0 {
+        0
+    } else {
+        ((ready_canary.max(0) as f64 * 100.0 / total as f64).round() as i32).clamp(0, 100)
+    }
+}
+
+/// Whether an analysis is due now: the canary is taking traffic at a realised weight, is
+/// neither paused nor finished, and `interval` has passed since the last one.
+pub fn analysis_due(
+    spec: &VeritasCanarySpec,
+    status: Option<&VeritasCanaryStatus>,
+    now: Timestamp,
+) -> bool {
+    let Some(st) = status else { return false };
+    if spec.promotion.paused || !matches!(st.phase, Phase::Progressing | Phase::WaitingForApproval)
+    {
+        return false;
+    }
+    if st.desired_weight == 0 || st.current_step >= final_step(spec) {
+        return false;
+    }
+    let routed = veritas_crds::find_condition(&st.conditions, types::TRAFFIC_ROUTED)
+        .is_some_and(Condition::is_true);
+    if !routed {
+        return false;
+    }
+    match &st.last_analysis_time {
+        None => true,
+        Some(t) => {
+            now.duration_since(t.0)
+                >= SignedDuration::from_secs(spec.analysis.interval_seconds.max(1))
+        }
+    }
+}
+
+/// Verdict of one sample against the spec: `(verdict, reason, message)`.
+pub fn judge(
+    spec: &VeritasCanarySpec,
+    sample: &AnalysisSample,
+    service_monitor: MonitorObs,
+) -> (Verdict, &'static str, String) {
+    let a = &spec.analysis;
+    let (canary, stable) = match sample {
+        AnalysisSample::Unreachable(why) => {
+            return (
+                Verdict::Failed,
+                reasons::PROMETHEUS_UNREACHABLE,
+                format!("prometheus query failed: {why}"),
+            );
+        }
+        AnalysisSample::Data { canary, stable } => (canary, stable),
+    };
+    let Some(requests) = canary.requests else {
+        let hint = match service_monitor {
+            MonitorObs::Present => "check the canary's metrics endpoint, the ServiceMonitor's selector and port, and Prometheus's permissions".to_string(),
+            MonitorObs::Missing => format!("ServiceMonitor {} is missing", spec.service_monitor),
+            MonitorObs::CrdMissing => "the ServiceMonitor CRD is not installed (no Prometheus Operator)".to_string(),
+        };
+        return (
+            Verdict::Failed,
+            reasons::NO_METRICS_DATA,
+            format!(
+                "prometheus has no {} series for deployment=\"canary\": {hint}",
+                veritas_vocab::metrics::REQUESTS_TOTAL
+            ),
+        );
+    };
+    if requests < a.min_requests as f64 || requests <= 0.0 {
+        return (
+            Verdict::Failed,
+            reasons::INSUFFICIENT_TRAFFIC,
+            format!(
+                "{requests:.0} canary requests in the last {}s, minRequests is {}",
+                a.window_seconds, a.min_requests
+            ),
+        );
+    }
+    let (stable_err, stable_p99) = if a.compare_with_stable {
+        match stable {
+            Some(TrackMetrics {
+                requests: Some(r),
+                error_rate,
+                latency_p99,
+            }) if *r > 0.0 => (error_rate.unwrap_or(0.0), *latency_p99),
+            _ => {
+                return (
+                    Verdict::Failed,
+                    reasons::NO_METRICS_DATA,
+                    "compareWithStable: prometheus has no traffic data for deployment=\"stable\""
+                        .to_string(),
+                );
+            }
+        }
+    } else {
+        (0.0, None)
+    };
+    // A track with requests but no error series has had no errors.
+    let err = canary.error_rate.unwrap_or(0.0);
+    let err_limit = a.error_rate_threshold + stable_err;
+    if err > err_limit {
+        return (
+            Verdict::Failed,
+            reasons::THRESHOLD_EXCEEDED,
+            format!(
+                "error rate {err:.4} exceeds {err_limit:.4} (errorRateThreshold {}{})",
+                a.error_rate_threshold,
+                if a.compare_with_stable {
+                    format!(" + stable {stable_err:.4}")
+                } else {
+                    String::new()
+                }
+            ),
+        );
+    }
+    if let Some(p99) = canary.latency_p99 {
+        let base = if a.compare_with_stable {
+            stable_p99.unwrap_or(0.0)
+        } else {
+            0.0
+        };
+        let limit = a.latency_p99_threshold + base;
+        if p99 > limit {
+            return (
+                Verdict::Failed,
+                reasons::THRESHOLD_EXCEEDED,
+                format!(
+                    "p99 latency {p99:.3}s exceeds {limit:.3}s (latencyP99Threshold {}{})",
+                    a.latency_p99_threshold,
+                    if a.compare_with_stable {
+                        format!(" + stable {base:.3}")
+                    } else {
+                        String::new()
+                    }
+                ),
+            );
+        }
+    }
+    (
+        Verdict::Successful,
+        reasons::ANALYSIS_PASSED,
+        format!(
+            "error rate {err:.4} <= {err_limit:.4}, p99 {}, {requests:.0} requests",
+            canary
+                .latency_p99
+                .map(|p| format!("{p:.3}s"))
+                .unwrap_or_else(|| "n/a".into())
+        ),
+    )
+}
+
+/// The generated HTTPRoute carrying `weight` (Gateway API).
+pub fn http_route(namespace: &str, spec: &VeritasCanarySpec, weight: i32) -> Option<Value> {
+    let g = spec.routing.gateway_api.as_ref()?;
+    let w = weight.clamp(0, 100);
+    Some(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": g.http_route, "namespace": namespace},
+        "spec": {"rules": [{"backendRefs": [
+            {"group": "", "kind": "Service", "name": spec.stable.service, "port": g.port, "weight": 100 - w},
+            {"group": "", "kind": "Service", "name": spec.canary.service, "port": g.port, "weight": w},
+        ]}]}
+    }))
+}
+
+/// The generated Istio VirtualService carrying `weight`.
+pub fn virtual_service(namespace: &str, spec: &VeritasCanarySpec, weight: i32) -> Option<Value> {
+    let i = spec.routing.istio.as_ref()?;
+    let w = weight.clamp(0, 100);
+    let hosts = if i.hosts.is_empty() {
+        vec![spec.shared_service.clone()]
+    } else {
+        i.hosts.clone()
+    };
+    Some(json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": i.virtual_service, "namespace": namespace},
+        "spec": {"hosts": hosts, "http": [{"route": [
+            {"destination": {"host": spec.stable.service, "port": {"number": i.port}}, "weight": 100 - w},
+            {"destination": {"host": spec.canary.service, "port": {"number": i.port}}, "weight": w},
+        ]}]}
+    }))
+}
+
+/// Reads the weights back from a generated or observed route object: `(stable, canary)`.
+pub fn route_weights(route: &Value, spec: &VeritasCanarySpec) -> Option<(i32, i32)> {
+    let entries = route["spec"]["rules"][0]["backendRefs"]
+        .as_array()
+        .map(|refs| {
+            refs.iter()
+                .map(|r| (r["name"].as_str(), r["weight"].as_i64()))
+                .collect::<Vec<_>>()
+        })
+        .or_else(|| {
+            route["spec"]["http"][0]["route"].as_array().map(|rs| {
+                rs.iter()
+                    .map(|r| (r["destination"]["host"].as_str(), r["weight"].as_i64()))
+                    .collect()
+            })
+        })?;
+    let find = |svc: &str| {
+        entries
+            .iter()
+            .find(|(n, _)| *n == Some(svc))
+            .map(|(_, w)| w.unwrap_or(1) as i32)
+    };
+    Some((
+        find(&spec.stable.service).unwrap_or(0),
+        find(&spec.canary.service).unwrap_or(0),
+    ))
+}
+
+fn time(now: Timestamp) -> Time {
+    Time(now)
+}
+
+fn set_condition(
+    conds: &mut Vec<Condition>,
+    now: Timestamp,
+    generation: Option<i64>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+) {
+    let status = if ok { "True" } else { "False" };
+    match conds.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = Some(time(now));
+            }
+            c.status = status.into();
+            c.reason = reason.into();
+            c.message = message;
+            c.observed_generation = generation;
+        }
+        None => conds.push(Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            last_transition_time: Some(time(now)),
+            observed_generation: generation,
+        }),
+    }
+}
+
+/// Checks the references; returns `false` when a referenced object is missing (nothing can
+/// be done until it exists).
+fn check_references(
+    spec: &VeritasCanarySpec,
+    obs: &Observed,
+    kind: RoutingKind,
+    st: &mut VeritasCanaryStatus,
+) -> bool {
+    let mut missing = Vec::new();
+    if obs.stable.is_none() {
+        missing.push(format!("Deployment {}", spec.stable.deployment));
+    }
+    if obs.canary.is_none() {
+        missing.push(format!("Deployment {}", spec.canary.deployment));
+    }
+    if obs.canary_service.is_none() {
+        missing.push(format!("Service {}", spec.canary.service));
+    }
+    if kind == RoutingKind::Replicas && obs.shared_service.is_none() {
+        missing.push(format!("Service {}", spec.shared_service));
+    }
+    let (ok, reason, message) = if !missing.is_empty() {
+        (
+            false,
+            reasons::REFERENCE_MISSING,
+            format!("not found: {}", missing.join(", ")),
+        )
+    } else {
+        let canary = obs.canary.as_ref().expect("checked");
+        let svc = obs.canary_service.as_ref().expect("checked");
+        let label = canary
+            .template_labels
+            .get(labels::DEPLOYMENT)
+            .map(String::as_str);
+        if label != Some(labels::DEPLOYMENT_CANARY) {
+            (
+                false,
+                reasons::POD_LABELS_WRONG,
+                format!(
+                    "pods of Deployment {} have {}={} instead of {}={}",
+                    spec.canary.deployment,
+                    labels::DEPLOYMENT,
+                    label.unwrap_or("<none>"),
+                    labels::DEPLOYMENT,
+                    labels::DEPLOYMENT_CANARY
+                ),
+            )
+        } else if svc.selector.is_empty()
+            || !svc
+                .selector
+                .iter()
+                .all(|(k, v)| canary.template_labels.get(k) == Some(v))
+        {
+            (
+                false,
+                reasons::SELECTOR_MISMATCH,
+                format!(
+                    "Service {} selector {} matches no pod of Deployment {}",
+                    spec.canary.service,
+                    fmt_labels(&svc.selector),
+                    spec.canary.deployment
+                ),
+            )
+        } else if canary.ready > 0 && svc.ready_endpoints == 0 {
+            (
+                false,
+                reasons::NO_ENDPOINTS,
+                format!(
+                    "Service {} has no ready endpoints although {} canary pods are ready",
+                    spec.canary.service, canary.ready
+                ),
+            )
+        } else {
+            (true, reasons::REFERENCE_MISSING, String::new())
+        }
+    };
+    let (reason, message) = if ok {
+        (
+            "ReferencesResolved",
+            "stable and canary Deployments and Services resolved".to_string(),
+        )
+    } else {
+        (reason, message)
+    };
+    set_condition(
+        &mut st.conditions,
+        obs.now,
+        obs.generation,
+        types::REFERENCES_VALID,
+        ok,
+        reason,
+        message,
+    );
+    missing.is_empty()
+}
+
+fn fmt_labels(m: &BTreeMap<String, String>) -> String {
+    if m.is_empty() {
+        return "{}".into();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Emits the actions realising `weight` and says whether it is realised now, with the
+/// weight achieved.
+fn route(
+    namespace: &str,
+    spec: &VeritasCanarySpec,
+    obs: &Observed,
+    kind: RoutingKind,
+    weight: i32,
+    actions: &mut Vec<Action>,
+) -> (bool, i32, &'static str, String) {
+    match kind {
+        RoutingKind::Replicas => {
+            let (want_stable, want_canary) = replica_split(spec.replicas, weight);
+            let (stable, canary, shared) = (
+                obs.stable.as_ref(),
+                obs.canary.as_ref(),
+                obs.shared_service.as_ref(),
+            );
+            let (Some(stable), Some(canary), Some(shared)) = (stable, canary, shared) else {
+                return (
+                    false,
+                    0,
+                    reasons::REFERENCE_MISSING,
+                    "references missing".into(),
+                );
+            };
+            // Weight 0 keeps the canary's pods and takes them out of the shared Service;
+            // anything else selects both tracks (replica ratio).
+            let want_key = (weight == 0).then(|| labels::DEPLOYMENT_STABLE.to_string());
+            if weight == 0 {
+                // Out of the Service first, so no request reaches a pod on its way out.
+                if shared.selector.get(OWNED_SELECTOR_KEY) != want_key.as_ref() {
+                    actions.push(Action::SetSelector {
+                        service: spec.shared_service.clone(),
+                        value: want_key.clone(),
+                    });
+                }
+                if stable.replicas != want_stable {
+                    actions.push(Action::Scale {
+                        deployment: spec.stable.deployment.clone(),
+                        replicas: want_stable,
+                    });
+                }
+                // The canary keeps at least its one pod (never scaled to 0 here).
+                if canary.replicas < want_canary {
+                    actions.push(Action::Scale {
+                        deployment: spec.canary.deployment.clone(),
+                        replicas: want_canary,
+                    });
+                }
+            } else {
+                if canary.replicas != want_canary {
+                    actions.push(Action::Scale {
+                        deployment: spec.canary.deployment.clone(),
+                        replicas: want_canary,
+                    });
+                }
+                if stable.replicas != want_stable {
+                    actions.push(Action::Scale {
+                        deployment: spec.stable.deployment.clone(),
+                        replicas: want_stable,
+                    });
+                }
+                if shared.selector.get(OWNED_SELECTOR_KEY) != want_key.as_ref() {
+                    actions.push(Action::SetSelector {
+                        service: spec.shared_service.clone(),
+                        value: want_key.clone(),
+                    });
+                }
+            }
+            let actual = ratio_weight(shared.ready_stable, shared.ready_canary);
+            let selector_ok = shared.selector.get(OWNED_SELECTOR_KEY) == want_key.as_ref();
+            let replicas_ok = stable.replicas == want_stable
+                && if weight == 0 {
+                    canary.replicas >= 1
+                } else {
+                    canary.replicas == want_canary
+                };
+            let ready_ok = match weight {
+                0 => shared.ready_canary == 0 && shared.ready_stable >= want_stable,
+                100 => shared.ready_stable == 0 && shared.ready_canary >= want_canary,
+                _ => shared.ready_canary >= want_canary && shared.ready_stable >= want_stable,
+            };
+            let realised = selector_ok && replicas_ok && ready_ok;
+            let msg = format!(
+                "weight {weight}%: want {want_stable} stable / {want_canary} canary pods; ready behind {}: {} stable / {} canary (actual {actual}%)",
+                spec.shared_service, shared.ready_stable, shared.ready_canary
+            );
+            (
+                realised,
+                actual,
+                if realised {
+                    reasons::WEIGHT_REALISED
+                } else {
+                    reasons::WAITING_FOR_PODS
+                },
+                msg,
+            )
+        }
+        RoutingKind::GatewayApi | RoutingKind::Istio => {
+            let obj = if kind == RoutingKind::GatewayApi {
+                http_route(namespace, spec, weight)
+            } else {
+                virtual_service(namespace, spec, weight)
+            }
+            .expect("kind matches the field set");
+            let name = obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let what = if kind == RoutingKind::GatewayApi {
+                "HTTPRoute"
+            } else {
+                "VirtualService"
+            };
+            let want = (100 - weight, weight);
+            let (realised, actual, msg) = match obs.route {
+                Some(have) if have == want => (
+                    true,
+                    have.1,
+                    format!("{what} {name}: stable {} / canary {}", have.0, have.1),
+                ),
+                Some(have) => (
+                    false,
+                    have.1,
+                    format!(
+                        "{what} {name} splits stable {} / canary {}, want {} / {}",
+                        have.0, have.1, want.0, want.1
+                    ),
+                ),
+                None => (false, 0, format!("{what} {name} not found")),
+            };
+            if !realised {
+                actions.push(Action::ApplyRoute(obj));
+            }
+            (
+                realised,
+                actual,
+                if realised {
+                    reasons::WEIGHT_REALISED
+                } else {
+                    reasons::ROUTE_MISCONFIGURED
+                },
+                msg,
+            )
+        }
+    }
+}
+
+fn push_history(st: &mut VeritasCanaryStatus, run: AnalysisRun) {
+    st.analysis_history.push(run);
+    let n = st.analysis_history.len();
+    if n > ANALYSIS_HISTORY_LIMIT {
+        st.analysis_history.drain(..n - ANALYSIS_HISTORY_LIMIT);
+    }
+}
+
+fn secs_since(now: Timestamp, t: &Option<Time>) -> i64 {
+    t.as_ref()
+        .map(|t| now.duration_since(t.0).as_secs())
+        .unwrap_or(0)
+}
+
+/// Decides one pass. `old` is the status as read (None for a new canary).
+fn decide_inner(
+    namespace: &str,
+    name: &str,
+    spec: &VeritasCanarySpec,
+    old: Option<&VeritasCanaryStatus>,
+    obs: &Observed,
+    was_held: bool,
+) -> Decision {
+    let now = obs.now;
+    let mut st = old.cloned().unwrap_or_default();
+    let mut actions = Vec::new();
+    let mut requeue: u64 = 60;
+    let first = old.is_none();
+    let annotation = |k: &str| obs.annotations.get(k).map(String::as_str);
+    let event = |actions: &mut Vec<Action>, kind, reason, message: String| {
+        actions.push(Action::Event {
+            kind,
+            reason,
+            message,
+        })
+    };
+
+    if first {
+        st = VeritasCanaryStatus {
+            last_progress_time: Some(time(now)),
+            ..Default::default()
+        };
+        event(
+            &mut actions,
+            EventKind::Normal,
+            reasons::ANALYSIS_PENDING,
+            format!("canary {name} started at {}%", step_weight(spec, 0)),
+        );
+    }
+
+    // 1. Restart of a finished canary.
+    let new_generation =
+        !first && obs.generation.is_some() && obs.generation != st.observed_generation;
+    let retry = annotation(annotations::RETRY).is_some();
+    if retry {
+        actions.push(Action::ClearAnnotation(annotations::RETRY.into()));
+    }
+    if st.phase.is_terminal() && (new_generation || (retry && st.phase == Phase::Failed)) {
+        let why = if new_generation {
+            "spec changed"
+        } else {
+            "retry annotation"
+        };
+        st = VeritasCanaryStatus {
+            conditions: std::mem::take(&mut st.conditions),
+            analysis_history: std::mem::take(&mut st.analysis_history),
+            last_progress_time: Some(time(now)),
+            reason: Some(reasons::RESTARTED.into()),
+            message: Some(format!("restarted from step 0 ({why})")),
+            ..Default::default()
+        };
+        event(
+            &mut actions,
+            EventKind::Normal,
+            reasons::RESTARTED,
+            format!("canary {name} restarted from step 0 ({why})"),
+        );
+    }
+    st.observed_generation = obs.generation;
+
+    let kind = match spec.routing.kind() {
+        Ok(k) => k,
+        Err(msg) => {
+            set_condition(
+                &mut st.conditions,
+                now,
+                obs.generation,
+                types::REFERENCES_VALID,
+                false,
+                reasons::INVALID_SPEC,
+                msg.clone(),
+            );
+            st.reason = Some(reasons::INVALID_SPEC.into());
+            st.message = Some(msg);
+            return Decision {
+                status: st,
+                actions,
+                requeue_after_secs: requeue,
+            };
+        }
+    };
+
+    // 2. Rollback asked for by a person (or the CLI).
+    if let Some(value) = annotation(annotations::ROLLBACK) {
+        actions.push(Action::ClearAnnotation(annotations::ROLLBACK.into()));
+        let forced = value == annotations::FORCE;
+        match st.phase {
+            Phase::Succeeded if !forced => event(
+                &mut actions,
+                EventKind::Warning,
+                reasons::ROLLBACK_REQUESTED,
+                "rollback refused: the canary already succeeded; use --force".into(),
+            ),
+            Phase::RollingBack | Phase::Failed => {}
+            _ => {
+                st.phase = Phase::RollingBack;
+                st.reason = Some(reasons::ROLLBACK_REQUESTED.into());
+                st.message = Some(format!(
+                    "rollback requested by annotation {}={value}",
+                    annotations::ROLLBACK
+                ));
+                event(
+                    &mut actions,
+                    EventKind::Warning,
+                    reasons::ROLLBACK_REQUESTED,
+                    format!("canary {name}: rollback requested"),
+                );
+            }
+        }
+    }
+
+    // 3. References (reported, never repaired).
+    let refs_present = check_references(spec, obs, kind, &mut st);
+    match obs.service_monitor {
+        MonitorObs::Present => {}
+        MonitorObs::Missing | MonitorObs::CrdMissing => {
+            let msg = if obs.service_monitor == MonitorObs::Missing {
+                format!(
+                    "ServiceMonitor {} not found: Prometheus does not scrape the canary",
+                    spec.service_monitor
+                )
+            } else {
+                "the ServiceMonitor CRD is not installed: Prometheus does not scrape the canary"
+                    .to_string()
+            };
+            set_condition(
+                &mut st.conditions,
+                now,
+                obs.generation,
+                types::METRICS_AVAILABLE,
+                false,
+                reasons::SERVICE_MONITOR_MISSING,
+                msg,
+            );
+        }
+    }
+    if !refs_present {
+        let c = veritas_crds::find_condition(&st.conditions, types::REFERENCES_VALID).cloned();
+        st.reason = c.as_ref().map(|c| c.reason.clone());
+        st.message = c.map(|c| c.message);
+        return Decision {
+            status: st,
+            actions,
+            requeue_after_secs: 15,
+        };
+    }
+
+    // 4. Frozen by the spec: nothing moves, nothing is counted.
+    if spec.promotion.paused && !matches!(st.phase, Phase::RollingBack) && !st.phase.is_terminal() {
+        if st.phase != Phase::Paused || st.reason.as_deref() != Some(reasons::PAUSED_BY_SPEC) {
+            event(
+                &mut actions,
+                EventKind::Normal,
+                reasons::PAUSED_BY_SPEC,
+                format!("canary {name} paused by spec.promotion.paused"),
+            );
+        }
+        st.phase = Phase::Paused;
+        st.reason = Some(reasons::PAUSED_BY_SPEC.into());
+        st.message = Some("spec.promotion.paused is true: set it to false to resume".into());
+        set_condition(
+            &mut st.conditions,
+            now,
+            obs.generation,
+            types::PROGRESSING,
+            false,
+            reasons::PAUSED_BY_SPEC,
+            "paused by spec.promotion.paused".into(),
+        );
+
+        return Decision {
+            status: st,
+            actions,
+            requeue_after_secs: requeue,
+        };
+    }
+    if st.phase == Phase::Paused && st.reason.as_deref() == Some(reasons::PAUSED_BY_SPEC) {
+        st.phase = Phase::Progressing;
+    }
+
+    // 5. Rolling back / finished: traffic to stable, or stays at 100 %.
+    match st.phase {
+        Phase::RollingBack | Phase::Failed => {
+            st.desired_weight = 0;
+            let (_, actual, _, msg) = route(namespace, spec, obs, kind, 0, &mut actions);
+            // Rollback never scales the canary: its pods stay for `kubectl logs -l deployment=canary`.
+            actions.retain(|a| !matches!(a, Action::Scale { deployment, .. } if *deployment == spec.canary.deployment));
+            st.actual_weight = actual;
+            let back = match kind {
+                RoutingKind::Replicas => obs.shared_service.as_ref().is_some_and(|s| {
+                    s.ready_canary == 0
+                        && s.selector.get(OWNED_SELECTOR_KEY).map(String::as_str)
+                            == Some(labels::DEPLOYMENT_STABLE)
+                }),
+                _ => obs.route.is_some_and(|(_, c)| c == 0),
+            };
+            set_condition(
+                &mut st.conditions,
+                now,
+                obs.generation,
+                types::TRAFFIC_ROUTED,
+                back,
+                if back {
+                    reasons::ROLLED_BACK
+                } else {
+                    reasons::WAITING_FOR_PODS
+                },
+                msg,
+            );
+            if st.phase == Phase::RollingBack && back {
+                st.phase = Phase::Failed;
+                event(
+                    &mut actions,
+                    EventKind::Warning,
+                    reasons::ROLLED_BACK,
+                    format!(
+                        "canary {name} rolled back: {}",
+                        st.message.clone().unwrap_or_default()
+                    ),
+                );
+            }
+            set_condition(
+                &mut st.conditions,
+                now,
+                obs.generation,
+                types::PROGRESSING,
+                false,
+                st.reason
+                    .clone()
+                    .unwrap_or_else(|| reasons::ROLLED_BACK.into())
+                    .as_str(),
+                st.message.clone().unwrap_or_default(),
+            );
+            return Decision {
+                status: st,
+                actions,
+                requeue_after_secs: if back { 60 } else { 5 },
+            };
+        }
+        Phase::Succeeded => {
+            st.desired_weight = 100;
+            let (_, actual, _, _) = route(namespace, spec, obs, kind, 100, &mut actions);
+            st.actual_weight = actual;
+            return Decision {
+                status: st,
+                actions,
+                requeue_after_secs: 300,
+            };
+        }
+        _ => {}
+    }
+
+    // 6. Realise the current step's weight.
+    let fin = final_step(spec);
+    st.current_step = st.current_step.clamp(0, fin);
+    let weight = step_weight(spec, st.current_step);
+    st.desired_weight = weight;
+    let (realised, actual, route_reason, route_msg) =
+        route(namespace, spec, obs, kind, weight, &mut actions);
+    st.actual_weight = actual;
+    let was_routed = veritas_crds::find_condition(&st.conditions, types::TRAFFIC_ROUTED)
+        .is_some_and(|c| c.is_true() && c.reason == reasons::WEIGHT_REALISED);
+    if weight == 0 {
+        set_condition(&mut st.conditions, now, obs.generation, types::TRAFFIC_ROUTED, false, reasons::ZERO_WEIGHT, format!("spec.trafficWeight is 0: canary pods run but receive no traffic; set trafficWeight > 0 ({route_msg})"));
+        st.phase = Phase::Progressing;
+        st.reason = Some(reasons::ZERO_WEIGHT.into());
+        st.message = Some(
+            "spec.trafficWeight is 0: the canary receives no traffic and is not analysed".into(),
+        );
+        set_condition(
+            &mut st.conditions,
+            now,
+            obs.generation,
+            types::PROGRESSING,
+            false,
+            reasons::ZERO_WEIGHT,
+            "trafficWeight is 0".into(),
+        );
+
+        return Decision {
+            status: st,
+            actions,
+            requeue_after_secs: if realised { requeue } else { 5 },
+        };
+    }
+    set_condition(
+        &mut st.conditions,
+        now,
+        obs.generation,
+        types::TRAFFIC_ROUTED,
+        realised,
+        route_reason,
+        route_msg,
+    );
+    if realised && !was_routed {
+        st.last_progress_time = Some(time(now));
+    }
+
+    // 7. Promoting: 100 % realised means done.
+    if st.current_step >= fin || st.phase == Phase::Promoting {
+        st.phase = Phase::Promoting;
+        st.reason = Some(reasons::PROMOTING.into());
+        st.message = Some("canary taking all traffic".into());
+        if realised {
+            st.phase = Phase::Succeeded;
+            st.reason = Some(reasons::PROMOTED.into());
+            st.message = Some("canary promoted to 100%".into());
+            set_condition(
+                &mut st.conditions,
+                now,
+                obs.generation,
+                types::PROGRESSING,
+                true,
+                reasons::PROMOTED,
+                "canary promoted to 100%".into(),
+            );
+            event(
+                &mut actions,
+                EventKind::Normal,
+                reasons::PROMOTED,
+                format!("canary {name} promoted to 100%"),
+            );
+            return Decision {
+                status: st,
+                actions,
+                requeue_after_secs: 300,
+            };
+        }
+        set_condition(
+            &mut st.conditions,
+            now,
+            obs.generation,
+            types::PROGRESSING,
+            true,
+            reasons::PROMOTING,
+            "waiting for all traffic on the canary".into(),
+        );
+        return deadline(spec, name, st, actions, now, was_held, 5);
+    }
+
+    if !realised {
+        st.phase = Phase::Progressing;
+        st.reason = Some(route_reason.into());
+        st.message = veritas_crds::find_condition(&st.conditions, types::TRAFFIC_ROUTED)
+            .map(|c| c.message.clone());
+        return deadline(spec, name, st, actions, now, was_held, 5);
+    }
+
+    // 8. A step's pause.
+    if let Some(started) = st.pause_start_time.clone() {
+        let pause = spec
+            .promotion
+            .steps
+            .get((st.current_step - 1).max(0) as usize)
+            .and_then(|s| s.pause.clone());
+        let elapsed = now.duration_since(started.0).as_secs();
+        let resumed = annotation(annotations::RESUME).is_some();
+        let done = match pause.as_ref().and_then(|p| p.duration_seconds) {
+            Some(d) => elapsed >= d || resumed,
+            None => resumed || pause.is_none(),
+        };
+        if resumed {
+            actions.push(Action::ClearAnnotation(annotations::RESUME.into()));
+        }
+        if !done {
+            st.phase = Phase::Paused;
+            st.reason = Some(reasons::PAUSED_AT_STEP.into());
+            let how = match pause.and_then(|p| p.duration_seconds) {
+                Some(d) => {
+                    requeue = (d - elapsed).clamp(1, 60) as u64;
+                    format!("for {d}s from {}, or until resumed", started.0)
+                }
+                None => "until resumed".to_string(),
+            };
+            let msg = format!(
+                "paused at step {} ({}%) {how}: kubectl annotate veritascanary {name} {}=true",
+                st.current_step,
+                weight,
+                annotations::RESUME
+            );
+            set_condition(
+                &mut st.conditions,
+                now,
+                obs.generation,
+                types::PROGRESSING,
+                false,
+                reasons::PAUSED_AT_STEP,
+                msg.clone(),
+            );
+            st.message = Some(msg);
+
+            return Decision {
+                status: st,
+                actions,
+                requeue_after_secs: requeue,
+            };
+        }
+        st.pause_start_time = None;
+        st.phase = Phase::Progressing;
+        st.last_progress_time = Some(time(now));
+        event(
+            &mut actions,
+            EventKind::Normal,
+            reasons::STEP_ADVANCED,
+            format!("canary {name}: pause at step {} ended", st.current_step),
+        );
+    }
+    if st.phase == Phase::Paused {
+        st.phase = Phase::Progressing;
+    }
+
+    // 9. Count the analysis.
+    if let Some(sample) = &obs.analysis {
+        let (verdict, reason, message) = judge(spec, sample, obs.service_monitor);
+        let (canary, stable) = match sample {
+            AnalysisSample::Data { canary, stable } => (*canary, *stable),
+            AnalysisSample::Unreachable(_) => (TrackMetrics::default(), None),
+        };
+        let step = st.current_step;
+        push_history(
+            &mut st,
+            AnalysisRun {
+                time: time(now),
+                step,
+                weight,
+                verdict,
+                reason: reason.into(),
+                message: message.clone(),
+                error_rate: canary.error_rate.filter(|v| v.is_finite()),
+                latency_p99: canary.latency_p99.filter(|v| v.is_finite()),
+                requests: canary.requests.filter(|v| v.is_finite()),
+                stable_error_rate: stable.and_then(|s| s.error_rate).filter(|v| v.is_finite()),
+                stable_latency_p99: stable.and_then(|s| s.latency_p99).filter(|v| v.is_finite()),
+            },
+        );
+        st.last_analysis_time = Some(time(now));
+        let ok = verdict == Verdict::Successful;
+        set_condition(
+            &mut st.conditions,
+            now,
+            obs.generation,
+            types::ANALYSIS_SUCCESSFUL,
+            ok,
+            reason,
+            message.clone(),
+        );
+        if obs.service_monitor == MonitorObs::Present {
+            let data =
+                reason != reasons::NO_METRICS_DATA && reason != reasons::PROMETHEUS_UNREACHABLE;
+            set_condition(
+                &mut st.conditions,
+                now,
+                obs.generation,
+                types::METRICS_AVAILABLE,
+                data,
+                if data {
+                    reasons::METRICS_PRESENT
+                } else {
+                    reason
+                },
+                if data {
+                    "prometheus has canary data".into()
+                } else {
+                    message.clone()
+                },
+            );
+        }
+        if ok {
+            st.consecutive_successes += 1;
+            st.consecutive_failures = 0;
+            st.last_progress_time = Some(time(now));
+        } else {
+            st.consecutive_failures += 1;
+            st.consecutive_successes = 0;
+            event(
+                &mut actions,
+                EventKind::Warning,
+                reason,
+                format!(
+                    "canary {name} analysis failed ({}/{}): {message}",
+                    st.consecutive_failures, spec.analysis.failure_limit
+                ),
+            );
+            if st.consecutive_failures >= spec.analysis.failure_limit {
+                st.phase = Phase::RollingBack;
+                st.reason = Some(reasons::FAILURE_LIMIT_REACHED.into());
+                st.message = Some(format!(
+                    "{} consecutive failed analyses (failureLimit {}), last: {reason}: {message}",
+                    st.consecutive_failures, spec.analysis.failure_limit
+                ));
+                set_condition(
+                    &mut st.conditions,
+                    now,
+                    obs.generation,
+                    types::PROGRESSING,
+                    false,
+                    reasons::FAILURE_LIMIT_REACHED,
+                    st.message.clone().unwrap_or_default(),
+                );
+                event(
+                    &mut actions,
+                    EventKind::Warning,
+                    reasons::FAILURE_LIMIT_REACHED,
+                    format!(
+                        "canary {name} rolling back: {}",
+                        st.message.clone().unwrap_or_default()
+                    ),
+                );
+                // Start the rollback in this same pass.
+                let mut rb = Vec::new();
+                route(namespace, spec, obs, kind, 0, &mut rb);
+                rb.retain(|a| !matches!(a, Action::Scale { deployment, .. } if *deployment == spec.canary.deployment));
+                actions.retain(|a| {
+                    !matches!(
+                        a,
+                        Action::Scale { .. } | Action::SetSelector { .. } | Action::ApplyRoute(_)
+                    )
+                });
+                actions.extend(rb);
+                st.desired_weight = 0;
+                return Decision {
+                    status: st,
+                    actions,
+                    requeue_after_secs: 5,
+                };
+            }
+        }
+    }
+
+    // 10. Advance when allowed.
+    let limit = spec.promotion.success_limit.max(1);
+    let approved = annotation(annotations::APPROVE).is_some();
+    if st.consecutive_successes >= limit {
+        let blocked = if spec.promotion.manual_approval && !approved {
+            Some((Phase::WaitingForApproval, reasons::WAITING_FOR_APPROVAL, format!("waiting for manual approval of step {}: kubectl annotate veritascanary {name} {}=true", st.current_step + 1, annotations::APPROVE)))
+        } else if !spec.promotion.auto && !approved {
+            Some((Phase::Progressing, reasons::AUTO_PROMOTION_DISABLED, format!("analysis passed {}/{limit} but auto promotion is disabled (spec.promotion.auto=false): set it to true or approve with {}=true", st.consecutive_successes, annotations::APPROVE)))
+        } else {
+            None
+        };
+        if let Some((phase, reason, message)) = blocked {
+            if st.phase != phase || st.reason.as_deref() != Some(reason) {
+                event(
+                    &mut actions,
+                    EventKind::Normal,
+                    reason,
+                    format!("canary {name}: {message}"),
+                );
+            }
+            st.phase = phase;
+            st.reason = Some(reason.into());
+            st.message = Some(message.clone());
+            set_condition(
+                &mut st.conditions,
+                now,
+                obs.generation,
+                types::PROGRESSING,
+                false,
+                reason,
+                message,
+            );
+
+            return Decision {
+                status: st,
+                actions,
+                requeue_after_secs: requeue,
+            };
+        }
+        if approved {
+            actions.push(Action::ClearAnnotation(annotations::APPROVE.into()));
+        }
+        st.current_step += 1;
+        st.consecutive_successes = 0;
+        st.consecutive_failures = 0;
+        st.last_progress_time = Some(time(now));
+        let next = step_weight(spec, st.current_step);
+        st.desired_weight = next;
+        actions.retain(|a| {
+            !matches!(
+                a,
+                Action::Scale { .. } | Action::SetSelector { .. } | Action::ApplyRoute(_)
+            )
+        });
+        let (_, _, _, msg) = route(namespace, spec, obs, kind, next, &mut actions);
+        set_condition(
+            &mut st.conditions,
+            now,
+            obs.generation,
+            types::TRAFFIC_ROUTED,
+            false,
+            reasons::WAITING_FOR_PODS,
+            msg,
+        );
+        if st.current_step >= fin {
+            st.phase = Phase::Promoting;
+            st.reason = Some(reasons::PROMOTING.into());
+            st.message = Some("promoting the canary to 100%".into());
+            event(
+                &mut actions,
+                EventKind::Normal,
+                reasons::PROMOTING,
+                format!("canary {name} promoting to 100%"),
+            );
+        } else {
+            let pause = spec
+                .promotion
+                .steps
+                .get((st.current_step - 1) as usize)
+                .and_then(|s| s.pause.as_ref());
+            st.phase = Phase::Progressing;
+            st.reason = Some(reasons::STEP_ADVANCED.into());
+            st.message = Some(format!("advanced to step {} ({next}%)", st.current_step));
+            if pause.is_some() {
+                st.pause_start_time = Some(time(now));
+            }
+            event(
+                &mut actions,
+                EventKind::Normal,
+                reasons::STEP_ADVANCED,
+                format!(
+                    "canary {name} advanced to step {} ({next}%)",
+                    st.current_step
+                ),
+            );
+        }
+        set_condition(
+            &mut st.conditions,
+            now,
+            obs.generation,
+            types::PROGRESSING,
+            true,
+            reasons::STEP_ADVANCED,
+            format!("step {} ({next}%)", st.current_step),
+        );
+        return Decision {
+            status: st,
+            actions,
+            requeue_after_secs: 5,
+        };
+    }
+
+    // 11. Still counting.
+    st.phase = Phase::Progressing;
+    let last_failed = st
+        .analysis_history
+        .last()
+        .filter(|r| r.verdict == Verdict::Failed && st.consecutive_failures > 0);
+    let (reason, message) = match (
+        last_failed,
+        st.analysis_history.is_empty() || st.last_analysis_time.is_none(),
+    ) {
+        (Some(r), _) => (
+            r.reason.clone(),
+            format!(
+                "last analysis failed ({}/{}): {}",
+                st.consecutive_failures, spec.analysis.failure_limit, r.message
+            ),
+        ),
+        (None, true) => (
+            reasons::ANALYSIS_PENDING.to_string(),
+            "waiting for the first analysis".to_string(),
+        ),
+        (None, false) => (
+            reasons::SUCCESS_LIMIT_NOT_MET.to_string(),
+            format!(
+                "successLimit not met: {}/{limit} consecutive successful analyses",
+                st.consecutive_successes
+            ),
+        ),
+    };
+    set_condition(
+        &mut st.conditions,
+        now,
+        obs.generation,
+        types::PROGRESSING,
+        true,
+        &reason,
+        message.clone(),
+    );
+    st.reason = Some(reason);
+    st.message = Some(message);
+    let next_analysis = match &st.last_analysis_time {
+        None => 1,
+        Some(t) => (spec.analysis.interval_seconds - now.duration_since(t.0).as_secs())
+            .clamp(1, 3600) as u64,
+    };
+    deadline(
+        spec,
+        name,
+        st,
+        actions,
+        now,
+        was_held,
+        next_analysis.min(requeue),
+    )
+}
+
+/// Applies the progress deadline to a canary the controller is moving.
+fn deadline(
+    spec: &VeritasCanarySpec,
+    name: &str,
+    mut st: VeritasCanaryStatus,
+    mut actions: Vec<Action>,
+    now: Timestamp,
+    was_held: bool,
+    requeue: u64,
+) -> Decision {
+    // Leaving a hold restarts the clock (the wrapper records it).
+    let idle = if was_held {
+        0
+    } else {
+        secs_since(now, &st.last_progress_time)
+    };
+    if idle > spec.progress_deadline_seconds {
+        st.phase = Phase::RollingBack;
+        st.reason = Some(reasons::PROGRESS_DEADLINE_EXCEEDED.into());
+        st.message = Some(format!(
+            "no progress for {idle}s (progressDeadlineSeconds {}), last state: {}",
+            spec.progress_deadline_seconds,
+            st.message.clone().unwrap_or_default()
+        ));
+        set_condition(
+            &mut st.conditions,
+            now,
+            st.observed_generation,
+            types::PROGRESSING,
+            false,
+            reasons::PROGRESS_DEADLINE_EXCEEDED,
+            st.message.clone().unwrap_or_default(),
+        );
+        actions.retain(|a| {
+            !matches!(
+                a,
+                Action::Scale { .. } | Action::SetSelector { .. } | Action::ApplyRoute(_)
+            )
+        });
+        actions.push(Action::Event {
+            kind: EventKind::Warning,
+            reason: reasons::PROGRESS_DEADLINE_EXCEEDED,
+            message: format!("canary {name}: {}", st.message.clone().unwrap_or_default()),
+        });
+        return Decision {
+            status: st,
+            actions,
+            requeue_after_secs: 1,
+        };
+    }
+    let left = (spec.progress_deadline_seconds - idle).max(1) as u64;
+    Decision {
+        status: st,
+        actions,
+        requeue_after_secs: requeue.min(left),
+    }
+}
+
+/// Holds for a person or an explicit setting: the progress deadline does not run.
+fn is_held(st: &VeritasCanaryStatus) -> bool {
+    matches!(
+        st.reason.as_deref(),
+        Some(
+            reasons::ZERO_WEIGHT
+                | reasons::PAUSED_BY_SPEC
+                | reasons::PAUSED_AT_STEP
+                | reasons::WAITING_FOR_APPROVAL
+                | reasons::AUTO_PROMOTION_DISABLED
+        )
+    ) && !st.phase.is_terminal()
+}
+
+/// Decides one pass. `old` is the status as read (None for a new canary).
+///
+/// The progress clock does not move during a hold (weight 0, a pause, a wait for approval or
+/// for auto promotion) and restarts when the hold ends, so a status under a hold is written
+/// once, not on every pass.
+pub fn decide(
+    namespace: &str,
+    name: &str,
+    spec: &VeritasCanarySpec,
+    old: Option<&VeritasCanaryStatus>,
+    obs: &Observed,
+) -> Decision {
+    let was_held = old.is_some_and(is_held);
+    let mut d = decide_inner(namespace, name, spec, old, obs, was_held);
+    if is_held(&d.status) {
+        if let Some(t) = old.and_then(|o| o.last_progress_time.clone()) {
+            d.status.last_progress_time = Some(t);
+        }
+    } else if was_held && !d.status.phase.is_terminal() {
+        d.status.last_progress_time = Some(time(obs.now));
+    }
+    d
+}

@@ -1,0 +1,244 @@
+//! The reconcile pass: observe → decide → act → write status (only when it changed).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, CustomResourceExt, Resource, ResourceExt};
+use serde_json::json;
+use veritas_crds::{VeritasCanary, FIELD_MANAGER, FINALIZER};
+
+use crate::analysis::Prometheus;
+use crate::decide::{analysis_due, decide, judge, AnalysisSample, Observed};
+use crate::telemetry::Metrics;
+
+/// Errors of one pass, each with a stable label for the failure metric.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("kubernetes api: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("canary has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(_)) => "kube_api",
+            Error::Kube(_) => "kube_client",
+            Error::Finalizer(_) => "finalizer",
+            Error::NoNamespace => "no_namespace",
+        }
+    }
+}
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub prometheus: Prometheus,
+    pub metrics: Metrics,
+    pub query_timeout: Duration,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        prometheus: Prometheus,
+        metrics: Metrics,
+        instance: Option<String>,
+    ) -> Context {
+        let reporter = Reporter {
+            controller: veritas_vocab::labels::APP_CONTROLLER.into(),
+            instance,
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            prometheus,
+            metrics,
+            query_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Observes, decides, acts and writes the status of one canary.
+pub async fn apply(canary: Arc<VeritasCanary>, ctx: &Context) -> Result<Requeue, Error> {
+    let ns = canary.namespace().ok_or(Error::NoNamespace)?;
+    let name = canary.name_any();
+    let now = Timestamp::now();
+    let o = crate::observe::observe(&ctx.client, &ns, &canary.spec).await?;
+    let analysis = if analysis_due(&canary.spec, canary.status.as_ref(), now) {
+        let s = ctx
+            .prometheus
+            .sample(&ns, &canary.spec, ctx.query_timeout)
+            .await;
+        let (verdict, reason, message) = judge(&canary.spec, &s, o.service_monitor);
+        ctx.metrics
+            .analyses
+            .with_label_values(&[&format!("{verdict:?}"), reason])
+            .inc();
+        tracing::info!(canary = %name, namespace = %ns, verdict = ?verdict, reason, "analysis: {message}");
+        if let AnalysisSample::Unreachable(why) = &s {
+            tracing::warn!(canary = %name, namespace = %ns, "prometheus unreachable: {why}");
+        }
+        Some(s)
+    } else {
+        None
+    };
+    let obs = Observed {
+        now,
+        generation: canary.metadata.generation,
+        annotations: canary.metadata.annotations.clone().unwrap_or_default(),
+        stable: o.stable,
+        canary: o.canary,
+        canary_service: o.canary_service,
+        shared_service: o.shared_service,
+        service_monitor: o.service_monitor,
+        route: o.route,
+        analysis,
+    };
+    let d = decide(&ns, &name, &canary.spec, canary.status.as_ref(), &obs);
+    crate::act::act(&ctx.client, &ctx.recorder, &canary, &d.actions).await?;
+    ctx.metrics
+        .weight
+        .with_label_values(&[ns.as_str(), name.as_str()])
+        .set(d.status.actual_weight as i64);
+    if canary.status.as_ref() != Some(&d.status) {
+        let old_phase = canary.status.as_ref().map(|s| s.phase);
+        let api: Api<VeritasCanary> = Api::namespaced(ctx.client.clone(), &ns);
+        let body = json!({
+            "apiVersion": VeritasCanary::api_version(&()),
+            "kind": VeritasCanary::kind(&()),
+            "status": d.status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await?;
+        if old_phase != Some(d.status.phase) {
+            tracing::info!(
+                canary = %name, namespace = %ns, phase = %d.status.phase, from = ?old_phase.map(|p| p.as_str()),
+                reason = d.status.reason.as_deref().unwrap_or(""), step = d.status.current_step, weight = d.status.actual_weight,
+                "phase {}: {}", d.status.phase, d.status.message.as_deref().unwrap_or("")
+            );
+        }
+    }
+    Ok(Requeue::requeue(Duration::from_secs(
+        d.requeue_after_secs.max(1),
+    )))
+}
+
+async fn reconcile(canary: Arc<VeritasCanary>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = Instant::now();
+    let ns = canary.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<VeritasCanary> = Api::namespaced(ctx.client.clone(), &ns);
+    let res = finalizer(&api, FINALIZER, canary, |ev| async {
+        match ev {
+            Finalizer::Apply(c) => apply(c, &ctx).await,
+            Finalizer::Cleanup(c) => {
+                crate::act::release(&ctx.client, &c).await?;
+                tracing::info!(canary = %c.name_any(), namespace = %ns, "canary deleted: released the shared service");
+                Ok(Requeue::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .duration
+        .with_label_values(&[] as &[&str])
+        .observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .reconciles
+        .with_label_values(&[if res.is_ok() { "ok" } else { "error" }])
+        .inc();
+    res
+}
+
+fn error_policy(canary: Arc<VeritasCanary>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    ctx.metrics
+        .failures
+        .with_label_values(&[err.metric_label()])
+        .inc();
+    tracing::warn!(canary = %canary.name_any(), namespace = ?canary.namespace(), error = %err, kind = err.metric_label(), "reconcile failed");
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+/// Whether the VeritasCanary CRD is installed (the binary exits with a hint when not).
+pub async fn crd_installed(client: &Client) -> Result<bool, kube::Error> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    Ok(crds.get_opt(VeritasCanary::crd_name()).await?.is_some())
+}
+
+/// Runs the controller until the stream ends (shutdown signal).
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+    let client = ctx.client.clone();
+    let canaries: Api<VeritasCanary> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let deployments: Api<Deployment> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let services: Api<Service> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let controller = Controller::new(canaries, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let store2 = store.clone();
+    // A change to a referenced Deployment or Service wakes its canaries at once.
+    let refs = move |ns: Option<String>,
+                     name: String,
+                     is_deploy: bool,
+                     store: &kube::runtime::reflector::Store<VeritasCanary>| {
+        store
+            .state()
+            .into_iter()
+            .filter(|c| c.namespace() == ns)
+            .filter(|c| {
+                let s = &c.spec;
+                if is_deploy {
+                    s.stable.deployment == name || s.canary.deployment == name
+                } else {
+                    s.stable.service == name || s.canary.service == name || s.shared_service == name
+                }
+            })
+            .map(|c| ObjectRef::from_obj(&*c))
+            .collect::<Vec<_>>()
+    };
+    controller
+        .watches(
+            deployments,
+            watcher::Config::default(),
+            move |d: Deployment| refs(d.namespace(), d.name_any(), true, &store),
+        )
+        .watches(services, watcher::Config::default(), move |s: Service| {
+            refs(s.namespace(), s.name_any(), false, &store2)
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "reconcile error");
+            }
+        })
+        .await;
+}

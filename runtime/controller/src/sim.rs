@@ -1,0 +1,254 @@
+//! An in-memory model of what the decision acts on, for unit tests, property tests and the
+//! decision benchmark: Deployments whose pods become ready at once (or not, on demand), a
+//! shared Service whose selector the actions change, a route. It claims nothing about a real
+//! cluster; the controller's cluster behaviour is tested against a real API server.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use veritas_crds::{VeritasCanarySpec, VeritasCanaryStatus, OWNED_SELECTOR_KEY};
+use veritas_vocab::labels;
+
+use crate::decide::{
+    decide, route_weights, Action, AnalysisSample, Decision, DeploymentObs, MonitorObs, Observed,
+    ServiceObs, SharedServiceObs, TrackMetrics,
+};
+
+/// The modelled world of one canary.
+#[derive(Clone, Debug)]
+pub struct World {
+    pub namespace: String,
+    pub name: String,
+    pub spec: VeritasCanarySpec,
+    pub status: Option<VeritasCanaryStatus>,
+    pub now: Timestamp,
+    pub generation: i64,
+    pub annotations: BTreeMap<String, String>,
+    pub stable: Option<DeploymentObs>,
+    pub canary: Option<DeploymentObs>,
+    pub canary_service: Option<ServiceObs>,
+    pub shared_selector: Option<BTreeMap<String, String>>,
+    pub service_monitor: MonitorObs,
+    pub route: Option<(i32, i32)>,
+    /// When false, scaled pods never become ready.
+    pub pods_become_ready: bool,
+    pub events: Vec<(&'static str, String)>,
+    pub passes: u64,
+}
+
+/// A canary spec as the guide's fixtures write it.
+pub fn spec(weight: i32) -> VeritasCanarySpec {
+    serde_json::from_value(serde_json::json!({ "trafficWeight": weight })).expect("defaults")
+}
+
+fn labels_of(track: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::APP.to_string(), labels::APP_SPARK.to_string()),
+        (labels::DEPLOYMENT.to_string(), track.to_string()),
+    ])
+}
+
+impl World {
+    /// A healthy starting point: both Deployments, both Services, the ServiceMonitor.
+    pub fn new(spec: VeritasCanarySpec) -> World {
+        let total = spec.replicas;
+        World {
+            namespace: "veritas".into(),
+            name: "spark".into(),
+            status: None,
+            now: Timestamp::from_second(1_800_000_000).expect("valid"),
+            generation: 1,
+            annotations: BTreeMap::new(),
+            stable: Some(DeploymentObs {
+                replicas: total,
+                ready: total,
+                template_labels: labels_of(labels::DEPLOYMENT_STABLE),
+            }),
+            canary: Some(DeploymentObs {
+                replicas: 1,
+                ready: 1,
+                template_labels: labels_of(labels::DEPLOYMENT_CANARY),
+            }),
+            canary_service: Some(ServiceObs {
+                selector: labels_of(labels::DEPLOYMENT_CANARY),
+                ready_endpoints: 1,
+            }),
+            shared_selector: Some(BTreeMap::from([(
+                labels::APP.to_string(),
+                labels::APP_SPARK.to_string(),
+            )])),
+            service_monitor: MonitorObs::Present,
+            route: None,
+            pods_become_ready: true,
+            events: Vec::new(),
+            passes: 0,
+            spec,
+        }
+    }
+
+    pub fn advance(&mut self, secs: i64) {
+        self.now = self
+            .now
+            .checked_add(SignedDuration::from_secs(secs))
+            .expect("in range");
+    }
+
+    /// Changes the spec as `kubectl apply` would (a new generation).
+    pub fn edit(&mut self, f: impl FnOnce(&mut VeritasCanarySpec)) {
+        f(&mut self.spec);
+        self.generation += 1;
+    }
+
+    pub fn annotate(&mut self, key: &str, value: &str) {
+        self.annotations.insert(key.into(), value.into());
+    }
+
+    fn matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+        !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+
+    pub fn observe(&self, analysis: Option<AnalysisSample>) -> Observed {
+        let shared_service = self.shared_selector.as_ref().map(|sel| {
+            let ready = |d: &Option<DeploymentObs>| {
+                d.as_ref()
+                    .filter(|d| Self::matches(sel, &d.template_labels))
+                    .map_or(0, |d| d.ready)
+            };
+            SharedServiceObs {
+                selector: sel.clone(),
+                ready_stable: ready(&self.stable),
+                ready_canary: ready(&self.canary),
+            }
+        });
+        let canary_service = self.canary_service.as_ref().map(|s| ServiceObs {
+            selector: s.selector.clone(),
+            ready_endpoints: self
+                .canary
+                .as_ref()
+                .filter(|d| Self::matches(&s.selector, &d.template_labels))
+                .map_or(0, |d| d.ready),
+        });
+        Observed {
+            now: self.now,
+            generation: Some(self.generation),
+            annotations: self.annotations.clone(),
+            stable: self.stable.clone(),
+            canary: self.canary.clone(),
+            canary_service,
+            shared_service,
+            service_monitor: self.service_monitor,
+            route: self.route,
+            analysis,
+        }
+    }
+
+    /// One reconcile pass: decide, then carry out the actions in the model.
+    pub fn pass(&mut self, analysis: Option<AnalysisSample>) -> Decision {
+        let obs = self.observe(analysis);
+        let d = decide(
+            &self.namespace,
+            &self.name,
+            &self.spec,
+            self.status.as_ref(),
+            &obs,
+        );
+        self.apply(&d.actions);
+        self.status = Some(d.status.clone());
+        self.passes += 1;
+        d
+    }
+
+    /// Passes (without analysis) until nothing changes, at most `n`.
+    pub fn settle(&mut self, n: usize) {
+        for _ in 0..n {
+            let before = self.status.clone();
+            let d = self.pass(None);
+            let moved = d.actions.iter().any(|a| !matches!(a, Action::Event { .. }));
+            if !moved
+                && before
+                    .as_ref()
+                    .map(|s| (s.phase, s.current_step, s.desired_weight, s.actual_weight))
+                    == Some((
+                        d.status.phase,
+                        d.status.current_step,
+                        d.status.desired_weight,
+                        d.status.actual_weight,
+                    ))
+            {
+                return;
+            }
+        }
+    }
+
+    pub fn apply(&mut self, actions: &[Action]) {
+        for a in actions {
+            match a {
+                Action::Scale {
+                    deployment,
+                    replicas,
+                } => {
+                    let target = if *deployment == self.spec.canary.deployment {
+                        &mut self.canary
+                    } else {
+                        &mut self.stable
+                    };
+                    if let Some(d) = target {
+                        d.replicas = *replicas;
+                        if self.pods_become_ready {
+                            d.ready = *replicas;
+                        } else {
+                            d.ready = d.ready.min(*replicas);
+                        }
+                    }
+                }
+                Action::SetSelector { value, .. } => {
+                    if let Some(sel) = &mut self.shared_selector {
+                        match value {
+                            Some(v) => sel.insert(OWNED_SELECTOR_KEY.into(), v.clone()),
+                            None => sel.remove(OWNED_SELECTOR_KEY),
+                        };
+                    }
+                }
+                Action::ApplyRoute(obj) => self.route = route_weights(obj, &self.spec),
+                Action::ClearAnnotation(k) => {
+                    self.annotations.remove(k);
+                }
+                Action::Event {
+                    reason, message, ..
+                } => self.events.push((reason, message.clone())),
+            }
+        }
+    }
+}
+
+/// A healthy canary sample.
+pub fn healthy() -> AnalysisSample {
+    AnalysisSample::Data {
+        canary: TrackMetrics {
+            requests: Some(500.0),
+            error_rate: Some(0.001),
+            latency_p99: Some(0.05),
+        },
+        stable: None,
+    }
+}
+
+/// A sample with the canary erroring at `rate`.
+pub fn erroring(rate: f64) -> AnalysisSample {
+    AnalysisSample::Data {
+        canary: TrackMetrics {
+            requests: Some(500.0),
+            error_rate: Some(rate),
+            latency_p99: Some(0.05),
+        },
+        stable: None,
+    }
+}
+
+/// Prometheus has no canary series.
+pub fn no_data() -> AnalysisSample {
+    AnalysisSample::Data {
+        canary: TrackMetrics::default(),
+        stable: None,
+    }
+}

@@ -1,0 +1,98 @@
+//! The controller's own Prometheus metrics, failures labelled by error variant
+//! (controller-rs `metrics.rs`).
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+use veritas_vocab::metrics as m;
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: IntCounterVec,
+    pub failures: IntCounterVec,
+    pub duration: HistogramVec,
+    pub analyses: IntCounterVec,
+    pub weight: IntGaugeVec,
+    pub leader: IntGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let registry = Registry::new();
+        let reconciles = IntCounterVec::new(
+            Opts::new(
+                m::CONTROLLER_RECONCILE_TOTAL,
+                "Reconcile passes by outcome.",
+            ),
+            &["result"],
+        )
+        .expect("valid");
+        let failures = IntCounterVec::new(
+            Opts::new(
+                m::CONTROLLER_RECONCILE_ERRORS_TOTAL,
+                "Failed reconcile passes by error kind.",
+            ),
+            &[m::LABEL_ERROR],
+        )
+        .expect("valid");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(m::CONTROLLER_RECONCILE_DURATION, "Reconcile pass duration.")
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
+            &[],
+        )
+        .expect("valid");
+        let analyses = IntCounterVec::new(
+            Opts::new(
+                m::CONTROLLER_ANALYSIS_TOTAL,
+                "Canary analyses by verdict and reason.",
+            ),
+            &[m::LABEL_VERDICT, m::LABEL_REASON],
+        )
+        .expect("valid");
+        let weight = IntGaugeVec::new(
+            Opts::new(
+                m::CONTROLLER_CANARY_WEIGHT,
+                "Canary weight the routing achieves (percent).",
+            ),
+            &[m::LABEL_NAMESPACE, m::LABEL_CANARY],
+        )
+        .expect("valid");
+        let leader = IntGauge::new(
+            m::CONTROLLER_LEADER,
+            "1 while this replica holds the leader Lease.",
+        )
+        .expect("valid");
+        for c in [
+            Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(failures.clone()),
+            Box::new(duration.clone()),
+            Box::new(analyses.clone()),
+            Box::new(weight.clone()),
+            Box::new(leader.clone()),
+        ] {
+            registry.register(c).expect("unique names");
+        }
+        Metrics {
+            registry,
+            reconciles,
+            failures,
+            duration,
+            analyses,
+            weight,
+            leader,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let enc = prometheus::TextEncoder::new();
+        enc.encode_utf8(&self.registry.gather(), &mut out)
+            .expect("text encoding");
+        out
+    }
+}

@@ -1,0 +1,807 @@
+//! One test per row of the guide's four canary sections (and the catalog ID of the row), on
+//! the pure decision. Each shows the cause producing the documented symptom in status,
+//! conditions and actions, and (where the row has one) the remedy making it recover.
+
+use veritas_controller::decide::{
+    analysis_due, judge, replica_split, Action, AnalysisSample, MonitorObs, TrackMetrics,
+};
+use veritas_controller::sim::{erroring, healthy, no_data, spec, World};
+use veritas_crds::reasons::{self, types};
+use veritas_crds::{
+    annotations, find_condition, Phase, Step, StepPause, Verdict, OWNED_SELECTOR_KEY,
+};
+use veritas_vocab::labels;
+
+fn cond<'a>(w: &'a World, t: &str) -> &'a veritas_crds::Condition {
+    find_condition(&w.status.as_ref().unwrap().conditions, t)
+        .unwrap_or_else(|| panic!("no condition {t}"))
+}
+
+fn phase(w: &World) -> Phase {
+    w.status.as_ref().unwrap().phase
+}
+
+fn reason(w: &World) -> String {
+    w.status
+        .as_ref()
+        .unwrap()
+        .reason
+        .clone()
+        .unwrap_or_default()
+}
+
+/// Runs `n` analyses one interval apart with the same sample.
+fn analyses(w: &mut World, sample: AnalysisSample, n: usize) {
+    for _ in 0..n {
+        w.advance(w.spec.analysis.interval_seconds);
+        let due = analysis_due(&w.spec, w.status.as_ref(), w.now);
+        w.pass(due.then(|| sample.clone()));
+        w.settle(5);
+    }
+}
+
+fn started(weight: i32) -> World {
+    let mut w = World::new(spec(weight));
+    w.settle(5);
+    w
+}
+
+// ---------------- Canary Not Receiving Traffic ----------------
+
+#[test]
+fn cnt_1_traffic_weight_zero_keeps_canary_running_out_of_the_shared_service() {
+    let mut w = started(0);
+    let st = w.status.clone().unwrap();
+    assert_eq!(st.phase, Phase::Progressing);
+    assert_eq!(st.reason.as_deref(), Some(reasons::ZERO_WEIGHT));
+    assert_eq!(st.actual_weight, 0);
+    assert_eq!(cond(&w, types::TRAFFIC_ROUTED).reason, reasons::ZERO_WEIGHT);
+    // Canary pods Running, the shared Service selects stable only.
+    assert!(w.canary.as_ref().unwrap().ready >= 1);
+    assert_eq!(
+        w.shared_selector
+            .as_ref()
+            .unwrap()
+            .get(OWNED_SELECTOR_KEY)
+            .map(String::as_str),
+        Some(labels::DEPLOYMENT_STABLE)
+    );
+    // No analysis while nothing reaches the canary, and no deadline either.
+    assert!(!analysis_due(&w.spec, w.status.as_ref(), w.now));
+    w.advance(10_000);
+    w.pass(None);
+    assert_eq!(phase(&w), Phase::Progressing);
+    // Remedy: set trafficWeight > 0.
+    w.edit(|s| s.traffic_weight = 25);
+    w.settle(5);
+    assert_eq!(
+        cond(&w, types::TRAFFIC_ROUTED).reason,
+        reasons::WEIGHT_REALISED
+    );
+    assert!(w
+        .shared_selector
+        .as_ref()
+        .unwrap()
+        .get(OWNED_SELECTOR_KEY)
+        .is_none());
+    assert_eq!(w.status.as_ref().unwrap().actual_weight, 25);
+}
+
+#[test]
+fn cnt_2_pod_labels_wrong_is_reported_not_repaired() {
+    let mut w = World::new(spec(25));
+    w.canary
+        .as_mut()
+        .unwrap()
+        .template_labels
+        .insert(labels::DEPLOYMENT.into(), "canry".into());
+    w.settle(5);
+    let c = cond(&w, types::REFERENCES_VALID);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", reasons::POD_LABELS_WRONG)
+    );
+    assert!(c.message.contains("deployment=canry"), "{}", c.message);
+    // Remedy: fix the pod labels.
+    w.canary
+        .as_mut()
+        .unwrap()
+        .template_labels
+        .insert(labels::DEPLOYMENT.into(), labels::DEPLOYMENT_CANARY.into());
+    w.pass(None);
+    assert!(cond(&w, types::REFERENCES_VALID).is_true());
+}
+
+#[test]
+fn cnt_3_service_selector_mismatch_is_reported() {
+    let mut w = World::new(spec(25));
+    w.canary_service
+        .as_mut()
+        .unwrap()
+        .selector
+        .insert(labels::DEPLOYMENT.into(), "canary-v2".into());
+    w.settle(5);
+    let c = cond(&w, types::REFERENCES_VALID);
+    assert_eq!(c.reason, reasons::SELECTOR_MISMATCH);
+    assert!(c.message.contains(labels::SERVICE_CANARY));
+    w.canary_service
+        .as_mut()
+        .unwrap()
+        .selector
+        .insert(labels::DEPLOYMENT.into(), labels::DEPLOYMENT_CANARY.into());
+    w.pass(None);
+    assert!(cond(&w, types::REFERENCES_VALID).is_true());
+}
+
+#[test]
+fn cnt_3_no_endpoints_when_canary_pods_ready_but_service_has_none() {
+    let mut w = World::new(spec(25));
+    w.settle(5);
+    let mut obs = w.observe(None);
+    obs.canary_service.as_mut().unwrap().ready_endpoints = 0;
+    let d =
+        veritas_controller::decide::decide("veritas", "spark", &w.spec, w.status.as_ref(), &obs);
+    let c = veritas_crds::find_condition(&d.status.conditions, types::REFERENCES_VALID).unwrap();
+    assert_eq!(c.reason, reasons::NO_ENDPOINTS);
+}
+
+#[test]
+fn cnt_4_service_mesh_misconfigured_virtualservice_is_reported_and_reset() {
+    let mut s = spec(20);
+    s.routing.istio = Some(serde_json::from_value(serde_json::json!({})).unwrap());
+    let mut w = World::new(s);
+    w.route = Some((100, 0)); // someone left the VirtualService at 100/0
+    let d = w.pass(None);
+    assert_eq!(
+        cond(&w, types::TRAFFIC_ROUTED).reason,
+        reasons::ROUTE_MISCONFIGURED
+    );
+    let vs = d
+        .actions
+        .iter()
+        .find_map(|a| {
+            if let Action::ApplyRoute(v) = a {
+                Some(v.clone())
+            } else {
+                None
+            }
+        })
+        .expect("VirtualService applied");
+    assert_eq!(vs["kind"], "VirtualService");
+    assert_eq!(vs["metadata"]["name"], labels::SERVICE_SPARK);
+    assert_eq!(vs["spec"]["http"][0]["route"][0]["weight"], 80);
+    assert_eq!(
+        vs["spec"]["http"][0]["route"][1]["destination"]["host"],
+        labels::SERVICE_CANARY
+    );
+    assert_eq!(vs["spec"]["http"][0]["route"][1]["weight"], 20);
+    w.pass(None);
+    assert_eq!(
+        cond(&w, types::TRAFFIC_ROUTED).reason,
+        reasons::WEIGHT_REALISED
+    );
+    assert_eq!(w.status.as_ref().unwrap().actual_weight, 20);
+}
+
+#[test]
+fn cnt_4_gateway_api_httproute_carries_the_weights() {
+    let mut s = spec(30);
+    s.routing.gateway_api =
+        Some(serde_json::from_value(serde_json::json!({"httpRoute": "veritas-spark"})).unwrap());
+    let mut w = World::new(s);
+    let d = w.pass(None);
+    let r = d
+        .actions
+        .iter()
+        .find_map(|a| {
+            if let Action::ApplyRoute(v) = a {
+                Some(v.clone())
+            } else {
+                None
+            }
+        })
+        .unwrap();
+    assert_eq!(r["apiVersion"], "gateway.networking.k8s.io/v1");
+    assert_eq!(r["kind"], "HTTPRoute");
+    let refs = &r["spec"]["rules"][0]["backendRefs"];
+    assert_eq!(
+        (refs[0]["weight"].as_i64(), refs[1]["weight"].as_i64()),
+        (Some(70), Some(30))
+    );
+    assert_eq!(refs[1]["name"], labels::SERVICE_CANARY);
+    // No replica changes with a router.
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Scale { .. } | Action::SetSelector { .. })));
+}
+
+#[test]
+fn cnt_5_network_policy_blocking_shows_as_insufficient_traffic() {
+    let mut w = started(25);
+    let blocked = AnalysisSample::Data {
+        canary: TrackMetrics {
+            requests: Some(0.0),
+            error_rate: None,
+            latency_p99: None,
+        },
+        stable: None,
+    };
+    analyses(&mut w, blocked, 1);
+    let last = w
+        .status
+        .as_ref()
+        .unwrap()
+        .analysis_history
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (last.verdict, last.reason.as_str()),
+        (Verdict::Failed, reasons::INSUFFICIENT_TRAFFIC)
+    );
+}
+
+// ---------------- Metrics Not Reporting ----------------
+
+#[test]
+fn mnr_1_metrics_endpoint_down_is_no_metrics_data_never_a_pass() {
+    let mut w = started(25);
+    analyses(&mut w, no_data(), 1);
+    let st = w.status.clone().unwrap();
+    assert_eq!(st.consecutive_successes, 0);
+    assert_eq!(st.consecutive_failures, 1);
+    assert_eq!(
+        cond(&w, types::ANALYSIS_SUCCESSFUL).reason,
+        reasons::NO_METRICS_DATA
+    );
+    assert_eq!(
+        cond(&w, types::METRICS_AVAILABLE).reason,
+        reasons::NO_METRICS_DATA
+    );
+}
+
+#[test]
+fn mnr_2_service_monitor_missing_is_a_condition_and_fails_analysis() {
+    let mut w = World::new(spec(25));
+    w.service_monitor = MonitorObs::Missing;
+    w.settle(5);
+    let c = cond(&w, types::METRICS_AVAILABLE);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", reasons::SERVICE_MONITOR_MISSING)
+    );
+    assert!(c.message.contains(labels::SERVICE_MONITOR_CANARY));
+    analyses(&mut w, no_data(), 1);
+    let last = w
+        .status
+        .as_ref()
+        .unwrap()
+        .analysis_history
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last.reason, reasons::NO_METRICS_DATA);
+    assert!(
+        last.message
+            .contains("ServiceMonitor veritas-spark-canary is missing"),
+        "{}",
+        last.message
+    );
+    // Remedy: create the ServiceMonitor; data comes back and the analysis passes.
+    w.service_monitor = MonitorObs::Present;
+    analyses(&mut w, healthy(), 1);
+    assert!(cond(&w, types::METRICS_AVAILABLE).is_true());
+    assert_eq!(w.status.as_ref().unwrap().consecutive_successes, 1);
+}
+
+#[test]
+fn mnr_3_label_selector_wrong_and_mnr_4_port_mismatch_look_like_no_data() {
+    // Both leave Prometheus without canary series; the hint names what to check.
+    let s = spec(25);
+    let (v, r, m) = judge(&s, &no_data(), MonitorObs::Present);
+    assert_eq!((v, r), (Verdict::Failed, reasons::NO_METRICS_DATA));
+    assert!(m.contains("selector and port"), "{m}");
+}
+
+#[test]
+fn mnr_5_rbac_or_unreachable_prometheus_fails_the_check() {
+    let s = spec(25);
+    let (v, r, _) = judge(
+        &s,
+        &AnalysisSample::Unreachable("403 Forbidden".into()),
+        MonitorObs::Present,
+    );
+    assert_eq!((v, r), (Verdict::Failed, reasons::PROMETHEUS_UNREACHABLE));
+}
+
+// ---------------- Unexpected Rollback ----------------
+
+fn rolled_back(w: &World) {
+    let st = w.status.as_ref().unwrap();
+    assert_eq!(st.phase, Phase::Failed, "{st:?}");
+    assert_eq!(st.actual_weight, 0);
+    assert_eq!(
+        w.shared_selector
+            .as_ref()
+            .unwrap()
+            .get(OWNED_SELECTOR_KEY)
+            .map(String::as_str),
+        Some(labels::DEPLOYMENT_STABLE)
+    );
+    assert!(
+        w.canary.as_ref().unwrap().ready >= 1,
+        "canary pods kept for their logs"
+    );
+    assert_eq!(w.stable.as_ref().unwrap().replicas, w.spec.replicas);
+}
+
+#[test]
+fn urb_1_threshold_too_strict_rolls_back_and_raising_it_recovers() {
+    let mut w = started(25);
+    w.spec.analysis.error_rate_threshold = 0.001;
+    analyses(&mut w, erroring(0.01), 3);
+    rolled_back(&w);
+    assert_eq!(reason(&w), reasons::FAILURE_LIMIT_REACHED);
+    let last = w
+        .status
+        .as_ref()
+        .unwrap()
+        .analysis_history
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last.reason, reasons::THRESHOLD_EXCEEDED);
+    assert!(
+        last.message.contains("error rate 0.0100 exceeds 0.0010"),
+        "{}",
+        last.message
+    );
+    assert!(w.events.iter().any(|(r, _)| *r == reasons::ROLLED_BACK));
+    // Remedy: increase the threshold (a new generation restarts the canary).
+    w.edit(|s| s.analysis.error_rate_threshold = 0.05);
+    w.settle(5);
+    assert_eq!(phase(&w), Phase::Progressing);
+    assert_eq!(reason(&w), reasons::ANALYSIS_PENDING);
+    analyses(&mut w, erroring(0.01), 3);
+    assert_eq!(w.status.as_ref().unwrap().current_step, 1);
+}
+
+#[test]
+fn urb_2_interval_too_short_means_analyses_as_often_as_the_interval_allows() {
+    let mut w = started(25);
+    w.spec.analysis.interval_seconds = 60;
+    w.pass(Some(healthy()));
+    w.advance(30);
+    assert!(
+        !analysis_due(&w.spec, w.status.as_ref(), w.now),
+        "not due before the interval"
+    );
+    w.advance(30);
+    assert!(analysis_due(&w.spec, w.status.as_ref(), w.now));
+}
+
+#[test]
+fn urb_3_canary_with_a_real_bug_rolls_back_on_error_burst() {
+    let mut w = started(50);
+    analyses(&mut w, healthy(), 1);
+    analyses(&mut w, erroring(0.4), 3);
+    rolled_back(&w);
+    let st = w.status.as_ref().unwrap();
+    assert_eq!(st.analysis_history.len(), 4);
+    assert_eq!(
+        find_condition(&st.conditions, types::PROGRESSING)
+            .unwrap()
+            .reason,
+        reasons::FAILURE_LIMIT_REACHED
+    );
+}
+
+#[test]
+fn urb_4_traffic_too_low_counts_as_failure_until_rollback() {
+    let mut w = started(10);
+    let low = AnalysisSample::Data {
+        canary: TrackMetrics {
+            requests: Some(5.0),
+            error_rate: Some(0.0),
+            latency_p99: Some(0.01),
+        },
+        stable: None,
+    };
+    analyses(&mut w, low, 3);
+    rolled_back(&w);
+    let last = w
+        .status
+        .as_ref()
+        .unwrap()
+        .analysis_history
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last.reason, reasons::INSUFFICIENT_TRAFFIC);
+    assert!(last.message.contains("minRequests is 20"));
+}
+
+#[test]
+fn urb_5_baseline_wrong_compare_with_stable() {
+    let mut s = spec(25);
+    s.analysis.compare_with_stable = true;
+    // Stable itself errors at 8 %: an absolute 5 % threshold would fail the canary at 9 %,
+    // relative to stable it passes.
+    let both = |c: f64, st: f64| AnalysisSample::Data {
+        canary: TrackMetrics {
+            requests: Some(400.0),
+            error_rate: Some(c),
+            latency_p99: Some(0.1),
+        },
+        stable: Some(TrackMetrics {
+            requests: Some(1200.0),
+            error_rate: Some(st),
+            latency_p99: Some(0.1),
+        }),
+    };
+    assert_eq!(
+        judge(&s, &both(0.09, 0.08), MonitorObs::Present).0,
+        Verdict::Successful
+    );
+    assert_eq!(
+        judge(&s, &both(0.20, 0.08), MonitorObs::Present).1,
+        reasons::THRESHOLD_EXCEEDED
+    );
+    let no_stable = AnalysisSample::Data {
+        canary: TrackMetrics {
+            requests: Some(400.0),
+            error_rate: Some(0.0),
+            latency_p99: None,
+        },
+        stable: Some(TrackMetrics::default()),
+    };
+    assert_eq!(
+        judge(&s, &no_stable, MonitorObs::Present).1,
+        reasons::NO_METRICS_DATA
+    );
+}
+
+#[test]
+fn latency_breach_names_metric_value_and_limit() {
+    let s = spec(25);
+    let slow = AnalysisSample::Data {
+        canary: TrackMetrics {
+            requests: Some(400.0),
+            error_rate: Some(0.0),
+            latency_p99: Some(3.5),
+        },
+        stable: None,
+    };
+    let (v, r, m) = judge(&s, &slow, MonitorObs::Present);
+    assert_eq!((v, r), (Verdict::Failed, reasons::THRESHOLD_EXCEEDED));
+    assert_eq!(
+        m,
+        "p99 latency 3.500s exceeds 2.000s (latencyP99Threshold 2)"
+    );
+}
+
+// ---------------- Promotion Stuck ----------------
+
+#[test]
+fn pst_1_auto_promotion_disabled_holds_until_enabled() {
+    let mut s = spec(25);
+    s.promotion.auto = false;
+    let mut w = World::new(s);
+    w.settle(5);
+    analyses(&mut w, healthy(), 5);
+    let st = w.status.clone().unwrap();
+    assert_eq!(
+        (st.phase, st.current_step, st.reason.as_deref()),
+        (
+            Phase::Progressing,
+            0,
+            Some(reasons::AUTO_PROMOTION_DISABLED)
+        )
+    );
+    assert!(st.message.unwrap().contains("auto promotion is disabled"));
+    // No deadline while waiting for a person.
+    w.advance(5_000);
+    w.pass(None);
+    assert_eq!(phase(&w), Phase::Progressing);
+    w.edit(|s| s.promotion.auto = true);
+    w.settle(5);
+    assert_eq!(
+        phase(&w),
+        Phase::Succeeded,
+        "no steps: promoted straight to 100%"
+    );
+    assert_eq!(w.status.as_ref().unwrap().actual_weight, 100);
+}
+
+#[test]
+fn pst_2_paused_at_step_until_resumed_or_duration() {
+    let mut s = spec(10);
+    s.promotion.success_limit = 1;
+    s.promotion.steps = vec![
+        Step {
+            weight: 50,
+            pause: Some(StepPause {
+                duration_seconds: None,
+            }),
+        },
+        Step {
+            weight: 75,
+            pause: Some(StepPause {
+                duration_seconds: Some(120),
+            }),
+        },
+    ];
+    let mut w = World::new(s);
+    w.settle(5);
+    analyses(&mut w, healthy(), 1);
+    assert_eq!(
+        (phase(&w), reason(&w)),
+        (Phase::Paused, reasons::PAUSED_AT_STEP.to_string())
+    );
+    assert_eq!(w.status.as_ref().unwrap().actual_weight, 50);
+    // Paused: analyses are not even due, time passes, nothing moves.
+    analyses(&mut w, healthy(), 3);
+    w.advance(100_000);
+    w.pass(None);
+    assert_eq!(
+        (phase(&w), w.status.as_ref().unwrap().current_step),
+        (Phase::Paused, 1)
+    );
+    // Resume by annotation.
+    w.annotate(annotations::RESUME, "true");
+    w.pass(None);
+    assert!(
+        !w.annotations.contains_key(annotations::RESUME),
+        "annotation consumed"
+    );
+    assert_eq!(phase(&w), Phase::Progressing);
+    analyses(&mut w, healthy(), 1);
+    assert_eq!(
+        (phase(&w), w.status.as_ref().unwrap().current_step),
+        (Phase::Paused, 2)
+    );
+    // A timed pause ends by itself.
+    w.advance(121);
+    w.settle(5);
+    assert_eq!(phase(&w), Phase::Progressing);
+    analyses(&mut w, healthy(), 1);
+    assert_eq!(phase(&w), Phase::Succeeded);
+}
+
+#[test]
+fn pst_2_spec_paused_freezes_everything() {
+    let mut w = started(25);
+    w.edit(|s| s.promotion.paused = true);
+    let d = w.pass(None);
+    assert_eq!(
+        (phase(&w), reason(&w)),
+        (Phase::Paused, reasons::PAUSED_BY_SPEC.to_string())
+    );
+    assert!(!d.actions.iter().any(|a| matches!(
+        a,
+        Action::Scale { .. } | Action::SetSelector { .. } | Action::ApplyRoute(_)
+    )));
+    w.edit(|s| s.promotion.paused = false);
+    w.settle(5);
+    assert_eq!(phase(&w), Phase::Progressing);
+}
+
+#[test]
+fn pst_3_controller_restart_resumes_from_status() {
+    // The decision keeps no memory but the status: a new controller reading the same status
+    // makes the same decision.
+    let mut w = started(25);
+    analyses(&mut w, healthy(), 2);
+    let obs = w.observe(None);
+    let a =
+        veritas_controller::decide::decide("veritas", "spark", &w.spec, w.status.as_ref(), &obs);
+    let b =
+        veritas_controller::decide::decide("veritas", "spark", &w.spec, w.status.as_ref(), &obs);
+    assert_eq!(a, b);
+    assert_eq!(a.status.consecutive_successes, 2);
+}
+
+#[test]
+fn pst_3_progress_deadline_fails_a_canary_whose_pods_never_become_ready() {
+    let mut w = World::new(spec(50));
+    w.pods_become_ready = false;
+    w.settle(3);
+    assert_eq!(reason(&w), reasons::WAITING_FOR_PODS);
+    w.advance(601);
+    w.settle(5);
+    assert_eq!(phase(&w), Phase::Failed);
+    assert_eq!(reason(&w), reasons::PROGRESS_DEADLINE_EXCEEDED);
+}
+
+#[test]
+fn pst_4_success_limit_not_met_keeps_the_step() {
+    let mut w = started(25);
+    analyses(&mut w, healthy(), 2);
+    let st = w.status.clone().unwrap();
+    assert_eq!(
+        (st.current_step, st.reason.as_deref()),
+        (0, Some(reasons::SUCCESS_LIMIT_NOT_MET))
+    );
+    assert!(st.message.unwrap().contains("2/3"));
+    // One failure resets the count.
+    analyses(&mut w, erroring(0.5), 1);
+    analyses(&mut w, healthy(), 2);
+    assert_eq!(w.status.as_ref().unwrap().current_step, 0);
+    analyses(&mut w, healthy(), 1);
+    assert_eq!(phase(&w), Phase::Succeeded);
+}
+
+#[test]
+fn pst_5_manual_approval_waits_and_the_annotation_approves_one_step() {
+    let mut s = spec(10);
+    s.promotion.manual_approval = true;
+    s.promotion.success_limit = 1;
+    s.promotion.steps = vec![Step {
+        weight: 50,
+        pause: None,
+    }];
+    let mut w = World::new(s);
+    w.settle(5);
+    analyses(&mut w, healthy(), 2);
+    let st = w.status.clone().unwrap();
+    assert_eq!((st.phase, st.current_step), (Phase::WaitingForApproval, 0));
+    assert!(st.message.unwrap().contains("waiting for manual approval"));
+    w.annotate(annotations::APPROVE, "true");
+    w.pass(None);
+    w.settle(5);
+    assert_eq!(w.status.as_ref().unwrap().current_step, 1);
+    assert!(
+        !w.annotations.contains_key(annotations::APPROVE),
+        "consumed: it approves one step only"
+    );
+    analyses(&mut w, healthy(), 2);
+    assert_eq!(phase(&w), Phase::WaitingForApproval);
+}
+
+// ---------------- Promotion and rollback paths ----------------
+
+#[test]
+fn full_promotion_step_by_step_to_100_percent() {
+    let mut s = spec(10);
+    s.replicas = 10;
+    s.promotion.success_limit = 2;
+    s.promotion.steps = vec![
+        Step {
+            weight: 30,
+            pause: None,
+        },
+        Step {
+            weight: 60,
+            pause: None,
+        },
+    ];
+    let mut w = World::new(s);
+    w.settle(5);
+    let mut seen = vec![w.status.as_ref().unwrap().actual_weight];
+    for _ in 0..3 {
+        analyses(&mut w, healthy(), 2);
+        seen.push(w.status.as_ref().unwrap().actual_weight);
+    }
+    assert_eq!(seen, vec![10, 30, 60, 100]);
+    assert_eq!(phase(&w), Phase::Succeeded);
+    assert_eq!(
+        (
+            w.stable.as_ref().unwrap().replicas,
+            w.canary.as_ref().unwrap().replicas
+        ),
+        (0, 10)
+    );
+    assert!(w.events.iter().any(|(r, _)| *r == reasons::PROMOTED));
+}
+
+#[test]
+fn rollback_annotation_and_force() {
+    let mut w = started(25);
+    w.annotate(annotations::ROLLBACK, "true");
+    w.settle(5);
+    rolled_back(&w);
+    assert_eq!(reason(&w), reasons::ROLLBACK_REQUESTED);
+    // Retry restarts from step 0.
+    w.annotate(annotations::RETRY, "true");
+    w.settle(5);
+    assert_eq!(phase(&w), Phase::Progressing);
+    assert_eq!(w.status.as_ref().unwrap().actual_weight, 25);
+    // A succeeded canary needs force.
+    w.spec.promotion.success_limit = 1;
+    analyses(&mut w, healthy(), 1);
+    assert_eq!(phase(&w), Phase::Succeeded);
+    w.annotate(annotations::ROLLBACK, "true");
+    w.settle(3);
+    assert_eq!(phase(&w), Phase::Succeeded);
+    w.annotate(annotations::ROLLBACK, annotations::FORCE);
+    w.settle(5);
+    assert_eq!(phase(&w), Phase::Failed);
+}
+
+#[test]
+fn events_only_on_transitions() {
+    let mut w = started(25);
+    let before = w.events.len();
+    for _ in 0..10 {
+        w.pass(None);
+    }
+    assert_eq!(w.events.len(), before);
+}
+
+#[test]
+fn history_is_bounded() {
+    let mut s = spec(25);
+    s.promotion.auto = false;
+    let mut w = World::new(s);
+    w.settle(5);
+    analyses(&mut w, healthy(), 40);
+    assert_eq!(
+        w.status.as_ref().unwrap().analysis_history.len(),
+        veritas_crds::canary::ANALYSIS_HISTORY_LIMIT
+    );
+}
+
+#[test]
+fn replica_split_rounds_the_canary_up() {
+    assert_eq!(replica_split(4, 0), (4, 1));
+    assert_eq!(replica_split(4, 1), (3, 1));
+    assert_eq!(replica_split(4, 25), (3, 1));
+    assert_eq!(replica_split(4, 50), (2, 2));
+    assert_eq!(replica_split(4, 99), (1, 4));
+    assert_eq!(replica_split(4, 100), (0, 4));
+    assert_eq!(replica_split(10, 30), (7, 3));
+}
+
+#[test]
+fn missing_deployment_is_reference_missing() {
+    let mut w = World::new(spec(25));
+    w.canary = None;
+    w.pass(None);
+    assert_eq!(reason(&w), reasons::REFERENCE_MISSING);
+}
+
+#[test]
+fn a_hold_writes_status_once_not_every_pass() {
+    for setup in [0, 1, 2] {
+        let mut s = spec(if setup == 0 { 0 } else { 25 });
+        if setup == 1 {
+            s.promotion.auto = false;
+            s.promotion.success_limit = 1;
+        }
+        if setup == 2 {
+            s.promotion.success_limit = 1;
+            s.promotion.steps = vec![Step {
+                weight: 50,
+                pause: Some(StepPause {
+                    duration_seconds: Some(3600),
+                }),
+            }];
+        }
+        let mut w = World::new(s);
+        w.settle(5);
+        analyses(&mut w, healthy(), 1);
+        w.settle(5);
+        let before = w.status.clone();
+        w.advance(17);
+        w.pass(None);
+        assert_eq!(
+            before, w.status,
+            "setup {setup}: status changed during a hold"
+        );
+    }
+}
+
+#[test]
+fn leaving_a_long_hold_does_not_trip_the_deadline() {
+    let mut w = started(0);
+    w.advance(100_000);
+    w.pass(None);
+    w.pods_become_ready = false;
+    w.edit(|s| s.traffic_weight = 50);
+    w.pass(None);
+    assert_eq!(phase(&w), Phase::Progressing, "{:?}", w.status);
+    w.advance(601);
+    w.settle(3);
+    assert_eq!(reason(&w), reasons::PROGRESS_DEADLINE_EXCEEDED);
+}
