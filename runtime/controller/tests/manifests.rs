@@ -1,0 +1,125 @@
+//! The manifests under `fixtures/manifests/` use the guide's names and labels (from
+//! veritas-vocab), the example canary is a valid spec, and the runtime takes its `deployment`
+//! label from the pod through the downward API.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::Value;
+use veritas_crds::VeritasCanarySpec;
+use veritas_vocab::labels;
+
+fn docs(dir: &str) -> Vec<Value> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/manifests")
+        .join(dir);
+    let mut files: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for d in serde_yaml::Deserializer::from_str(&text) {
+            let v = Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            if !v.is_null() {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+#[test]
+fn runtime_objects_carry_the_guides_names_and_labels() {
+    let d = docs("runtime");
+    let shared = find(&d, "Service", labels::SERVICE_SPARK);
+    assert_eq!(
+        shared["spec"]["selector"],
+        serde_json::json!({labels::APP: labels::APP_SPARK})
+    );
+    let canary_svc = find(&d, "Service", labels::SERVICE_CANARY);
+    assert_eq!(
+        canary_svc["spec"]["selector"][labels::DEPLOYMENT],
+        labels::DEPLOYMENT_CANARY
+    );
+    let sm = find(&d, "ServiceMonitor", labels::SERVICE_MONITOR_CANARY);
+    assert_eq!(
+        sm["spec"]["selector"]["matchLabels"][labels::DEPLOYMENT],
+        labels::DEPLOYMENT_CANARY
+    );
+    for track in [labels::DEPLOYMENT_STABLE, labels::DEPLOYMENT_CANARY] {
+        let dep = find(&d, "Deployment", &format!("veritas-spark-{track}"));
+        let pod = &dep["spec"]["template"];
+        assert_eq!(pod["metadata"]["labels"][labels::APP], labels::APP_SPARK);
+        assert_eq!(pod["metadata"]["labels"][labels::DEPLOYMENT], track);
+        let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
+        let dep_env = env
+            .iter()
+            .find(|e| e["name"] == "VERITAS_DEPLOYMENT")
+            .expect("VERITAS_DEPLOYMENT");
+        assert_eq!(
+            dep_env["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.labels['deployment']"
+        );
+    }
+}
+
+#[test]
+fn example_canary_is_a_valid_spec_matching_the_objects() {
+    let d = docs("runtime");
+    let c = d.iter().find(|d| d["kind"] == "VeritasCanary").unwrap();
+    let spec: VeritasCanarySpec = serde_json::from_value(c["spec"].clone()).unwrap();
+    for name in [&spec.stable.deployment, &spec.canary.deployment] {
+        find(&d, "Deployment", name);
+    }
+    for name in [
+        &spec.stable.service,
+        &spec.canary.service,
+        &spec.shared_service,
+    ] {
+        find(&d, "Service", name);
+    }
+    find(&d, "ServiceMonitor", &spec.service_monitor);
+}
+
+#[test]
+fn controller_pods_are_labelled_for_the_guides_log_grep() {
+    let d = docs("controller");
+    let dep = find(&d, "Deployment", labels::APP_CONTROLLER);
+    assert_eq!(
+        dep["spec"]["template"]["metadata"]["labels"][labels::APP],
+        labels::APP_CONTROLLER
+    );
+    let role = find(&d, "ClusterRole", labels::APP_CONTROLLER);
+    let rules = role["rules"].as_array().unwrap();
+    // Least privilege: never delete or create workloads, never write pods.
+    for r in rules {
+        let verbs: Vec<&str> = r["verbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(!verbs.contains(&"delete") && !verbs.contains(&"*"), "{r}");
+        let res: Vec<&str> = r["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        if res.contains(&"pods") || res.contains(&"deployments") {
+            assert!(
+                verbs.iter().all(|v| ["get", "list", "watch"].contains(v)),
+                "{r}"
+            );
+        }
+    }
+}
