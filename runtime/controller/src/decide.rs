@@ -72,7 +72,8 @@ pub enum MonitorObs {
 pub type RouteWeights = Option<(i32, i32)>;
 
 /// Metrics of one track over the analysis window. `None` = Prometheus returned no series.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TrackMetrics {
     pub requests: Option<f64>,
     pub error_rate: Option<f64>,

@@ -1,0 +1,83 @@
+//! Snapshots of the canary commands' output on canaries driven through the controller's
+//! decision (the in-memory model), one per guide situation the output must show.
+
+use veritas_controller::decide::analysis_due;
+use veritas_controller::sim::{erroring, healthy, spec, World};
+use veritas_crds::VeritasCanary;
+
+/// Snapshots live with the others in the workspace's `snapshots/`.
+fn snap(name: &str, out: String) {
+    let mut s = insta::Settings::clone_current();
+    s.set_snapshot_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../../snapshots"));
+    s.set_prepend_module_to_snapshot(false);
+    s.bind(|| insta::assert_snapshot!(name, out));
+}
+
+fn canary(w: &World) -> VeritasCanary {
+    let mut c = VeritasCanary::new(&w.name, w.spec.clone());
+    c.metadata.namespace = Some(w.namespace.clone());
+    c.status = w.status.clone();
+    c
+}
+
+fn analyses(w: &mut World, s: veritas_controller::decide::AnalysisSample, n: usize) {
+    for _ in 0..n {
+        w.advance(w.spec.analysis.interval_seconds);
+        let due = analysis_due(&w.spec, w.status.as_ref(), w.now);
+        w.pass(due.then(|| s.clone()));
+        w.settle(5);
+    }
+}
+
+#[test]
+fn inspect_auto_promotion_disabled() {
+    let mut s = spec(25);
+    s.promotion.auto = false;
+    let mut w = World::new(s);
+    w.settle(5);
+    analyses(&mut w, healthy(), 3);
+    let out = veritas_cluster::render::inspect(&canary(&w));
+    assert!(out.lines().any(|l| l.to_lowercase().contains("auto")
+        && l.to_lowercase().contains("promotion")
+        && l.contains("disabled")));
+    snap("canary_inspect_auto_promotion_disabled", out);
+}
+
+#[test]
+fn inspect_waiting_for_approval_greps_as_waiting() {
+    let mut s = spec(25);
+    s.promotion.manual_approval = true;
+    s.promotion.success_limit = 1;
+    let mut w = World::new(s);
+    w.settle(5);
+    analyses(&mut w, healthy(), 1);
+    let out = veritas_cluster::render::inspect(&canary(&w));
+    assert!(out.to_lowercase().contains("waiting"));
+    snap("canary_inspect_waiting_for_approval", out);
+}
+
+#[test]
+fn inspect_history_after_rollback() {
+    let mut w = World::new(spec(25));
+    w.settle(5);
+    analyses(&mut w, healthy(), 1);
+    analyses(&mut w, erroring(0.3), 3);
+    let c = canary(&w);
+    snap(
+        "canary_inspect_history_rollback_status",
+        format!(
+            "{}\n{}\n{}",
+            veritas_cluster::render::inspect(&c),
+            veritas_cluster::render::history(&c),
+            veritas_cluster::render::rollback_status(&c)
+        ),
+    );
+}
+
+#[test]
+fn inspect_json_is_versioned_and_names_auto_promotion() {
+    let w = World::new(spec(25));
+    let v = veritas_cluster::render::inspect_json(&canary(&w));
+    assert_eq!(v["autoPromotion"], true);
+    assert_eq!(v["spec"]["trafficWeight"], 25);
+}
