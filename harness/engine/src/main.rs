@@ -211,11 +211,7 @@ fn explain(s: &Scenario) -> String {
         "{}: {}\n\nGuide: {}\n  cause:  {}\n  remedy: {}\n",
         s.id, s.title, s.guide.section, s.guide.cause, s.guide.remedy
     );
-    t.push_str(
-        &format!("  recovered by: {:?}\n", s.guide.recovery_by)
-            .to_lowercase()
-            .replace("  recovered by", "  recovered by"),
-    );
+    t.push_str(&format!("  recovered by: {:?}\n", s.guide.recovery_by).to_lowercase());
     if let Some(n) = &s.guide.note {
         t.push_str(&format!("  note:   {n}\n"));
     }

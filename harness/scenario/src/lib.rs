@@ -131,9 +131,13 @@ fn locate(text: &str, field: &str) -> Option<usize> {
     let lines: Vec<&str> = text.lines().collect();
     let mut from = 0;
     let mut found = None;
-    for key in keys {
+    for (depth, key) in keys.into_iter().enumerate() {
         let needle = format!("{key}:");
         if let Some(off) = lines[from..].iter().position(|l| {
+            if depth == 0 {
+                // A top-level field starts its line.
+                return l.starts_with(&needle);
+            }
             let t = l.trim_start().trim_start_matches("- ").trim_start();
             t.starts_with(&needle)
                 || t.starts_with(&format!("{{{needle}"))
@@ -400,13 +404,11 @@ impl Validator {
                     self.push(&format!("{field}.requests"), "between 1 and 64".into());
                 }
             }
-            Step::IpcFrame(f) => {
-                if !known_daemon(&f.daemon) {
-                    self.push(
-                        &format!("{field}.daemon"),
-                        format!("no `startDaemon` names `{}`", f.daemon),
-                    );
-                }
+            Step::IpcFrame(f) if !known_daemon(&f.daemon) => {
+                self.push(
+                    &format!("{field}.daemon"),
+                    format!("no `startDaemon` names `{}`", f.daemon),
+                );
             }
             Step::Model(m) => {
                 if let Some(c) = &m.corruption {
@@ -438,10 +440,8 @@ impl Validator {
                     "an argv with at least the program".into(),
                 );
             }
-            Step::Apply(a) => {
-                if a.file.is_some() == a.manifest.is_some() {
-                    self.push(field, "exactly one of `file` or `manifest`".into());
-                }
+            Step::Apply(a) if a.file.is_some() == a.manifest.is_some() => {
+                self.push(field, "exactly one of `file` or `manifest`".into());
             }
             Step::Delete(d) => {
                 if d.name.is_some() == d.selector.is_some() {

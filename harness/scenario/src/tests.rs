@@ -100,6 +100,14 @@ fn operations_of_the_other_driver_and_unknown_daemons_are_refused() {
 }
 
 #[test]
+fn a_top_level_field_is_located_at_its_own_line() {
+    let text = GOOD.replace("  - model: {name: ghost}", "  - note: {text: x}");
+    let p = problems(&text);
+    assert_eq!(p[0].field, "remedy");
+    assert_eq!(p[0].line, Some(21), "not the guide's `remedy:` line: {p:?}");
+}
+
+#[test]
 fn the_id_must_match_the_file_name() {
     let p = parse(GOOD, Some("T-2")).unwrap_err();
     assert!(p[0].message.contains("T-2.yaml"), "{p:?}");
