@@ -10,6 +10,7 @@
 //! `--json` output is a contract: `{"schema": 1, ...}`; fields are only ever added.
 
 pub mod render;
+pub mod traffic;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
