@@ -37,8 +37,23 @@ pub struct Target {
     #[arg(long)]
     pub name: Option<String>,
     /// Prometheus: proxy:NAMESPACE/SERVICE:PORT (through the API server) or http://HOST:PORT.
-    #[arg(long, env = "VERITAS_PROMETHEUS_URL", default_value_t = format!("proxy:{DEFAULT_PROMETHEUS_NAMESPACE}/{DEFAULT_PROMETHEUS_SERVICE}:{DEFAULT_PROMETHEUS_PORT}"))]
-    pub prometheus: String,
+    /// Default: the in-cluster Service when run in a pod (the guide's `kubectl exec ... metrics
+    /// compare`), the API server's service proxy otherwise.
+    #[arg(long, env = "VERITAS_PROMETHEUS_URL")]
+    pub prometheus: Option<String>,
+}
+
+impl Target {
+    /// The Prometheus address to use.
+    pub fn prometheus_address(&self) -> String {
+        match &self.prometheus {
+            Some(p) => p.clone(),
+            None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
+                format!("http://{DEFAULT_PROMETHEUS_SERVICE}.{DEFAULT_PROMETHEUS_NAMESPACE}.svc:{DEFAULT_PROMETHEUS_PORT}")
+            }
+            None => format!("proxy:{DEFAULT_PROMETHEUS_NAMESPACE}/{DEFAULT_PROMETHEUS_SERVICE}:{DEFAULT_PROMETHEUS_PORT}"),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,17 +243,19 @@ async fn comparison(
     c: &VeritasCanary,
     stable: bool,
 ) -> Result<Comparison, CliError> {
-    let prom = Prometheus::from_spec(&t.prometheus, client.clone()).map_err(deployment_failed)?;
+    let address = t.prometheus_address();
+    let prom = Prometheus::from_spec(&address, client.clone()).map_err(deployment_failed)?;
     let ns = c.namespace().unwrap_or_default();
     let w = c.spec.analysis.window_seconds;
     let timeout = Duration::from_secs(15);
     let q = |track: &'static str| {
         let prom = prom.clone();
         let ns = ns.clone();
+        let address = address.clone();
         async move {
             prom.track(&ns, track, w, timeout)
                 .await
-                .map_err(|e| deployment_failed(format!("{e} (prometheus {})", t.prometheus)))
+                .map_err(|e| deployment_failed(format!("{e} (prometheus {address})")))
         }
     };
     let canary = Some(q(labels::DEPLOYMENT_CANARY).await?);
