@@ -104,7 +104,7 @@ pub enum ClusterCommand {
 
 /// A failure the user sees: an error code and what went wrong.
 #[derive(Debug, thiserror::Error)]
-#[error("{code} {}: {detail}", code.name())]
+#[error("{code}: {detail}")]
 pub struct CliError {
     pub code: ErrorCode,
     pub detail: String,

@@ -81,3 +81,44 @@ fn inspect_json_is_versioned_and_names_auto_promotion() {
     assert_eq!(v["autoPromotion"], true);
     assert_eq!(v["spec"]["trafficWeight"], 25);
 }
+
+#[test]
+fn metrics_compare_output() {
+    use veritas_cluster::Comparison;
+    use veritas_controller::decide::TrackMetrics;
+    let m = Comparison {
+        window_seconds: 300,
+        canary: Some(TrackMetrics {
+            requests: Some(412.0),
+            error_rate: Some(0.0243),
+            latency_p99: Some(0.181),
+        }),
+        stable: Some(TrackMetrics {
+            requests: Some(1650.0),
+            error_rate: Some(0.0051),
+            latency_p99: Some(0.094),
+        }),
+    };
+    snap("metrics_compare", veritas_cluster::render::comparison(&m));
+    let none = Comparison {
+        window_seconds: 300,
+        canary: Some(TrackMetrics::default()),
+        stable: None,
+    };
+    snap(
+        "metrics_canary_no_data",
+        veritas_cluster::render::comparison(&none),
+    );
+}
+
+#[test]
+fn cli_errors_carry_deployment_codes() {
+    let e = veritas_cluster::CliError {
+        code: veritas_vocab::ErrorCode::RollbackFailed,
+        detail: "canary spark already succeeded".into(),
+    };
+    assert_eq!(
+        e.to_string(),
+        "E5002 ROLLBACK_FAILED: canary spark already succeeded"
+    );
+}
