@@ -6,6 +6,16 @@
 
 NICE="nice -n 19"
 
+# Binaries are keyed by version; the recipe (this script, the ldflags, the pins, the Go
+# toolchain) is stamped beside them. A changed recipe moves the old binaries aside so they are
+# rebuilt; a cache from before stamps existed is adopted as built by the current recipe.
+BIN_RECIPE=$( { cat "$0"; declare -f k8s_ldflags; } | sha256sum | cut -c1-8)-$(recipe_key /dev/null)
+if [ -f "$STAMPS/binaries.recipe" ] && [ "$(cat "$STAMPS/binaries.recipe")" != "$BIN_RECIPE" ]; then
+  log "binary recipe changed ($(cat "$STAMPS/binaries.recipe") -> $BIN_RECIPE): rebuilding"
+  mkdir -p "$CACHE/bin.stale" && mv "$BIN"/* "$CACHE/bin.stale/" 2>/dev/null || true
+fi
+echo "$BIN_RECIPE" > "$STAMPS/binaries.recipe"
+
 # new_module NAME KEY: (re)create a throwaway module dir, print its path.
 new_module() {
   local d; d=$(gomod_dir "$1" "$2")

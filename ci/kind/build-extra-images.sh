@@ -4,10 +4,11 @@
 #   the Go module by build-binaries.sh), busybox (Debian busybox-static; has nslookup, wget, httpd).
 # Idempotent: an image whose veritas.key label matches is not rebuilt.
 . "$(dirname "$0")/lib.sh"
+RECIPE_KEY=$(recipe_key "$KIND_DIR/build-extra-images.sh" "$KIND_DIR/lib.sh")
 
 DEBS="$CACHE/debs"; mkdir -p "$DEBS"
 image_key() { docker image inspect -f '{{index .Config.Labels "veritas.key"}}' "$1" 2>/dev/null || true; }
-up_to_date() { [ "$(image_key "$1")" = "$2" ]; }
+up_to_date() { [ "$(image_key "$1")" = "$2-$RECIPE_KEY" ]; }
 
 # deb_file PACKAGE: path of the downloaded .deb (apt-get download once, then cached).
 deb_file() {
@@ -22,7 +23,7 @@ deb_file() {
 # build_ctx IMAGE KEY CTX: docker build (legacy builder; local FROM images only).
 build_ctx() {
   local t; t=$(now)
-  DOCKER_BUILDKIT=0 docker build -q --label "veritas.key=$2" -t "$1" "$3" >"$LOGS/docker-build-extra.log" 2>&1 \
+  DOCKER_BUILDKIT=0 docker build -q --label "veritas.key=$2-$RECIPE_KEY" -t "$1" "$3" >"$LOGS/docker-build-extra.log" 2>&1 \
     || { cat "$LOGS/docker-build-extra.log" >&2; die "docker build $1 failed"; }
   timing "image $1" "$t"
 }
@@ -38,7 +39,7 @@ busybox_image() {
   chmod 1777 "$ctx/root/tmp"
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$ctx/root/etc/passwd"
   printf 'root:x:0:\nnobody:x:65534:\n' > "$ctx/root/etc/group"
-  tar -C "$ctx/root" -c . | docker import --change "LABEL veritas.key=$key" \
+  tar -C "$ctx/root" -c . | docker import --change "LABEL veritas.key=$key-$RECIPE_KEY" \
     --change 'ENV PATH=/bin' --change 'CMD ["sh"]' - "$img" >/dev/null
   log "image $img built"
 }

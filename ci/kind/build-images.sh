@@ -4,6 +4,7 @@
 # Then assemble the node image by hand (what `kind build node-image` does, minus registry pulls).
 # Idempotent: an image that exists with the current key label is not rebuilt.
 . "$(dirname "$0")/lib.sh"
+RECIPE_KEY=$(recipe_key "$KIND_DIR/build-images.sh" "$KIND_DIR/lib.sh" "$KIND_DIR/images")
 
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 ROOTFS="$CACHE/rootfs"
@@ -13,7 +14,7 @@ KIND_SRC=$(go mod download -json "sigs.k8s.io/kind@$KIND_VERSION" | jq -r .Dir)
 
 # image_key IMAGE: the veritas.key label of a local image ("" if absent).
 image_key() { docker image inspect -f '{{index .Config.Labels "veritas.key"}}' "$1" 2>/dev/null || true; }
-up_to_date() { [ "$(image_key "$1")" = "$2" ]; }
+up_to_date() { [ "$(image_key "$1")" = "$2-$RECIPE_KEY" ]; }
 
 # debootstrap_rootfs NAME PACKAGES(comma list): a minbase bookworm rootfs, cached by package list.
 debootstrap_rootfs() {
@@ -35,7 +36,7 @@ debootstrap_rootfs() {
 # docker_build IMAGE KEY CONTEXTDIR: legacy builder (no registry access needed for local FROM).
 docker_build() {
   local img=$1 key=$2 ctx=$3 t; t=$(now)
-  DOCKER_BUILDKIT=0 docker build -q --label "veritas.key=$key" -t "$img" "$ctx" >"$LOGS/docker-build.log" 2>&1 \
+  DOCKER_BUILDKIT=0 docker build -q --label "veritas.key=$key-$RECIPE_KEY" -t "$img" "$ctx" >"$LOGS/docker-build.log" 2>&1 \
     || { cat "$LOGS/docker-build.log" >&2; die "docker build $img failed"; }
   timing "image $img" "$t"
 }
@@ -52,7 +53,7 @@ build_tools_images() {
     local l; for l in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
       ln -sf iptables-wrapper "$dir/usr/sbin/$l"
     done
-    tar -C "$dir" -c . | docker import --change "LABEL veritas.key=$key" - "$TOOLS_IMAGE" >/dev/null
+    tar -C "$dir" -c . | docker import --change "LABEL veritas.key=$key-$RECIPE_KEY" - "$TOOLS_IMAGE" >/dev/null
   fi
   if ! up_to_date veritas.local/static-base:1 "$key"; then
     local s="$CACHE/ctx/static-base" dir="$ROOTFS/tools"
@@ -60,7 +61,7 @@ build_tools_images() {
     chmod 1777 "$s/tmp"
     cp "$dir/etc/passwd" "$dir/etc/group" "$dir/etc/nsswitch.conf" "$s/etc/"
     cp "$dir/etc/ssl/certs/ca-certificates.crt" "$s/etc/ssl/certs/"
-    tar -C "$s" -c . | docker import --change "LABEL veritas.key=$key" - veritas.local/static-base:1 >/dev/null
+    tar -C "$s" -c . | docker import --change "LABEL veritas.key=$key-$RECIPE_KEY" - veritas.local/static-base:1 >/dev/null
   fi
 }
 
@@ -130,7 +131,7 @@ build_busybox_image() {
   chmod 1777 "$ctx/root/tmp"
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$ctx/root/etc/passwd"
   printf 'root:x:0:\nnobody:x:65534:\n' > "$ctx/root/etc/group"
-  tar -C "$ctx/root" -c . | docker import --change "LABEL veritas.key=$key" \
+  tar -C "$ctx/root" -c . | docker import --change "LABEL veritas.key=$key-$RECIPE_KEY" \
     --change 'ENV PATH=/bin' --change 'CMD ["sh"]' - "$img" >/dev/null
 }
 
@@ -251,7 +252,7 @@ build_node_image() {
   sleep 1 # let the kernel finish closing containerd's files before the snapshot (not a wait for a condition)
   docker exec "$c" rm -f /var/log/containerd-build.log
   docker commit --change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' \
-    --change "LABEL veritas.key=$key" "$c" "$NODE_IMAGE" >/dev/null
+    --change "LABEL veritas.key=$key-$RECIPE_KEY" "$c" "$NODE_IMAGE" >/dev/null
   docker rm -f "$c" >/dev/null; trap - EXIT
   timing "image $NODE_IMAGE" "$t"
 }

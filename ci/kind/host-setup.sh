@@ -4,7 +4,13 @@
 # Idempotent: a second run changes nothing and returns in about a second.
 . "$(dirname "$0")/lib.sh"
 
-PKGS="docker.io debootstrap jq iptables ca-certificates gcc libc6-dev openssl python3"
+PKGS="debootstrap jq iptables ca-certificates gcc libc6-dev openssl python3"
+# A working Docker (docker-ce, or Debian's docker.io) is kept; docker.io only where none is.
+if command -v dockerd >/dev/null 2>&1 || command -v docker >/dev/null 2>&1; then
+  log "docker present ($(command -v dockerd || command -v docker)); not installing docker.io"
+else
+  PKGS="docker.io $PKGS"
+fi
 missing=""
 for p in $PKGS; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=" $p"; done
 if [ -n "$missing" ]; then
@@ -21,24 +27,27 @@ capbnd=$(awk '/^CapBnd/ {print $2}' /proc/self/status)
 need_wrapper=0
 (( (0x$capbnd >> 24) & 1 )) || need_wrapper=1
 
-mkdir -p /etc/docker
-want_daemon_json="$CACHE/daemon.json"
+# Only when the wrapper is needed is daemon.json touched: the runtime entries are merged into
+# what is there (other settings kept), the original is backed up once, and nothing changes (no
+# restart) when the merge equals what is already there.
+restart=0
 if (( need_wrapper )); then
   install -m 0755 "$KIND_DIR/runc-drop-sys-resource" /usr/local/sbin/runc-drop-sys-resource
-  cat > "$want_daemon_json" <<'JSON'
-{
-  "default-runtime": "runc-nosysres",
-  "runtimes": { "runc-nosysres": { "path": "/usr/local/sbin/runc-drop-sys-resource" } }
-}
-JSON
-else
-  echo '{}' > "$want_daemon_json"
-fi
-
-restart=0
-if ! cmp -s "$want_daemon_json" /etc/docker/daemon.json 2>/dev/null; then
-  cp "$want_daemon_json" /etc/docker/daemon.json
-  restart=1
+  mkdir -p /etc/docker
+  current=/etc/docker/daemon.json
+  [ -s "$current" ] || echo '{}' > "$CACHE/daemon.empty.json"
+  src=$current; [ -s "$current" ] || src="$CACHE/daemon.empty.json"
+  jq '. + {"default-runtime": "runc-nosysres"} | .runtimes = ((.runtimes // {}) + {"runc-nosysres": {"path": "/usr/local/sbin/runc-drop-sys-resource"}})' \
+    "$src" > "$CACHE/daemon.json" || die "$current is not valid JSON; fix it or move it away"
+  if ! cmp -s <(jq -S . "$CACHE/daemon.json") <(jq -S . "$src" 2>/dev/null); then
+    if [ -s "$current" ] && [ ! -e "$current.veritas-backup" ]; then
+      cp -p "$current" "$current.veritas-backup"
+      log "backed up $current to $current.veritas-backup"
+    fi
+    cp "$CACHE/daemon.json" "$current"
+    log "merged the runc-nosysres runtime into $current"
+    restart=1
+  fi
 fi
 
 dockerd_pid() { pgrep -x dockerd | head -1; }

@@ -21,14 +21,30 @@ timing() { # timing NAME START
   printf '%s %s %ss\n' "$(date -u +%FT%TZ)" "$1" "$d" >> "$LOGS/timings.log"
 }
 
-# wait_for DESCRIPTION DEADLINE_SECONDS CMD...: poll CMD every 2 s until it succeeds.
+# wait_for DESCRIPTION DEADLINE_SECONDS CMD...: poll CMD every 2 s until it succeeds. On
+# timeout, say what the last attempt printed (the value it saw), not only that it timed out.
 wait_for() {
   local what=$1 limit=$2; shift 2
-  local end=$(( $(now) + limit ))
-  until "$@" >/dev/null 2>&1; do
-    if (( $(now) >= end )); then log "timed out after ${limit}s waiting for: $what"; return 1; fi
+  local end=$(( $(now) + limit )) last
+  until last=$("$@" 2>&1); do
+    if (( $(now) >= end )); then
+      log "timed out after ${limit}s waiting for: $what; last attempt printed:"
+      printf '%s\n' "${last:-(nothing)}" | tail -n 15 | sed 's/^/    /' >&2
+      return 1
+    fi
     sleep 2
   done
+}
+
+# recipe_key PATH...: a hash of how something is made (the given scripts and directories, the
+# pins and the Go toolchain). Cache keys include it, so a changed recipe never reuses a stale
+# image or binary made by the old one.
+recipe_key() {
+  { local p; for p in "$@" "$KIND_DIR/versions.env"; do
+      if [ -d "$p" ]; then find "$p" -type f -print0 | sort -z | xargs -0 cat; else cat "$p"; fi
+    done
+    go version 2>/dev/null || echo "no go"
+  } | sha256sum | cut -c1-12
 }
 
 # k8s_ldflags: the version stamps hack/lib/version.sh sets (kubeadm rejects v0.0.0-master).

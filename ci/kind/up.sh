@@ -18,8 +18,18 @@ KUBECTL="$BIN/kubectl-$K8S_VERSION"
 KUBECONFIG_OUT="${KUBECONFIG_OUT:-$CACHE/kubeconfig-$CLUSTER_NAME}"
 
 if "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
-  log "cluster $CLUSTER_NAME exists; reusing it (ci/kind/down.sh deletes it)"
-else
+  # Reuse only a cluster whose node runs the node image wanted now (same image ID): a cluster
+  # left from an older recipe is deleted and created again.
+  have=$(docker inspect -f '{{.Image}}' "$CLUSTER_NAME-control-plane" 2>/dev/null || true)
+  want=$(docker image inspect -f '{{.Id}}' "$NODE_IMAGE" 2>/dev/null || true)
+  if [ -n "$have" ] && [ "$have" = "$want" ]; then
+    log "cluster $CLUSTER_NAME exists with node image $NODE_IMAGE; reusing it (ci/kind/down.sh deletes it)"
+  else
+    log "cluster $CLUSTER_NAME runs node image ${have:-unknown}, wanted $want ($NODE_IMAGE): deleting it"
+    "$KIND" delete cluster --name "$CLUSTER_NAME" >&2 || die "could not delete the stale cluster $CLUSTER_NAME"
+  fi
+fi
+if ! "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
   t=$(now)
   cfg="$CACHE/kind-config-$CLUSTER_NAME.yaml"
   if [ -n "${KIND_CONFIG:-}" ]; then cp "$KIND_CONFIG" "$cfg"; else
