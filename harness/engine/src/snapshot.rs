@@ -48,6 +48,8 @@ pub fn check(name: &str, text: &str, r: &Redactions) -> Result<(), String> {
         (r"[0-9]+(\.[0-9]+)?\s?(ns|µs|us|ms|s)\b", "[duration]"),
         (r"[0-9]+(\.[0-9]+)? (tok/s|tokens/s)", "[rate]"),
         (r"\b[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z", "[time]"),
+        // Memory sizes and other machine-dependent large numbers.
+        (r"\b[0-9]{6,}\b", "[n]"),
         (
             r"(veritas-spark-[a-z]+)-[a-z0-9]{8,10}-[a-z0-9]{5}",
             "$1-[pod]",
