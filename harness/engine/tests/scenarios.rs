@@ -39,22 +39,18 @@ fn main() {
     for s in scenarios {
         let is_cluster = s.requires.driver == DriverClass::Cluster;
         let ignored = is_cluster && cluster.is_none();
-        let kind = if is_cluster { "cluster" } else { "process" };
         if s.guide.recovery_by == veritas_scenario::RecoveryBy::Remedy {
             let (s2, c2) = (s.clone(), cluster.clone());
             trials.push(
                 Trial::test(format!("{}/without-remedy", s.id), move || {
                     run_one(s2, c2, true)
                 })
-                .with_kind(kind)
                 .with_ignored_flag(ignored),
             );
         }
         let c = cluster.clone();
         trials.push(
-            Trial::test(s.id.clone(), move || run_one(s, c, false))
-                .with_kind(kind)
-                .with_ignored_flag(ignored),
+            Trial::test(s.id.clone(), move || run_one(s, c, false)).with_ignored_flag(ignored),
         );
     }
     libtest_mimic::run(&args, trials).exit();
