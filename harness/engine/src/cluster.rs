@@ -145,7 +145,10 @@ pub async fn apply(
         (None, Some(m)) => m.clone(),
         (None, None) => return Err(StepError::new("apply needs `file` or `manifest`")),
     };
-    let text = ctx.subst(&text);
+    let mut text = ctx.subst(&text);
+    if let (Some(from), Some(ns)) = (&a.from_namespace, &ctx.namespace) {
+        text = move_namespace(&text, from, ns);
+    }
     let args: Vec<String> = [
         "apply",
         "--server-side",
@@ -301,6 +304,19 @@ pub async fn promql(
     verdict(expect::check_value(&q.expect, got), observed)
 }
 
+/// Rewrites every `namespace: <from>` value (metadata, RoleBinding subjects) to `to`; other
+/// namespaces (e.g. `veritas-system`) are left alone.
+pub fn move_namespace(text: &str, from: &str, to: &str) -> String {
+    text.lines()
+        .map(|l| match l.split_once("namespace:") {
+            Some((head, value)) if value.trim() == from => format!("{head}namespace: {to}"),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
 pub fn urlencode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
@@ -314,76 +330,56 @@ pub fn urlencode(s: &str) -> String {
     out
 }
 
-/// Bounded in-cluster traffic: a Job whose busybox `wget` loop sends exactly `requests`
-/// requests at `rate` per second and stops. Waits for the Job to finish.
+/// Bounded in-cluster traffic through the one traffic helper the controller's tests use too
+/// (`veritas_cluster::traffic`): a busybox Pod sends exactly `requests` generations, paced,
+/// and reports its counts.
 pub async fn traffic(
     ctx: &mut Context,
     t: &TrafficStep,
-    deadline: Duration,
+    _deadline: Duration,
 ) -> Result<String, StepError> {
+    use veritas_cluster::traffic::{run, TrafficSpec};
     let env = env(ctx)?;
-    let name = format!("traffic-{}-{}", t.service, rand::random::<u16>());
-    let sleep = format!("{:.3}", 1.0 / t.rate as f64);
-    let script = format!(
-        "ok=0; fail=0; i=0; while [ $i -lt {n} ]; do i=$((i+1)); if wget -q -T 2 -O /dev/null http://{svc}:{port}{path}; then ok=$((ok+1)); else fail=$((fail+1)); fi; sleep {sleep}; done; echo \"ok=$ok fail=$fail\"",
-        n = t.requests,
-        svc = t.service,
-        port = t.port,
-        path = t.path,
-    );
-    let job = serde_json::json!({
-        "apiVersion": "batch/v1", "kind": "Job",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "veritas-harness"}},
-        "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 300, "template": {"spec": {
-            "restartPolicy": "Never",
-            "containers": [{"name": "traffic", "image": "busybox:1.35", "imagePullPolicy": "Never",
-                            "command": ["sh", "-c", script]}]}}}
-    });
-    let out = env
-        .kubectl(
-            ctx.namespace.as_deref(),
-            Identity::Admin,
-            &["apply".into(), "-f".into(), "-".into()],
-            Some(&job.to_string()),
-            deadline,
-        )
-        .await?;
-    must_succeed("traffic job", out)?;
-    let wait = env
-        .kubectl(
-            ctx.namespace.as_deref(),
-            Identity::Admin,
-            &[
-                "wait".into(),
-                format!("job/{name}"),
-                "--for=condition=complete".into(),
-                format!("--timeout={}s", deadline.as_secs().max(1)),
-            ],
-            None,
-            deadline + Duration::from_secs(5),
-        )
-        .await?;
-    let logs = env
-        .kubectl(
-            ctx.namespace.as_deref(),
-            Identity::Admin,
-            &["logs".into(), format!("job/{name}")],
-            None,
-            Duration::from_secs(20),
-        )
-        .await?;
-    if wait.exit != Some(0) {
-        return Err(StepError::observed(
-            "traffic job did not complete",
-            format!("{}\n{}", wait.summary(), logs.summary()),
-        ));
-    }
-    Ok(format!(
-        "{} requests to {}: {}",
+    let ns = ctx
+        .namespace
+        .clone()
+        .ok_or_else(|| StepError::new("traffic needs the scenario namespace"))?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(&env.kubeconfig)
+        .map_err(|e| StepError::new(format!("kubeconfig {}: {e}", env.kubeconfig.display())))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|e| StepError::new(format!("kubeconfig: {e}")))?;
+    let client =
+        kube::Client::try_from(config).map_err(|e| StepError::new(format!("kube client: {e}")))?;
+    let mut spec = TrafficSpec::new(
+        &format!("traffic-{}-{:04x}", t.service, rand::random::<u16>()),
         t.requests,
-        t.service,
-        logs.stdout.trim()
-    ))
+    );
+    spec.service = t.service.clone();
+    spec.port = t.port;
+    spec.interval_ms = t.interval.as_duration().as_millis() as u32;
+    if let Some(body) = &t.body {
+        spec.body = ctx.subst(body);
+    }
+    let r = run(&client, &ns, &spec)
+        .await
+        .map_err(|e| StepError::new(format!("traffic: {e}")))?;
+    let observed = format!(
+        "{} requests to {}: ok={} fail={}",
+        t.requests, t.service, r.ok, r.failed
+    );
+    let mut bad = Vec::new();
+    if let Some(min) = t.min_ok {
+        if r.ok < min {
+            bad.push(format!("{} succeeded (expected at least {min})", r.ok));
+        }
+    }
+    if let Some(max) = t.max_failed {
+        if r.failed > max {
+            bad.push(format!("{} failed (expected at most {max})", r.failed));
+        }
+    }
+    verdict(bad, observed)
 }
 
 pub async fn rollout(
@@ -450,6 +446,18 @@ pub async fn spark_in_pod(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn namespaces_move_exactly() {
+        let m = "metadata:\n  namespace: veritas\nsubjects:\n  - {kind: ServiceAccount, name: a}\n    namespace: veritas\n  namespace: veritas-system\n";
+        let out = super::move_namespace(m, "veritas", "veritas-cnt-1-00ab");
+        assert_eq!(
+            out.matches("namespace: veritas-cnt-1-00ab").count(),
+            2,
+            "{out}"
+        );
+        assert!(out.contains("namespace: veritas-system"), "{out}");
+    }
+
     #[test]
     fn urlencode_escapes_promql() {
         assert_eq!(

@@ -134,16 +134,7 @@ pub async fn execute(
         Step::Patch(p) => cluster::patch(ctx, p, deadline).await,
         Step::Get(g) => cluster::get(ctx, g, deadline).await,
         Step::Promql(q) => cluster::promql(ctx, q, deadline).await,
-        Step::Traffic(t) => {
-            cluster::traffic(
-                ctx,
-                t,
-                deadline.max(Duration::from_secs(
-                    (t.requests / t.rate.max(1)) as u64 * 2 + 30,
-                )),
-            )
-            .await
-        }
+        Step::Traffic(t) => cluster::traffic(ctx, t, deadline).await,
         Step::Rollout(r) => {
             let deadline = r.timeout.map_or(ready, |t| t.as_duration());
             cluster::rollout(ctx, r, deadline).await

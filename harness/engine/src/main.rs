@@ -310,7 +310,15 @@ fn progress_sink(quiet: bool) -> Arc<dyn Fn(Event) + Send + Sync> {
 async fn run(args: &RunArgs, selected: Vec<Scenario>) -> Result<i32> {
     let seed = args.seed.unwrap_or_else(rand::random);
     let repo = veritas_harness::repo_root();
-    let spark_bin = veritas_harness::spark_bin().map_err(anyhow::Error::msg)?;
+    // Only process scenarios need a local veritas-spark; cluster ones run it in pods.
+    let needs_local = selected
+        .iter()
+        .any(|s| s.requires.driver == DriverClass::Process);
+    let spark_bin = match veritas_harness::spark_bin() {
+        Ok(p) => p,
+        Err(e) if needs_local => bail!(e),
+        Err(_) => PathBuf::from("veritas-spark"),
+    };
     eprintln!("veritas-harness: {} scenario(s), driver {:?}, parallel {}, seed {seed} (replay with --seed {seed})", selected.len(), args.driver, args.parallel);
 
     let (tx, rx) = tokio::sync::watch::channel(false);

@@ -335,7 +335,7 @@ impl Validator {
         if let Some(e) = step.expect() {
             self.code(&format!("{field}.expect.code"), &e.code);
             for ptr in e.json.keys() {
-                if !ptr.starts_with('/') {
+                if !ptr.is_empty() && !ptr.starts_with('/') {
                     self.push(
                         &format!("{field}.expect.json"),
                         format!("`{ptr}`: a JSON pointer starts with `/`"),
@@ -468,16 +468,16 @@ impl Validator {
             }
             Step::Promql(q) => self.value(&format!("{field}.expect"), &q.expect),
             Step::Traffic(t) => {
-                if t.requests == 0 || t.requests > 100_000 {
+                if t.requests == 0 || t.requests > 10_000 {
                     self.push(
                         &format!("{field}.requests"),
-                        "between 1 and 100000 (traffic is bounded)".into(),
+                        "between 1 and 10000 (traffic is bounded)".into(),
                     );
                 }
-                if t.rate == 0 || t.rate > 1000 {
+                if t.interval.0 < std::time::Duration::from_millis(10) {
                     self.push(
-                        &format!("{field}.rate"),
-                        "between 1 and 1000 per second".into(),
+                        &format!("{field}.interval"),
+                        "at least 10ms (traffic is paced)".into(),
                     );
                 }
             }

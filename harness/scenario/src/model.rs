@@ -588,6 +588,10 @@ pub struct ApplyStep {
     /// Inline YAML (one or more documents).
     #[serde(default)]
     pub manifest: Option<String>,
+    /// The namespace the manifests were written for (e.g. `veritas`): every
+    /// `namespace: <it>` is moved to the scenario's own namespace.
+    #[serde(default)]
+    pub from_namespace: Option<String>,
     #[serde(default, rename = "as")]
     pub identity: Identity,
 }
@@ -655,23 +659,27 @@ pub struct TrafficStep {
     pub service: String,
     #[serde(default = "default_traffic_port")]
     pub port: u16,
-    #[serde(default = "default_traffic_path")]
-    pub path: String,
-    /// Total requests (bounded).
+    /// Total `POST /v1/generate` requests (bounded).
     pub requests: u32,
-    /// Requests per second (bounded).
-    #[serde(default = "default_rate")]
-    pub rate: u32,
+    /// Pause between requests.
+    #[serde(default = "default_traffic_interval")]
+    pub interval: Span,
+    /// Request body (default: a 4-token generation).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// At least this many requests must succeed (default: no requirement).
+    #[serde(default)]
+    pub min_ok: Option<u32>,
+    /// At most this many may fail (default: no requirement).
+    #[serde(default)]
+    pub max_failed: Option<u32>,
 }
 
 fn default_traffic_port() -> u16 {
     8080
 }
-fn default_traffic_path() -> String {
-    "/health".into()
-}
-fn default_rate() -> u32 {
-    10
+fn default_traffic_interval() -> Span {
+    Span(std::time::Duration::from_millis(100))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
