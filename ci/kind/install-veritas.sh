@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install Veritas into the running kind cluster: our images (built by build-veritas-images.sh,
+# from the debug binaries the tests already built when VERITAS_BIN_DIR is set, else release),
+# the CRDs, and the controller (namespace veritas-system), then wait for the controller.
+# Env: CLUSTER_NAME, KUBECONFIG (default: the cluster's kubeconfig in the cache).
+. "$(dirname "$0")/lib.sh"
+REPO="$(cd "$KIND_DIR/../.." && pwd)"
+KUBECTL="$BIN/kubectl-$K8S_VERSION"
+export KUBECONFIG="${KUBECONFIG:-$CACHE/kubeconfig-$CLUSTER_NAME}"
+t=$(now)
+if [ -n "${VERITAS_BIN_DIR:-}" ]; then
+  "$KIND_DIR/build-veritas-images.sh" --no-build
+else
+  "$KIND_DIR/build-veritas-images.sh"
+fi
+"$KUBECTL" apply --server-side -f "$REPO/fixtures/manifests/crds/" >&2
+"$KUBECTL" wait --for=condition=Established --timeout=60s crd/veritascanaries.veritas.hearthlink.ai crd/veritasenvironments.veritas.hearthlink.ai >&2
+"$KUBECTL" apply --server-side -f "$REPO/fixtures/manifests/controller/" >&2 \
+  || die "controller manifests did not apply"
+"$KUBECTL" -n veritas-system rollout status deployment/veritas-controller --timeout=180s >&2 \
+  || die "veritas-controller not ready within 180s (kubectl -n veritas-system logs -l app=veritas-controller)"
+timing "install-veritas" "$t"
