@@ -4,7 +4,7 @@
 
 use crate::context::Context;
 use crate::expect::{self, clip, CommandOutput};
-use crate::process::{run_command, verdict};
+use crate::process::{run_command_with_input, verdict};
 use crate::StepError;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,46 +54,7 @@ impl ClusterEnv {
             argv.push(format!("--as=system:serviceaccount:{ns}:{ONCALL_SA}"));
         }
         argv.extend(args.iter().cloned());
-        match stdin {
-            None => run_command(&argv, deadline).await,
-            Some(text) => run_with_stdin(&argv, text, deadline).await,
-        }
-    }
-}
-
-async fn run_with_stdin(
-    argv: &[String],
-    input: &str,
-    deadline: Duration,
-) -> Result<CommandOutput, StepError> {
-    use std::process::Stdio;
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| StepError::new(format!("cannot run {}: {e}", argv[0])))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    stdin
-        .write_all(input.as_bytes())
-        .await
-        .map_err(|e| StepError::new(e.to_string()))?;
-    drop(stdin);
-    match tokio::time::timeout(deadline, child.wait_with_output()).await {
-        Ok(Ok(out)) => Ok(CommandOutput {
-            exit: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            timed_out: false,
-        }),
-        Ok(Err(e)) => Err(StepError::new(e.to_string())),
-        Err(_) => Ok(CommandOutput {
-            timed_out: true,
-            ..Default::default()
-        }),
+        run_command_with_input(&argv, stdin, deadline).await
     }
 }
 

@@ -25,17 +25,38 @@ pub struct Daemon {
 
 /// Runs `argv` with a deadline; the process is killed when the deadline passes.
 pub async fn run_command(argv: &[String], deadline: Duration) -> Result<CommandOutput, StepError> {
+    run_command_with_input(argv, None, deadline).await
+}
+
+/// Runs `argv` with `input` on its stdin (none: stdin is /dev/null) and a deadline; the
+/// process is killed when the deadline passes.
+pub async fn run_command_with_input(
+    argv: &[String],
+    input: Option<&str>,
+    deadline: Duration,
+) -> Result<CommandOutput, StepError> {
+    use tokio::io::AsyncWriteExt;
     let (prog, args) = argv
         .split_first()
         .ok_or_else(|| StepError::new("empty command"))?;
-    let child = Command::new(prog)
+    let mut child = Command::new(prog)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| StepError::new(format!("cannot run {prog}: {e}")))?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(text.as_bytes())
+            .await
+            .map_err(|e| StepError::new(format!("{prog}: writing stdin: {e}")))?;
+    }
     match tokio::time::timeout(deadline, child.wait_with_output()).await {
         Ok(Ok(out)) => Ok(CommandOutput {
             exit: out.status.code(),
