@@ -64,6 +64,11 @@ pub enum Command {
     /// Inference sandbox: prove the confinement of the running worker, or check this node.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
+    /// Canary operations on the cluster (VeritasCanary, through the Kubernetes API).
+    #[command(subcommand)]
+    Canary(veritas_cluster::CanaryCommand),
+    /// Roll back a canary (--canary, --force) or show rollback progress (--status).
+    Rollback(veritas_cluster::RollbackArgs),
     /// Internal: ask a daemon started with --enable-fault-injection to misbehave.
     #[command(hide = true)]
     Fault {
@@ -124,6 +129,10 @@ pub enum SandboxCommand {
 pub enum MetricsCommand {
     /// Key metrics: requests, error rate, latency, tokens, memory.
     Summary,
+    /// Canary metrics from Prometheus: requests, error rate, p99.
+    Canary(veritas_cluster::Target),
+    /// Canary vs stable metrics from Prometheus.
+    Compare(veritas_cluster::Target),
 }
 
 #[derive(Debug, Subcommand)]

@@ -41,6 +41,21 @@ fn main() -> ExitCode {
             eprintln!("error: cannot execute {:?}: {err}", command[0]);
             ExitCode::from(127)
         }
+        Command::Canary(c) => {
+            veritas_cluster::run(veritas_cluster::ClusterCommand::Canary(c), cli.global.json)
+        }
+        Command::Rollback(r) => veritas_cluster::run(
+            veritas_cluster::ClusterCommand::Rollback(r),
+            cli.global.json,
+        ),
+        Command::Metrics(MetricsCommand::Canary(t)) => veritas_cluster::run(
+            veritas_cluster::ClusterCommand::MetricsCanary(t),
+            cli.global.json,
+        ),
+        Command::Metrics(MetricsCommand::Compare(t)) => veritas_cluster::run(
+            veritas_cluster::ClusterCommand::MetricsCompare(t),
+            cli.global.json,
+        ),
         Command::Worker(args) => {
             init_logs("text", "warn");
             ExitCode::from(worker::run(args) as u8)
@@ -95,6 +110,9 @@ fn main() -> ExitCode {
                     }
                 }
                 Command::Serve(_)
+                | Command::Canary(_)
+                | Command::Rollback(_)
+                | Command::Metrics(MetricsCommand::Canary(_) | MetricsCommand::Compare(_))
                 | Command::Worker(_)
                 | Command::ChaosExec { .. }
                 | Command::Sandbox(SandboxCommand::Check { .. }) => {
