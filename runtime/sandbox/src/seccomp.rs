@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op,
@@ -447,6 +447,7 @@ static ALLOWED: &[i64] = &[
     libc::SYS_exit_group,
     libc::SYS_sched_yield,
     libc::SYS_sched_getaffinity,
+    // Own process only: filter 2 ("other-process scheduling") denies them on other pids.
     libc::SYS_sched_setaffinity,
     libc::SYS_sched_getparam,
     libc::SYS_sched_setparam,
@@ -565,7 +566,9 @@ pub(crate) fn allow_list_filter(pid: libc::pid_t) -> Result<BpfProgram, String> 
 }
 
 /// Filter 2 family: soft denials, each `(program, what)`.
-pub(crate) fn soft_denial_filters() -> Result<Vec<(BpfProgram, &'static str)>, String> {
+pub(crate) fn soft_denial_filters(
+    pid: libc::pid_t,
+) -> Result<Vec<(BpfProgram, &'static str)>, String> {
     let arch = target_arch()?;
     let build = |rules: BTreeMap<i64, Vec<SeccompRule>>, errno: i32, what: &'static str| {
         let f = SeccompFilter::new(
@@ -617,6 +620,27 @@ pub(crate) fn soft_denial_filters() -> Result<Vec<(BpfProgram, &'static str)>, S
         libc::EPERM,
         "prctl",
     )?);
+    // Scheduling and priority of another process: EPERM (like tgkill and prlimit64, only
+    // our own; 0 means the caller). setpriority's target is its second argument, and only
+    // PRIO_PROCESS names a process.
+    let me = pid as u32 as u64;
+    let other = |arg: u8| vec![rule(vec![cond32(arg, Op::Ne, 0), cond32(arg, Op::Ne, me)])];
+    out.push(build(
+        BTreeMap::from([
+            (libc::SYS_sched_setaffinity, other(0)),
+            (libc::SYS_sched_setscheduler, other(0)),
+            (libc::SYS_sched_setparam, other(0)),
+            (
+                libc::SYS_setpriority,
+                vec![
+                    rule(vec![cond32(0, Op::Ne, libc::PRIO_PROCESS as u64)]),
+                    rule(vec![cond32(1, Op::Ne, 0), cond32(1, Op::Ne, me)]),
+                ],
+            ),
+        ]),
+        libc::EPERM,
+        "other-process scheduling",
+    )?);
     Ok(out)
 }
 
@@ -661,7 +685,7 @@ pub(crate) fn apply() -> Result<String, String> {
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
     let main = allow_list_filter(pid)?;
-    let soft = soft_denial_filters()?;
+    let soft = soft_denial_filters(pid)?;
     install_sigsys_handler()?;
     for (p, _) in &soft {
         load(p)?;
@@ -677,9 +701,25 @@ pub(crate) fn apply() -> Result<String, String> {
 // ---------------------------------------------------------------------------------------------
 // SIGSYS handler.
 
-/// While set, a trapped syscall returns -EPERM to its caller instead of killing the process,
-/// so [`crate::selftest`] can try forbidden calls one after another.
-pub(crate) static EMULATE_EPERM: AtomicBool = AtomicBool::new(false);
+/// The thread (tid) on which a trapped syscall returns -EPERM to its caller instead of
+/// killing the process, so [`crate::selftest`] can try forbidden calls one after another;
+/// 0: none. Per thread, not process-wide: inference threads running meanwhile stay under
+/// the kill-on-violation rule.
+static EMULATE_FOR_TID: AtomicI32 = AtomicI32::new(0);
+
+/// Turns EPERM emulation on or off for the calling thread only.
+pub(crate) fn emulate_eperm(on: bool) {
+    // SAFETY: gettid has no preconditions.
+    let tid = if on { unsafe { libc::gettid() } } else { 0 };
+    EMULATE_FOR_TID.store(tid, Ordering::SeqCst);
+}
+
+/// Whether a trap on the calling thread is to be emulated (async-signal-safe).
+pub(crate) fn emulating_here() -> bool {
+    let tid = EMULATE_FOR_TID.load(Ordering::SeqCst);
+    // SAFETY: gettid is async-signal-safe.
+    tid != 0 && tid == unsafe { libc::gettid() }
+}
 /// The last syscall number trapped while emulating (-1: none).
 pub(crate) static LAST_TRAPPED: AtomicI64 = AtomicI64::new(-1);
 
@@ -716,10 +756,7 @@ extern "C" fn sigsys_handler(
         let nr = *((info as *const u8).add(SI_SYSCALL_OFFSET) as *const libc::c_int);
         (code, nr as i64)
     };
-    if code == SYS_SECCOMP
-        && EMULATE_EPERM.load(Ordering::SeqCst)
-        && set_return(ctx, -(libc::EPERM as i64))
-    {
+    if code == SYS_SECCOMP && emulating_here() && set_return(ctx, -(libc::EPERM as i64)) {
         LAST_TRAPPED.store(nr, Ordering::SeqCst);
         return;
     }
@@ -801,5 +838,23 @@ fn set_return(ctx: *mut libc::c_void, value: i64) -> bool {
     )))]
     {
         false
+    }
+}
+
+#[cfg(test)]
+mod emulation_tests {
+    use super::*;
+
+    /// Issue 9, finding 9: the self-test's EPERM emulation covers its own thread only, so
+    /// a violation on an inference thread during a self-test still kills the worker.
+    #[test]
+    fn emulation_is_per_thread() {
+        assert!(!emulating_here());
+        emulate_eperm(true);
+        assert!(emulating_here());
+        let other = std::thread::spawn(emulating_here).join().unwrap();
+        assert!(!other, "another thread must not be emulated");
+        emulate_eperm(false);
+        assert!(!emulating_here());
     }
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 
 use crate::config::SandboxConfig;
-use crate::seccomp::{syscall_name, EMULATE_EPERM, LAST_TRAPPED};
+use crate::seccomp::{emulate_eperm, syscall_name, LAST_TRAPPED};
 
 /// What a probe should find.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,10 +58,10 @@ enum Attempt {
 /// Runs `f` (a raw call returning -1/errno on failure) with trap emulation on.
 fn attempt(f: impl FnOnce() -> i64) -> Attempt {
     LAST_TRAPPED.store(-1, Ordering::SeqCst);
-    EMULATE_EPERM.store(true, Ordering::SeqCst);
+    emulate_eperm(true);
     let rc = f();
     let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-    EMULATE_EPERM.store(false, Ordering::SeqCst);
+    emulate_eperm(false);
     let trapped = LAST_TRAPPED.swap(-1, Ordering::SeqCst);
     if rc >= 0 && trapped < 0 {
         Attempt::Ok(rc)
@@ -170,6 +170,7 @@ pub fn selftest(cfg: &SandboxConfig) -> Vec<ProbeResult> {
     out.push(probe_fork());
     out.push(probe_mount());
     out.push(probe_unshare());
+    out.push(probe_reschedule_parent());
     if cfg.memory_limit_bytes.is_some() {
         out.push(probe_raise_memory_limit());
     }
@@ -182,7 +183,7 @@ pub fn selftest(cfg: &SandboxConfig) -> Vec<ProbeResult> {
 fn probe_read_model_dir(dir: &Path) -> ProbeResult {
     let what = format!("list {} and read its first file", dir.display());
     let name = "read-model-dir";
-    EMULATE_EPERM.store(true, Ordering::SeqCst);
+    emulate_eperm(true);
     let result = (|| -> std::io::Result<String> {
         let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(Result::ok).collect();
         entries.sort_by_key(|e| e.file_name());
@@ -205,7 +206,7 @@ fn probe_read_model_dir(dir: &Path) -> ProbeResult {
             )),
         }
     })();
-    EMULATE_EPERM.store(false, Ordering::SeqCst);
+    emulate_eperm(false);
     let trapped = LAST_TRAPPED.swap(-1, Ordering::SeqCst);
     match result {
         Ok(how) if trapped < 0 => allowed_result(name, what, Expect::Allowed, how),
@@ -422,6 +423,34 @@ fn probe_unshare() -> ProbeResult {
     let outcome = attempt(|| unsafe { libc::unshare(libc::CLONE_NEWUSER) } as i64);
     judge("unshare-userns", what, Expect::Blocked, outcome, |_| {
         "new user namespace created".to_owned()
+    })
+}
+
+/// Another process's CPU affinity and priority: only our own may be changed.
+fn probe_reschedule_parent() -> ProbeResult {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    let what = format!("sched_setaffinity and setpriority on the parent (pid {parent})");
+    // Harmless if allowed: the parent's own affinity and priority are set back unchanged.
+    // SAFETY: valid cpu_set_t pointers of the size passed.
+    let (set, nice) = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::sched_getaffinity(parent, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+        (
+            set,
+            libc::getpriority(libc::PRIO_PROCESS, parent as libc::id_t),
+        )
+    };
+    // SAFETY: as above.
+    let outcome = attempt(|| unsafe {
+        let rc = libc::sched_setaffinity(parent, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        if rc != 0 {
+            return rc as i64;
+        }
+        libc::setpriority(libc::PRIO_PROCESS, parent as libc::id_t, nice) as i64
+    });
+    judge("reschedule-parent", what, Expect::Blocked, outcome, |_| {
+        "the parent's affinity and priority were changed".to_owned()
     })
 }
 

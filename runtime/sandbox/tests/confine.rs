@@ -133,6 +133,12 @@ fn required_mode_applies_every_layer_and_blocks_every_forbidden_operation() {
         );
     }
     assert_everything_forbidden_is_blocked(&doc);
+    // Issue 9, finding 9: another process's affinity and priority are refused (EPERM).
+    let p = probe(&doc, "reschedule-parent");
+    assert_eq!(
+        p["blocked"], true,
+        "rescheduling another process ALLOWED: {p}"
+    );
     // With seccomp on, the network, exec, ptrace, mount, unshare and fork attempts are trapped.
     for (name, syscall) in [
         ("connect-inet", "socket"),
