@@ -1,4 +1,5 @@
 use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -9,6 +10,22 @@ use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 use veritas_vocab::{ErrorBody, ErrorCode};
+
+/// The token texts of a SentencePiece or Unigram vocabulary that lacks some of the 256
+/// byte tokens, or `None` when every byte can fall back (or the tokenizer is byte-level).
+fn narrow_vocabulary(model: &LlamaModel) -> Option<std::collections::HashSet<Vec<u8>>> {
+    use llama_cpp_2::model::VocabType;
+    let vocab = model.vocab();
+    if !matches!(vocab.vocab_type(), VocabType::SPM | VocabType::UGM) {
+        return None;
+    }
+    let texts: std::collections::HashSet<Vec<u8>> = vocab
+        .tokens()
+        .filter_map(|t| vocab.text(t).map(|s| s.to_bytes().to_vec()))
+        .collect();
+    let full = (0..=255u8).all(|b| texts.contains(format!("<0x{b:02X}>").as_bytes()));
+    (!full).then_some(texts)
+}
 
 /// llama.cpp's backend may be initialised once per process.
 fn backend() -> Result<&'static LlamaBackend, ErrorBody> {
@@ -27,9 +44,22 @@ fn backend() -> Result<&'static LlamaBackend, ErrorBody> {
         })
 }
 
+/// Context window served when none is configured: the training context, capped here. A
+/// 128k-token model would otherwise get a KV cache of tens of GiB per context.
+pub const DEFAULT_MAX_CTX: u32 = 4096;
+
+/// The context window for a model trained on `n_ctx_train` tokens when none is configured.
+pub fn default_n_ctx(n_ctx_train: u32) -> u32 {
+    match n_ctx_train {
+        0 => DEFAULT_MAX_CTX,
+        n => n.min(DEFAULT_MAX_CTX),
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct EngineOptions {
-    /// Context window served; `0` takes the model's training context.
+    /// Context window served; `0` takes the model's training context capped at
+    /// [`DEFAULT_MAX_CTX`].
     pub n_ctx: u32,
     /// CPU threads per request.
     pub threads: i32,
@@ -48,6 +78,15 @@ impl Default for EngineOptions {
 /// context of its own.
 pub struct Engine {
     model: LlamaModel,
+    /// For a SentencePiece/Unigram vocabulary without all 256 byte tokens: the token texts
+    /// a character may map to. llama.cpp throws (and the exception aborts the process) on a
+    /// character that is neither a token nor covered by byte tokens; such prompts are
+    /// refused before they reach it.
+    narrow_vocab: Option<std::collections::HashSet<Vec<u8>>>,
+    /// Longest token text in bytes: no token covers more of a prompt, so a prompt longer
+    /// than `n_ctx` times this cannot fit and is refused before it is tokenized (llama.cpp
+    /// takes minutes over a megabyte-long prompt, out of reach of cancellation).
+    max_token_bytes: usize,
     n_ctx: u32,
     threads: i32,
     // Creating contexts concurrently is unsound in llama.cpp (it may write model fields).
@@ -78,12 +117,30 @@ impl Engine {
             )
         })?;
         let n_ctx = if opts.n_ctx == 0 {
-            model.n_ctx_train()
+            default_n_ctx(model.n_ctx_train())
         } else {
             opts.n_ctx
         };
+        let narrow_vocab = narrow_vocabulary(&model);
+        let max_token_bytes = {
+            let vocab = model.vocab();
+            vocab
+                .tokens()
+                .filter_map(|t| vocab.text(t).map(|s| s.to_bytes().len()))
+                .max()
+                .unwrap_or(1)
+                .max(1)
+        };
+        if narrow_vocab.is_some() {
+            tracing::warn!(
+                model = %path.display(),
+                "the vocabulary has no byte tokens: prompts with characters outside it are refused with E4002"
+            );
+        }
         Ok(Engine {
             model,
+            narrow_vocab,
+            max_token_bytes,
             n_ctx,
             threads: opts.threads.max(1),
             context_creation: Mutex::new(()),
@@ -109,13 +166,108 @@ impl Engine {
         kv + logits + (16 << 20)
     }
 
+    /// Whether the vocabulary lacks byte fallback (some characters cannot be tokenized).
+    pub fn has_narrow_vocabulary(&self) -> bool {
+        self.narrow_vocab.is_some()
+    }
+
+    /// E4002 naming the first character the vocabulary cannot represent, checked the way
+    /// llama.cpp's SPM tokenizer falls back: the character's own token, else one token per
+    /// byte (`<0xNN>` or the byte itself).
+    fn check_representable(&self, prompt: &str) -> Result<(), ErrorBody> {
+        let Some(known) = &self.narrow_vocab else {
+            return Ok(());
+        };
+        let byte_ok =
+            |b: u8| known.contains(format!("<0x{b:02X}>").as_bytes()) || known.contains(&[b][..]);
+        for (offset, c) in prompt.char_indices() {
+            // The tokenizer sees spaces as U+2581.
+            let c = if c == ' ' { '\u{2581}' } else { c };
+            let mut buf = [0u8; 4];
+            let bytes = c.encode_utf8(&mut buf).as_bytes();
+            if known.contains(bytes) || bytes.iter().all(|&b| byte_ok(b)) {
+                continue;
+            }
+            return Err(ErrorBody::new(
+                ErrorCode::TokenizerError,
+                format!(
+                    "the model's vocabulary cannot represent the character {c:?} (U+{:04X}) at byte {offset} of the prompt: it has no token for it and no byte tokens to fall back on",
+                    c as u32
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn n_vocab(&self) -> u32 {
         self.model.n_vocab().max(0) as u32
     }
 
     /// Greedy decoding of at most `max_tokens` tokens after `prompt`.
     pub fn generate(&self, prompt: &str, max_tokens: u32) -> Result<Generation, ErrorBody> {
+        self.generate_until(prompt, max_tokens, &|| false)
+    }
+
+    /// Like [`Engine::generate`], checking `cancelled` before each decode step: a request
+    /// its caller gave up on stops within one token (E1002) instead of running to the end.
+    ///
+    /// This creates a context for the one call; the worker keeps one [`Slot`] per parallel
+    /// request instead.
+    pub fn generate_until(
+        &self,
+        prompt: &str,
+        max_tokens: u32,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Generation, ErrorBody> {
+        self.slot()?.generate_until(prompt, max_tokens, cancelled)
+    }
+
+    /// A context of `n_ctx` tokens to serve requests one after another: created once (its
+    /// KV cache and compute buffers allocated once), cleared between requests.
+    pub fn slot(&self) -> Result<Slot<'_>, ErrorBody> {
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(self.n_ctx))
+            .with_n_batch(self.n_ctx)
+            .with_n_threads(self.threads)
+            .with_n_threads_batch(self.threads);
+        let ctx = {
+            let _guard = self
+                .context_creation
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            self.model.new_context(backend()?, params).map_err(|e| {
+                ErrorBody::new(
+                    ErrorCode::InferenceFailed,
+                    format!("cannot create a context of {} tokens: {e}", self.n_ctx),
+                )
+            })?
+        };
+        Ok(Slot { engine: self, ctx })
+    }
+
+    fn run(
+        &self,
+        ctx: &mut LlamaContext<'_>,
+        prompt: &str,
+        max_tokens: u32,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Generation, ErrorBody> {
         let started = Instant::now();
+        // The tokenizer sees each space as U+2581 (three bytes).
+        let escaped = prompt.len() + 2 * prompt.bytes().filter(|&b| b == b' ').count() + 3;
+        let most = (self.n_ctx as usize).saturating_mul(self.max_token_bytes);
+        if escaped > most {
+            return Err(ErrorBody::new(
+                ErrorCode::ContextOverflow,
+                format!(
+                    "prompt of {} bytes cannot fit the context window of {} tokens (no token of this model covers more than {} bytes)",
+                    prompt.len(),
+                    self.n_ctx,
+                    self.max_token_bytes
+                ),
+            ));
+        }
+        self.check_representable(prompt)?;
         let vocab = self.model.vocab();
         let tokens = vocab.tokenize(prompt.as_bytes(), true, false);
         let specials = u32::from(vocab.should_add_bos());
@@ -145,32 +297,19 @@ impl Engine {
                 ),
             ));
         }
-        if n_prompt + max_tokens > self.n_ctx {
+        // u64: a client's max_tokens may be anything up to u32::MAX.
+        let needed = u64::from(n_prompt) + u64::from(max_tokens);
+        if needed > u64::from(self.n_ctx) {
             return Err(ErrorBody::new(
                 ErrorCode::ContextOverflow,
                 format!(
-                    "prompt of {n_prompt} tokens plus max_tokens {max_tokens} needs {} tokens, context window is {} tokens",
-                    n_prompt + max_tokens,
+                    "prompt of {n_prompt} tokens plus max_tokens {max_tokens} needs {needed} tokens, context window is {} tokens",
                     self.n_ctx
                 ),
             ));
         }
         let inference_failed = |what: &str, e: &dyn std::fmt::Display| {
             ErrorBody::new(ErrorCode::InferenceFailed, format!("{what}: {e}"))
-        };
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(self.n_ctx))
-            .with_n_batch(self.n_ctx)
-            .with_n_threads(self.threads)
-            .with_n_threads_batch(self.threads);
-        let mut ctx = {
-            let _guard = self
-                .context_creation
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            self.model
-                .new_context(backend()?, params)
-                .map_err(|e| inference_failed("cannot create a context", &e))?
         };
         let mut batch = LlamaBatch::new(self.n_ctx as usize, 1);
         let last = tokens.len() - 1;
@@ -182,9 +321,19 @@ impl Engine {
         ctx.decode(&mut batch)
             .map_err(|e| inference_failed("prompt decode failed", &e))?;
         let mut sampler = LlamaSampler::greedy();
-        let mut out = Vec::with_capacity(max_tokens as usize);
+        // Bounded by the context window checked above, never by the client's number alone.
+        let mut out = Vec::with_capacity(max_tokens.min(self.n_ctx) as usize);
         let mut finish_reason = "length";
         for pos in (n_prompt as i32..).take(max_tokens as usize) {
+            if cancelled() {
+                return Err(ErrorBody::new(
+                    ErrorCode::IpcTimeout,
+                    format!(
+                        "generation cancelled after {} of {max_tokens} tokens: the request timed out",
+                        out.len()
+                    ),
+                ));
+            }
             let token = sampler.sample(&ctx, batch.n_tokens() - 1);
             sampler.accept(token);
             if vocab.is_eog(token) {
@@ -207,5 +356,25 @@ impl Engine {
             finish_reason,
             duration_us: started.elapsed().as_micros() as u64,
         })
+    }
+}
+
+/// One reusable context: what a worker thread holds for the requests it serves.
+pub struct Slot<'a> {
+    engine: &'a Engine,
+    ctx: LlamaContext<'a>,
+}
+
+impl Slot<'_> {
+    /// Greedy decoding in this slot's context, emptied of the previous request first.
+    pub fn generate_until(
+        &mut self,
+        prompt: &str,
+        max_tokens: u32,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Generation, ErrorBody> {
+        self.ctx.clear_kv_cache();
+        self.engine
+            .run(&mut self.ctx, prompt, max_tokens, cancelled)
     }
 }

@@ -10,5 +10,5 @@ pub mod verify;
 
 mod engine;
 
-pub use engine::{Engine, EngineOptions, Generation};
-pub use verify::{verify_model, VerifiedModel};
+pub use engine::{default_n_ctx, Engine, EngineOptions, Generation, Slot, DEFAULT_MAX_CTX};
+pub use verify::{verify_model, verify_model_with, MemoryCheck, VerifiedModel};

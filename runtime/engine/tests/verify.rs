@@ -94,3 +94,47 @@ fn sha_mismatch_missing_file_wrong_format_and_memory() {
         "{err}"
     );
 }
+
+/// Finding 2 of issue 9: verification and load use one file handle. A file replaced at the
+/// path after verification is not what the handle reads.
+#[test]
+fn the_verified_handle_keeps_reading_the_verified_file_after_a_replacement() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    write_model_dir(dir.path(), "tiny", "1.0.0", &TinyModelSpec::default()).unwrap();
+    let entry = read_manifest(dir.path()).unwrap().models.remove(0);
+    let v = verify_model(dir.path(), &entry, None).unwrap();
+    // Replace the file at the path by another valid model (rename over it).
+    veritas_fixtures::write_gguf(&v.path, &TinyModelSpec::default().with_seed(9)).unwrap();
+    assert_ne!(sha256_file(&v.path).unwrap(), entry.sha256);
+    let mut through_handle = Vec::new();
+    let mut f = std::fs::File::open(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&*v.file)
+    ))
+    .unwrap();
+    f.read_to_end(&mut through_handle).unwrap();
+    let sha = veritas_engine::verify::sha256_reader(&through_handle[..]).unwrap();
+    assert_eq!(
+        sha, entry.sha256,
+        "the handle still reads the verified bytes"
+    );
+}
+
+/// Finding 10 of issue 9: the default window is the training context capped at 4096.
+#[test]
+fn default_context_is_capped() {
+    assert_eq!(veritas_engine::default_n_ctx(131_072), 4096);
+    assert_eq!(veritas_engine::default_n_ctx(256), 256);
+}
+
+/// Finding 4 of issue 9: available memory is the smaller of MemAvailable and what the
+/// limit leaves beside the runtime's own use.
+#[test]
+fn available_memory_uses_mem_available_and_the_limit() {
+    use veritas_engine::verify::available_memory;
+    assert_eq!(available_memory(Some(1000), 300, Some(5000)), 700);
+    assert_eq!(available_memory(Some(1000), 300, Some(500)), 500);
+    assert_eq!(available_memory(None, 300, Some(500)), 500);
+    assert_eq!(available_memory(Some(100), 300, None), 0);
+}

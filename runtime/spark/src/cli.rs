@@ -169,7 +169,8 @@ pub struct ServeArgs {
     /// Value of the `deployment` metric label (canary or stable).
     #[arg(long, env = "VERITAS_DEPLOYMENT", default_value = labels::DEPLOYMENT_STABLE)]
     pub deployment: String,
-    /// Context window in tokens; 0 uses the model's training context.
+    /// Context window in tokens, per parallel slot (each slot keeps its context across
+    /// requests); 0 uses the model's training context capped at 4096 tokens.
     #[arg(long, env = "VERITAS_CTX_SIZE", default_value_t = 0)]
     pub ctx_size: u32,
     /// CPU threads per request.
@@ -184,6 +185,17 @@ pub struct ServeArgs {
     /// Largest IPC frame accepted, in bytes.
     #[arg(long, env = "VERITAS_MAX_FRAME", default_value_t = veritas_vocab::ipc::DEFAULT_MAX_FRAME)]
     pub max_frame: u32,
+    /// Runtime-socket connections served at once; more are answered with E3003 and closed.
+    #[arg(long, env = "VERITAS_MAX_CONNECTIONS", default_value_t = 256)]
+    pub max_connections: u32,
+    /// Requests one socket connection may have in flight; further requests on it are read
+    /// only as earlier ones are answered.
+    #[arg(long, env = "VERITAS_MAX_PIPELINED", default_value_t = 16)]
+    pub max_pipelined: u32,
+    /// Seconds a socket connection may sit idle (nothing in flight), or take to deliver a
+    /// started frame, before it is closed.
+    #[arg(long, env = "VERITAS_IPC_IDLE_TIMEOUT", default_value_t = 300.0)]
+    pub ipc_idle_timeout: f64,
     /// Seconds an inference request may take before E1002 IPC_TIMEOUT.
     #[arg(long, env = "VERITAS_REQUEST_TIMEOUT", default_value_t = 120.0)]
     pub request_timeout: f64,
@@ -224,6 +236,9 @@ pub struct WorkerArgs {
     pub ipc_fd: i32,
     #[arg(long)]
     pub model_path: PathBuf,
+    /// Inherited descriptor of the verified model file; loaded instead of `model_path`.
+    #[arg(long)]
+    pub model_fd: Option<i32>,
     #[arg(long)]
     pub ctx_size: u32,
     #[arg(long)]

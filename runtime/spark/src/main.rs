@@ -65,12 +65,15 @@ fn main() -> ExitCode {
             let out = output::Printer {
                 json: cli.global.json,
             };
+            // `models load --verbose`: the loaded model's details and the whole cause chain.
+            let mut load_verbose = false;
             let op = match command {
                 Command::Health { verbose } => Op::Health { verbose },
                 Command::Live => Op::Live,
                 Command::Ready => Op::Ready,
                 Command::Models(ModelsCommand::List) => Op::ModelsList,
-                Command::Models(ModelsCommand::Load { name, verbose: _ }) => {
+                Command::Models(ModelsCommand::Load { name, verbose }) => {
+                    load_verbose = verbose;
                     let (n, v) = daemon::parse_model_ref(&name);
                     Op::ModelsLoad {
                         name: n.to_string(),
@@ -119,7 +122,7 @@ fn main() -> ExitCode {
                     unreachable!("handled above")
                 }
             };
-            let verbose = matches!(op, Op::Health { verbose: true } | Op::ModelsLoad { .. });
+            let verbose = matches!(op, Op::Health { verbose: true }) || load_verbose;
             let result = client::Client::connect(&cli.global.socket, timeout)
                 .and_then(|mut c| c.call(op).map_err(client::CliError::from));
             out.result(result, verbose)

@@ -5,6 +5,7 @@
 //! new worker. Commands and events travel as IPC frames over an inherited socketpair.
 
 use crate::cli::WorkerArgs;
+use std::collections::HashSet;
 use std::os::unix::io::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
@@ -66,21 +67,36 @@ pub fn run(args: WorkerArgs) -> i32 {
         n_ctx: args.ctx_size,
         threads: args.threads as i32,
     };
-    let engine = match Engine::load(&args.model_path, opts) {
+    // The descriptor the daemon verified: loading through it means a file replaced at
+    // `model_path` since verification is not what gets loaded.
+    let load_path = match args.model_fd {
+        Some(fd) => std::path::PathBuf::from(format!("/proc/self/fd/{fd}")),
+        None => args.model_path.clone(),
+    };
+    let engine = match Engine::load(&load_path, opts) {
         Ok(e) => Arc::new(e),
         Err(mut error) => {
-            if let Some(limit) = args.memory_limit {
-                // Under RLIMIT_AS, llama.cpp reports a failed allocation as a failed load.
-                let size = std::fs::metadata(&args.model_path)
-                    .map(|m| m.len())
-                    .unwrap_or(0);
-                error = ErrorBody::new(
-                    ErrorCode::ResourceLimitExceeded,
-                    format!(
-                        "llama.cpp could not load {} (model file {size} bytes) within the worker's memory ceiling of {limit} bytes",
-                        args.model_path.display()
-                    ),
-                );
+            // Name the file as operators know it, not by its descriptor.
+            error.detail = error.detail.replace(
+                &load_path.display().to_string(),
+                &args.model_path.display().to_string(),
+            );
+            let size = std::fs::metadata(&load_path).map(|m| m.len()).unwrap_or(0);
+            // Under RLIMIT_AS llama.cpp reports a failed allocation as a failed load; the
+            // ceiling is named as the cause only when it is really in force and the model
+            // does not fit the address space it leaves. Anything else (an unknown
+            // architecture, a bad tensor) keeps llama.cpp's own cause, E2001.
+            if let Some(limit) = ceiling_in_force() {
+                let need = size.saturating_add(LOAD_ALLOWANCE);
+                if !reserve(need) {
+                    error = ErrorBody::new(
+                        ErrorCode::ResourceLimitExceeded,
+                        format!(
+                            "llama.cpp could not load {} within the worker's memory ceiling: loading needs about {need} bytes (model file {size} bytes), the ceiling is {limit} bytes and not enough of it is free",
+                            args.model_path.display()
+                        ),
+                    );
+                }
             }
             send(&WorkerEvent::LoadFailed { error });
             return EXIT_LOAD_FAILED;
@@ -94,30 +110,59 @@ pub fn run(args: WorkerArgs) -> i32 {
 
     let (jobs_tx, jobs_rx) = mpsc::channel::<(u64, String, u32)>();
     let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+    // Requests queued or running, and those the daemon gave up on (skipped if still queued,
+    // stopped within a token if running). An id leaves both when its job answers, and a
+    // cancel for an id no longer active is dropped, so neither set outlives its requests.
+    let cancelled: Arc<Mutex<Tracked>> = Arc::default();
     let pool: Vec<_> = (0..args.parallel.max(1))
         .map(|_| {
             let jobs_rx = jobs_rx.clone();
             let engine = engine.clone();
             let send = send.clone();
             let memory_limit = args.memory_limit;
-            std::thread::spawn(move || loop {
-                let job = jobs_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                let Ok((id, prompt, max_tokens)) = job else {
-                    return;
-                };
-                let ev = match within_ceiling(&engine, memory_limit)
-                    .and_then(|()| engine.generate(&prompt, max_tokens))
-                {
-                    Ok(g) => WorkerEvent::Generated {
-                        id,
-                        text: g.text,
-                        prompt_tokens: g.prompt_tokens,
-                        generated_tokens: g.generated_tokens,
-                        finish_reason: g.finish_reason.to_string(),
-                    },
-                    Err(error) => WorkerEvent::Failed { id, error },
-                };
-                send(&ev);
+            let cancelled = cancelled.clone();
+            std::thread::spawn(move || {
+                // This thread's context: created for its first request (under the ceiling
+                // check), then reused, so a request pays for decoding, not for allocating a
+                // KV cache and compute buffers.
+                let mut slot: Option<veritas_engine::Slot<'_>> = None;
+                loop {
+                    let job = jobs_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    let Ok((id, prompt, max_tokens)) = job else {
+                        return;
+                    };
+                    let is_cancelled = || {
+                        cancelled
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .cancelled
+                            .contains(&id)
+                    };
+                    let ready = match slot.as_mut() {
+                        Some(s) => Ok(s),
+                        None => within_ceiling(&engine, memory_limit)
+                            .and_then(|()| engine.slot())
+                            .map(|s| slot.insert(s)),
+                    };
+                    let result =
+                        ready.and_then(|s| s.generate_until(&prompt, max_tokens, &is_cancelled));
+                    {
+                        let mut t = cancelled.lock().unwrap_or_else(|p| p.into_inner());
+                        t.active.remove(&id);
+                        t.cancelled.remove(&id);
+                    }
+                    let ev = match result {
+                        Ok(g) => WorkerEvent::Generated {
+                            id,
+                            text: g.text,
+                            prompt_tokens: g.prompt_tokens,
+                            generated_tokens: g.generated_tokens,
+                            finish_reason: g.finish_reason.to_string(),
+                        },
+                        Err(error) => WorkerEvent::Failed { id, error },
+                    };
+                    send(&ev);
+                }
             })
         })
         .collect();
@@ -125,13 +170,28 @@ pub fn run(args: WorkerArgs) -> i32 {
     let mut reader = stream;
     // Ends when the daemon goes away (end of stream or a broken frame) or says Shutdown;
     // queued work is finished either way.
-    while let Ok(Some(payload)) = ipc::read_frame(&mut reader, args.max_frame) {
+    loop {
+        let payload = match ipc::read_frame(&mut reader, args.max_frame) {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            // The daemon never sends a frame above this limit (it checks before queueing),
+            // so this is a broken channel, not a client's request.
+            Err(e) => {
+                tracing::error!(error = %e, "worker command channel broken; exiting");
+                break;
+            }
+        };
         match ipc::decode::<WorkerCommand>(&payload) {
             Ok(WorkerCommand::Generate {
                 id,
                 prompt,
                 max_tokens,
             }) => {
+                cancelled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .active
+                    .insert(id);
                 let _ = jobs_tx.send((id, prompt, max_tokens));
             }
             Ok(WorkerCommand::Selftest) => {
@@ -144,6 +204,12 @@ pub fn run(args: WorkerArgs) -> i32 {
                 send(&WorkerEvent::Selftest { probes, all_ok });
             }
             Ok(WorkerCommand::Fault { kind }) => inject(kind),
+            Ok(WorkerCommand::Cancel { id }) => {
+                let mut t = cancelled.lock().unwrap_or_else(|p| p.into_inner());
+                if t.active.contains(&id) {
+                    t.cancelled.insert(id);
+                }
+            }
             Ok(WorkerCommand::Shutdown) => break,
             Err(e) => tracing::warn!(error = %e, "worker ignored a malformed command"),
         }
@@ -153,6 +219,13 @@ pub fn run(args: WorkerArgs) -> i32 {
         let _ = t.join();
     }
     0
+}
+
+/// Generation requests the worker holds, and which of them were cancelled.
+#[derive(Default)]
+struct Tracked {
+    active: HashSet<u64>,
+    cancelled: HashSet<u64>,
 }
 
 /// Chaos faults, reachable only through a daemon started with fault injection enabled.
@@ -174,23 +247,7 @@ fn within_ceiling(engine: &Engine, memory_limit: Option<u64>) -> Result<(), Erro
         return Ok(());
     };
     let need = engine.request_memory_estimate();
-    // SAFETY: an anonymous PROT_NONE reservation, released at once; RLIMIT_AS counts it.
-    let ok = unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            need as usize,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        );
-        if p == libc::MAP_FAILED {
-            false
-        } else {
-            libc::munmap(p, need as usize);
-            true
-        }
-    };
+    let ok = reserve(need);
     if ok {
         Ok(())
     } else {
@@ -201,5 +258,46 @@ fn within_ceiling(engine: &Engine, memory_limit: Option<u64>) -> Result<(), Erro
                 engine.n_ctx()
             ),
         ))
+    }
+}
+
+/// Address space llama.cpp needs beyond the mapped file to load a model (its buffers,
+/// thread stacks, the backend).
+const LOAD_ALLOWANCE: u64 = 16 << 20;
+
+/// The address-space ceiling (RLIMIT_AS) in force in this process, if any: `None` when the
+/// sandbox did not apply one (`--sandbox off`, rlimits layer disabled or unavailable).
+fn ceiling_in_force() -> Option<u64> {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut rl) } != 0
+        || rl.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    Some(rl.rlim_cur)
+}
+
+/// Whether `bytes` of address space can still be reserved (RLIMIT_AS counts reservations).
+fn reserve(bytes: u64) -> bool {
+    // SAFETY: an anonymous PROT_NONE reservation, released at once.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            bytes as usize,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            false
+        } else {
+            libc::munmap(p, bytes as usize);
+            true
+        }
     }
 }

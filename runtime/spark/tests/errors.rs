@@ -73,6 +73,11 @@ fn e1001_stale_socket_is_refused_by_the_cli_and_replaced_by_the_daemon() {
         second.log_text()
     );
     assert!(
+        second.log_text().contains("E1001"),
+        "the refusal carries its code: {}",
+        second.log_text()
+    );
+    assert!(
         d.cli(&["health"]).status.success(),
         "the first daemon still serves"
     );
@@ -271,7 +276,9 @@ fn e2001_not_enough_memory_says_both_numbers() {
     let v = expect_error(&d, &["models", "load", MODEL], "E2001");
     let detail = v["detail"].as_str().unwrap();
     assert!(
-        detail.contains("not enough memory") && detail.contains("100000 bytes available"),
+        detail.contains("not enough memory")
+            && detail.contains("needs about")
+            && detail.contains("bytes available"),
         "{detail}"
     );
     // Health now reports the failure as critical with the cause.

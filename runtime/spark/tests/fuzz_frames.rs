@@ -65,14 +65,28 @@ fn arbitrary_bytes_never_crash_the_daemon_nor_leak_connections() {
             Ok(())
         })
         .unwrap();
-    // Oversize announcements and half frames, many times over.
+    // Oversize announcements (above the 65536-byte limit) and half frames, many times over.
     for i in 0..200u32 {
-        let junk = if i % 3 == 0 {
-            veritas_vocab::ipc::encode_header(60_000).to_vec()
+        if i % 3 == 0 {
+            let answer = send_garbage(
+                &d.socket,
+                &veritas_vocab::ipc::encode_header(65_537 + i).to_vec(),
+            );
+            let payload = veritas_vocab::ipc::read_frame(&mut &answer[..], u32::MAX)
+                .unwrap()
+                .expect("an E1003 answer to an oversize frame");
+            let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            assert_eq!(v["outcome"]["error"]["code"], "E1003", "{v}");
+            assert!(
+                v["outcome"]["error"]["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("exceeds the maximum of 65536"),
+                "{v}"
+            );
         } else {
-            i.to_le_bytes().repeat(3)
-        };
-        send_garbage(&d.socket, &junk);
+            send_garbage(&d.socket, &i.to_le_bytes().repeat(3));
+        }
     }
     wait_for(
         "descriptors back to baseline",

@@ -390,6 +390,11 @@ pub enum WorkerCommand {
         kind: FaultKind,
     },
     Shutdown,
+    /// The daemon gave up on request `id` (it timed out): stop decoding it and answer it
+    /// with a failure, so its slot is free again. Unknown ids are ignored.
+    Cancel {
+        id: u64,
+    },
 }
 
 /// Sent by the worker to the daemon.

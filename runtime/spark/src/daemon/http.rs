@@ -16,6 +16,8 @@ pub fn api_router(rt: Arc<Runtime>) -> Router {
         .route("/live", get(live))
         .route("/ready", get(ready))
         .route("/v1/generate", post(generate))
+        // The generate handler reads its body under the IPC frame limit itself.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(rt)
 }
 
@@ -65,7 +67,21 @@ async fn ready(State(rt): State<Arc<Runtime>>) -> Response {
     (code, Json(r)).into_response()
 }
 
-async fn generate(State(rt): State<Arc<Runtime>>, body: axum::body::Bytes) -> Response {
+async fn generate(State(rt): State<Arc<Runtime>>, body: axum::body::Body) -> Response {
+    // The same bound as an IPC frame: whatever the HTTP front admits, the worker channel
+    // carries (see `supervisor::worker_frame_limit`).
+    let limit = rt.cfg.max_frame as usize;
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            rt.metrics.count_error(ErrorCode::IpcProtocolError);
+            let body = ErrorBody::new(
+                ErrorCode::IpcProtocolError,
+                format!("request body exceeds the maximum of {limit} bytes (--max-frame) or could not be read: {e}"),
+            );
+            return (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response();
+        }
+    };
     let req: GenerateRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {

@@ -1,35 +1,74 @@
 //! The runtime socket: framed requests from the operator CLI and local clients.
 
-use super::supervisor::read_async_frame;
 use super::Runtime;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 use veritas_vocab::ipc::{self, FrameError, Op, Outcome, Reply, Request, Response};
 use veritas_vocab::{ErrorBody, ErrorCode};
 
-/// Binds the socket. A stale socket file left by a dead process is replaced; one a live
-/// process still answers on is never taken over.
+/// What to do with whatever already sits at the socket path.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Existing {
+    /// Nothing there.
+    Free,
+    /// A socket nobody listens on (its process died): safe to replace.
+    Stale,
+    /// Anything else: a live socket (ours to leave alone, whoever owns it), a socket we may
+    /// not connect to (another user's), a regular file or a directory. Never deleted.
+    Refuse(String),
+}
+
+/// Decides from the file type and the outcome of a connect attempt; only a socket that
+/// refused the connection (ECONNREFUSED: no listener) is stale.
+pub fn classify_existing(
+    file_type: Option<std::fs::FileType>,
+    connect: impl FnOnce() -> std::io::Result<()>,
+) -> Existing {
+    use std::os::unix::fs::FileTypeExt;
+    let Some(ft) = file_type else {
+        return Existing::Free;
+    };
+    if !ft.is_socket() {
+        return Existing::Refuse("it is not a socket (a regular file or directory is in the way; remove it by hand if it is not needed)".into());
+    }
+    match connect() {
+        Ok(()) => Existing::Refuse(
+            "another runtime is serving on it (check: pgrep -a veritas-spark); refusing to take over its socket".into(),
+        ),
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => Existing::Stale,
+        Err(e) => Existing::Refuse(format!(
+            "cannot tell whether it is in use ({e}); it may belong to another user's live runtime (check: ls -la and pgrep -a veritas-spark)"
+        )),
+    }
+}
+
+/// Binds the socket. A stale socket file left by a dead process is replaced; a live one,
+/// one we cannot probe, or anything that is not a socket is never deleted.
 pub fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| {
             anyhow::anyhow!("cannot create socket directory {}: {e}", dir.display())
         })?;
     }
-    if path.exists() {
-        match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => anyhow::bail!(
-                "{}: another runtime is serving on {} (check: pgrep -a veritas-spark); refusing to take over its socket",
-                ErrorBody::new(ErrorCode::IpcConnectionFailed, "socket in use").code,
-                path.display()
-            ),
-            Err(_) => {
-                tracing::warn!(socket = %path.display(), "replacing stale socket left by a dead process");
-                std::fs::remove_file(path)?;
-            }
+    let file_type = std::fs::symlink_metadata(path).ok().map(|m| m.file_type());
+    match classify_existing(file_type, || {
+        std::os::unix::net::UnixStream::connect(path).map(drop)
+    }) {
+        Existing::Free => {}
+        Existing::Stale => {
+            tracing::warn!(socket = %path.display(), "replacing stale socket left by a dead process");
+            std::fs::remove_file(path)?;
         }
+        Existing::Refuse(why) => anyhow::bail!(
+            "{}: {} is in use: {why}",
+            ErrorCode::IpcConnectionFailed.code(),
+            path.display()
+        ),
     }
     let listener = UnixListener::bind(path)
         .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", path.display()))?;
@@ -42,32 +81,138 @@ pub async fn serve(
     listener: UnixListener,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let connections = Arc::new(Semaphore::new(rt.cfg.max_connections as usize));
+    // Accept errors (EMFILE, ENFILE, ENOBUFS) persist until something is released: back
+    // off instead of spinning on them.
+    let mut backoff = Duration::from_millis(10);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { tokio::spawn(connection(rt.clone(), stream)); }
-                Err(e) => tracing::warn!(error = %e, "accept failed on the runtime socket"),
+                Ok((stream, _)) => {
+                    backoff = Duration::from_millis(10);
+                    match connections.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let rt = rt.clone();
+                            tokio::spawn(async move {
+                                connection(rt, stream).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            tokio::spawn(refuse(rt.clone(), stream));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed on the runtime socket; backing off");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
             },
             _ = stop.changed() => return,
         }
     }
 }
 
+/// Over the connection cap: one E3003 answer, then the connection is closed.
+async fn refuse(rt: Arc<Runtime>, stream: UnixStream) {
+    rt.metrics.count_error(ErrorCode::ResourceLimitExceeded);
+    let body = ErrorBody::new(
+        ErrorCode::ResourceLimitExceeded,
+        format!(
+            "too many connections to the runtime socket ({} at most, --max-connections); retry later",
+            rt.cfg.max_connections
+        ),
+    );
+    let frame = ipc::encode(&Response {
+        id: 0,
+        outcome: Outcome::Error(body),
+    });
+    let mut stream = stream;
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
+}
+
+/// Why a connection's read side ended.
+enum ReadEnd {
+    Frame(Vec<u8>),
+    Closed,
+    Idle,
+    Error(FrameError),
+}
+
+/// Reads the next frame. Waiting for its first byte is idle time, limited only while
+/// nothing is in flight on the connection; once it has begun, the whole frame must arrive
+/// within the idle timeout (a client that stops mid-frame holds nothing for long).
+async fn next_frame(
+    rd: &mut tokio::net::unix::OwnedReadHalf,
+    max: u32,
+    idle: Duration,
+    busy: impl Fn() -> bool,
+) -> ReadEnd {
+    use tokio::io::AsyncReadExt;
+    let mut first = [0u8; 1];
+    loop {
+        match tokio::time::timeout(idle, rd.read(&mut first)).await {
+            Ok(Ok(0)) => return ReadEnd::Closed,
+            Ok(Ok(_)) => break,
+            Ok(Err(e)) => return ReadEnd::Error(e.into()),
+            Err(_) if busy() => continue,
+            Err(_) => return ReadEnd::Idle,
+        }
+    }
+    let rest = async {
+        let mut header = [0u8; ipc::HEADER_LEN];
+        header[0] = first[0];
+        rd.read_exact(&mut header[1..])
+            .await
+            .map_err(eof_truncated)?;
+        let h = ipc::decode_header(&header, max)?;
+        let mut payload = vec![0u8; h.len as usize];
+        rd.read_exact(&mut payload).await.map_err(eof_truncated)?;
+        Ok::<_, FrameError>(payload)
+    };
+    match tokio::time::timeout(idle, rest).await {
+        Ok(Ok(p)) => ReadEnd::Frame(p),
+        Ok(Err(e)) => ReadEnd::Error(e),
+        Err(_) => ReadEnd::Idle,
+    }
+}
+
+fn eof_truncated(e: std::io::Error) -> FrameError {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+        _ => FrameError::Io(e),
+    }
+}
+
 async fn connection(rt: Arc<Runtime>, stream: UnixStream) {
     let (mut rd, wr) = stream.into_split();
     let wr = Arc::new(tokio::sync::Mutex::new(wr));
+    // Requests in flight on this connection: at the cap, the next frame is not read until
+    // one is answered (backpressure on the client instead of unbounded tasks).
+    let pipelined = Arc::new(Semaphore::new(rt.cfg.max_pipelined as usize));
+    let max_pipelined = rt.cfg.max_pipelined as usize;
     loop {
-        let payload = match read_async_frame(&mut rd, rt.cfg.max_frame).await {
-            Ok(Some(p)) => p,
-            Ok(None) => return,
-            Err(e) => {
-                protocol_error(&rt, &wr, 0, &e).await;
-                if !e.stream_usable() {
+        let busy = || pipelined.available_permits() < max_pipelined;
+        let payload =
+            match next_frame(&mut rd, rt.cfg.max_frame, rt.cfg.ipc_idle_timeout, busy).await {
+                ReadEnd::Frame(p) => p,
+                ReadEnd::Closed => return,
+                ReadEnd::Idle => {
+                    tracing::debug!("closing an idle runtime-socket connection");
                     return;
                 }
-                continue;
-            }
-        };
+                ReadEnd::Error(e) => {
+                    protocol_error(&rt, &wr, 0, &e).await;
+                    if !e.stream_usable() {
+                        return;
+                    }
+                    continue;
+                }
+            };
         let req: Request = match ipc::decode(&payload) {
             Ok(r) => r,
             Err(e) => {
@@ -80,6 +225,9 @@ async fn connection(rt: Arc<Runtime>, stream: UnixStream) {
                 continue;
             }
         };
+        let Ok(slot) = pipelined.clone().acquire_owned().await else {
+            return;
+        };
         // Requests on one connection run concurrently; answers carry their id.
         let rt = rt.clone();
         let wr = wr.clone();
@@ -91,6 +239,7 @@ async fn connection(rt: Arc<Runtime>, stream: UnixStream) {
                 outcome,
             });
             let _ = wr.lock().await.write_all(&frame).await;
+            drop(slot);
         });
     }
 }
@@ -139,5 +288,38 @@ pub async fn dispatch(rt: &Runtime, op: Op) -> Outcome {
     match result {
         Ok(r) => Outcome::Ok(r),
         Err(e) => Outcome::Error(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ft(path: &Path) -> Option<std::fs::FileType> {
+        std::fs::symlink_metadata(path).ok().map(|m| m.file_type())
+    }
+
+    /// Finding 7 of issue 9: only a socket that refuses connections is replaced.
+    #[test]
+    fn only_a_socket_nobody_listens_on_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("regular");
+        std::fs::write(&file, b"precious").unwrap();
+        let refused = || Err(std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
+        let denied = || Err(std::io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(classify_existing(None, refused), Existing::Free);
+        assert!(
+            matches!(classify_existing(ft(&file), refused), Existing::Refuse(w) if w.contains("not a socket"))
+        );
+        let sock = dir.path().join("s.sock");
+        drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+        assert_eq!(classify_existing(ft(&sock), refused), Existing::Stale);
+        // Another user's live socket answers EACCES: never deleted.
+        assert!(
+            matches!(classify_existing(ft(&sock), denied), Existing::Refuse(w) if w.contains("another user"))
+        );
+        assert!(
+            matches!(classify_existing(ft(&sock), || Ok(())), Existing::Refuse(w) if w.contains("another runtime"))
+        );
     }
 }

@@ -1,15 +1,25 @@
-//! The runtime daemon: model registry, worker supervision, admission, and the operations
-//! every front (IPC socket, HTTP) shares.
+//! The runtime daemon: the operations every front (IPC socket, HTTP) shares, admission,
+//! and the supervisor that drives the worker's [`lifecycle`].
+//!
+//! Rooms: [`config`] (validated flags), [`registry`] (manifest and lookups), [`lifecycle`]
+//! (the worker's state machine), [`supervisor`] (the worker process and its channel),
+//! [`health`] (probes, health report, memory), [`metrics`], and the fronts [`ipc_server`]
+//! and [`http`].
 
+pub mod config;
+pub mod health;
 pub mod http;
 pub mod ipc_server;
+pub mod lifecycle;
 pub mod metrics;
+pub mod registry;
 pub mod supervisor;
 
-use crate::cli::ServeArgs;
-use anyhow::{bail, Context as _};
+pub use config::Config;
+pub use registry::parse_model_ref;
+
+use lifecycle::{AfterExit, Lifecycle};
 use metrics::Metrics;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,117 +27,19 @@ use supervisor::{Startup, Worker, WorkerExit, WorkerSpec};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use veritas_engine::VerifiedModel;
 use veritas_vocab::ipc::*;
-use veritas_vocab::manifest::{Manifest, ModelEntry, MANIFEST_FILE, MANIFEST_SCHEMA};
+use veritas_vocab::manifest::ModelEntry;
 use veritas_vocab::{ErrorBody, ErrorCode};
 
-/// Validated daemon configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub socket: PathBuf,
-    pub socket_mode: u32,
-    pub model_dir: PathBuf,
-    pub model: Option<String>,
-    pub http_addr: Option<String>,
-    pub metrics_addr: Option<String>,
-    pub deployment: String,
-    pub ctx_size: u32,
-    pub threads: u32,
-    pub parallel: u32,
-    pub queue_size: u32,
-    pub max_frame: u32,
-    pub request_timeout: Duration,
-    pub drain_timeout: Duration,
-    pub memory_limit: u64,
-    pub log_format: String,
-    pub sandbox: String,
-    pub sandbox_layers: String,
-    pub worker_memory_limit: Option<u64>,
-    pub fault_injection: bool,
-}
-
-impl Config {
-    pub fn from_args(socket: PathBuf, a: &ServeArgs) -> anyhow::Result<Config> {
-        let off = |s: &str| (s != "off").then(|| s.to_string());
-        if a.parallel == 0 {
-            bail!("--parallel must be at least 1");
-        }
-        if !(a.request_timeout > 0.0 && a.drain_timeout >= 0.0) {
-            bail!("--request-timeout must be positive and --drain-timeout not negative");
-        }
-        let socket_mode = u32::from_str_radix(&a.socket_mode, 8).with_context(|| {
-            format!(
-                "--socket-mode {:?} is not an octal mode like 660",
-                a.socket_mode
-            )
-        })?;
-        a.sandbox
-            .parse::<veritas_sandbox::SandboxMode>()
-            .map_err(|e| anyhow::anyhow!("--sandbox {:?}: {e}", a.sandbox))?;
-        a.sandbox_layers
-            .parse::<veritas_sandbox::LayerSet>()
-            .map_err(|e| anyhow::anyhow!("--sandbox-layers {:?}: {e}", a.sandbox_layers))?;
-        if !matches!(a.log_format.as_str(), "text" | "json") {
-            bail!("--log-format must be text or json, not {:?}", a.log_format);
-        }
-        Ok(Config {
-            socket,
-            socket_mode,
-            model_dir: a.model_dir.clone(),
-            model: a.model.clone(),
-            http_addr: off(&a.http_addr),
-            metrics_addr: off(&a.metrics_addr),
-            deployment: a.deployment.clone(),
-            ctx_size: a.ctx_size,
-            threads: a.threads.max(1),
-            parallel: a.parallel,
-            queue_size: a.queue_size,
-            max_frame: a.max_frame,
-            request_timeout: Duration::from_secs_f64(a.request_timeout),
-            drain_timeout: Duration::from_secs_f64(a.drain_timeout),
-            memory_limit: a
-                .memory_limit
-                .or_else(cgroup_memory_limit)
-                .or_else(veritas_engine::verify::mem_total)
-                .unwrap_or(0),
-            log_format: a.log_format.clone(),
-            sandbox: a.sandbox.clone(),
-            sandbox_layers: a.sandbox_layers.clone(),
-            worker_memory_limit: a.worker_memory_limit,
-            fault_injection: a.enable_fault_injection,
-        })
-    }
-
-    pub fn capacity(&self) -> u32 {
-        self.parallel + self.queue_size
-    }
-}
-
-/// cgroup v2 `memory.max` or v1 `memory.limit_in_bytes`, when a real limit is set.
-fn cgroup_memory_limit() -> Option<u64> {
-    [
-        "/sys/fs/cgroup/memory.max",
-        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-    ]
-    .iter()
-    .filter_map(|p| std::fs::read_to_string(p).ok())
-    .filter_map(|s| s.trim().parse::<u64>().ok())
-    .find(|&v| v < (1 << 60))
-}
-
-/// Splits `name@version`.
-pub fn parse_model_ref(s: &str) -> (&str, Option<&str>) {
-    match s.split_once('@') {
-        Some((n, v)) => (n, Some(v)),
-        None => (s, None),
-    }
-}
+/// How long a worker may take to load its model and say it is ready.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
+/// Attempts to start a new worker after the serving one died, before giving up (state
+/// `failed`, health critical, until a `models load`).
+const RESTART_ATTEMPTS: u32 = 3;
 
 struct Slot {
-    state: ModelState,
-    model: Option<ModelInfo>,
-    last_error: Option<ErrorBody>,
-    worker: Option<Arc<Worker>>,
-    sandbox: Option<serde_json::Value>,
+    life: Lifecycle,
+    /// The last failed load of another model while one is served: reported, not fatal.
+    last_load_error: Option<ErrorBody>,
 }
 
 enum SupervisorMsg {
@@ -164,11 +76,8 @@ impl Runtime {
             metrics,
             started: Instant::now(),
             slot: Mutex::new(Slot {
-                state: ModelState::Unloaded,
-                model: None,
-                last_error: None,
-                worker: None,
-                sandbox: None,
+                life: Lifecycle::Unloaded,
+                last_load_error: None,
             }),
             inflight: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
@@ -188,62 +97,6 @@ impl Runtime {
         rt
     }
 
-    pub fn manifest(&self) -> Result<Manifest, ErrorBody> {
-        let path = self.cfg.model_dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            ErrorBody::new(
-                ErrorCode::ModelNotFound,
-                format!("cannot read registry manifest {}: {e}", path.display()),
-            )
-        })?;
-        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
-            ErrorBody::new(
-                ErrorCode::ModelLoadFailed,
-                format!("registry manifest {} is invalid: {e}", path.display()),
-            )
-        })?;
-        if manifest.schema != MANIFEST_SCHEMA {
-            return Err(ErrorBody::new(
-                ErrorCode::ModelVersionMismatch,
-                format!(
-                    "registry manifest schema {} is not supported (expected {MANIFEST_SCHEMA})",
-                    manifest.schema
-                ),
-            ));
-        }
-        Ok(manifest)
-    }
-
-    /// Looks `name[@version]` up in the registry: E2002 when absent, E2003 when the version
-    /// asked for is not the one registered.
-    pub fn resolve(&self, model_ref: &str) -> Result<ModelEntry, ErrorBody> {
-        let (name, version) = parse_model_ref(model_ref);
-        let manifest = self.manifest()?;
-        let entry = manifest.find(name).ok_or_else(|| {
-            let known: Vec<_> = manifest.models.iter().map(|m| m.name.as_str()).collect();
-            ErrorBody::new(
-                ErrorCode::ModelNotFound,
-                format!(
-                    "model {name:?} is not in the registry {} (known: {})",
-                    self.cfg.model_dir.display(),
-                    known.join(", ")
-                ),
-            )
-        })?;
-        if let Some(v) = version {
-            if v != entry.version {
-                return Err(ErrorBody::new(
-                    ErrorCode::ModelVersionMismatch,
-                    format!(
-                        "model {name} version {v} requested, registry has version {}",
-                        entry.version
-                    ),
-                ));
-            }
-        }
-        Ok(entry.clone())
-    }
-
     /// Verifies and loads a model, replacing the current one once the new worker is ready.
     pub async fn load_model(&self, model_ref: &str) -> Result<ModelInfo, ErrorBody> {
         let result = self.load_model_inner(model_ref).await;
@@ -255,11 +108,10 @@ impl Runtime {
 
     async fn load_model_inner(&self, model_ref: &str) -> Result<ModelInfo, ErrorBody> {
         let entry = self.resolve(model_ref)?;
-        let budget = Some(self.cfg.memory_limit).filter(|&b| b > 0);
-        let verified = match veritas_engine::verify_model(&self.cfg.model_dir, &entry, budget) {
+        let verified = match self.verify(&entry).await {
             Ok(v) => v,
             Err(e) => {
-                self.set_failed(&entry, e.clone());
+                self.record_load_failure(&entry.name, e.clone());
                 return Err(e);
             }
         };
@@ -278,15 +130,39 @@ impl Runtime {
         })
     }
 
-    fn set_failed(&self, entry: &ModelEntry, e: ErrorBody) {
+    /// Checks a registry entry's file before any worker sees it; the result holds the open
+    /// file the worker will load, so what was verified is what is loaded.
+    async fn verify(&self, entry: &ModelEntry) -> Result<VerifiedModel, ErrorBody> {
+        let limit = Some(self.cfg.memory_limit).filter(|&b| b > 0);
+        let available = veritas_engine::verify::available_memory(
+            limit,
+            self.resident_bytes(),
+            veritas_engine::verify::mem_available(),
+        );
+        let memory = veritas_engine::MemoryCheck {
+            available: Some(available),
+            n_ctx: self.cfg.ctx_size,
+            contexts: self.cfg.parallel,
+        };
+        let (dir, entry) = (self.cfg.model_dir.clone(), entry.clone());
+        // Hashing a multi-gigabyte file takes seconds: never on the async threads that
+        // answer /live and /ready.
+        tokio::task::spawn_blocking(move || veritas_engine::verify_model_with(&dir, &entry, memory))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ErrorBody::new(
+                    ErrorCode::ModelLoadFailed,
+                    format!("model verification did not complete: {e}"),
+                ))
+            })
+    }
+
+    fn record_load_failure(&self, model: &str, e: ErrorBody) {
         let mut slot = self.slot.lock().unwrap();
-        // A verification failure of another model does not take down the one being served.
-        if slot.state != ModelState::Ready {
-            slot.state = ModelState::Failed;
-            self.metrics
-                .set_model_state(&entry.name, ModelState::Failed);
-        }
-        slot.last_error = Some(e);
+        // A failed load of another model does not take down the one being served.
+        slot.life.load_failed(e.clone());
+        slot.last_load_error = Some(e);
+        self.metrics.set_model_state(model, slot.life.model_state());
     }
 
     /// One inference request, admitted or refused at once.
@@ -310,7 +186,7 @@ impl Runtime {
                 "runtime is shutting down; not accepting requests",
             ));
         }
-        let _permit = self.admission.clone().try_acquire_owned().map_err(|_| {
+        let permit = self.admission.clone().try_acquire_owned().map_err(|_| {
             ErrorBody::new(
                 ErrorCode::ResourceLimitExceeded,
                 format!(
@@ -324,23 +200,24 @@ impl Runtime {
         let _inflight = InflightGuard::new(self);
         let (worker, model) = {
             let slot = self.slot.lock().unwrap();
-            match (slot.state, &slot.worker, &slot.model) {
-                (ModelState::Ready, Some(w), Some(m)) => (w.clone(), m.clone()),
-                (ModelState::Failed, ..) => {
-                    // The cause keeps its own code: E2001 for a bad model, E3001 for a sandbox
-                    // that could not be set up, E3003 for a model above the worker's ceiling.
-                    let cause = slot.last_error.clone();
-                    let code = cause
-                        .as_ref()
-                        .map(|e| e.code)
-                        .unwrap_or(ErrorCode::ModelLoadFailed);
-                    let why = cause.map(|e| e.detail).unwrap_or_default();
-                    return Err(ErrorBody::new(code, format!("no model is loaded: {why}")));
+            match &slot.life {
+                Lifecycle::Serving { worker, model, .. } => (worker.clone(), model.clone()),
+                // The cause keeps its own code: E2001 for a bad model, E3001 for a sandbox
+                // that could not be set up, E3003 for a model above the worker's ceiling.
+                Lifecycle::Failed { error, .. } => {
+                    return Err(ErrorBody::new(
+                        error.code,
+                        format!("no model is loaded: {}", error.detail),
+                    ))
                 }
-                (state, ..) => {
+                other => {
                     return Err(ErrorBody::new(
                         ErrorCode::HealthCheckFailed,
-                        format!("runtime not ready: model state is {}", state.as_str()),
+                        format!(
+                            "runtime not ready: model state is {} ({})",
+                            other.model_state().as_str(),
+                            other.describe()
+                        ),
                     ))
                 }
             }
@@ -357,10 +234,23 @@ impl Runtime {
                 ));
             }
         }
+        // Refused here, before the worker sees it: no request may ask for more tokens than
+        // the context window holds, whatever the prompt (the worker checks the sum).
+        if req.max_tokens > model.n_ctx {
+            return Err(ErrorBody::new(
+                ErrorCode::ContextOverflow,
+                format!(
+                    "max_tokens {} exceeds the context window of {} tokens",
+                    req.max_tokens, model.n_ctx
+                ),
+            ));
+        }
         let started = Instant::now();
         let out = tokio::time::timeout(
             self.cfg.request_timeout,
-            worker.generate(req.prompt, req.max_tokens),
+            // The permit travels with the request: released when the worker is done with it,
+            // not when we stop waiting, so a timed-out request still counts against the queue.
+            worker.generate(req.prompt, req.max_tokens, Some(permit)),
         )
         .await
         .map_err(|_| {
@@ -383,180 +273,12 @@ impl Runtime {
         })
     }
 
-    pub fn readiness(&self) -> ProbeReport {
-        let slot = self.slot.lock().unwrap();
-        let ok = slot.state == ModelState::Ready
-            && slot.worker.is_some()
-            && !self.draining.load(Ordering::SeqCst);
-        let detail = match (&slot.model, slot.state) {
-            _ if self.draining.load(Ordering::SeqCst) => "shutting down".to_string(),
-            (Some(m), ModelState::Ready) => format!("serving {}@{}", m.name, m.version),
-            (_, ModelState::Loading) => "model loading".to_string(),
-            (_, ModelState::Failed) => format!(
-                "model failed: {}",
-                slot.last_error
-                    .as_ref()
-                    .map(|e| e.to_string())
-                    .unwrap_or_default()
-            ),
-            _ => "no model loaded".to_string(),
-        };
-        ProbeReport { ok, detail }
-    }
-
-    pub fn health(&self, verbose: bool) -> HealthReport {
-        if verbose {
-            self.refresh_memory();
-        }
-        let slot = self.slot.lock().unwrap();
-        let draining = self.draining.load(Ordering::SeqCst);
-        let worker_up = slot.worker.is_some();
-        let mut checks = vec![
-            Check {
-                name: "model".into(),
-                ok: slot.state == ModelState::Ready,
-                detail: match (&slot.model, slot.state) {
-                    (Some(m), ModelState::Ready) => format!("{}@{} ready", m.name, m.version),
-                    (_, s) => format!(
-                        "state {}{}",
-                        s.as_str(),
-                        slot.last_error
-                            .as_ref()
-                            .map(|e| format!(": {e}"))
-                            .unwrap_or_default()
-                    ),
-                },
-            },
-            Check {
-                name: "worker".into(),
-                ok: worker_up,
-                detail: match &slot.worker {
-                    Some(w) => format!("pid {}", w.pid),
-                    None => "not running".into(),
-                },
-            },
-            Check {
-                name: "accepting".into(),
-                ok: !draining,
-                detail: if draining {
-                    "draining for shutdown".into()
-                } else {
-                    "accepting requests".into()
-                },
-            },
-        ];
-        if verbose {
-            let used = self.metrics.memory_used.get() as u64;
-            checks.push(Check {
-                name: "memory".into(),
-                ok: self.cfg.memory_limit == 0 || used < self.cfg.memory_limit,
-                detail: format!("{used} of {} bytes", self.cfg.memory_limit),
-            });
-        }
-        let status = if checks.iter().all(|c| c.ok) {
-            HealthStatus::Healthy
-        } else if slot.state == ModelState::Loading
-            || (slot.state == ModelState::Ready && !worker_up)
-            || draining
-        {
-            HealthStatus::Degraded
-        } else {
-            HealthStatus::Critical
-        };
-        let inflight = self.inflight.load(Ordering::SeqCst) as u32;
-        HealthReport {
-            status,
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            deployment: self.cfg.deployment.clone(),
-            uptime_seconds: self.started.elapsed().as_secs(),
-            model_state: slot.state,
-            model: slot.model.clone(),
-            last_error: slot.last_error.clone(),
-            checks,
-            queue: QueueInfo {
-                inflight,
-                capacity: self.cfg.capacity(),
-                parallel: self.cfg.parallel,
-            },
-            worker: WorkerInfo {
-                pid: slot.worker.as_ref().map(|w| w.pid),
-                restarts: self.restarts.load(Ordering::SeqCst),
-            },
-            sandbox: slot.sandbox.clone(),
-        }
-    }
-
-    pub fn models(&self) -> Result<ModelsReport, ErrorBody> {
-        let manifest = self.manifest()?;
-        let slot = self.slot.lock().unwrap();
-        let models = manifest
-            .models
-            .iter()
-            .map(|m| {
-                let size = std::fs::metadata(self.cfg.model_dir.join(&m.file))
-                    .ok()
-                    .map(|md| md.len());
-                let loaded = slot
-                    .model
-                    .as_ref()
-                    .is_some_and(|l| l.name == m.name && l.version == m.version);
-                let state = if loaded {
-                    slot.state.as_str().to_string()
-                } else if size.is_some() {
-                    "available".to_string()
-                } else {
-                    "missing".to_string()
-                };
-                RegistryModel {
-                    name: m.name.clone(),
-                    version: m.version.clone(),
-                    file: m.file.clone(),
-                    format: m.format.clone(),
-                    sha256: m.sha256.clone(),
-                    size_bytes: size,
-                    state,
-                }
-            })
-            .collect();
-        Ok(ModelsReport {
-            model_dir: self.cfg.model_dir.display().to_string(),
-            models,
-        })
-    }
-
-    pub fn metrics_summary(&self) -> MetricsSummary {
-        self.refresh_memory();
-        let ok = self
-            .metrics
-            .requests(veritas_vocab::metrics::STATUS_SUCCESS);
-        let err = self.metrics.requests(veritas_vocab::metrics::STATUS_ERROR);
-        let h = self.metrics.duration_histogram();
-        let (prompt_tokens, generated_tokens) = self.metrics.tokens();
-        MetricsSummary {
-            deployment: self.cfg.deployment.clone(),
-            requests_success: ok,
-            requests_error: err,
-            error_rate: if ok + err == 0 {
-                0.0
-            } else {
-                err as f64 / (ok + err) as f64
-            },
-            latency_p50_ms: metrics::histogram_quantile(&h, 0.5).map(|s| s * 1e3),
-            latency_p99_ms: metrics::histogram_quantile(&h, 0.99).map(|s| s * 1e3),
-            prompt_tokens,
-            generated_tokens,
-            inflight: self.inflight.load(Ordering::SeqCst) as u32,
-            memory_used_bytes: self.metrics.memory_used.get() as u64,
-            memory_limit_bytes: self.cfg.memory_limit,
-            errors_by_code: self.metrics.errors_by_code(),
-        }
-    }
-
     fn current_worker(&self) -> Result<Arc<Worker>, ErrorBody> {
-        self.slot.lock().unwrap().worker.clone().ok_or_else(|| {
+        let slot = self.slot.lock().unwrap();
+        slot.life.worker().cloned().ok_or_else(|| {
             ErrorBody::new(
                 ErrorCode::HealthCheckFailed,
-                "no inference worker is running (is a model loaded?)",
+                format!("no inference worker is running ({})", slot.life.describe()),
             )
         })
     }
@@ -565,7 +287,7 @@ impl Runtime {
     pub async fn sandbox_selftest(&self) -> Result<SelftestReport, ErrorBody> {
         let worker = self.current_worker()?;
         let (probes, all_ok) = worker.selftest().await?;
-        let sandbox = self.slot.lock().unwrap().sandbox.clone();
+        let sandbox = self.slot.lock().unwrap().life.sandbox().cloned();
         Ok(SelftestReport {
             pid: Some(worker.pid),
             sandbox,
@@ -586,24 +308,6 @@ impl Runtime {
         Ok(())
     }
 
-    pub fn telemetry(&self) -> TelemetryStatus {
-        TelemetryStatus {
-            metrics_enabled: self.cfg.metrics_addr.is_some(),
-            metrics_address: self.cfg.metrics_addr.clone(),
-            http_address: self.cfg.http_addr.clone(),
-            socket: self.cfg.socket.display().to_string(),
-            log_format: self.cfg.log_format.clone(),
-            series: self.metrics.series(),
-        }
-    }
-
-    /// Resident memory of the daemon plus its worker.
-    pub fn refresh_memory(&self) {
-        let worker_pid = self.slot.lock().unwrap().worker.as_ref().map(|w| w.pid);
-        let used = rss_bytes("self") + worker_pid.map(|p| rss_bytes(&p.to_string())).unwrap_or(0);
-        self.metrics.memory_used.set(used as i64);
-    }
-
     /// Stops admitting, waits for admitted requests (up to the drain timeout), stops the worker.
     pub async fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
@@ -618,7 +322,8 @@ impl Runtime {
             ),
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.answers.write()).await;
-        if let Some(w) = self.slot.lock().unwrap().worker.take() {
+        let worker = self.slot.lock().unwrap().life.stop();
+        if let Some(w) = worker {
             w.shutdown();
         }
     }
@@ -648,9 +353,7 @@ impl Runtime {
             .queue_depth
             .set(inflight.saturating_sub(self.cfg.parallel as u64) as i64);
     }
-}
 
-impl Runtime {
     /// Records what a worker's death says: a sandbox violation, a resource limit.
     fn note_worker_exit(&self, e: &WorkerExit) {
         match e.error.code {
@@ -659,30 +362,63 @@ impl Runtime {
             ErrorCode::SandboxViolation => {
                 self.metrics
                     .count_violation(e.violation.as_deref().unwrap_or("unknown"));
-                tracing::error!(code = "E3002", "{}", e.error.detail);
+                tracing::error!(code = e.error.code.code(), "{}", e.error.detail);
             }
             ErrorCode::ResourceLimitExceeded => {
-                tracing::error!(code = "E3003", "{}", e.error.detail);
+                tracing::error!(code = e.error.code.code(), "{}", e.error.detail);
             }
             _ => {}
         }
     }
+
+    fn worker_spec(&self, model: &VerifiedModel) -> WorkerSpec {
+        WorkerSpec {
+            model_path: model.path.clone(),
+            model_file: model.file.clone(),
+            model_dir: self.cfg.model_dir.clone(),
+            ctx_size: self.cfg.ctx_size,
+            threads: self.cfg.threads,
+            parallel: self.cfg.parallel,
+            max_frame: self.cfg.max_frame,
+            sandbox: self.cfg.sandbox.clone(),
+            sandbox_layers: self.cfg.sandbox_layers.clone(),
+            memory_limit: self.cfg.worker_memory_limit,
+        }
+    }
+
+    /// A worker is ready: it serves from now on; the one it replaces finishes its queue.
+    fn now_serving(
+        &self,
+        info: ModelInfo,
+        worker: Arc<Worker>,
+        sandbox: Option<serde_json::Value>,
+    ) -> ModelInfo {
+        let mut slot = self.slot.lock().unwrap();
+        self.metrics.set_sandbox(sandbox.as_ref());
+        tracing::info!(model = %info.name, version = %info.version, n_ctx = info.n_ctx, pid = worker.pid, "model ready");
+        if let Some(old) = slot.life.serving(worker, info.clone(), sandbox) {
+            old.shutdown();
+        }
+        slot.last_load_error = None;
+        self.metrics.set_model_state(&info.name, ModelState::Ready);
+        info
+    }
 }
 
-fn rss_bytes(pid: &str) -> u64 {
-    let page = 4096;
-    std::fs::read_to_string(format!("/proc/{pid}/statm"))
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map(|pages| pages * page)
-        .unwrap_or(0)
+/// A worker that said it is ready.
+struct Started {
+    info: ModelInfo,
+    worker: Arc<Worker>,
+    sandbox: Option<serde_json::Value>,
+    exit: oneshot::Receiver<WorkerExit>,
 }
 
-/// The supervisor loop: owns the worker's lifecycle.
+/// The supervisor loop: the only place that starts workers and moves the lifecycle on
+/// their account.
 async fn supervise(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<SupervisorMsg>) {
-    let load_timeout = Duration::from_secs(300);
-    let mut current: Option<(VerifiedModel, WorkerSpec)> = None;
+    // The serving worker's exit, and the registry entry it was verified against.
     let mut exit: Option<oneshot::Receiver<WorkerExit>> = None;
+    let mut current: Option<ModelEntry> = None;
     let mut backoff = Duration::from_millis(100);
     loop {
         let exited = async {
@@ -694,114 +430,107 @@ async fn supervise(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<SupervisorM
         tokio::select! {
             msg = rx.recv() => {
                 let Some(SupervisorMsg::Load { model, done }) = msg else { return };
-                let spec = WorkerSpec {
-                    model_path: model.path.clone(),
-                    model_dir: rt.cfg.model_dir.clone(),
-                    ctx_size: rt.cfg.ctx_size,
-                    threads: rt.cfg.threads,
-                    parallel: rt.cfg.parallel,
-                    max_frame: rt.cfg.max_frame,
-                    sandbox: rt.cfg.sandbox.clone(),
-                    sandbox_layers: rt.cfg.sandbox_layers.clone(),
-                    memory_limit: rt.cfg.worker_memory_limit,
-                };
                 {
                     let mut slot = rt.slot.lock().unwrap();
-                    if slot.state != ModelState::Ready {
-                        slot.state = ModelState::Loading;
-                        rt.metrics.set_model_state(&model.entry.name, ModelState::Loading);
-                    }
+                    slot.life.begin_load(&model.entry.name);
+                    rt.metrics.set_model_state(&model.entry.name, slot.life.model_state());
                 }
-                match start_worker(&rt, &model, &spec, load_timeout).await {
-                    Ok((info, exit_rx)) => {
-                        // The old worker finishes its queued requests, then exits.
+                match start_worker(&rt, &model).await {
+                    Ok(Started { info, worker, sandbox, exit: exit_rx }) => {
+                        let info = rt.now_serving(info, worker, sandbox);
                         exit = Some(exit_rx);
-                        current = Some((model, spec));
+                        current = Some(model.entry.clone());
                         backoff = Duration::from_millis(100);
                         let _ = done.send(Ok(info));
                     }
                     Err(e) => {
-                        rt.set_failed(&model.entry, e.clone());
+                        rt.record_load_failure(&model.entry.name, e.clone());
                         let _ = done.send(Err(e));
                     }
                 }
             }
             ended = exited => {
                 exit = None;
-                let why = match &ended {
-                    Some(e) => {
-                        rt.note_worker_exit(e);
-                        e.error.detail.clone()
-                    }
-                    None => "unknown".to_string(),
-                };
+                let Some(ended) = ended else { continue };
+                rt.note_worker_exit(&ended);
                 if rt.draining.load(Ordering::SeqCst) {
-                    tracing::info!(%why, "inference worker stopped");
+                    tracing::info!(why = %ended.error.detail, "inference worker stopped");
                     continue;
                 }
-                rt.slot.lock().unwrap().worker = None;
-                tracing::warn!(%why, backoff_ms = backoff.as_millis() as u64, "inference worker exited; restarting");
-                let Some((model, spec)) = current.clone() else { continue };
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                rt.restarts.fetch_add(1, Ordering::SeqCst);
-                rt.metrics.worker_restarts.inc();
-                match start_worker(&rt, &model, &spec, load_timeout).await {
-                    Ok((_, exit_rx)) => exit = Some(exit_rx),
-                    Err(e) => {
-                        tracing::error!(code = e.code.code(), "restart failed: {e}");
-                        rt.set_failed(&model.entry, e);
-                    }
+                let after = rt.slot.lock().unwrap().life.worker_exited(ended.pid, ended.error.clone());
+                if after == AfterExit::Ignore {
+                    continue;
+                }
+                let Some(entry) = current.clone() else { continue };
+                rt.metrics.set_model_state(&entry.name, ModelState::Loading);
+                tracing::warn!(why = %ended.error.detail, "inference worker exited; restarting");
+                if let Some(rx) = restart(&rt, &entry, &mut backoff).await {
+                    exit = Some(rx);
                 }
             }
         }
     }
 }
 
-async fn start_worker(
+/// Starts a new worker for `entry` after the serving one died: the file is verified again
+/// (it may have been replaced or damaged since), start failures are retried with backoff,
+/// and a final failure leaves the lifecycle `Failed` with its cause, never `Ready`.
+async fn restart(
     rt: &Runtime,
-    model: &VerifiedModel,
-    spec: &WorkerSpec,
-    load_timeout: Duration,
-) -> Result<(ModelInfo, oneshot::Receiver<WorkerExit>), ErrorBody> {
-    let (worker, startup, exit_rx) = Worker::spawn(spec, load_timeout).await?;
-    let startup = match startup {
-        Startup::Died => {
-            let ended = exit_rx.await.ok();
-            if let Some(e) = &ended {
-                rt.note_worker_exit(e);
-            }
-            return Err(match ended {
-                Some(e) if e.error.code != ErrorCode::InferenceFailed => e.error,
-                Some(e) if spec.memory_limit.is_some() => ErrorBody::new(
-                    ErrorCode::ResourceLimitExceeded,
-                    format!(
-                        "inference worker died while loading {} ({}): the model ({} bytes) does not fit the worker's memory ceiling of {} bytes",
-                        spec.model_path.display(),
-                        supervisor::describe_exit(&e.status),
-                        model.size_bytes,
-                        spec.memory_limit.unwrap_or(0)
-                    ),
-                ),
-                other => ErrorBody::new(
-                    ErrorCode::ModelLoadFailed,
-                    format!(
-                        "inference worker exited while loading {} ({}); llama.cpp rejected the file (check model format compatibility)",
-                        spec.model_path.display(),
-                        other.map(|e| supervisor::describe_exit(&e.status)).unwrap_or_default()
-                    ),
-                ),
-            });
+    entry: &ModelEntry,
+    backoff: &mut Duration,
+) -> Option<oneshot::Receiver<WorkerExit>> {
+    for attempt in 1..=RESTART_ATTEMPTS {
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(Duration::from_secs(5));
+        if !rt.slot.lock().unwrap().life.is_restarting() {
+            return None;
         }
-        s => s,
-    };
+        rt.restarts.fetch_add(1, Ordering::SeqCst);
+        rt.metrics.worker_restarts.inc();
+        let verified = match rt.verify(entry).await {
+            Ok(v) => v,
+            Err(e) => {
+                // A file that fails verification will not pass by retrying.
+                tracing::error!(code = e.code.code(), "restart refused: {e}");
+                rt.slot.lock().unwrap().life.restart_failed(e, false);
+                rt.metrics.set_model_state(&entry.name, ModelState::Failed);
+                return None;
+            }
+        };
+        match start_worker(rt, &verified).await {
+            Ok(Started {
+                info,
+                worker,
+                sandbox,
+                exit,
+            }) => {
+                rt.now_serving(info, worker, sandbox);
+                return Some(exit);
+            }
+            Err(e) => {
+                let retry = attempt < RESTART_ATTEMPTS;
+                tracing::error!(code = e.code.code(), attempt, retry, "restart failed: {e}");
+                rt.slot.lock().unwrap().life.restart_failed(e, retry);
+                if !retry {
+                    rt.metrics.set_model_state(&entry.name, ModelState::Failed);
+                }
+            }
+        }
+    }
+    None
+}
+
+async fn start_worker(rt: &Runtime, model: &VerifiedModel) -> Result<Started, ErrorBody> {
+    let spec = rt.worker_spec(model);
+    let (worker, startup, exit_rx) = Worker::spawn(&spec, LOAD_TIMEOUT).await?;
     match startup {
         Startup::Ready {
             n_ctx,
             n_vocab,
             sandbox,
-        } => {
-            let info = ModelInfo {
+        } => Ok(Started {
+            info: ModelInfo {
                 name: model.entry.name.clone(),
                 version: model.entry.version.clone(),
                 file: model.entry.file.clone(),
@@ -810,76 +539,33 @@ async fn start_worker(
                 size_bytes: model.size_bytes,
                 n_ctx,
                 n_vocab,
-            };
-            let mut slot = rt.slot.lock().unwrap();
-            if let Some(old) = slot.worker.replace(worker) {
-                if old.pid != slot.worker.as_ref().unwrap().pid {
-                    old.shutdown();
-                }
-            }
-            slot.state = ModelState::Ready;
-            slot.model = Some(info.clone());
-            slot.last_error = None;
-            rt.metrics.set_sandbox(sandbox.as_ref());
-            slot.sandbox = sandbox;
-            rt.metrics.set_model_state(&info.name, ModelState::Ready);
-            tracing::info!(model = %info.name, version = %info.version, n_ctx, pid = slot.worker.as_ref().unwrap().pid, "model ready");
-            Ok((info, exit_rx))
-        }
+            },
+            worker,
+            sandbox,
+            exit: exit_rx,
+        }),
         Startup::Failed(e) => {
             worker.kill();
             Err(e)
         }
-        Startup::Died => unreachable!("handled above"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    fn args(extra: &[&str]) -> anyhow::Result<Config> {
-        let mut argv = vec!["veritas-spark", "serve"];
-        argv.extend_from_slice(extra);
-        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
-        match cli.command {
-            crate::cli::Command::Serve(a) => Config::from_args(cli.global.socket, &a),
-            _ => unreachable!(),
+        Startup::Died => {
+            let ended = exit_rx.await.ok();
+            if let Some(e) = &ended {
+                rt.note_worker_exit(e);
+            }
+            // E3002 and E3003 come from the exit itself (a seccomp kill, an allocation
+            // failure in the worker's last words); a ceiling merely configured proves nothing.
+            Err(match ended {
+                Some(e) if e.error.code != ErrorCode::InferenceFailed => e.error,
+                other => ErrorBody::new(
+                    ErrorCode::ModelLoadFailed,
+                    format!(
+                        "inference worker exited while loading {} ({}); llama.cpp rejected the file (check model format compatibility)",
+                        spec.model_path.display(),
+                        other.map(|e| supervisor::describe_exit(&e.status)).unwrap_or_default()
+                    ),
+                ),
+            })
         }
-    }
-
-    #[test]
-    fn defaults_follow_the_guide() {
-        let c = args(&[]).unwrap();
-        assert_eq!(
-            c.socket,
-            PathBuf::from("/var/run/veritas/veritas-spark.sock")
-        );
-        assert_eq!(c.http_addr.as_deref(), Some("0.0.0.0:8080"));
-        assert_eq!(c.metrics_addr.as_deref(), Some("0.0.0.0:9090"));
-        assert_eq!(c.deployment, "stable");
-        assert_eq!(c.socket_mode, 0o660);
-        assert_eq!(c.capacity(), 18);
-    }
-
-    #[test]
-    fn invalid_settings_are_refused_with_the_flag_named() {
-        for (flags, needle) in [
-            (&["--parallel", "0"][..], "--parallel"),
-            (&["--socket-mode", "rw"][..], "--socket-mode"),
-            (&["--log-format", "xml"][..], "--log-format"),
-            (&["--request-timeout", "0"][..], "--request-timeout"),
-        ] {
-            let err = args(flags).unwrap_err().to_string();
-            assert!(err.contains(needle), "{flags:?}: {err}");
-        }
-        assert_eq!(args(&["--http-addr", "off"]).unwrap().http_addr, None);
-    }
-
-    #[test]
-    fn model_references() {
-        assert_eq!(parse_model_ref("tiny"), ("tiny", None));
-        assert_eq!(parse_model_ref("tiny@1.0.0"), ("tiny", Some("1.0.0")));
     }
 }

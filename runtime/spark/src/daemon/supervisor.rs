@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use veritas_vocab::ipc::{self, WorkerCommand, WorkerEvent};
 use veritas_vocab::{ErrorBody, ErrorCode};
 
@@ -23,14 +23,26 @@ pub struct Generated {
     pub finish_reason: String,
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Generated, ErrorBody>>>>>;
+/// Requests the worker holds: where to send each answer, and the admission permit the
+/// request occupies until the worker has really finished with it (answered, or died), even
+/// when the caller stopped waiting (a timeout): the queue bound counts work, not waiters.
+type Pending = Arc<Mutex<HashMap<u64, PendingRequest>>>;
+
+struct PendingRequest {
+    answer: oneshot::Sender<Result<Generated, ErrorBody>>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
 /// Callers waiting for a sandbox self-test: the probes and whether all found what they expected.
 type SelftestWaiters = Arc<Mutex<Vec<oneshot::Sender<(Vec<serde_json::Value>, bool)>>>>;
 
 /// How to start a worker.
 #[derive(Debug, Clone)]
 pub struct WorkerSpec {
+    /// Where the model lives (for messages); the worker loads `model_file`.
     pub model_path: PathBuf,
+    /// The file as verified: the worker inherits this very descriptor and loads through it,
+    /// so a file replaced after verification is never the one loaded.
+    pub model_file: Arc<std::fs::File>,
     pub model_dir: PathBuf,
     pub ctx_size: u32,
     pub threads: u32,
@@ -44,11 +56,23 @@ pub struct WorkerSpec {
 /// How a worker ended, and what that means for its requests.
 #[derive(Debug)]
 pub struct WorkerExit {
+    pub pid: u32,
     pub status: std::process::ExitStatus,
     /// E3002 for a seccomp kill, E3003 for an allocation failure, E4001 otherwise.
     pub error: ErrorBody,
     /// The syscall, when the sandbox stopped one.
     pub violation: Option<String>,
+}
+
+/// Room for a command's envelope (type, id, max_tokens, JSON escapes of a prompt sent
+/// unescaped by an HTTP client) on top of the largest request the fronts admit.
+const COMMAND_ENVELOPE: u32 = 64 * 1024;
+
+/// Largest command frame the worker accepts: above whatever the fronts admit (`max_frame`),
+/// so no admitted request can make the worker's read loop fail (which would end the worker
+/// and every request it holds).
+pub fn worker_frame_limit(max_frame: u32) -> u32 {
+    max_frame.saturating_add(COMMAND_ENVELOPE)
 }
 
 /// Last bytes of the worker's stderr kept for diagnosing its death.
@@ -67,6 +91,7 @@ fn classify_exit(
             .clone()
             .or_else(|| v.syscall_nr.map(|n| n.to_string()));
         return WorkerExit {
+            pid,
             status,
             error: ErrorBody::new(
                 ErrorCode::SandboxViolation,
@@ -84,6 +109,7 @@ fn classify_exit(
             .map(|m| format!("the worker's memory ceiling is {m} bytes"))
             .unwrap_or_else(|| "no ceiling configured".into());
         return WorkerExit {
+            pid,
             status,
             error: ErrorBody::new(
                 ErrorCode::ResourceLimitExceeded,
@@ -93,6 +119,7 @@ fn classify_exit(
         };
     }
     WorkerExit {
+        pid,
         status,
         error: ErrorBody::new(
             ErrorCode::InferenceFailed,
@@ -117,10 +144,15 @@ pub enum Startup {
 /// A running worker: send it work, learn when it exits.
 pub struct Worker {
     pub pid: u32,
-    commands: mpsc::UnboundedSender<WorkerCommand>,
+    /// Encoded command frames, each checked against `frame_limit` before it is queued.
+    commands: mpsc::UnboundedSender<Vec<u8>>,
+    frame_limit: u32,
     pending: Pending,
     selftests: SelftestWaiters,
     next_id: std::sync::atomic::AtomicU64,
+    /// Asks the task that owns the child process to kill it: that task alone knows whether
+    /// the process was already reaped, so no signal can reach a recycled (or zero) pid.
+    kill: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 /// Why a worker process ended, for E4001 details and logs.
@@ -166,12 +198,32 @@ impl Worker {
         })?;
         const CHILD_FD: i32 = 3;
         let their_fd = theirs.as_raw_fd();
+        // The verified model file, duplicated above the descriptors dup2 targets below so
+        // neither overwrites the other; the child inherits it (close-on-exec cleared there).
+        // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own; the result is owned below.
+        let model_fd =
+            unsafe { libc::fcntl(spec.model_file.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+        if model_fd < 0 {
+            return Err(ErrorBody::new(
+                ErrorCode::ModelLoadFailed,
+                format!(
+                    "cannot pass the model file to the worker: {}",
+                    std::io::Error::last_os_error()
+                ),
+            ));
+        }
+        // SAFETY: `model_fd` was just created and nothing else owns it.
+        let model_fd =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(model_fd) };
+        let model_raw = model_fd.as_raw_fd();
         let mut cmd = tokio::process::Command::new(exe);
         cmd.arg("worker")
             .arg("--ipc-fd")
             .arg(CHILD_FD.to_string())
             .arg("--model-path")
             .arg(&spec.model_path)
+            .arg("--model-fd")
+            .arg(model_raw.to_string())
             .arg("--ctx-size")
             .arg(spec.ctx_size.to_string())
             .arg("--threads")
@@ -179,7 +231,7 @@ impl Worker {
             .arg("--parallel")
             .arg(spec.parallel.to_string())
             .arg("--max-frame")
-            .arg(spec.max_frame.to_string())
+            .arg(worker_frame_limit(spec.max_frame).to_string())
             .arg("--model-dir")
             .arg(&spec.model_dir)
             .arg("--sandbox")
@@ -206,6 +258,9 @@ impl Worker {
                 } else if libc::dup2(their_fd, CHILD_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                if libc::fcntl(model_raw, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 // The worker must not outlive the daemon.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
@@ -218,6 +273,7 @@ impl Worker {
             )
         })?;
         drop(theirs);
+        drop(model_fd);
         let pid = child.id().unwrap_or(0);
         // The worker's stderr: forwarded to our log, its tail kept to explain its death.
         let tail = Arc::new(Mutex::new(String::new()));
@@ -245,10 +301,10 @@ impl Worker {
         let stream = UnixStream::from_std(ours).expect("register socketpair with tokio");
         let (mut rd, mut wr) = stream.into_split();
 
-        let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<WorkerCommand>();
+        let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<Vec<u8>>();
         tokio::spawn(async move {
-            while let Some(c) = cmd_rx.recv().await {
-                if wr.write_all(&ipc::encode(&c)).await.is_err() {
+            while let Some(frame) = cmd_rx.recv().await {
+                if wr.write_all(&frame).await.is_err() {
                     break;
                 }
             }
@@ -295,7 +351,7 @@ impl Worker {
                     } => {
                         let tx = reader_pending.lock().unwrap().remove(&id);
                         if let Some(tx) = tx {
-                            let _ = tx.send(Ok(Generated {
+                            let _ = tx.answer.send(Ok(Generated {
                                 text,
                                 prompt_tokens,
                                 generated_tokens,
@@ -306,7 +362,7 @@ impl Worker {
                     WorkerEvent::Failed { id, error } => {
                         let tx = reader_pending.lock().unwrap().remove(&id);
                         if let Some(tx) = tx {
-                            let _ = tx.send(Err(error));
+                            let _ = tx.answer.send(Err(error));
                         }
                     }
                     WorkerEvent::Selftest { probes, all_ok } => {
@@ -319,11 +375,21 @@ impl Worker {
         });
         let waiter_pending = pending.clone();
         let memory_limit = spec.memory_limit;
+        let (kill_tx, kill_rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
-            let status = child
-                .wait()
-                .await
-                .unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0));
+            let exited = tokio::select! {
+                s = child.wait() => Some(s),
+                Ok(()) = kill_rx => None,
+            };
+            let status = match exited {
+                Some(s) => s,
+                None => {
+                    // Not reaped yet (only this task waits the child): safe to signal.
+                    let _ = child.start_kill();
+                    child.wait().await
+                }
+            }
+            .unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0));
             // Read whatever the worker said before it died, then fail the rest.
             let _ = reader.await;
             if let Some(t) = stderr_task {
@@ -332,7 +398,7 @@ impl Worker {
             let exit = classify_exit(pid, status, &tail.lock().unwrap(), memory_limit);
             let orphans: Vec<_> = waiter_pending.lock().unwrap().drain().collect();
             for (_, tx) in orphans {
-                let _ = tx.send(Err(exit.error.clone()));
+                let _ = tx.answer.send(Err(exit.error.clone()));
             }
             let _ = exit_tx.send(exit);
         });
@@ -340,9 +406,11 @@ impl Worker {
         let worker = Arc::new(Worker {
             pid,
             commands: cmd_tx,
+            frame_limit: worker_frame_limit(spec.max_frame),
             pending,
             selftests,
             next_id: 1.into(),
+            kill: Mutex::new(Some(kill_tx)),
         });
         let startup = match tokio::time::timeout(load_timeout, first_rx).await {
             Ok(Ok(s)) => s,
@@ -359,28 +427,42 @@ impl Worker {
         Ok((worker, startup, exit_rx))
     }
 
-    pub async fn generate(&self, prompt: String, max_tokens: u32) -> Result<Generated, ErrorBody> {
+    /// Sends one generation to the worker. `permit` (the request's admission) is held until
+    /// the worker answers; if this future is dropped first (the caller timed out), the
+    /// worker is told to cancel the request, and the permit is released only once it has.
+    pub async fn generate(
+        &self,
+        prompt: String,
+        max_tokens: u32,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<Generated, ErrorBody> {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap().insert(id, tx);
-        if self
-            .commands
-            .send(WorkerCommand::Generate {
-                id,
-                prompt,
-                max_tokens,
-            })
-            .is_err()
-        {
+        let frame = self.frame(&WorkerCommand::Generate {
+            id,
+            prompt,
+            max_tokens,
+        })?;
+        self.pending.lock().unwrap().insert(
+            id,
+            PendingRequest {
+                answer: tx,
+                _permit: permit,
+            },
+        );
+        if self.commands.send(frame).is_err() {
             self.pending.lock().unwrap().remove(&id);
             return Err(ErrorBody::new(
                 ErrorCode::InferenceFailed,
                 "inference worker is not running",
             ));
         }
-        rx.await.unwrap_or_else(|_| {
+        let cancel = CancelOnDrop { worker: self, id };
+        let answer = rx.await;
+        std::mem::forget(cancel);
+        answer.unwrap_or_else(|_| {
             Err(ErrorBody::new(
                 ErrorCode::InferenceFailed,
                 "inference worker went away",
@@ -392,7 +474,8 @@ impl Worker {
     pub async fn selftest(&self) -> Result<(Vec<serde_json::Value>, bool), ErrorBody> {
         let (tx, rx) = oneshot::channel();
         self.selftests.lock().unwrap().push(tx);
-        if self.commands.send(WorkerCommand::Selftest).is_err() {
+        let frame = self.frame(&WorkerCommand::Selftest)?;
+        if self.commands.send(frame).is_err() {
             return Err(ErrorBody::new(
                 ErrorCode::InferenceFailed,
                 "inference worker is not running",
@@ -407,17 +490,56 @@ impl Worker {
     }
 
     pub fn inject(&self, kind: veritas_vocab::ipc::FaultKind) {
-        let _ = self.commands.send(WorkerCommand::Fault { kind });
+        if let Ok(f) = self.frame(&WorkerCommand::Fault { kind }) {
+            let _ = self.commands.send(f);
+        }
     }
 
     /// Asks the worker to finish its queued requests and exit.
     pub fn shutdown(&self) {
-        let _ = self.commands.send(WorkerCommand::Shutdown);
+        if let Ok(f) = self.frame(&WorkerCommand::Shutdown) {
+            let _ = self.commands.send(f);
+        }
     }
 
+    /// Encodes a command, refusing (for this request only) one the worker would reject: an
+    /// oversize frame would end the worker's read loop and with it every request it holds.
+    fn frame(&self, cmd: &WorkerCommand) -> Result<Vec<u8>, ErrorBody> {
+        let frame = ipc::encode(cmd);
+        let len = frame.len() - ipc::HEADER_LEN;
+        if len > self.frame_limit as usize {
+            return Err(ErrorBody::new(
+                ErrorCode::IpcProtocolError,
+                format!(
+                    "request encodes to {len} bytes for the inference worker, above its limit of {} bytes",
+                    self.frame_limit
+                ),
+            ));
+        }
+        Ok(frame)
+    }
+
+    /// Kills the worker process (a no-op once it has exited).
     pub fn kill(&self) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+        if let Some(tx) = self.kill.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Tells the worker to stop a request whose caller stopped waiting for it.
+struct CancelOnDrop<'a> {
+    worker: &'a Worker,
+    id: u64,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.worker.pending.lock().unwrap().contains_key(&self.id) {
+            if let Ok(f) = self.worker.frame(&WorkerCommand::Cancel { id: self.id }) {
+                let _ = self.worker.commands.send(f);
+            }
+        }
     }
 }
 

@@ -68,13 +68,16 @@ impl Registry {
     /// Adds an entry by hand: `sha` `None` pins the file's real sha256.
     pub fn add_entry(&self, name: &str, file: &str, sha: Option<&str>) {
         let mut m = veritas_fixtures::read_manifest(self.path()).unwrap();
-        let real = veritas_fixtures::sha256_file(&self.path().join(file))
-            .unwrap_or_else(|_| "0".repeat(64));
+        // Hashed only when needed: a test's large file would take long in a debug build.
+        let sha256 = sha.map(str::to_string).unwrap_or_else(|| {
+            veritas_fixtures::sha256_file(&self.path().join(file))
+                .unwrap_or_else(|_| "0".repeat(64))
+        });
         m.models.push(ModelEntry {
             name: name.into(),
             version: VERSION.into(),
             file: file.into(),
-            sha256: sha.map(str::to_string).unwrap_or(real),
+            sha256,
             format: "gguf".into(),
         });
         veritas_fixtures::write_manifest(self.path(), &m).unwrap();
@@ -292,8 +295,13 @@ pub fn stderr(o: &Output) -> String {
 }
 
 /// A minimal HTTP/1.1 client: one request per connection.
+/// A refused connection (the daemon stopped listening, e.g. after SIGTERM) is status 0:
+/// never accepted, so never lost.
 pub fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut s = match TcpStream::connect(("127.0.0.1", port)) {
+        Ok(s) => s,
+        Err(e) => return (0, format!("connection refused: {e}")),
+    };
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let body = body.unwrap_or("");
     write!(
@@ -392,8 +400,17 @@ impl Daemon {
 
 /// Runs `args` with `--json` against `d`, expects exit 1 with `code`, returns the error body.
 pub fn expect_error(d: &Daemon, args: &[&str], code: &str) -> serde_json::Value {
-    let (ok, v) = d.cli_json(args);
-    assert!(!ok, "{args:?} should fail with {code}: {v}");
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = d.cli(&a);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?} --json printed no JSON ({e}): {}", stdout(&out)));
+    // The documented exit status for a failed command, not merely "not success".
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{args:?} should exit 1 with {code}: {v}"
+    );
     assert_eq!(v["code"], code, "{args:?}: {v}");
     v
 }

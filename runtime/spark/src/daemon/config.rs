@@ -1,0 +1,157 @@
+//! Daemon configuration: raw `serve` flags validated into one [`Config`], and the memory
+//! limit probed from the cgroup when none is given.
+
+use crate::cli::ServeArgs;
+use anyhow::{bail, Context as _};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Validated daemon configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub socket_mode: u32,
+    pub model_dir: PathBuf,
+    pub model: Option<String>,
+    pub http_addr: Option<String>,
+    pub metrics_addr: Option<String>,
+    pub deployment: String,
+    pub ctx_size: u32,
+    pub threads: u32,
+    pub parallel: u32,
+    pub queue_size: u32,
+    pub max_frame: u32,
+    pub max_connections: u32,
+    pub max_pipelined: u32,
+    pub ipc_idle_timeout: Duration,
+    pub request_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub memory_limit: u64,
+    pub log_format: String,
+    pub sandbox: String,
+    pub sandbox_layers: String,
+    pub worker_memory_limit: Option<u64>,
+    pub fault_injection: bool,
+}
+
+impl Config {
+    pub fn from_args(socket: PathBuf, a: &ServeArgs) -> anyhow::Result<Config> {
+        let off = |s: &str| (s != "off").then(|| s.to_string());
+        if a.parallel == 0 {
+            bail!("--parallel must be at least 1");
+        }
+        if a.max_connections == 0 || a.max_pipelined == 0 {
+            bail!("--max-connections and --max-pipelined must be at least 1");
+        }
+        if !(a.ipc_idle_timeout > 0.0) {
+            bail!("--ipc-idle-timeout must be positive");
+        }
+        if !(a.request_timeout > 0.0 && a.drain_timeout >= 0.0) {
+            bail!("--request-timeout must be positive and --drain-timeout not negative");
+        }
+        let socket_mode = u32::from_str_radix(&a.socket_mode, 8).with_context(|| {
+            format!(
+                "--socket-mode {:?} is not an octal mode like 660",
+                a.socket_mode
+            )
+        })?;
+        a.sandbox
+            .parse::<veritas_sandbox::SandboxMode>()
+            .map_err(|e| anyhow::anyhow!("--sandbox {:?}: {e}", a.sandbox))?;
+        a.sandbox_layers
+            .parse::<veritas_sandbox::LayerSet>()
+            .map_err(|e| anyhow::anyhow!("--sandbox-layers {:?}: {e}", a.sandbox_layers))?;
+        if !matches!(a.log_format.as_str(), "text" | "json") {
+            bail!("--log-format must be text or json, not {:?}", a.log_format);
+        }
+        Ok(Config {
+            socket,
+            socket_mode,
+            model_dir: a.model_dir.clone(),
+            model: a.model.clone(),
+            http_addr: off(&a.http_addr),
+            metrics_addr: off(&a.metrics_addr),
+            deployment: a.deployment.clone(),
+            ctx_size: a.ctx_size,
+            threads: a.threads.max(1),
+            parallel: a.parallel,
+            queue_size: a.queue_size,
+            max_frame: a.max_frame,
+            max_connections: a.max_connections,
+            max_pipelined: a.max_pipelined,
+            ipc_idle_timeout: Duration::from_secs_f64(a.ipc_idle_timeout),
+            request_timeout: Duration::from_secs_f64(a.request_timeout),
+            drain_timeout: Duration::from_secs_f64(a.drain_timeout),
+            memory_limit: a
+                .memory_limit
+                .or_else(cgroup_memory_limit)
+                .or_else(veritas_engine::verify::mem_total)
+                .unwrap_or(0),
+            log_format: a.log_format.clone(),
+            sandbox: a.sandbox.clone(),
+            sandbox_layers: a.sandbox_layers.clone(),
+            worker_memory_limit: a.worker_memory_limit,
+            fault_injection: a.enable_fault_injection,
+        })
+    }
+
+    pub fn capacity(&self) -> u32 {
+        self.parallel + self.queue_size
+    }
+}
+
+/// cgroup v2 `memory.max` or v1 `memory.limit_in_bytes`, when a real limit is set.
+fn cgroup_memory_limit() -> Option<u64> {
+    [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .filter_map(|p| std::fs::read_to_string(p).ok())
+    .filter_map(|s| s.trim().parse::<u64>().ok())
+    .find(|&v| v < (1 << 60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> anyhow::Result<Config> {
+        let mut argv = vec!["veritas-spark", "serve"];
+        argv.extend_from_slice(extra);
+        let cli = crate::cli::Cli::try_parse_from(argv).unwrap();
+        match cli.command {
+            crate::cli::Command::Serve(a) => Config::from_args(cli.global.socket, &a),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_guide() {
+        let c = args(&[]).unwrap();
+        assert_eq!(
+            c.socket,
+            PathBuf::from("/var/run/veritas/veritas-spark.sock")
+        );
+        assert_eq!(c.http_addr.as_deref(), Some("0.0.0.0:8080"));
+        assert_eq!(c.metrics_addr.as_deref(), Some("0.0.0.0:9090"));
+        assert_eq!(c.deployment, "stable");
+        assert_eq!(c.socket_mode, 0o660);
+        assert_eq!(c.capacity(), 18);
+    }
+
+    #[test]
+    fn invalid_settings_are_refused_with_the_flag_named() {
+        for (flags, needle) in [
+            (&["--parallel", "0"][..], "--parallel"),
+            (&["--socket-mode", "rw"][..], "--socket-mode"),
+            (&["--log-format", "xml"][..], "--log-format"),
+            (&["--request-timeout", "0"][..], "--request-timeout"),
+        ] {
+            let err = args(flags).unwrap_err().to_string();
+            assert!(err.contains(needle), "{flags:?}: {err}");
+        }
+        assert_eq!(args(&["--http-addr", "off"]).unwrap().http_addr, None);
+    }
+}

@@ -1,0 +1,523 @@
+//! Runtime hardening (issue 9): no request can wedge or kill the worker, every bound is
+//! enforced, every cause is named honestly. Real daemons on the generated model.
+
+mod common;
+use common::*;
+use std::time::Duration;
+use veritas_vocab::metrics as m;
+
+fn code_of(body: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    v["code"].as_str().unwrap_or_default().to_string()
+}
+
+/// Finding 1: `max_tokens` is capped, its sum with the prompt cannot overflow, and the HTTP
+/// body limit is the IPC frame limit, so no admitted request can break the worker channel.
+#[test]
+fn request_sizes_are_bounded_and_never_restart_the_worker() {
+    let reg = Registry::new();
+    // A 64 KiB frame limit keeps the near-limit prompt quick to tokenize in a debug build.
+    const MAX: usize = 65536;
+    let d = Daemon::start(
+        &reg,
+        DaemonOptions {
+            extra: vec!["--max-frame".into(), MAX.to_string()],
+            ..Default::default()
+        },
+    );
+    let pid = d.worker_pid();
+
+    // The largest u32: refused with E4003 at once, the worker untouched.
+    let (status, body) = d.http_post("/v1/generate", r#"{"prompt":"hi","max_tokens":4294967295}"#);
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(code_of(&body), "E4003", "{body}");
+    assert!(body.contains("4294967295"), "{body}");
+    let v = expect_error(
+        &d,
+        &["generate", "hi", "--max-tokens", "4294967295"],
+        "E4003",
+    );
+    assert!(
+        v["detail"].as_str().unwrap().contains("context window"),
+        "{v}"
+    );
+
+    // A body above the frame limit but below axum's default (2 MB): E1003, 413.
+    let big = format!(
+        r#"{{"prompt":"{}","max_tokens":1}}"#,
+        "a".repeat(MAX + 1000)
+    );
+    let (status, body) = d.http_post("/v1/generate", &big);
+    assert_eq!(status, 413, "{}", &body[..body.len().min(300)]);
+    assert_eq!(code_of(&body), "E1003", "{body}");
+
+    // A body just under the limit whose worker command is just over it: it reaches the
+    // worker, which answers for this request alone (too many tokens for the window).
+    let overhead = r#"{"prompt":"","max_tokens":1}"#.len();
+    let prompt = "b".repeat(MAX - overhead - 4);
+    let body = format!(r#"{{"prompt":"{prompt}","max_tokens":1}}"#);
+    assert!(body.len() <= MAX);
+    let (status, answer) = d.http_post("/v1/generate", &body);
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(code_of(&answer), "E4003", "{answer}");
+
+    // The worker never restarted and still serves.
+    assert_eq!(d.worker_pid(), pid, "the worker was not restarted");
+    assert_eq!(
+        metric_value(&d.scrape(), m::WORKER_RESTARTS_TOTAL, &[]),
+        Some(0.0)
+    );
+    assert!(d
+        .cli(&["generate", "still fine", "--max-tokens", "3"])
+        .status
+        .success());
+}
+
+/// Finding 2: a restart re-verifies the file; a restart that fails leaves the runtime
+/// `failed` with the cause (critical, not ready, requests get the cause's code), never
+/// `ready` without a worker; a `models load` of a good file recovers.
+#[test]
+fn a_restart_reverifies_and_a_failed_restart_is_reported_as_failed() {
+    let reg = Registry::new();
+    let d = Daemon::start(&reg, DaemonOptions::default());
+    let first = d.worker_pid();
+    let path = reg.path().join(format!("{MODEL}.gguf"));
+    let original = std::fs::read(&path).unwrap();
+    // Another valid model takes the file's place; the manifest still pins the original.
+    veritas_fixtures::write_gguf(
+        &path,
+        &veritas_fixtures::TinyModelSpec::default().with_seed(7),
+    )
+    .unwrap();
+    // SAFETY: killing the worker process we just looked up.
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    let v = wait_for("model state failed", Duration::from_secs(60), || {
+        let (_, v) = d.cli_json(&["health"]);
+        (v["model_state"] == "failed").then_some(v)
+    });
+    assert_eq!(v["status"], "critical", "{v}");
+    assert!(v["worker"]["pid"].is_null(), "{v}");
+    assert_eq!(v["last_error"]["code"], "E2001", "{v}");
+    assert!(
+        v["last_error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("sha256 mismatch"),
+        "{v}"
+    );
+    assert_eq!(d.cli(&["ready"]).status.code(), Some(1));
+    let e = expect_error(&d, &["generate", "x", "--max-tokens", "2"], "E2001");
+    assert!(e["detail"].as_str().unwrap().contains("sha256"), "{e}");
+    assert_eq!(d.http_get("/ready").0, 503);
+
+    // The operator restores the file and loads it again.
+    let tmp = reg.path().join(".restore");
+    std::fs::write(&tmp, &original).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    assert!(d.cli(&["models", "load", MODEL]).status.success());
+    d.wait_ready();
+    assert!(d
+        .cli(&["generate", "back", "--max-tokens", "3"])
+        .status
+        .success());
+}
+
+/// Finding 6: a request that timed out stops decoding in the worker, so the slot it held
+/// serves the next request at once instead of after the abandoned generation ends.
+#[test]
+fn a_timed_out_request_is_cancelled_in_the_worker() {
+    let reg = Registry::new();
+    let d = Daemon::start(
+        &reg,
+        DaemonOptions {
+            extra: [
+                "--parallel",
+                "1",
+                "--queue-size",
+                "1",
+                "--ctx-size",
+                "32768",
+                "--request-timeout",
+                "1",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Default::default()
+        },
+    );
+    // Tens of thousands of tokens: several seconds of decoding, far above the timeout.
+    let started = std::time::Instant::now();
+    let v = expect_error(&d, &["generate", "long", "--max-tokens", "32000"], "E1002");
+    assert!(started.elapsed() >= Duration::from_secs(1), "{v}");
+    // The one slot is free again: a short request is answered within its own timeout.
+    let (ok, v) = d.cli_json(&["generate", "short", "--max-tokens", "2"]);
+    assert!(ok, "the abandoned generation still held the worker: {v}");
+    assert_eq!(v["generated_tokens"], 2, "{v}");
+}
+
+fn connect(d: &Daemon) -> std::os::unix::net::UnixStream {
+    let s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+fn call(
+    s: &mut std::os::unix::net::UnixStream,
+    id: u64,
+    op: veritas_vocab::ipc::Op,
+) -> serde_json::Value {
+    use std::io::Write;
+    s.write_all(&veritas_vocab::ipc::encode(&veritas_vocab::ipc::Request {
+        id,
+        op,
+    }))
+    .unwrap();
+    read_answer(s)
+}
+
+fn read_answer(s: &mut std::os::unix::net::UnixStream) -> serde_json::Value {
+    let payload = veritas_vocab::ipc::read_frame(s, u32::MAX)
+        .unwrap()
+        .expect("an answer frame");
+    serde_json::from_slice(&payload).unwrap()
+}
+
+/// Finding 7: connections are capped (E3003 beyond the cap), an idle or stalled
+/// connection is closed, and one connection cannot pipeline past its bound.
+#[test]
+fn ipc_connections_are_capped_timed_out_and_bounded() {
+    use std::io::{Read, Write};
+    use veritas_vocab::ipc::{GenerateRequest, Op};
+    let reg = Registry::new();
+    let d = Daemon::start(
+        &reg,
+        DaemonOptions {
+            extra: [
+                "--max-connections",
+                "4",
+                "--ipc-idle-timeout",
+                "1",
+                "--max-pipelined",
+                "2",
+                "--parallel",
+                "1",
+                "--queue-size",
+                "2",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Default::default()
+        },
+    );
+    // Four connections, each proven served.
+    let mut held: Vec<_> = (0..4)
+        .map(|i| {
+            let mut s = connect(&d);
+            let v = call(&mut s, i, Op::Live);
+            assert!(v["outcome"]["ok"].is_object(), "{v}");
+            s
+        })
+        .collect();
+    // The fifth is answered E3003 and closed.
+    let mut fifth = connect(&d);
+    let v = read_answer(&mut fifth);
+    assert_eq!(v["outcome"]["error"]["code"], "E3003", "{v}");
+    assert!(
+        v["outcome"]["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("too many connections"),
+        "{v}"
+    );
+    let mut rest = Vec::new();
+    assert_eq!(fifth.read_to_end(&mut rest).unwrap(), 0);
+
+    // The held connections sit idle: the daemon closes them after the idle timeout, and a
+    // client that stops in the middle of a frame is closed too.
+    held[0].write_all(b"VS\x01").unwrap();
+    for s in held.iter_mut() {
+        let mut rest = Vec::new();
+        let n = s
+            .read_to_end(&mut rest)
+            .expect("closed by the daemon, not by our timeout");
+        // At most an E1003 for the half frame.
+        let _ = n;
+    }
+    drop(held);
+
+    // A fresh connection is served again (the slots were released).
+    let mut s = wait_for("a connection slot", Duration::from_secs(20), || {
+        let mut s = connect(&d);
+        let v = call(&mut s, 100, Op::Live);
+        v["outcome"]["ok"].is_object().then_some(s)
+    });
+    // Forty generations written back to back on one connection: with two in flight at
+    // most, the admission queue (capacity 3) never overflows.
+    let n = 40u64;
+    for id in 0..n {
+        let req = veritas_vocab::ipc::Request {
+            id: 1000 + id,
+            op: Op::Generate(GenerateRequest {
+                prompt: format!("pipelined {id}"),
+                max_tokens: 8,
+                model: None,
+            }),
+        };
+        s.write_all(&veritas_vocab::ipc::encode(&req)).unwrap();
+    }
+    for _ in 0..n {
+        let v = read_answer(&mut s);
+        assert!(
+            v["outcome"]["ok"].is_object(),
+            "a pipelined request failed: {v}"
+        );
+    }
+    assert!(d.cli(&["health"]).status.success());
+}
+
+/// Finding 7: the daemon never deletes a regular file sitting at its socket path.
+#[test]
+fn bind_refuses_to_delete_a_regular_file_at_the_socket_path() {
+    let reg = Registry::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("veritas-spark.sock");
+    std::fs::write(&path, b"not a socket").unwrap();
+    let mut d = Daemon::spawn_on(&reg, &DaemonOptions::default(), path.clone(), tmp);
+    let status = wait_child(d.child.as_mut().unwrap(), Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(d.log_text().contains("not a socket"), "{}", d.log_text());
+    assert!(d.log_text().contains("E1001"), "{}", d.log_text());
+    assert_eq!(std::fs::read(&path).unwrap(), b"not a socket");
+}
+
+/// Finding 4: E3003 only when the ceiling was the cause. A model llama.cpp rejects for
+/// another reason stays E2001 under a generous ceiling and with the sandbox off.
+#[test]
+fn a_load_failure_under_a_ceiling_keeps_its_own_cause() {
+    let reg = Registry::new();
+    reg.add_corrupt(
+        "alien",
+        veritas_fixtures::corrupt::Corruption::UnknownArchitecture,
+    );
+    for sandbox in ["best-effort", "off"] {
+        let d = Daemon::start(
+            &reg,
+            DaemonOptions {
+                extra: ["--worker-memory-limit", "4000000000", "--sandbox", sandbox]
+                    .map(String::from)
+                    .to_vec(),
+                ..Default::default()
+            },
+        );
+        let v = expect_error(&d, &["models", "load", "alien"], "E2001");
+        assert!(
+            v["detail"].as_str().unwrap().contains("llama.cpp"),
+            "{sandbox}: {v}"
+        );
+    }
+    // With the sandbox off no ceiling is applied: a tiny one cannot be the cause either.
+    let d = Daemon::start(
+        &reg,
+        DaemonOptions {
+            extra: ["--worker-memory-limit", "10000000", "--sandbox", "off"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        },
+    );
+    expect_error(&d, &["models", "load", "alien"], "E2001");
+}
+
+/// Finding 4: the E2001 memory check counts the KV caches of the contexts the runtime
+/// will create, against what is available under the limit.
+#[test]
+fn the_memory_check_counts_the_kv_cache() {
+    let reg = Registry::new();
+    let d = Daemon::start(
+        &reg,
+        DaemonOptions {
+            model: None,
+            // 2 contexts x 1M tokens x 2 layers x 64 wide x K and V in f16: about 1 GiB.
+            extra: ["--ctx-size", "1000000", "--memory-limit", "300000000"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        },
+    );
+    let v = expect_error(&d, &["models", "load", MODEL], "E2001");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("not enough memory") && detail.contains("KV cache"),
+        "{detail}"
+    );
+}
+
+/// Finding 8: the sha256 of a large model is computed off the async threads, so probes
+/// answer while loads hash.
+#[test]
+fn hashing_large_models_does_not_stall_the_probes() {
+    let reg = Registry::new();
+    // A valid model followed by 256 MiB of sparse padding, pinned to a wrong sha256:
+    // verification reads and hashes all of it, then refuses it.
+    let big = reg.path().join("big.gguf");
+    std::fs::copy(reg.path().join(format!("{MODEL}.gguf")), &big).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_len(256 << 20)
+        .unwrap();
+    reg.add_entry("big", "big.gguf", Some(&"0".repeat(64)));
+    let d = Daemon::start(&reg, DaemonOptions::default());
+    // More loads at once than the daemon has async threads.
+    let n = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
+    let started = std::time::Instant::now();
+    let loads: Vec<_> = (0..n)
+        .map(|_| {
+            let socket = d.socket.clone();
+            std::thread::spawn(move || {
+                cli(
+                    &socket,
+                    &["models", "load", "big", "--json", "--timeout", "300"],
+                )
+            })
+        })
+        .collect();
+    let mut worst = Duration::ZERO;
+    while !loads.iter().all(|h| h.is_finished()) {
+        let t = std::time::Instant::now();
+        assert_eq!(d.http_get("/live").0, 200);
+        worst = worst.max(t.elapsed());
+    }
+    let total = started.elapsed();
+    for h in loads {
+        let out = h.join().unwrap();
+        assert!(stdout(&out).contains("sha256 mismatch"), "{}", stdout(&out));
+    }
+    assert!(
+        worst * 4 < total,
+        "/live took up to {worst:?} while {n} loads hashed for {total:?}"
+    );
+}
+
+/// Finding 9: best-effort confinement with a layer missing is reported `degraded`, naming
+/// the layer, not `healthy`.
+#[test]
+fn partial_best_effort_sandbox_is_degraded_and_names_the_missing_layer() {
+    let reg = Registry::new();
+    let d = Daemon::start(
+        &reg,
+        DaemonOptions {
+            extra: vec!["--sandbox".into(), "best-effort".into()],
+            deny_userns: true,
+            ..Default::default()
+        },
+    );
+    let (_, v) = d.cli_json(&["health", "--verbose"]);
+    assert_eq!(v["status"], "degraded", "{v}");
+    let check = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "sandbox")
+        .unwrap_or_else(|| panic!("a sandbox check: {v}"))
+        .clone();
+    assert_eq!(check["ok"], false);
+    assert!(
+        check["detail"].as_str().unwrap().contains("userns"),
+        "{check}"
+    );
+    assert!(d.cli(&["ready"]).status.success(), "still serving");
+}
+
+/// Finding 3: a character the vocabulary cannot represent is E4002 naming it, and the
+/// worker is untouched (no llama.cpp exception, no restart).
+#[test]
+fn an_out_of_vocabulary_character_is_e4002_and_the_worker_survives() {
+    let reg = Registry::new();
+    veritas_fixtures::write_gguf_without_byte_tokens(
+        &reg.path().join("ascii.gguf"),
+        &veritas_fixtures::TinyModelSpec::default(),
+        "ascii",
+    )
+    .unwrap();
+    reg.add_entry("ascii", "ascii.gguf", None);
+    let d = Daemon::start(
+        &reg,
+        DaemonOptions {
+            model: Some("ascii"),
+            ..Default::default()
+        },
+    );
+    let pid = d.worker_pid();
+    let (ok, v) = d.cli_json(&["generate", "plain ascii", "--max-tokens", "3"]);
+    assert!(ok, "{v}");
+    for _ in 0..2 {
+        let v = expect_error(
+            &d,
+            &["generate", "café au lait", "--max-tokens", "3"],
+            "E4002",
+        );
+        let detail = v["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("'é'") && detail.contains("U+00E9"),
+            "{detail}"
+        );
+    }
+    assert_eq!(d.worker_pid(), pid, "the worker was not restarted");
+    assert!(d.log_text().contains("no byte tokens"), "flagged at load");
+    assert!(d
+        .cli(&["generate", "still fine", "--max-tokens", "3"])
+        .status
+        .success());
+}
+
+/// Finding 11: `models load --verbose` shows the model's details; without it, one line.
+#[test]
+fn models_load_verbose_is_honoured() {
+    let reg = Registry::new();
+    let d = Daemon::start(&reg, DaemonOptions::default());
+    let quiet = d.cli(&["models", "load", MODEL]);
+    assert!(quiet.status.success());
+    let loud = d.cli(&["models", "load", MODEL, "--verbose"]);
+    assert!(loud.status.success());
+    assert_eq!(stdout(&quiet).lines().count(), 1, "{}", stdout(&quiet));
+    assert!(
+        stdout(&loud).lines().count() > 1 && stdout(&loud).contains(&reg.healthy_sha()),
+        "{}",
+        stdout(&loud)
+    );
+}
+
+/// Finding 10: without --ctx-size, a long-context model gets a bounded window (not its
+/// training length), and the per-slot context reused across requests gives each request
+/// a clean cache.
+#[test]
+fn contexts_are_bounded_by_default_and_reused_cleanly() {
+    let reg = Registry::new();
+    let spec = veritas_fixtures::TinyModelSpec {
+        n_ctx_train: 131_072,
+        ..Default::default()
+    };
+    veritas_fixtures::add_model(reg.path(), "long", "1.0.0", &spec).unwrap();
+    let d = Daemon::start(
+        &reg,
+        DaemonOptions {
+            model: Some("long"),
+            extra: vec!["--parallel".into(), "1".into()],
+            ..Default::default()
+        },
+    );
+    let (_, v) = d.cli_json(&["health", "--verbose"]);
+    assert_eq!(v["model"]["n_ctx"], 4096, "{v}");
+    let gen = |p: &str| {
+        let (ok, v) = d.cli_json(&["generate", p, "--max-tokens", "12"]);
+        assert!(ok, "{v}");
+        v["text"].as_str().unwrap().to_string()
+    };
+    let first = gen("alpha");
+    let other = gen("a different and longer prompt");
+    assert_ne!(first, other);
+    assert_eq!(gen("alpha"), first, "the reused context was cleared");
+}
