@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
-cargo build --quiet -p veritas-spark -p veritas-harness
+# Build exactly what the tests build (same feature set), so the two README commands share one
+# build: a narrower `-p` selection unifies features differently and rebuilds llama.cpp.
+cargo test --workspace --no-run --quiet
 [ $# -gt 0 ] || set -- run
 exec target/debug/veritas-harness "$@"
