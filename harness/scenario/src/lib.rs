@@ -343,7 +343,6 @@ impl Validator {
                 }
             }
         }
-        let known_daemon = |d: &str| daemons.contains(d);
         match step {
             Step::Spark(sp) => {
                 match class {
@@ -351,12 +350,7 @@ impl Validator {
                         if sp.pod.is_some() {
                             self.push(&format!("{field}.pod"), "only on cluster scenarios".into());
                         }
-                        if !known_daemon(&sp.daemon) {
-                            self.push(
-                                &format!("{field}.daemon"),
-                                format!("no `startDaemon` names `{}`", sp.daemon),
-                            );
-                        }
+                        self.daemon(field, &sp.daemon, daemons);
                     }
                     DriverClass::Cluster => {
                         if sp.pod.is_none() {
@@ -367,12 +361,7 @@ impl Validator {
             }
             Step::Http(h) => {
                 self.code(&format!("{field}.expect.code"), &h.expect.code);
-                if !known_daemon(&h.daemon) {
-                    self.push(
-                        &format!("{field}.daemon"),
-                        format!("no `startDaemon` names `{}`", h.daemon),
-                    );
-                }
+                self.daemon(field, &h.daemon, daemons);
                 if h.port != "http" && h.port != "metrics" {
                     self.push(
                         &format!("{field}.port"),
@@ -384,32 +373,17 @@ impl Validator {
                 }
             }
             Step::Metric(m) => {
-                if !known_daemon(&m.daemon) {
-                    self.push(
-                        &format!("{field}.daemon"),
-                        format!("no `startDaemon` names `{}`", m.daemon),
-                    );
-                }
+                self.daemon(field, &m.daemon, daemons);
                 self.value(&format!("{field}.expect"), &m.expect);
             }
             Step::FaultUnderLoad(f) => {
                 self.code(&format!("{field}.code"), &Some(f.code.clone()));
-                if !known_daemon(&f.daemon) {
-                    self.push(
-                        &format!("{field}.daemon"),
-                        format!("no `startDaemon` names `{}`", f.daemon),
-                    );
-                }
+                self.daemon(field, &f.daemon, daemons);
                 if f.requests == 0 || f.requests > 64 {
                     self.push(&format!("{field}.requests"), "between 1 and 64".into());
                 }
             }
-            Step::IpcFrame(f) if !known_daemon(&f.daemon) => {
-                self.push(
-                    &format!("{field}.daemon"),
-                    format!("no `startDaemon` names `{}`", f.daemon),
-                );
-            }
+            Step::IpcFrame(f) => self.daemon(field, &f.daemon, daemons),
             Step::Model(m) => {
                 if let Some(c) = &m.corruption {
                     if veritas_fixtures::corrupt::Corruption::from_name(c).is_none() {
@@ -483,6 +457,16 @@ impl Validator {
             }
             Step::Rollout(r) => self.namespace(s, field, &r.namespace),
             _ => {}
+        }
+    }
+
+    /// A step naming a daemon must name one some `startDaemon` starts.
+    fn daemon(&mut self, field: &str, name: &str, daemons: &BTreeSet<&str>) {
+        if !daemons.contains(name) {
+            self.push(
+                &format!("{field}.daemon"),
+                format!("no `startDaemon` names `{name}`"),
+            );
         }
     }
 
