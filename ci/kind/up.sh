@@ -17,35 +17,46 @@ KIND="$BIN/kind-$KIND_VERSION"
 KUBECTL="$BIN/kubectl-$K8S_VERSION"
 KUBECONFIG_OUT="${KUBECONFIG_OUT:-$CACHE/kubeconfig-$CLUSTER_NAME}"
 
-if "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
-  # Reuse only a cluster whose node runs the node image wanted now (same image ID): a cluster
-  # left from an older recipe is deleted and created again.
-  have=$(docker inspect -f '{{.Image}}' "$CLUSTER_NAME-control-plane" 2>/dev/null || true)
-  want=$(docker image inspect -f '{{.Id}}' "$NODE_IMAGE" 2>/dev/null || true)
-  if [ -n "$have" ] && [ "$have" = "$want" ]; then
-    log "cluster $CLUSTER_NAME exists with node image $NODE_IMAGE; reusing it (ci/kind/down.sh deletes it)"
-  else
-    log "cluster $CLUSTER_NAME runs node image ${have:-unknown}, wanted $want ($NODE_IMAGE): deleting it"
-    "$KIND" delete cluster --name "$CLUSTER_NAME" >&2 || die "could not delete the stale cluster $CLUSTER_NAME"
-  fi
-fi
-if ! "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
-  t=$(now)
-  cfg="$CACHE/kind-config-$CLUSTER_NAME.yaml"
-  if [ -n "${KIND_CONFIG:-}" ]; then cp "$KIND_CONFIG" "$cfg"; else
-    cat > "$cfg" <<YAML
+# The cluster's kind config: the caller's (KIND_CONFIG), else ours.
+cfg_want=$(mktemp)
+if [ -n "${KIND_CONFIG:-}" ]; then cp "$KIND_CONFIG" "$cfg_want"; else
+  cat > "$cfg_want" <<YAML
 kind: Cluster
 apiVersion: kind.x-k8s.io/v1alpha4
 networking:
   # this kernel has no IP_VS; iptables is kind's default anyway
   kubeProxyMode: iptables
+kubeadmConfigPatches:
+  # The kubelet refreshes mounted Secrets/ConfigMaps on its pod sync (default every 1m, seen
+  # here at 3+ minutes): a new or deleted ServiceMonitor reached Prometheus that late. Scenarios
+  # run with short scrape and analysis intervals; 10s keeps config changes within seconds.
+  - |
+    kind: KubeletConfiguration
+    syncFrequency: 10s
 YAML
+fi
+cfg="$CACHE/kind-config-$CLUSTER_NAME.yaml"
+if "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
+  # Reuse only a cluster whose node runs the node image wanted now (same image ID) and that was
+  # created from the same kind config: anything else is deleted and created again.
+  have=$(docker inspect -f '{{.Image}}' "$CLUSTER_NAME-control-plane" 2>/dev/null || true)
+  want=$(docker image inspect -f '{{.Id}}' "$NODE_IMAGE" 2>/dev/null || true)
+  if [ -n "$have" ] && [ "$have" = "$want" ] && cmp -s "$cfg" "$cfg_want"; then
+    log "cluster $CLUSTER_NAME exists with node image $NODE_IMAGE and the same config; reusing it (ci/kind/down.sh deletes it)"
+  else
+    log "cluster $CLUSTER_NAME runs node image ${have:-unknown} (wanted $want, $NODE_IMAGE) or another kind config: deleting it"
+    "$KIND" delete cluster --name "$CLUSTER_NAME" >&2 || die "could not delete the stale cluster $CLUSTER_NAME"
   fi
+fi
+if ! "$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
+  t=$(now)
+  cp "$cfg_want" "$cfg"
   "$KIND" create cluster --name "$CLUSTER_NAME" --image "$NODE_IMAGE" --config "$cfg" \
     --kubeconfig "$KUBECONFIG_OUT" --wait 0s 2>&1 | tee "$LOGS/kind-create.log" >&2
   [ "${PIPESTATUS[0]}" = 0 ] || die "kind create cluster failed (log: $LOGS/kind-create.log; kind export logs for details)"
   timing "up: kind create cluster" "$t"
 fi
+rm -f "$cfg_want"
 "$KIND" export kubeconfig --name "$CLUSTER_NAME" --kubeconfig "$KUBECONFIG_OUT" >/dev/null 2>&1
 export KUBECONFIG="$KUBECONFIG_OUT"
 

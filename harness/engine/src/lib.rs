@@ -139,7 +139,55 @@ pub async fn execute(
             let deadline = r.timeout.map_or(ready, |t| t.as_duration());
             cluster::rollout(ctx, r, deadline).await
         }
+        Step::Wait(w) => Box::pin(wait(ctx, w, deadline, ready)).await,
         Step::Note(n) => Ok(ctx.subst(&n.text)),
+    }
+}
+
+/// Polls a wait's checks until they all pass in one round, or its deadline passes.
+async fn wait(
+    ctx: &mut context::Context,
+    w: &veritas_scenario::WaitStep,
+    op: Duration,
+    ready: Duration,
+) -> Result<String, StepError> {
+    let start = std::time::Instant::now();
+    let end = start + w.within.as_duration();
+    let mut polls = 0u32;
+    loop {
+        polls += 1;
+        let mut bad = None;
+        for (i, check) in w.checks.iter().enumerate() {
+            let left = end
+                .saturating_duration_since(std::time::Instant::now())
+                .max(Duration::from_millis(500));
+            if let Err(e) = execute(ctx, check, op.min(left), ready).await {
+                bad = Some((i, e));
+                break;
+            }
+        }
+        match bad {
+            None => {
+                return Ok(format!(
+                    "{} check(s) passed after {polls} poll(s), {:.1}s",
+                    w.checks.len(),
+                    start.elapsed().as_secs_f64()
+                ))
+            }
+            Some((i, e)) if std::time::Instant::now() >= end => {
+                return Err(StepError {
+                    message: format!(
+                        "not within {} ({polls} polls); check {} ({}): {}",
+                        w.within,
+                        i + 1,
+                        describe(&w.checks[i]),
+                        e.message
+                    ),
+                    observed: e.observed,
+                })
+            }
+            Some(_) => tokio::time::sleep(w.poll.as_duration()).await,
+        }
     }
 }
 
@@ -178,6 +226,11 @@ pub fn describe(step: &Step) -> String {
         Step::Promql(q) => format!("promql {}", q.query),
         Step::Traffic(t) => format!("traffic {}x -> {}", t.requests, t.service),
         Step::Rollout(r) => format!("rollout status {}", r.deployment),
+        Step::Wait(w) => format!(
+            "wait up to {} for: {}",
+            w.within,
+            w.checks.iter().map(describe).collect::<Vec<_>>().join("; ")
+        ),
         Step::Note(n) => format!("note: {}", n.text),
     }
 }

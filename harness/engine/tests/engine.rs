@@ -102,3 +102,18 @@ fn a_fault_that_heals_by_itself_fails_the_negative_control() {
     assert!(reason.contains("without any remedy"), "{reason}");
     assert!(r.time_to_detect.is_some(), "the symptom was seen first");
 }
+
+#[test]
+fn a_setup_wait_that_never_passes_stops_at_setup_with_the_last_value_seen() {
+    let (r, _) = run_fixture("WAIT-NEVER-READY");
+    assert_eq!(r.verdict, Verdict::Error, "{}", r.failure_text());
+    assert_eq!(r.failed_phase.as_deref(), Some("setup"));
+    let reason = r.reason.clone().unwrap();
+    assert!(reason.contains("step 3 (wait up to 1500ms"), "{reason}");
+    assert!(reason.contains("not within 1500ms"), "{reason}");
+    // The first check passed every poll; the second is the one named, with the daemon's answer.
+    assert!(reason.contains("check 2 (veritas-spark models load ghost)"), "{reason}");
+    assert!(reason.contains("E2002"), "{reason}");
+    let fault_ran = r.phases.iter().any(|p| p.name == "fault");
+    assert!(!fault_ran, "the fault must not run after a failed setup gate");
+}

@@ -249,8 +249,18 @@ pub fn validate(s: &Scenario, file_id: Option<&str>) -> Vec<Problem> {
     v.problems
 }
 
-/// Every step with its dotted field path, in file order.
+/// Every step with its dotted field path, in file order (a wait's checks follow the wait).
 pub fn all_steps(s: &Scenario) -> impl Iterator<Item = (String, &Step)> {
+    fn push<'a>(out: &mut Vec<(String, &'a Step)>, field: String, step: &'a Step) {
+        if let Step::Wait(w) = step {
+            out.push((field.clone(), step));
+            for (j, c) in w.checks.iter().enumerate() {
+                push(out, format!("{field}.checks[{j}].{}", c.op_name()), c);
+            }
+        } else {
+            out.push((field, step));
+        }
+    }
     let phases: [(&str, &Vec<Step>); 8] = [
         ("setup", &s.setup),
         ("fault", &s.fault),
@@ -261,12 +271,13 @@ pub fn all_steps(s: &Scenario) -> impl Iterator<Item = (String, &Step)> {
         ("catch", &s.catch),
         ("finally", &s.finally),
     ];
-    phases.into_iter().flat_map(|(phase, steps)| {
-        steps
-            .iter()
-            .enumerate()
-            .map(move |(i, st)| (format!("{phase}[{i}].{}", st.op_name()), st))
-    })
+    let mut out = Vec::new();
+    for (phase, steps) in phases {
+        for (i, st) in steps.iter().enumerate() {
+            push(&mut out, format!("{phase}[{i}].{}", st.op_name()), st);
+        }
+    }
+    out.into_iter()
 }
 
 #[derive(Default)]
@@ -344,6 +355,24 @@ impl Validator {
             }
         }
         match step {
+            Step::Wait(w) => {
+                let phase = field.split(['[', '.']).next().unwrap_or("");
+                if !["setup", "fault", "diagnosis", "remedy"].contains(&phase) {
+                    self.push(
+                        field,
+                        "a wait gates setup, fault, diagnosis or remedy; symptom and recovery already poll".into(),
+                    );
+                }
+                if field.matches("wait").count() > 1 {
+                    self.push(field, "a wait's checks are checks, not waits".into());
+                }
+                if w.checks.is_empty() {
+                    self.push(&format!("{field}.checks"), "at least one check".into());
+                }
+                if w.within.0.is_zero() || w.poll.0.is_zero() {
+                    self.push(field, "within and poll above zero".into());
+                }
+            }
             Step::Spark(sp) => {
                 match class {
                     DriverClass::Process => {

@@ -207,6 +207,9 @@ pub enum Step {
     /// Waits for a Deployment's rollout (all replicas updated and ready).
     Rollout(RolloutStep),
     // --- both ------------------------------------------------------------------------------
+    /// Waits until all its checks pass at once: a gate inside setup, fault, diagnosis or
+    /// remedy ("Prometheus scrapes the new targets", "the old pods are gone").
+    Wait(WaitStep),
     /// Records evidence (a note, or the output of a command) without asserting.
     Note(NoteStep),
 }
@@ -234,6 +237,7 @@ impl Step {
             Step::Promql(_) => "promql",
             Step::Traffic(_) => "traffic",
             Step::Rollout(_) => "rollout",
+            Step::Wait(_) => "wait",
             Step::Note(_) => "note",
         }
     }
@@ -259,7 +263,7 @@ impl Step {
             | Step::Traffic(_)
             | Step::Rollout(_) => Some(DriverClass::Cluster),
             // `spark` runs locally on the process driver and in a pod (`pod:`) on clusters.
-            Step::Spark(_) | Step::Exec(_) | Step::Note(_) => None,
+            Step::Spark(_) | Step::Exec(_) | Step::Note(_) | Step::Wait(_) => None,
         }
     }
 
@@ -273,6 +277,20 @@ impl Step {
             _ => None,
         }
     }
+}
+
+/// `- wait: {within: 120s, poll: 2s, checks: [...]}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WaitStep {
+    /// Deadline for all checks to pass at once; on timeout the step fails with the last value
+    /// the first failing check saw.
+    pub within: Span,
+    /// Pause between polls.
+    #[serde(default = "default_poll")]
+    pub poll: Span,
+    /// Checks (any checking operation; not another wait).
+    pub checks: Vec<Step>,
 }
 
 fn default_daemon() -> String {

@@ -41,6 +41,7 @@ operations! {
     "promql" => Promql(PromqlStep),
     "traffic" => Traffic(TrafficStep),
     "rollout" => Rollout(RolloutStep),
+    "wait" => Wait(WaitStep),
     "note" => Note(NoteStep),
 }
 
@@ -81,7 +82,7 @@ mod tests {
         let s: Step = serde_yaml::from_str("note: {text: hi}").unwrap();
         assert_eq!(s.op_name(), "note");
         assert!(OPERATIONS.contains(&s.op_name()));
-        assert_eq!(OPERATIONS.len(), 20);
+        assert_eq!(OPERATIONS.len(), 21);
         let err =
             serde_yaml::from_str::<Step>("note: {text: hi}\nexec: {command: [x]}").unwrap_err();
         assert!(err.to_string().contains("one operation per step"), "{err}");

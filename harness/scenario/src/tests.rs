@@ -152,3 +152,39 @@ fn every_catalog_file_validates() {
         ),
     }
 }
+
+#[test]
+fn a_wait_gates_setup_and_its_checks_are_validated_like_any_step() {
+    let text = GOOD.replace(
+        "  - startDaemon: {name: spark}\n",
+        "  - startDaemon: {name: spark}\n  - wait:\n      within: 5s\n      checks:\n        - spark: {args: [health], expect: {code: E9999}}\n",
+    );
+    let p = problems(&text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].field, "setup[2].wait.checks[0].spark.expect.code", "{p:?}");
+    let ok = text.replace("E9999", "E5003");
+    let s = parse(&ok, Some("T-1")).unwrap();
+    assert!(matches!(&s.setup[2], Step::Wait(w) if w.checks.len() == 1));
+}
+
+#[test]
+fn a_wait_is_refused_where_the_phase_already_polls_and_inside_another_wait() {
+    let in_symptom = GOOD.replace(
+        "    - spark:\n        args: [models, load, ghost]\n        expect: {exit: 1, code: E2002}\n",
+        "    - wait: {within: 2s, checks: [{note: {text: x}}]}\n",
+    );
+    let p = problems(&in_symptom);
+    assert!(
+        p.iter().any(|p| p.field == "symptom.checks[0].wait" && p.message.contains("already poll")),
+        "{p:?}"
+    );
+    let nested = GOOD.replace(
+        "  - startDaemon: {name: spark}\n",
+        "  - startDaemon: {name: spark}\n  - wait: {within: 2s, checks: [{wait: {within: 1s, checks: [{note: {text: x}}]}}]}\n",
+    );
+    let p = problems(&nested);
+    assert!(
+        p.iter().any(|p| p.field == "setup[2].wait.checks[0].wait" && p.message.contains("not waits")),
+        "{p:?}"
+    );
+}
