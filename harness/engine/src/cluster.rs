@@ -87,8 +87,19 @@ pub async fn kubectl(
     let out = env
         .kubectl(ctx.namespace.as_deref(), k.identity, &args, None, deadline)
         .await?;
-    let bad = expect::check(&k.expect, &out, &ctx.redactions());
-    verdict(bad, out.summary())
+    let bad = expect::check(&ctx.subst_expect(&k.expect), &out, &ctx.redactions());
+    let captured = out.stdout.trim().to_string();
+    let r = verdict(bad, out.summary());
+    if let (Ok(_), Some(name)) = (&r, &k.capture) {
+        if captured.is_empty() {
+            return Err(StepError::observed(
+                format!("nothing to capture as ${{{name}}}: empty output"),
+                out.summary(),
+            ));
+        }
+        ctx.vars.insert(name.clone(), captured);
+    }
+    r
 }
 
 pub async fn apply(
@@ -157,7 +168,18 @@ pub async fn patch(
     deadline: Duration,
 ) -> Result<String, StepError> {
     let env = env(ctx)?;
-    let body = ctx.subst(&p.patch.to_string());
+    // Substituted inside string values: a captured multi-line value stays one JSON string.
+    let written = p.patch.to_string();
+    let unset = ctx.unset_vars(&written);
+    if !unset.is_empty() {
+        // Never write a placeholder into a live object (a `finally` restoring what a capture
+        // that never ran should have kept).
+        return Err(StepError::new(format!(
+            "not patched: ${{{}}} is not set (the step that captures it did not run)",
+            unset.join("}, ${")
+        )));
+    }
+    let body = ctx.subst_json(&p.patch).to_string();
     let args = vec![
         "patch".to_string(),
         p.kind.clone(),

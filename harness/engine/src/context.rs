@@ -96,6 +96,46 @@ impl Context {
         args.iter().map(|a| self.subst(a)).collect()
     }
 
+    /// Names written as `${name}` in `s` that no variable answers (a capture that never ran).
+    pub fn unset_vars(&self, s: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = s;
+        while let Some(start) = rest.find("${") {
+            let after = &rest[start + 2..];
+            let Some(end) = after.find('}') else { break };
+            let name = &after[..end];
+            if !self.vars.contains_key(name) && !out.iter().any(|n| n == name) {
+                out.push(name.to_string());
+            }
+            rest = &after[end + 1..];
+        }
+        out
+    }
+
+    /// A JSON value with variables filled into every string in it (keys included).
+    pub fn subst_json(&self, v: &serde_json::Value) -> serde_json::Value {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => Value::String(self.subst(s)),
+            Value::Array(a) => Value::Array(a.iter().map(|x| self.subst_json(x)).collect()),
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, x)| (self.subst(k), self.subst_json(x)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    /// An expectation with variables filled into its text (`output: ["${blueIp}"]`).
+    pub fn subst_expect(&self, e: &veritas_scenario::Expect) -> veritas_scenario::Expect {
+        veritas_scenario::Expect {
+            output: self.subst_all(&e.output),
+            not_output: self.subst_all(&e.not_output),
+            ..e.clone()
+        }
+    }
+
     /// What snapshots must not contain: this run's paths and names.
     pub fn redactions(&self) -> Redactions {
         let mut literals = vec![(self.work.path().display().to_string(), "[work]".to_string())];
@@ -123,5 +163,17 @@ mod tests {
         assert!(c
             .subst("${models}/tiny.gguf")
             .ends_with("/models/tiny.gguf"));
+    }
+
+    #[test]
+    fn json_substitution_keeps_a_multi_line_value_one_string() {
+        let mut c = Context::new("T", PathBuf::from("/bin/true"), None, None, 7).unwrap();
+        c.vars.insert("corefile".into(), ".:53 {\n    \"errors\"\n}".into());
+        let patch = serde_json::json!({"data": {"Corefile": "${corefile}"}, "n": 1});
+        let body = c.subst_json(&patch).to_string();
+        let back: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(back["data"]["Corefile"], c.vars["corefile"].as_str());
+        assert_eq!(back["n"], 1);
+        assert_eq!(c.unset_vars("${corefile} ${later} ${later}"), vec!["later"]);
     }
 }

@@ -111,7 +111,7 @@ pub async fn execute(
                 Some(sel) => cluster::spark_in_pod(ctx, sel, &s.args, deadline).await?,
                 None => process::spark_cli(ctx, &s.daemon, &s.args, deadline).await?,
             };
-            let bad = expect::check(&s.expect, &out, &ctx.redactions());
+            let bad = expect::check(&ctx.subst_expect(&s.expect), &out, &ctx.redactions());
             process::verdict(bad, out.summary())
         }
         Step::Http(h) => process::http(ctx, h, deadline).await,
@@ -122,7 +122,7 @@ pub async fn execute(
             let deadline = e.timeout.map_or(deadline, |t| t.as_duration());
             let argv = ctx.subst_all(&e.command);
             let out = process::run_command(&argv, deadline).await?;
-            let bad = expect::check(&e.expect, &out, &ctx.redactions());
+            let bad = expect::check(&ctx.subst_expect(&e.expect), &out, &ctx.redactions());
             process::verdict(bad, out.summary())
         }
         Step::Kubectl(k) => {

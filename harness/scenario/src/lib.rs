@@ -355,6 +355,31 @@ impl Validator {
             }
         }
         match step {
+            Step::Kubectl(k) => {
+                let other_ns = k.args.iter().any(|a| {
+                    a == "-n" || a == "-A" || a == "--all-namespaces" || a.starts_with("--namespace")
+                });
+                if other_ns && !s.requires.cluster_wide {
+                    self.push(
+                        &format!("{field}.args"),
+                        "`-n`/`-A` reaches beyond the scenario's namespace: set `requires.clusterWide: true`"
+                            .into(),
+                    );
+                }
+                if let Some(name) = &k.capture {
+                    let valid = !name.is_empty()
+                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    if !valid || BUILTIN_VARS.contains(&name.as_str()) {
+                        self.push(
+                            &format!("{field}.capture"),
+                            format!(
+                                "`{name}`: letters, digits and `_`, not one of {}",
+                                BUILTIN_VARS.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
             Step::Wait(w) => {
                 let phase = field.split(['[', '.']).next().unwrap_or("");
                 if !["setup", "fault", "diagnosis", "remedy"].contains(&phase) {
@@ -509,6 +534,9 @@ impl Validator {
         }
     }
 }
+
+/// Variables the engine sets itself; a capture may not overwrite them.
+pub const BUILTIN_VARS: &[&str] = &["work", "models", "seed", "namespace"];
 
 /// The JSON Schema of scenario files (committed as `scenarios/scenario.schema.json`).
 pub fn json_schema() -> serde_json::Value {

@@ -595,6 +595,10 @@ pub struct KubectlStep {
     pub expect: Expect,
     #[serde(default)]
     pub timeout: Option<Span>,
+    /// Stores the trimmed stdout of a successful run as `${<name>}` for later steps (a pod IP
+    /// before a switch, to show that DNS still answers it after).
+    #[serde(default)]
+    pub capture: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -188,3 +188,17 @@ fn a_wait_is_refused_where_the_phase_already_polls_and_inside_another_wait() {
         "{p:?}"
     );
 }
+
+#[test]
+fn a_capture_names_a_new_variable_and_other_namespaces_need_cluster_wide() {
+    let cluster = |step: &str| {
+        format!(
+            "apiVersion: harness.veritas.hearthlink.ai/v1alpha1\nid: T-1\ntitle: t\nguide: {{section: s, cause: c, remedy: r}}\nrequires: {{driver: cluster}}\nsetup:\n  - {step}\nfault:\n  - note: {{text: x}}\nsymptom: {{within: 1s, holdFor: 1s, checks: [{{note: {{text: x}}}}]}}\nremedy:\n  - delete: {{kind: pod, name: x}}\nrecovery: {{within: 1s, checks: [{{note: {{text: x}}}}]}}\n"
+        )
+    };
+    assert!(parse(&cluster("kubectl: {args: [get, pods], capture: podIp}"), Some("T-1")).is_ok());
+    let p = problems(&cluster("kubectl: {args: [get, pods], capture: namespace}"));
+    assert_eq!(p[0].field, "setup[0].kubectl.capture", "{p:?}");
+    let p = problems(&cluster("kubectl: {args: [get, pods, -n, kube-system]}"));
+    assert!(p[0].message.contains("clusterWide"), "{p:?}");
+}
