@@ -132,6 +132,8 @@ impl Context {
         veritas_scenario::Expect {
             output: self.subst_all(&e.output),
             not_output: self.subst_all(&e.not_output),
+            words: self.subst_all(&e.words),
+            not_words: self.subst_all(&e.not_words),
             ..e.clone()
         }
     }

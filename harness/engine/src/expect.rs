@@ -90,6 +90,22 @@ pub fn check(e: &Expect, out: &CommandOutput, snapshot_ctx: &snapshot::Redaction
             bad.push(format!("output contains {needle:?}"));
         }
     }
+    if !e.words.is_empty() || !e.not_words.is_empty() {
+        let words: std::collections::BTreeSet<&str> = all
+            .split(|c: char| !(c.is_alphanumeric() || matches!(c, '.' | '-' | '_')))
+            .filter(|w| !w.is_empty())
+            .collect();
+        for w in &e.words {
+            if !words.contains(w.as_str()) {
+                bad.push(format!("output lacks the word {w:?}"));
+            }
+        }
+        for w in &e.not_words {
+            if words.contains(w.as_str()) {
+                bad.push(format!("output has the word {w:?}"));
+            }
+        }
+    }
     if !e.json.is_empty() {
         match serde_json::from_str::<serde_json::Value>(out.stdout.trim()) {
             Err(err) => bad.push(format!("stdout is not JSON ({err})")),
@@ -199,6 +215,26 @@ mod tests {
     }
 
     #[test]
+    fn words_match_whole_addresses_only() {
+        let e = Expect {
+            words: vec!["10.244.0.44".into()],
+            not_words: vec!["10.244.0.4".into()],
+            ..Default::default()
+        };
+        let nslookup = "Name:\tveritas-spark\nAddress: 10.244.0.44\n";
+        assert!(check(&e, &out(0, nslookup, ""), &Default::default()).is_empty());
+        assert!(check(&e, &out(0, "10.244.0.44:8080", ""), &Default::default()).is_empty());
+        let stale = check(&e, &out(0, "Address: 10.244.0.4\n", ""), &Default::default());
+        assert_eq!(
+            stale,
+            vec![
+                "output lacks the word \"10.244.0.44\"".to_string(),
+                "output has the word \"10.244.0.4\"".to_string()
+            ]
+        );
+    }
+
+    #[test]
     fn every_mismatch_is_named() {
         let e = Expect {
             exit: Some(0),
@@ -207,6 +243,7 @@ mod tests {
             not_output: vec!["panic".into()],
             json: [("/state".to_string(), serde_json::json!("ready"))].into(),
             snapshot: None,
+            ..Default::default()
         };
         let bad = check(
             &e,

@@ -92,6 +92,10 @@ pub fn spark_bin() -> Result<PathBuf, String> {
     ))
 }
 
+/// The least time a check gets when its phase's deadline is near: enough for a `kubectl` on a
+/// loaded machine to answer, so the last poll reports what it saw rather than "timed out".
+pub const LAST_POLL_FLOOR: Duration = Duration::from_secs(10);
+
 /// Executes one step. `deadline` bounds the operation itself (not the phase's polling).
 pub async fn execute(
     ctx: &mut context::Context,
@@ -160,7 +164,7 @@ async fn wait(
         for (i, check) in w.checks.iter().enumerate() {
             let left = end
                 .saturating_duration_since(std::time::Instant::now())
-                .max(Duration::from_millis(500));
+                .max(crate::LAST_POLL_FLOOR.min(op));
             if let Err(e) = execute(ctx, check, op.min(left), ready).await {
                 bad = Some((i, e));
                 break;

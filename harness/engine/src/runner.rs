@@ -363,7 +363,7 @@ async fn observe(
         for (i, step) in obs.checks.iter().enumerate() {
             let left = end
                 .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(500));
+                .max(crate::LAST_POLL_FLOOR.min(op));
             let (r, elapsed) = timed(ctx, step, op.min(left), ready).await;
             if let Err(e) = &r {
                 first_bad.get_or_insert_with(|| (i, e.clone()));

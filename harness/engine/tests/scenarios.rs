@@ -4,6 +4,9 @@
 //! names a cluster (`VERITAS_KUBECONFIG`, set by `.ci/run` after it brought up kind, with
 //! `VERITAS_KUBECTL`); otherwise they are reported ignored, never passed.
 //!
+//! `VERITAS_SCENARIOS_ONLY=cluster` (or `process`) lists only that driver's scenarios: `.ci/run`
+//! runs the process rows with the other tests, then the cluster rows once kind is up.
+//!
 //! Each scenario recovered by the on-call's remedy (`guide.recoveryBy: remedy`, the default)
 //! also runs as `<ID>/without-remedy`, which must fail at recovery: the remedy, not time, is
 //! what brings the system back.
@@ -35,8 +38,17 @@ fn main() {
             allow_cluster_wide: true,
         })
     });
+    let only = match std::env::var("VERITAS_SCENARIOS_ONLY").as_deref() {
+        Ok("cluster") => Some(DriverClass::Cluster),
+        Ok("process") => Some(DriverClass::Process),
+        Ok(other) => panic!("VERITAS_SCENARIOS_ONLY={other}: `cluster` or `process`"),
+        Err(_) => None,
+    };
     let mut trials = Vec::new();
     for s in scenarios {
+        if only.is_some_and(|d| d != s.requires.driver) {
+            continue;
+        }
         let is_cluster = s.requires.driver == DriverClass::Cluster;
         let ignored = is_cluster && cluster.is_none();
         if s.guide.recovery_by == veritas_scenario::RecoveryBy::Remedy {

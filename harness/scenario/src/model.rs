@@ -566,6 +566,13 @@ pub struct Expect {
     /// Substrings that must not appear.
     #[serde(default)]
     pub not_output: Vec<String>,
+    /// Whole words of stdout or stderr, all required: the output split at anything but
+    /// letters, digits, `.`, `-` and `_` (`10.244.0.4` is not found in `10.244.0.44:8080`).
+    #[serde(default)]
+    pub words: Vec<String>,
+    /// Whole words that must not appear.
+    #[serde(default)]
+    pub not_words: Vec<String>,
     /// JSON fields of stdout: JSON pointer (`/sandbox/state`) to expected value.
     #[serde(default)]
     pub json: BTreeMap<String, serde_json::Value>,
