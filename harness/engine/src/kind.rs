@@ -71,7 +71,15 @@ fn lock(name: &str) -> Result<File, KindError> {
 impl KindCluster {
     /// Brings up (or reuses) cluster `name` with everything the catalog needs: the offline
     /// images, Prometheus and its Operator, the Veritas images, CRDs and controller.
-    pub fn up(repo: &Path, name: &str, progress: &dyn Fn(&str)) -> Result<KindCluster, KindError> {
+    /// `bins`: where this run's `veritas-spark` lives; when `veritas-controller` and
+    /// `veritas-fixtures` are built beside it, the images are made from those binaries (no
+    /// second, release build of llama.cpp).
+    pub fn up(
+        repo: &Path,
+        name: &str,
+        bins: Option<&Path>,
+        progress: &dyn Fn(&str),
+    ) -> Result<KindCluster, KindError> {
         let guard = lock(name)?;
         let kubeconfig = cache_dir().join(format!("kubeconfig-{name}"));
         progress(&format!(
@@ -101,12 +109,28 @@ impl KindCluster {
         };
         let veritas = kind_dir(repo).join("install-veritas.sh");
         if veritas.exists() {
-            progress("installing the Veritas images, CRDs and controller");
-            let out = Command::new("bash")
-                .arg(&veritas)
+            let mut cmd = Command::new("bash");
+            cmd.arg(&veritas)
                 .env("CLUSTER_NAME", name)
-                .env("KUBECONFIG", &cluster.kubeconfig)
-                .output()?;
+                .env("KUBECONFIG", &cluster.kubeconfig);
+            let built = bins.filter(|d| {
+                ["veritas-spark", "veritas-controller", "veritas-fixtures"]
+                    .iter()
+                    .all(|b| d.join(b).is_file())
+            });
+            match built {
+                Some(d) => {
+                    progress(&format!(
+                        "installing the Veritas images (binaries from {}), CRDs and controller",
+                        d.display()
+                    ));
+                    cmd.env("VERITAS_BIN_DIR", d);
+                }
+                None => progress(
+                    "installing the Veritas images (release build of veritas-spark, veritas-controller, veritas-fixtures), CRDs and controller",
+                ),
+            }
+            let out = cmd.output()?;
             if !out.status.success() {
                 return Err(KindError::Command {
                     what: "ci/kind/install-veritas.sh".into(),

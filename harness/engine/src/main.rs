@@ -4,7 +4,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use veritas_harness::cluster::ClusterEnv;
@@ -346,8 +346,11 @@ async fn run(args: &RunArgs, selected: Vec<Scenario>) -> Result<i32> {
                 .clone()
                 .unwrap_or_else(|| format!("veritas-{}", std::process::id()));
             let repo2 = repo.clone();
+            let bins = spark_bin.parent().map(Path::to_path_buf);
             let c = tokio::task::spawn_blocking(move || {
-                KindCluster::up(&repo2, &name, &|m| eprintln!("veritas-harness: {m}"))
+                KindCluster::up(&repo2, &name, bins.as_deref(), &|m| {
+                    eprintln!("veritas-harness: {m}")
+                })
             })
             .await??;
             components = vec![Component::Prometheus, Component::Controller];
