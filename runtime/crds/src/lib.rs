@@ -2,7 +2,7 @@
 //! commands and the harness.
 //!
 //! - [`canary`]: `VeritasCanary` (spec, status, phases, analysis history).
-//! - [`environment`]: `VeritasEnvironment` (blue-green; type skeleton for its own issue).
+//! - [`environment`]: `VeritasEnvironment` (blue-green: switch state machine, drift, phases).
 //! - [`reasons`]: condition types and reasons, the one vocabulary for describe/alerts/tests.
 //! - [`annotations`]: what users `kubectl annotate` (approve, resume, rollback, retry).
 //! - [`crdgen`]: renders the CRD YAML committed under `fixtures/manifests/crds/`.
@@ -17,7 +17,12 @@ pub use canary::{
     Analysis, AnalysisRun, Phase, Promotion, Routing, RoutingKind, Step, StepPause, Verdict,
     VeritasCanary, VeritasCanarySpec, VeritasCanaryStatus, WorkloadRef,
 };
-pub use environment::{VeritasEnvironment, VeritasEnvironmentSpec, VeritasEnvironmentStatus};
+pub use environment::{
+    Drift, EnvironmentName, EnvironmentObserved, EnvironmentPhase, EnvironmentRef,
+    EnvironmentsObserved, ModelIdentity, SwitchKind, SwitchProgress, SwitchRecord, SwitchStep,
+    VeritasEnvironment, VeritasEnvironmentSpec, VeritasEnvironmentStatus,
+    ENVIRONMENT_SELECTOR_KEY,
+};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
@@ -30,17 +35,20 @@ pub const FINALIZER: &str = "veritas.hearthlink.ai/finalizer";
 /// Field manager of the controller's server-side applies.
 pub const FIELD_MANAGER: &str = "veritas-controller";
 
-/// Annotations users (or `veritas-spark`) set on a `VeritasCanary`. The controller removes
-/// each one once it has acted on it, so an old approval never approves a later step.
+/// Annotations users (or `veritas-spark`) set on a `VeritasCanary` (and, `rollback` and
+/// `retry`, on a `VeritasEnvironment`). The controller removes each one once it has acted on
+/// it, so an old approval never approves a later step.
 pub mod annotations {
     /// Approve the next step (phase `WaitingForApproval`, or a hold with auto promotion off).
     pub const APPROVE: &str = "veritas.hearthlink.ai/approve";
     /// End a step's pause that waits until resumed.
     pub const RESUME: &str = "veritas.hearthlink.ai/resume";
     /// Roll back now (`veritas-spark rollback --canary`); value `force` also rolls back a
-    /// canary that already succeeded (`rollback --force`).
+    /// canary that already succeeded (`rollback --force`). On a `VeritasEnvironment` it marks
+    /// the change of `spec.activeEnvironment` that goes with it as a rollback (`force`: skip
+    /// `minReadySeconds` and the probe).
     pub const ROLLBACK: &str = "veritas.hearthlink.ai/rollback";
-    /// Restart a `Failed` canary from step 0 with the spec as it is.
+    /// Restart a `Failed` canary from step 0 with the spec as it is; retry a failed switch.
     pub const RETRY: &str = "veritas.hearthlink.ai/retry";
     /// The value that means yes.
     pub const TRUE: &str = "true";

@@ -1,7 +1,8 @@
 //! Condition types and reasons: one vocabulary for users (`kubectl describe`), alerts, logs
 //! and tests (Argo Rollouts' `utils/conditions` habit). Nothing else spells these strings.
 //!
-//! Each reason maps to a row of the guide's canary sections; the row is named next to it.
+//! Each reason maps to a row of the guide's canary or blue-green sections; the row is named
+//! next to it.
 
 /// Condition types of a `VeritasCanary`.
 pub mod types {
@@ -82,6 +83,73 @@ pub const PROMOTED: &str = "Promoted";
 pub const RESTARTED: &str = "Restarted";
 pub const ANALYSIS_PENDING: &str = "AnalysisPending";
 
+/// Condition types of a `VeritasEnvironment`.
+pub mod environment_types {
+    /// Deployments, the active Service and the pod labels are as blue-green needs them.
+    pub const REFERENCES_VALID: &str = "ReferencesValid";
+    /// The active Service selects ready pods of the active environment and none of the other.
+    pub const TRAFFIC_ROUTED: &str = "TrafficRouted";
+    /// A switch moves (True, reason = what it waits for), completed (True), or failed (False).
+    pub const PROGRESSING: &str = "Progressing";
+    /// The standby environment has all its replicas ready (and passes its probe).
+    pub const STANDBY_HEALTHY: &str = "StandbyHealthy";
+    /// Blue and green run the same configuration, model, env vars, mounts and Secrets.
+    pub const IN_SYNC: &str = "InSync";
+}
+
+// --- Switch Not Completing ---
+/// Row "Health check failing": a target pod answered its probe unhealthy.
+pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
+/// A target pod did not answer its probe within `probeTimeoutSeconds`.
+pub const HEALTH_CHECK_TIMEOUT: &str = "HealthCheckTimeout";
+/// The probe has not run yet in this step.
+pub const HEALTH_CHECK_PENDING: &str = "HealthCheckPending";
+/// Row "minReadySeconds not met".
+pub const MIN_READY_SECONDS_NOT_MET: &str = "MinReadySecondsNotMet";
+/// Row "Service update failed": the active Service did not take the new selector in
+/// `serviceUpdateTimeoutSeconds`.
+pub const SERVICE_UPDATE_FAILED: &str = "ServiceUpdateFailed";
+/// The target environment has fewer ready pods than replicas (or none, for a forced rollback).
+pub const TARGET_UNHEALTHY: &str = "TargetUnhealthy";
+pub const SWITCH_STARTED: &str = "SwitchStarted";
+/// Every check of the target passed; the selector moves next.
+pub const TARGET_VERIFIED: &str = "TargetVerified";
+pub const SWITCH_COMPLETED: &str = "SwitchCompleted";
+/// `spec.activeEnvironment` went back to the old environment before traffic moved.
+pub const SWITCH_ABORTED: &str = "SwitchAborted";
+/// A rollback could not complete (E5002).
+pub const ROLLBACK_FAILED: &str = "RollbackFailed";
+/// The active Service was pointed at `spec.activeEnvironment` by hand (the guide's remedy
+/// "Manually update service selector"); the controller takes it as the active environment.
+pub const SELECTOR_ADOPTED: &str = "SelectorAdopted";
+/// No switch asked for; the active Service selects the active environment.
+pub const NO_SWITCH: &str = "NoSwitch";
+
+// --- DNS Not Updating / both environments receiving traffic ---
+/// The active Service's `environment` key is missing or names the other environment: it
+/// selects pods of both environments, or of the wrong one.
+pub const SELECTOR_DRIFT: &str = "SelectorDrift";
+/// The active Service selects no ready pod (row "Endpoints not updated").
+pub const NO_READY_ENDPOINTS: &str = "NoReadyEndpoints";
+pub const ROUTED: &str = "Routed";
+
+// --- Standby Environment Unhealthy ---
+pub const STANDBY_UNHEALTHY: &str = "StandbyUnhealthy";
+pub const STANDBY_READY: &str = "StandbyReady";
+
+// --- State Not Syncing ---
+/// Row "ConfigMap not synced".
+pub const CONFIG_MAP_DRIFT: &str = "ConfigMapDrift";
+/// Rows "Model versions mismatched" / "Model mount different".
+pub const MODEL_DRIFT: &str = "ModelDrift";
+/// Row "Environment variable drift".
+pub const ENV_VAR_DRIFT: &str = "EnvVarDrift";
+/// Row "Model mount different" (volumes, PVC claims, mount paths).
+pub const VOLUME_DRIFT: &str = "VolumeDrift";
+/// Row "Secrets mismatch" (compared by hash).
+pub const SECRET_DRIFT: &str = "SecretDrift";
+pub const IN_SYNC: &str = "InSync";
+
 /// Every reason, for tests and docs.
 pub const ALL: &[&str] = &[
     ZERO_WEIGHT,
@@ -114,4 +182,28 @@ pub const ALL: &[&str] = &[
     PROMOTED,
     RESTARTED,
     ANALYSIS_PENDING,
+    HEALTH_CHECK_FAILED,
+    HEALTH_CHECK_TIMEOUT,
+    HEALTH_CHECK_PENDING,
+    MIN_READY_SECONDS_NOT_MET,
+    SERVICE_UPDATE_FAILED,
+    TARGET_UNHEALTHY,
+    SWITCH_STARTED,
+    TARGET_VERIFIED,
+    SWITCH_COMPLETED,
+    SWITCH_ABORTED,
+    ROLLBACK_FAILED,
+    SELECTOR_ADOPTED,
+    NO_SWITCH,
+    SELECTOR_DRIFT,
+    NO_READY_ENDPOINTS,
+    ROUTED,
+    STANDBY_UNHEALTHY,
+    STANDBY_READY,
+    CONFIG_MAP_DRIFT,
+    MODEL_DRIFT,
+    ENV_VAR_DRIFT,
+    VOLUME_DRIFT,
+    SECRET_DRIFT,
+    IN_SYNC,
 ];

@@ -59,3 +59,50 @@ fn every_reason_is_distinct() {
     all.dedup();
     assert_eq!(before, all.len());
 }
+
+#[test]
+fn environment_crd_has_the_guides_fields_and_columns() {
+    let (_, yaml) = veritas_crds::crdgen::render().unwrap().remove(1);
+    for needle in [
+        "activeEnvironment",
+        "previousEnvironment",
+        "switchProgress",
+        "healthCheck",
+        "timeoutSeconds",
+        "minReadySeconds",
+        "previewService",
+        "serviceUpdateTimeoutSeconds",
+        "readySince",
+        "waitingFor",
+        "lastSwitch",
+        "drift",
+        "- blue",
+        "- green",
+        "- Verifying",
+        "- SwitchingSelector",
+        "- RestoringSelector",
+        "- SwitchFailed",
+        "- RollbackFailed",
+        "additionalPrinterColumns",
+        "shortNames",
+        "subresources",
+    ] {
+        assert!(yaml.contains(needle), "CRD lacks {needle}");
+    }
+}
+
+#[test]
+fn environment_defaults_name_the_guides_objects() {
+    let spec: veritas_crds::VeritasEnvironmentSpec =
+        serde_json::from_value(serde_json::json!({"activeEnvironment": "blue"})).unwrap();
+    assert_eq!(spec.active_service, "veritas-spark");
+    assert_eq!(spec.preview_service, "veritas-spark-preview");
+    assert_eq!(spec.blue.config_map, "veritas-config-blue");
+    assert_eq!(spec.green.config_map, "veritas-config-green");
+    assert_eq!(spec.blue.deployment, "veritas-spark-blue");
+    assert_eq!(spec.switch.health_check.timeout_seconds, 120);
+    assert!(serde_json::from_value::<veritas_crds::VeritasEnvironmentSpec>(
+        serde_json::json!({"activeEnvironment": "purple"})
+    )
+    .is_err());
+}

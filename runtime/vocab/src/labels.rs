@@ -14,6 +14,8 @@ pub const ENVIRONMENT_GREEN: &str = "green";
 
 pub const SERVICE_SPARK: &str = "veritas-spark";
 pub const SERVICE_CANARY: &str = "veritas-spark-canary";
+/// The blue-green preview Service: selects the standby environment.
+pub const SERVICE_PREVIEW: &str = "veritas-spark-preview";
 pub const SERVICE_MONITOR_CANARY: &str = "veritas-spark-canary";
 pub const CONFIGMAP_BLUE: &str = "veritas-config-blue";
 pub const CONFIGMAP_GREEN: &str = "veritas-config-green";
