@@ -21,7 +21,7 @@ use veritas_vocab::labels;
 #[command(
     name = "veritas-controller",
     version,
-    about = "Reconciles VeritasCanary resources (canary weights, analysis, promotion, rollback)."
+    about = "Reconciles VeritasCanary resources (canary weights, analysis, promotion, rollback) and VeritasEnvironment resources (blue-green switches, health gate, rollback, drift)."
 )]
 struct Args {
     /// Prometheus: http://HOST:PORT, or proxy:NAMESPACE/SERVICE:PORT through the API server.
@@ -75,6 +75,16 @@ async fn main() -> Result<()> {
         Err(e) => return Err(e).context("failed to look up the VeritasCanary CRD"),
     }
 
+    // Blue-green runs when its CRD is installed; a cluster with only canaries still works.
+    let bluegreen = match veritas_controller::bluegreen::reconcile::crd_installed(&client).await {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::warn!("the VeritasEnvironment CRD is not installed: blue-green is off (kubectl apply -f fixtures/manifests/crds/)");
+            false
+        }
+        Err(e) => return Err(e).context("failed to look up the VeritasEnvironment CRD"),
+    };
+
     let metrics = Metrics::default();
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -114,8 +124,15 @@ async fn main() -> Result<()> {
         metrics.clone(),
         Some(identity),
     ));
+    let canaries = run(ctx.clone(), args.namespace.clone());
+    let environments = async {
+        if bluegreen {
+            veritas_controller::bluegreen::reconcile::run(ctx.clone(), args.namespace.clone())
+                .await
+        }
+    };
     tokio::select! {
-        _ = run(ctx, args.namespace.clone()) => {
+        _ = async { tokio::join!(canaries, environments) } => {
             tracing::info!("controller stopped; releasing the lease");
             let _ = elector.release().await;
             Ok(())

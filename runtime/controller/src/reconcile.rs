@@ -29,7 +29,7 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-    #[error("canary has no namespace")]
+    #[error("resource has no namespace")]
     NoNamespace,
 }
 
@@ -44,9 +44,19 @@ impl Error {
     }
 }
 
+/// See [`Context::freeze_after_status`].
+pub type FreezeHook =
+    Arc<dyn Fn(&veritas_crds::VeritasEnvironmentStatus) -> bool + Send + Sync>;
+
 /// Shared state of the reconcilers.
 pub struct Context {
     pub client: Client,
+    /// How blue-green health probes reach pods (their IPs, from inside the cluster).
+    pub pod_http: crate::bluegreen::probe::PodHttp,
+    /// Fault injection for the crash tests only: when it returns true for the status a
+    /// blue-green pass has just written, that pass stops there (never acts), as a controller
+    /// killed between recording a step and carrying it out.
+    pub freeze_after_status: Option<FreezeHook>,
     pub recorder: Recorder,
     pub prometheus: Prometheus,
     pub metrics: Metrics,
@@ -65,6 +75,8 @@ impl Context {
             instance,
         };
         Context {
+            pod_http: crate::bluegreen::probe::PodHttp::direct(),
+            freeze_after_status: None,
             recorder: Recorder::new(client.clone(), reporter),
             client,
             prometheus,

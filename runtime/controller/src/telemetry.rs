@@ -15,6 +15,8 @@ pub struct Metrics {
     pub analyses: IntCounterVec,
     pub weight: IntGaugeVec,
     pub leader: IntGauge,
+    pub switches: IntCounterVec,
+    pub switch_duration: HistogramVec,
 }
 
 impl Default for Metrics {
@@ -65,6 +67,23 @@ impl Default for Metrics {
             "1 while this replica holds the leader Lease.",
         )
         .expect("valid");
+        let switches = IntCounterVec::new(
+            Opts::new(
+                m::CONTROLLER_SWITCHES_TOTAL,
+                "Blue-green switches and rollbacks that ended, by kind, outcome and reason.",
+            ),
+            &[m::LABEL_KIND, m::LABEL_OUTCOME, m::LABEL_REASON],
+        )
+        .expect("valid");
+        let switch_duration = HistogramVec::new(
+            HistogramOpts::new(
+                m::CONTROLLER_SWITCH_DURATION,
+                "Seconds from the start of a blue-green move to traffic on its target.",
+            )
+            .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0]),
+            &[m::LABEL_KIND],
+        )
+        .expect("valid");
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(failures.clone()),
@@ -72,6 +91,8 @@ impl Default for Metrics {
             Box::new(analyses.clone()),
             Box::new(weight.clone()),
             Box::new(leader.clone()),
+            Box::new(switches.clone()),
+            Box::new(switch_duration.clone()),
         ] {
             registry.register(c).expect("unique names");
         }
@@ -83,6 +104,8 @@ impl Default for Metrics {
             analyses,
             weight,
             leader,
+            switches,
+            switch_duration,
         }
     }
 }

@@ -123,3 +123,77 @@ fn controller_pods_are_labelled_for_the_guides_log_grep() {
         }
     }
 }
+
+#[test]
+fn bluegreen_objects_carry_the_guides_names_labels_and_no_namespace() {
+    use veritas_crds::{EnvironmentName, VeritasEnvironmentSpec, ENVIRONMENT_SELECTOR_KEY};
+    let d = docs("bluegreen");
+    // The scenario harness applies these into a namespace of its own.
+    for doc in &d {
+        assert!(
+            doc["metadata"].get("namespace").is_none(),
+            "{} {} hard-codes a namespace",
+            doc["kind"],
+            doc["metadata"]["name"]
+        );
+    }
+    let env = d.iter().find(|d| d["kind"] == "VeritasEnvironment").unwrap();
+    let spec: VeritasEnvironmentSpec = serde_json::from_value(env["spec"].clone()).unwrap();
+    let active = find(&d, "Service", &spec.active_service);
+    let preview = find(&d, "Service", &spec.preview_service);
+    assert_eq!(spec.active_service, labels::SERVICE_SPARK);
+    assert_eq!(spec.preview_service, labels::SERVICE_PREVIEW);
+    assert_eq!(
+        active["spec"]["selector"][ENVIRONMENT_SELECTOR_KEY],
+        spec.active_environment.as_str()
+    );
+    assert_eq!(
+        preview["spec"]["selector"][ENVIRONMENT_SELECTOR_KEY],
+        spec.active_environment.other().as_str()
+    );
+    for (e, cm) in [
+        (EnvironmentName::Blue, labels::CONFIGMAP_BLUE),
+        (EnvironmentName::Green, labels::CONFIGMAP_GREEN),
+    ] {
+        let r = spec.env(e);
+        assert_eq!(r.config_map, cm);
+        let dep = find(&d, "Deployment", &r.deployment);
+        let pod = &dep["spec"]["template"];
+        assert_eq!(pod["metadata"]["labels"][labels::APP], labels::APP_SPARK);
+        assert_eq!(pod["metadata"]["labels"][labels::ENVIRONMENT], e.as_str());
+        assert_eq!(
+            dep["spec"]["selector"]["matchLabels"][labels::ENVIRONMENT],
+            e.as_str()
+        );
+        let c = &pod["spec"]["containers"][0];
+        assert_eq!(c["envFrom"][0]["configMapRef"]["name"], cm);
+        assert_eq!(c["image"], "veritas.local/veritas-spark:dev");
+        find(&d, "ConfigMap", cm);
+    }
+    // Identical configuration: the example starts in sync.
+    assert_eq!(
+        find(&d, "ConfigMap", labels::CONFIGMAP_BLUE)["data"],
+        find(&d, "ConfigMap", labels::CONFIGMAP_GREEN)["data"]
+    );
+}
+
+#[test]
+fn controller_may_read_what_bluegreen_drift_compares() {
+    let d = docs("controller");
+    let role = find(&d, "ClusterRole", labels::APP_CONTROLLER);
+    let can = |res: &str, verb: &str| {
+        role["rules"].as_array().unwrap().iter().any(|r| {
+            r["resources"].as_array().unwrap().iter().any(|x| x == res)
+                && r["verbs"].as_array().unwrap().iter().any(|x| x == verb)
+        })
+    };
+    for (res, verb) in [
+        ("configmaps", "watch"),
+        ("secrets", "get"),
+        ("veritasenvironments", "watch"),
+        ("veritasenvironments/status", "patch"),
+    ] {
+        assert!(can(res, verb), "{res} {verb}");
+    }
+    assert!(!can("secrets", "list"), "secrets are read by name only");
+}

@@ -44,6 +44,10 @@ pub const CONTROLLER_RECONCILE_DURATION: &str = "veritas_controller_reconcile_du
 pub const CONTROLLER_ANALYSIS_TOTAL: &str = "veritas_controller_analysis_total";
 pub const CONTROLLER_CANARY_WEIGHT: &str = "veritas_controller_canary_weight";
 pub const CONTROLLER_LEADER: &str = "veritas_controller_leader";
+/// Blue-green moves (switches and rollbacks) that ended, by kind, outcome and reason.
+pub const CONTROLLER_SWITCHES_TOTAL: &str = "veritas_controller_switches_total";
+/// Seconds from the start of a blue-green move to traffic on its target (completed moves).
+pub const CONTROLLER_SWITCH_DURATION: &str = "veritas_controller_switch_duration_seconds";
 
 /// Label names of the controller's metrics.
 pub const LABEL_ERROR: &str = "error";
@@ -52,3 +56,4 @@ pub const LABEL_REASON: &str = "reason";
 pub const LABEL_NAMESPACE: &str = "namespace";
 pub const LABEL_CANARY: &str = "canary";
 pub const LABEL_KIND: &str = "kind";
+pub const LABEL_OUTCOME: &str = "outcome";

@@ -6,6 +6,10 @@
 //!   [`reconcile`]: the pass (status written before acting) and the controller loop;
 //! - [`sim`]: a model of the cluster for tests.
 
+pub mod act;
 pub mod decide;
 pub mod drift;
+pub mod observe;
+pub mod probe;
+pub mod reconcile;
 pub mod sim;

@@ -1,0 +1,85 @@
+//! Carries out a blue-green decision's actions: the one owned selector key (`environment`) of
+//! the active or preview Service, an annotation consumed, an Event.
+
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, Resource};
+use serde_json::json;
+use veritas_crds::{VeritasEnvironment, ENVIRONMENT_SELECTOR_KEY};
+
+use super::decide::Action;
+use crate::decide::EventKind;
+
+/// Carries out `actions` in order; the first failure stops the rest (the next pass, reading
+/// the recorded step, repeats them).
+pub async fn act(
+    client: &Client,
+    recorder: &Recorder,
+    env: &VeritasEnvironment,
+    actions: &[Action],
+) -> Result<(), kube::Error> {
+    let ns = env.metadata.namespace.clone().unwrap_or_default();
+    let name = env.metadata.name.clone().unwrap_or_default();
+    let merge = PatchParams::default();
+    for a in actions {
+        match a {
+            Action::SetSelector { service, env: e } => {
+                let api: Api<Service> = Api::namespaced(client.clone(), &ns);
+                // A JSON merge patch of one key leaves the user's other keys alone.
+                api.patch(
+                    service,
+                    &merge,
+                    &Patch::Merge(
+                        json!({"spec": {"selector": {ENVIRONMENT_SELECTOR_KEY: e.as_str()}}}),
+                    ),
+                )
+                .await
+                .inspect_err(|err| {
+                    tracing::warn!(environment = %name, namespace = %ns, service = %service, error = %err, "switch: service selector update failed");
+                })?;
+                tracing::info!(environment = %name, namespace = %ns, service = %service, key = ENVIRONMENT_SELECTOR_KEY, value = %e, "switch: set service selector");
+            }
+            Action::ClearAnnotation(key) => {
+                let api: Api<VeritasEnvironment> = Api::namespaced(client.clone(), &ns);
+                api.patch(
+                    &name,
+                    &merge,
+                    &Patch::Merge(json!({"metadata": {"annotations": {key: null}}})),
+                )
+                .await?;
+                tracing::info!(environment = %name, namespace = %ns, annotation = %key, "consumed annotation");
+            }
+            Action::Event {
+                kind,
+                reason,
+                message,
+            } => {
+                let type_ = match kind {
+                    EventKind::Normal => EventType::Normal,
+                    EventKind::Warning => EventType::Warning,
+                };
+                let ev = Event {
+                    type_,
+                    reason: (*reason).to_string(),
+                    note: Some(message.chars().take(1000).collect()),
+                    action: "Switch".into(),
+                    secondary: None,
+                };
+                // Events are best effort: a lost Event must not stop a switch.
+                if let Err(e) = recorder.publish(&ev, &env.object_ref(&())).await {
+                    tracing::warn!(environment = %name, namespace = %ns, error = %e, "event not published");
+                }
+                match kind {
+                    EventKind::Normal => {
+                        tracing::info!(environment = %name, namespace = %ns, reason = %reason, "switch: {message}")
+                    }
+                    EventKind::Warning => {
+                        tracing::warn!(environment = %name, namespace = %ns, reason = %reason, "switch: {message}")
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! Reads what one blue-green decision needs: both Deployments and their ready pods, the
+//! active and preview Services and the ready pods they select, and what drift compares
+//! (ConfigMaps, pod templates, referenced Secrets hashed at once). Read-only; the writes are
+//! in [`super::act`]. Shared with `veritas-spark bluegreen diff`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use kube::api::ListParams;
+use kube::{Api, Client};
+use veritas_crds::{EnvironmentName, VeritasEnvironmentSpec};
+
+use super::decide::{EnvObs, ServiceObs};
+use super::drift::{referenced_secrets, secret_digest, template_parts, EnvSnapshot};
+use super::probe::PodTarget;
+
+/// Everything but the clock, the annotations and the probes.
+#[derive(Clone, Debug, Default)]
+pub struct Observation {
+    pub blue: Option<EnvObs>,
+    pub green: Option<EnvObs>,
+    pub active_service: Option<ServiceObs>,
+    pub preview_service: Option<ServiceObs>,
+    /// Ready pods of each environment (to probe).
+    pub ready_pods: BTreeMap<EnvironmentName, Vec<PodTarget>>,
+    /// Drift inputs without models (added from the probes).
+    pub snapshots: BTreeMap<EnvironmentName, EnvSnapshot>,
+}
+
+pub fn pod_ready(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+pub fn selector_string(sel: &BTreeMap<String, String>) -> String {
+    sel.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn match_labels(d: &Deployment) -> BTreeMap<String, String> {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.clone())
+        .unwrap_or_default()
+}
+
+/// Reads the objects of one `VeritasEnvironment`.
+pub async fn observe(
+    client: &Client,
+    ns: &str,
+    spec: &VeritasEnvironmentSpec,
+) -> Result<Observation, kube::Error> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut o = Observation::default();
+    let mut selectors = BTreeMap::new();
+    for e in EnvironmentName::BOTH {
+        let r = spec.env(e);
+        let Some(d) = deployments.get_opt(&r.deployment).await? else {
+            continue;
+        };
+        let sel = match_labels(&d);
+        let mut ready = Vec::new();
+        if !sel.is_empty() {
+            let list = pods
+                .list(&ListParams::default().labels(&selector_string(&sel)))
+                .await?;
+            for p in list.items.iter().filter(|p| pod_ready(p)) {
+                ready.push(PodTarget {
+                    namespace: ns.to_string(),
+                    name: p.metadata.name.clone().unwrap_or_default(),
+                    ip: p.status.as_ref().and_then(|s| s.pod_ip.clone()),
+                });
+            }
+        }
+        ready.sort_by(|a, b| a.name.cmp(&b.name));
+        let template = d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+        let obs = EnvObs {
+            replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            ready: ready.len() as i32,
+            template_labels: template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default(),
+        };
+        // Drift inputs.
+        let config = config_maps
+            .get_opt(&r.config_map)
+            .await?
+            .map(|c| c.data.unwrap_or_default());
+        let (env_vars, mounts) = template_parts(&template, e);
+        let mut snap = EnvSnapshot {
+            config,
+            env_vars,
+            mounts,
+            ..Default::default()
+        };
+        for name in referenced_secrets(&template) {
+            let norm = super::drift::normalise(&name, e);
+            match secrets.get_opt(&name).await {
+                Ok(Some(s)) => {
+                    // Digests only: the values are dropped here.
+                    let mut keys: BTreeMap<String, String> = s
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, secret_digest(&v.0)))
+                        .collect();
+                    for (k, v) in s.string_data.unwrap_or_default() {
+                        keys.insert(k, secret_digest(v.as_bytes()));
+                    }
+                    snap.secrets.insert(norm, keys);
+                }
+                Ok(None) => {
+                    snap.missing_secrets.insert(norm);
+                }
+                // Not allowed to read Secrets: they are not compared rather than reported.
+                Err(kube::Error::Api(s)) if s.code == 403 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        o.snapshots.insert(e, snap);
+        o.ready_pods.insert(e, ready);
+        selectors.insert(e, sel);
+        match e {
+            EnvironmentName::Blue => o.blue = Some(obs),
+            EnvironmentName::Green => o.green = Some(obs),
+        }
+    }
+    let svc_obs = |svc: Service, pods_list: &[Pod]| {
+        let selector = svc.spec.and_then(|s| s.selector).unwrap_or_default();
+        let mut so = ServiceObs {
+            selector: selector.clone(),
+            ..Default::default()
+        };
+        for p in pods_list.iter().filter(|p| pod_ready(p)) {
+            let labels = p.metadata.labels.clone().unwrap_or_default();
+            if !matches(&selector, &labels) {
+                continue;
+            }
+            // Attributed by the Deployments' own selectors, not by the `environment` label
+            // (which may be the very fault).
+            if selectors
+                .get(&EnvironmentName::Blue)
+                .is_some_and(|s| matches(s, &labels))
+            {
+                so.ready_blue += 1;
+            } else if selectors
+                .get(&EnvironmentName::Green)
+                .is_some_and(|s| matches(s, &labels))
+            {
+                so.ready_green += 1;
+            }
+        }
+        so
+    };
+    // One list of the namespace's pods serves both Services.
+    let all_pods = pods.list(&ListParams::default()).await?.items;
+    if let Some(s) = services.get_opt(&spec.active_service).await? {
+        o.active_service = Some(svc_obs(s, &all_pods));
+    }
+    if let Some(s) = services.get_opt(&spec.preview_service).await? {
+        o.preview_service = Some(svc_obs(s, &all_pods));
+    }
+    Ok(o)
+}

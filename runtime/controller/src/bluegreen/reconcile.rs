@@ -1,0 +1,233 @@
+//! The blue-green pass: observe → probe → decide → write status (when it changed) → act.
+//!
+//! The status is written **before** the actions, so the step a pass is about to carry out is
+//! on record first; a controller killed in between finds the step in status and repeats its
+//! (idempotent, level-triggered) action. No finalizer: deleting a `VeritasEnvironment` leaves
+//! traffic where it is.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, CustomResourceExt, Resource, ResourceExt};
+use serde_json::json;
+use veritas_crds::{EnvironmentName, VeritasEnvironment, FIELD_MANAGER};
+
+use super::decide::{decide, Observed};
+use super::drift::diff;
+use crate::reconcile::{Context, Error};
+
+/// Observes, probes, decides, records and acts for one `VeritasEnvironment`.
+pub async fn apply(env: Arc<VeritasEnvironment>, ctx: &Context) -> Result<Requeue, Error> {
+    let ns = env.namespace().ok_or(Error::NoNamespace)?;
+    let name = env.name_any();
+    let spec = &env.spec;
+    let o = super::observe::observe(&ctx.client, &ns, spec).await?;
+    let hc = &spec.switch.health_check;
+    let timeout = Duration::from_secs(hc.probe_timeout_seconds.max(1) as u64);
+    let mut probes = BTreeMap::new();
+    for (e, pods) in &o.ready_pods {
+        let results = futures::future::join_all(
+            pods.iter()
+                .map(|p| ctx.pod_http.probe(p, hc.port, &hc.path, timeout)),
+        )
+        .await;
+        probes.insert(*e, results);
+    }
+    let mut snaps = o.snapshots.clone();
+    for (e, s) in snaps.iter_mut() {
+        let mut models: Vec<_> = probes
+            .get(e)
+            .map(|ps: &Vec<super::decide::PodProbe>| {
+                ps.iter().filter_map(|p| p.model.clone()).collect()
+            })
+            .unwrap_or_default();
+        models.sort();
+        models.dedup();
+        s.models = models;
+    }
+    let drift = match (
+        snaps.get(&EnvironmentName::Blue),
+        snaps.get(&EnvironmentName::Green),
+    ) {
+        (Some(b), Some(g)) => diff(b, g),
+        _ => Vec::new(),
+    };
+    let obs = Observed {
+        now: Timestamp::now(),
+        generation: env.metadata.generation,
+        annotations: env.metadata.annotations.clone().unwrap_or_default(),
+        blue: o.blue,
+        green: o.green,
+        active_service: o.active_service,
+        preview_service: o.preview_service,
+        probes,
+        drift,
+    };
+    let d = decide(&name, spec, env.status.as_ref(), &obs);
+    if env.status.as_ref() != Some(&d.status) {
+        let api: Api<VeritasEnvironment> = Api::namespaced(ctx.client.clone(), &ns);
+        let body = json!({
+            "apiVersion": VeritasEnvironment::api_version(&()),
+            "kind": VeritasEnvironment::kind(&()),
+            "status": d.status,
+        });
+        // The step is on record before anything is done for it.
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await?;
+        let old = env.status.as_ref();
+        let old_step = old.and_then(|s| s.switch_progress.as_ref()).map(|p| p.step);
+        let new_step = d.status.switch_progress.as_ref().map(|p| p.step);
+        if old.map(|s| s.phase) != Some(d.status.phase) || old_step != new_step {
+            tracing::info!(
+                environment = %name, namespace = %ns, phase = %d.status.phase,
+                from = ?old.map(|s| s.phase.as_str()), step = ?new_step.map(|s| s.as_str()),
+                active = ?d.status.active_environment.map(|e| e.as_str()),
+                reason = d.status.reason.as_deref().unwrap_or(""),
+                "switch: phase {} step {}: {}", d.status.phase,
+                new_step.map(|s| s.as_str()).unwrap_or("-"),
+                d.status.message.as_deref().unwrap_or("")
+            );
+        }
+        if let Some(rec) = &d.status.last_switch {
+            if old.and_then(|s| s.last_switch.as_ref()) != Some(rec) {
+                let kind = format!("{:?}", rec.kind);
+                ctx.metrics
+                    .switches
+                    .with_label_values(&[kind.as_str(), rec.outcome.as_str(), rec.reason.as_str()])
+                    .inc();
+                if rec.outcome == "Completed" {
+                    ctx.metrics
+                        .switch_duration
+                        .with_label_values(&[kind.as_str()])
+                        .observe(rec.duration_seconds as f64);
+                }
+            }
+        }
+    }
+    if let Some(freeze) = &ctx.freeze_after_status {
+        if freeze(&d.status) {
+            tracing::warn!(environment = %name, namespace = %ns, "fault injection: pass frozen after writing its status");
+            std::future::pending::<()>().await;
+        }
+    }
+    super::act::act(&ctx.client, &ctx.recorder, &env, &d.actions).await?;
+    Ok(Requeue::requeue(Duration::from_secs(
+        d.requeue_after_secs.max(1),
+    )))
+}
+
+async fn reconcile(env: Arc<VeritasEnvironment>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = Instant::now();
+    let res = apply(env, &ctx).await;
+    ctx.metrics
+        .duration
+        .with_label_values(&[] as &[&str])
+        .observe(started.elapsed().as_secs_f64());
+    ctx.metrics
+        .reconciles
+        .with_label_values(&[if res.is_ok() { "ok" } else { "error" }])
+        .inc();
+    res
+}
+
+fn error_policy(env: Arc<VeritasEnvironment>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    ctx.metrics
+        .failures
+        .with_label_values(&[err.metric_label()])
+        .inc();
+    tracing::warn!(environment = %env.name_any(), namespace = ?env.namespace(), error = %err, kind = err.metric_label(), "switch: reconcile failed");
+    Requeue::requeue(Duration::from_secs(2))
+}
+
+/// Whether the VeritasEnvironment CRD is installed.
+pub async fn crd_installed(client: &Client) -> Result<bool, kube::Error> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    Ok(crds
+        .get_opt(VeritasEnvironment::crd_name())
+        .await?
+        .is_some())
+}
+
+fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The environments in `ns` that reference an object by name.
+fn referencing(
+    store: &Store<VeritasEnvironment>,
+    ns: Option<String>,
+    name: &str,
+    what: fn(&veritas_crds::VeritasEnvironmentSpec, &str) -> bool,
+) -> Vec<ObjectRef<VeritasEnvironment>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|e| e.namespace() == ns && what(&e.spec, name))
+        .map(|e| ObjectRef::from_obj(&*e))
+        .collect()
+}
+
+/// Runs the blue-green controller until the shutdown signal.
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+    let client = ctx.client.clone();
+    let envs: Api<VeritasEnvironment> = api(&client, &namespace);
+    let controller = Controller::new(envs, watcher::Config::default().any_semantic());
+    let (s1, s2, s3) = (controller.store(), controller.store(), controller.store());
+    controller
+        .watches(
+            api::<Deployment>(&client, &namespace),
+            watcher::Config::default(),
+            move |d| {
+                referencing(&s1, d.namespace(), &d.name_any(), |s, n| {
+                    s.blue.deployment == n || s.green.deployment == n
+                })
+            },
+        )
+        .watches(
+            api::<Service>(&client, &namespace),
+            watcher::Config::default(),
+            move |svc| {
+                referencing(&s2, svc.namespace(), &svc.name_any(), |s, n| {
+                    s.active_service == n || s.preview_service == n
+                })
+            },
+        )
+        .watches(
+            api::<ConfigMap>(&client, &namespace),
+            watcher::Config::default(),
+            move |cm| {
+                referencing(&s3, cm.namespace(), &cm.name_any(), |s, n| {
+                    s.blue.config_map == n || s.green.config_map == n
+                })
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "switch: reconcile error");
+            }
+        })
+        .await;
+}
