@@ -1,16 +1,24 @@
-//! The cluster commands of `veritas-spark` (the guide's "Canary Operations", "Rollback
-//! Operations" and `metrics canary` / `metrics compare`), in their own crate so the daemon never
-//! links a Kubernetes client.
+//! The cluster commands of `veritas-spark` (the guide's "Deployment Status", "Canary
+//! Operations", "Blue-Green Operations", "Rollback Operations" and `metrics canary` / `metrics
+//! compare`), in their own crate so the daemon never links a Kubernetes client.
 //!
 //! Rendering is pure ([`render`]), so outputs are snapshot-tested without a cluster; the
 //! commands ([`run`]) read the `VeritasCanary` through the API server and metrics from
 //! Prometheus (through the API server's service proxy by default, so no port-forward is needed).
 //! Every failure carries `E5001 DEPLOYMENT_FAILED` or, for rollbacks, `E5002 ROLLBACK_FAILED`.
+//! Blue-green: [`bluegreen`] (commands) and [`bgrender`] (pure output); `deployment status`:
+//! [`status`] (the Health Status Matrix).
 //!
 //! `--json` output is a contract: `{"schema": 1, ...}`; fields are only ever added.
 
+pub mod bgrender;
+pub mod bluegreen;
 pub mod render;
+pub mod status;
 pub mod traffic;
+
+pub use bluegreen::{BluegreenCommand, EnvTarget, SwitchArgs};
+pub use status::StatusArgs;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -75,15 +83,24 @@ pub struct InspectArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("what").required(true).args(["canary", "force", "status"]))]
+#[command(
+    group = clap::ArgGroup::new("what").required(true).multiple(true).args(["canary", "bluegreen", "force", "status"]),
+    after_help = "Examples:\n  veritas-spark rollback --canary           all canary traffic back to stable\n  veritas-spark rollback --bluegreen        traffic back to the previous environment (health-checked)\n  veritas-spark rollback --bluegreen --force  same, without minReadySeconds and the probe (a ready pod is still required)\n  veritas-spark rollback --status           progress of the rollbacks in the namespace\nA rollback that cannot complete fails with E5002 ROLLBACK_FAILED and its reason."
+)]
 pub struct RollbackArgs {
     /// Roll the canary back: all traffic to stable (the controller does it; this waits).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "bluegreen")]
     pub canary: bool,
-    /// Roll back even a canary that already succeeded.
+    /// Switch a VeritasEnvironment back to its previous environment (the controller
+    /// verifies it first, as for any switch; this waits).
+    #[arg(long)]
+    pub bluegreen: bool,
+    /// Override checks: roll back even a canary that already succeeded; with --bluegreen,
+    /// skip minReadySeconds and the health probe. Alone: the namespace's canary, or its
+    /// VeritasEnvironment when there is no canary.
     #[arg(long)]
     pub force: bool,
-    /// Show rollback progress.
+    /// Show rollback progress (canary and blue-green); exit 1 (E5002) when a rollback failed.
     #[arg(long)]
     pub status: bool,
     /// Seconds to wait for the controller to finish the rollback.
@@ -97,6 +114,8 @@ pub struct RollbackArgs {
 #[derive(Debug)]
 pub enum ClusterCommand {
     Canary(CanaryCommand),
+    Bluegreen(BluegreenCommand),
+    DeploymentStatus(StatusArgs),
     Rollback(RollbackArgs),
     MetricsCanary(Target),
     MetricsCompare(Target),
@@ -308,6 +327,8 @@ async fn run_async(cmd: ClusterCommand, json_out: bool) -> Result<ExitCode, CliE
             }
             Ok(ExitCode::SUCCESS)
         }
+        ClusterCommand::Bluegreen(c) => bluegreen::run(&client, c, json_out).await,
+        ClusterCommand::DeploymentStatus(a) => Ok(status::run(&client, a, json_out).await),
         ClusterCommand::MetricsCanary(t) => metrics_cmd(&client, &t, false, json_out).await,
         ClusterCommand::MetricsCompare(t) => metrics_cmd(&client, &t, true, json_out).await,
         ClusterCommand::Rollback(a) => rollback(&client, a, json_out).await,
@@ -336,10 +357,46 @@ async fn metrics_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
+fn env_target(t: &Target) -> EnvTarget {
+    EnvTarget {
+        namespace: t.namespace.clone(),
+        name: t.name.clone(),
+    }
+}
+
 async fn rollback(client: &Client, a: RollbackArgs, json_out: bool) -> Result<ExitCode, CliError> {
-    let (api, c) = find(client, &a.target)
-        .await
-        .map_err(|e| rollback_failed(e.detail))?;
+    let et = env_target(&a.target);
+    if a.bluegreen {
+        return bluegreen::rollback(client, &et, a.force, a.wait, json_out).await;
+    }
+    let canary = find(client, &a.target).await;
+    if !a.canary {
+        // --status or --force alone: whatever the namespace has.
+        let env = bluegreen::find(client, &et, ErrorCode::RollbackFailed).await;
+        match (&canary, env) {
+            (Err(_), Ok((_, e))) if a.status => return bluegreen::rollback_status(&e, json_out),
+            (Err(_), Ok(_)) => {
+                return bluegreen::rollback(client, &et, a.force, a.wait, json_out).await
+            }
+            (Ok(_), Ok((_, e))) if a.status => {
+                // Both kinds: the canary's progress, then the environment's.
+                if let Ok((_, c)) = &canary {
+                    if json_out {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&json!({"schema": 1, "canary": c.name_any(), "rollback": render::rollback_state(c)}))
+                                .expect("serialisable")
+                        );
+                    } else {
+                        print!("{}\n", render::rollback_status(c));
+                    }
+                }
+                return bluegreen::rollback_status(&e, json_out);
+            }
+            _ => {}
+        }
+    }
+    let (api, c) = canary.map_err(|e| rollback_failed(e.detail))?;
     let name = c.name_any();
     if a.status && !a.canary && !a.force {
         let st = render::rollback_state(&c);

@@ -112,6 +112,7 @@ fn inspect_and_rollback_status_exit_0_missing_canary_exits_1() {
     );
     let status = RollbackArgs {
         canary: false,
+        bluegreen: false,
         force: false,
         status: true,
         wait: 1,
@@ -133,6 +134,7 @@ fn rollback_asks_the_controller_and_fails_e5002_when_nothing_acts() {
     let api = rt.block_on(setup(&ns, "Progressing"));
     let rb = RollbackArgs {
         canary: true,
+        bluegreen: false,
         force: false,
         status: false,
         wait: 2,
@@ -160,6 +162,7 @@ fn rollback_of_a_succeeded_canary_needs_force() {
     let api = rt.block_on(setup(&ns, "Succeeded"));
     let rb = |force: bool| RollbackArgs {
         canary: !force,
+        bluegreen: false,
         force,
         status: false,
         wait: 1,

@@ -267,9 +267,9 @@ async fn crd_install_and_schema_validation() {
             Err(e) => e,
             Ok(_) => {
                 api.delete("bad", &Default::default()).await.unwrap();
-                let req = http::Request::post(
-                    "/apis/veritas.hearthlink.ai/v1alpha1/namespaces/schema/veritascanaries",
-                )
+                let req = http::Request::post(format!(
+                    "/apis/veritas.hearthlink.ai/v1alpha1/namespaces/{ns}/veritascanaries"
+                ))
                 .header("content-type", "application/json")
                 .body(serde_json::to_vec(&raw(spec.clone())).unwrap())
                 .unwrap();

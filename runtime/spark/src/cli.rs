@@ -67,8 +67,17 @@ pub enum Command {
     /// Canary operations on the cluster (VeritasCanary, through the Kubernetes API).
     #[command(subcommand)]
     Canary(veritas_cluster::CanaryCommand),
-    /// Roll back a canary (--canary, --force) or show rollback progress (--status).
+    /// Roll back a canary (--canary) or a blue-green switch (--bluegreen), --force to
+    /// override checks, or show rollback progress (--status).
     Rollback(veritas_cluster::RollbackArgs),
+    /// Blue-green operations on the cluster (VeritasEnvironment): inspect, diff, switch.
+    #[command(subcommand)]
+    Bluegreen(veritas_cluster::BluegreenCommand),
+    /// Deployment state on the cluster: the Health Status Matrix of the runtime pods, the
+    /// canary and blue-green resources (exit 0 healthy or degraded, 1 critical or failed:
+    /// E5001 DEPLOYMENT_FAILED / E5002 ROLLBACK_FAILED with the guide's checks).
+    #[command(subcommand)]
+    Deployment(DeploymentCommand),
     /// Internal: ask a daemon started with --enable-fault-injection to misbehave.
     #[command(hide = true)]
     Fault {
@@ -133,6 +142,14 @@ pub enum MetricsCommand {
     Canary(veritas_cluster::Target),
     /// Canary vs stable metrics from Prometheus.
     Compare(veritas_cluster::Target),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeploymentCommand {
+    /// Overview of deployment state: Pods, Health, Metrics and IPC, each Healthy, Degraded or
+    /// Critical (the guide's Health Status Matrix); --verbose adds every pod, recent events,
+    /// node allocation and the controller's recent warnings.
+    Status(veritas_cluster::StatusArgs),
 }
 
 #[derive(Debug, Subcommand)]

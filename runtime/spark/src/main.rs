@@ -7,7 +7,10 @@ mod output;
 mod worker;
 
 use clap::Parser;
-use cli::{Cli, Command, MetricsCommand, ModelsCommand, SandboxCommand, TelemetryCommand};
+use cli::{
+    Cli, Command, DeploymentCommand, MetricsCommand, ModelsCommand, SandboxCommand,
+    TelemetryCommand,
+};
 use std::process::ExitCode;
 use std::time::Duration;
 use veritas_vocab::ipc::Op;
@@ -46,6 +49,14 @@ fn main() -> ExitCode {
         }
         Command::Rollback(r) => veritas_cluster::run(
             veritas_cluster::ClusterCommand::Rollback(r),
+            cli.global.json,
+        ),
+        Command::Bluegreen(b) => veritas_cluster::run(
+            veritas_cluster::ClusterCommand::Bluegreen(b),
+            cli.global.json,
+        ),
+        Command::Deployment(DeploymentCommand::Status(a)) => veritas_cluster::run(
+            veritas_cluster::ClusterCommand::DeploymentStatus(a),
             cli.global.json,
         ),
         Command::Metrics(MetricsCommand::Canary(t)) => veritas_cluster::run(
@@ -115,6 +126,8 @@ fn main() -> ExitCode {
                 Command::Serve(_)
                 | Command::Canary(_)
                 | Command::Rollback(_)
+                | Command::Bluegreen(_)
+                | Command::Deployment(_)
                 | Command::Metrics(MetricsCommand::Canary(_) | MetricsCommand::Compare(_))
                 | Command::Worker(_)
                 | Command::ChaosExec { .. }

@@ -1200,6 +1200,18 @@ pub fn decide(
     }
 }
 
+/// The environment `rollback --bluegreen` moves traffic to: during a move, where it came
+/// from; after a failed switch, the one that serves (the switch is abandoned); otherwise
+/// (also after a failed rollback, which is then retried) the previous environment.
+pub fn rollback_target(st: &VeritasEnvironmentStatus) -> Option<EnvironmentName> {
+    use EnvironmentPhase as P;
+    match st.phase {
+        P::Switching | P::RollingBack => st.switch_progress.as_ref().map(|p| p.from),
+        P::SwitchFailed => st.active_environment,
+        P::Stable | P::RollbackFailed | P::Pending => st.previous_environment,
+    }
+}
+
 /// How long the whole move may take at most, for tests and the CLI's waits: the health-check
 /// deadline, then a selector change and a restore.
 pub fn max_move_seconds(spec: &VeritasEnvironmentSpec) -> i64 {

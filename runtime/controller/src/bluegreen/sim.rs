@@ -75,19 +75,7 @@ pub fn tiny_model(version: &str) -> ModelIdentity {
     ModelIdentity {
         name: "tiny".into(),
         version: version.into(),
-        sha256: format!("{:0>64}", version.replace('.', "")),
-    }
-}
-
-/// The environment `rollback --bluegreen` moves traffic to: during a move, where it came
-/// from; after a failed switch, the one that serves (the switch is abandoned); otherwise
-/// (also after a failed rollback, which is retried) the previous environment.
-pub fn rollback_target(st: &VeritasEnvironmentStatus) -> Option<EnvironmentName> {
-    use veritas_crds::EnvironmentPhase as P;
-    match st.phase {
-        P::Switching | P::RollingBack => st.switch_progress.as_ref().map(|p| p.from),
-        P::SwitchFailed => st.active_environment,
-        P::Stable | P::RollbackFailed | P::Pending => st.previous_environment,
+        sha256: format!("{:0<64}", version.replace('.', "")),
     }
 }
 
@@ -159,7 +147,7 @@ impl World {
     /// after a failed switch, the one that serves) becomes desired, marked as a rollback.
     pub fn rollback(&mut self, force: bool) {
         let st = self.status.clone().unwrap_or_default();
-        let target = rollback_target(&st);
+        let target = super::decide::rollback_target(&st);
         if let Some(t) = target {
             self.request(t);
             self.annotations.insert(
