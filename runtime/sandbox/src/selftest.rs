@@ -41,12 +41,15 @@ pub struct ProbeResult {
     pub errno: Option<i32>,
     /// The syscall seccomp trapped, when it did.
     pub trapped_syscall: Option<String>,
+    /// Why the probe could not be attempted here (nothing was tried; `blocked` is false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_applicable: Option<String>,
 }
 
 impl ProbeResult {
-    /// The probe found what it expected.
+    /// The probe found what it expected, or could not be attempted here.
     pub fn ok(&self) -> bool {
-        self.blocked == (self.expect == Expect::Blocked)
+        self.not_applicable.is_some() || self.blocked == (self.expect == Expect::Blocked)
     }
 }
 
@@ -98,6 +101,7 @@ fn blocked_result(
         how,
         errno: Some(errno),
         trapped_syscall,
+        not_applicable: None,
     }
 }
 
@@ -110,6 +114,7 @@ fn allowed_result(name: &str, what: String, expect: Expect, how: String) -> Prob
         how,
         errno: None,
         trapped_syscall: None,
+        not_applicable: None,
     }
 }
 
@@ -430,6 +435,21 @@ fn probe_unshare() -> ProbeResult {
 fn probe_reschedule_parent() -> ProbeResult {
     // SAFETY: getppid has no preconditions.
     let parent = unsafe { libc::getppid() };
+    if parent == 0 {
+        // PID 1 of a container: the parent lives outside this PID namespace, and pid 0 would
+        // mean ourselves (allowed, rightly). No other process is visible to aim at.
+        let mut r = allowed_result(
+            "reschedule-parent",
+            "sched_setaffinity and setpriority on the parent".to_owned(),
+            Expect::Blocked,
+            "not attempted".to_owned(),
+        );
+        r.not_applicable = Some(
+            "no parent visible in this PID namespace (PID 1 of a container): no other process to aim at"
+                .to_owned(),
+        );
+        return r;
+    }
     let what = format!("sched_setaffinity and setpriority on the parent (pid {parent})");
     // Harmless if allowed: the parent's own affinity and priority are set back unchanged.
     // SAFETY: valid cpu_set_t pointers of the size passed.

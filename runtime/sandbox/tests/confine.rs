@@ -83,6 +83,38 @@ const FORBIDDEN: [&str; 11] = [
     "unshare-userns",
 ];
 
+/// As PID 1 of a container (seen on kind): the parent is outside the PID namespace and
+/// getppid() is 0, which the kernel reads as "ourselves". The probe must not aim at itself
+/// and report a forbidden operation as allowed; it says it could not be attempted.
+#[test]
+fn as_pid_1_of_a_pid_namespace_the_parent_probe_is_not_applicable_and_the_rest_holds() {
+    let dir = model_dir();
+    // util-linux unshare: a user namespace (no privilege needed) holding a new PID namespace,
+    // the probe forked into it as PID 1.
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--pid", "--fork", PROBE])
+        .args(["selftest", "--mode", "required", "--model-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("spawn unshare (util-linux)");
+    let doc = json(&out);
+    assert!(
+        out.status.success(),
+        "status {:?} stderr {} doc {doc}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = probe(&doc, "reschedule-parent");
+    assert!(
+        p["not_applicable"].as_str().unwrap().contains("PID 1"),
+        "{p}"
+    );
+    assert_eq!(p["blocked"], false, "{p}");
+    for name in FORBIDDEN {
+        assert_eq!(probe(&doc, name)["blocked"], true, "{}", probe(&doc, name));
+    }
+}
+
 fn assert_everything_forbidden_is_blocked(doc: &Value) {
     for name in FORBIDDEN {
         let p = probe(doc, name);

@@ -439,6 +439,15 @@ fn render_sandbox(report: &serde_json::Value) -> String {
 }
 
 fn print_probe(p: &serde_json::Value) {
+    if let Some(why) = p["not_applicable"].as_str() {
+        println!(
+            "  [--] {:<28} {:<8} {}",
+            p["name"].as_str().unwrap_or("?"),
+            "n/a",
+            why
+        );
+        return;
+    }
     let blocked = p["blocked"].as_bool().unwrap_or(false);
     println!(
         "  [{}] {:<28} {:<8} {}",
