@@ -280,7 +280,10 @@ pub fn switch_plan(e: &VeritasEnvironment, to: EnvironmentName, f: &PlanFacts) -
     let s = &e.spec;
     let st = e.status.clone().unwrap_or_default();
     let name = e.metadata.name.as_deref().unwrap_or("");
-    let from = st.active_environment;
+    // Before the controller's first pass, what the active Service selects.
+    let from = st
+        .active_environment
+        .or(f.active_service.as_ref().and_then(ServiceObs::env));
     let from_s = from.map(|f| f.as_str()).unwrap_or("?");
     let hc = &s.switch.health_check;
     let sel = |svc: &Option<ServiceObs>| {
