@@ -149,6 +149,7 @@ fn plan_facts_types_are_the_controllers() {
             replicas: 1,
             ready: 1,
             template_labels: env_labels(Blue),
+            ready_since: None,
         }),
         green: None,
         active_service: Some(ServiceObs {

@@ -1,5 +1,5 @@
 //! Invariants of the blue-green switch over random event sequences (proptest): pod readiness
-//! flips, probe answers, the clock, switch and rollback requests, failing Service updates, and
+//! flips (and the time the pods report becoming ready), probe answers, the clock, switch and rollback requests, failing Service updates, and
 //! controller restarts at every step (killed after writing its status and carrying out some or
 //! none of its actions, or before writing it).
 //!
@@ -23,6 +23,8 @@ use veritas_crds::{
 #[derive(Clone, Debug)]
 enum Ev {
     Ready(EnvironmentName, i32),
+    /// The pods' Ready condition says they became ready this long ago (or is absent).
+    ReadyFor(EnvironmentName, Option<i64>),
     Probe(EnvironmentName, u8),
     Advance(i64),
     Request(EnvironmentName),
@@ -44,6 +46,7 @@ fn event() -> impl Strategy<Value = Ev> {
     prop_oneof![
         3 => (env(), 0i32..=2).prop_map(|(e, n)| Ev::Ready(e, n)),
         2 => (env(), 0u8..3).prop_map(|(e, o)| Ev::Probe(e, o)),
+        1 => (env(), prop::option::of(0i64..300)).prop_map(|(e, s)| Ev::ReadyFor(e, s)),
         3 => (1i64..90).prop_map(Ev::Advance),
         2 => env().prop_map(Ev::Request),
         1 => any::<bool>().prop_map(Ev::Rollback),
@@ -150,7 +153,18 @@ proptest! {
                 failed_since = w.failed_updates;
             }
             match ev {
-                Ev::Ready(e, n) => w.env_mut(e).ready = n,
+                Ev::Ready(e, n) => {
+                    w.env_mut(e).ready = n;
+                    // Pods that just became ready report it now.
+                    if w.env(e).is_some_and(|m| m.ready_since.is_some()) {
+                        let now = w.now;
+                        w.env_mut(e).ready_since = Some(now);
+                    }
+                }
+                Ev::ReadyFor(e, s) => {
+                    let since = s.map(|s| veritas_controller::bluegreen::decide::after(w.now, -s));
+                    w.env_mut(e).ready_since = since;
+                }
                 Ev::Probe(e, o) => w.env_mut(e).probe = outcome(o),
                 Ev::Advance(s) => w.advance(s),
                 Ev::Request(e) => w.request(e),

@@ -170,6 +170,33 @@ fn min_ready_seconds_restarts_when_a_pod_flips() {
 }
 
 #[test]
+fn min_ready_seconds_counts_from_the_pods_ready_condition() {
+    use veritas_controller::bluegreen::decide::after;
+    let mut w = stable_on_blue();
+    w.spec.min_ready_seconds = 20;
+    // Ready for a minute already: nothing to wait for.
+    w.env_mut(Green).ready_since = Some(after(w.now, -60));
+    w.request(Green);
+    let d = w.pass();
+    assert_eq!(d.status.switch_progress.unwrap().step, SwitchStep::SwitchingSelector);
+    w.settle(5);
+    assert_eq!(st(&w).active_environment, Some(Green));
+    // Ready 5 s ago: 15 s more.
+    w.env_mut(Blue).ready_since = Some(after(w.now, -5));
+    w.request(Blue);
+    let d = w.pass();
+    assert_eq!(
+        d.status.switch_progress.unwrap().reason.as_deref(),
+        Some(reasons::MIN_READY_SECONDS_NOT_MET)
+    );
+    w.advance(14);
+    assert_eq!(w.pass().status.switch_progress.unwrap().step, SwitchStep::Verifying);
+    w.advance(1);
+    w.settle(5);
+    assert_eq!(st(&w).active_environment, Some(Blue));
+}
+
+#[test]
 fn target_pods_not_ready_is_target_unhealthy() {
     let mut w = stable_on_blue();
     w.env_mut(Green).ready = 0;

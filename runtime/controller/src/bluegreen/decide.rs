@@ -48,6 +48,9 @@ pub struct EnvObs {
     pub ready: i32,
     /// Labels of the pod template.
     pub template_labels: BTreeMap<String, String>,
+    /// When the most recently ready of its ready pods became ready (the pods' Ready
+    /// condition), so `minReadySeconds` counts pod readiness, not when a switch noticed it.
+    pub ready_since: Option<Timestamp>,
 }
 
 /// The active or preview Service as observed: its selector and the ready pods it selects now,
@@ -272,7 +275,12 @@ fn verify(
     if p.force {
         return Ok(());
     }
-    let since = p.ready_since.get_or_insert_with(|| time(obs.now)).clone();
+    let since = match d.ready_since {
+        // Never later than now: clocks of the API server and the controller may differ.
+        Some(t) => time(t.min(obs.now)),
+        None => p.ready_since.clone().unwrap_or_else(|| time(obs.now)),
+    };
+    p.ready_since = Some(since.clone());
     let ready_for = secs_since(obs.now, &since);
     if ready_for < spec.min_ready_seconds {
         return Err((

@@ -74,11 +74,20 @@ pub async fn observe(
         };
         let sel = match_labels(&d);
         let mut ready = Vec::new();
+        let mut ready_since = None;
         if !sel.is_empty() {
             let list = pods
                 .list(&ListParams::default().labels(&selector_string(&sel)))
                 .await?;
             for p in list.items.iter().filter(|p| pod_ready(p)) {
+                let t = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+                    .and_then(|c| c.last_transition_time.as_ref())
+                    .map(|t| t.0);
+                ready_since = ready_since.max(t);
                 ready.push(PodTarget {
                     namespace: ns.to_string(),
                     name: p.metadata.name.clone().unwrap_or_default(),
@@ -96,6 +105,7 @@ pub async fn observe(
                 .as_ref()
                 .and_then(|m| m.labels.clone())
                 .unwrap_or_default(),
+            ready_since,
         };
         // Drift inputs.
         let config = config_maps

@@ -26,6 +26,8 @@ pub struct EnvModel {
     /// What every ready pod answers on its probe.
     pub probe: ProbeOutcome,
     pub model: Option<ModelIdentity>,
+    /// When its pods became ready, as their Ready condition says (`None`: not reported).
+    pub ready_since: Option<Timestamp>,
 }
 
 /// The modelled world of one `VeritasEnvironment`.
@@ -93,6 +95,7 @@ impl World {
             template_labels: env_labels(e),
             probe: ProbeOutcome::Healthy,
             model: Some(tiny_model("1.0.0")),
+            ready_since: None,
         };
         World {
             name: "veritas-spark".into(),
@@ -189,6 +192,7 @@ impl World {
                 replicas: m.replicas,
                 ready: m.ready,
                 template_labels: m.template_labels.clone(),
+                ready_since: m.ready_since,
             })
         };
         let mut probes = BTreeMap::new();
