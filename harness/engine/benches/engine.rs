@@ -36,6 +36,8 @@ fn engine(c: &mut Criterion) {
         code: Some("E2001".into()),
         output: vec!["sha256 mismatch".into(), "(?i)SHA256SUM".into()],
         not_output: vec!["panicked".into()],
+        words: Vec::new(),
+        not_words: Vec::new(),
         json: Default::default(),
         snapshot: None,
     };
