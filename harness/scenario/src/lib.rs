@@ -236,6 +236,14 @@ pub fn validate(s: &Scenario, file_id: Option<&str>) -> Vec<Problem> {
     for (field, step) in all_steps(s) {
         v.step(s, &field, step, &daemons);
     }
+    for (i, st) in s.invariants.iter().enumerate() {
+        if st.expect().is_none() && !matches!(st, Step::Get(_) | Step::Promql(_) | Step::Http(_) | Step::Metric(_)) {
+            v.push(
+                &format!("invariants[{i}].{}", st.op_name()),
+                "an invariant is a check: kubectl/spark/exec with `expect`, or get/promql/http/metric".into(),
+            );
+        }
+    }
     for (phase, steps) in [("catch", &s.catch), ("finally", &s.finally)] {
         for (i, st) in steps.iter().enumerate() {
             if st.expect().is_some_and(|e| e != &Expect::default()) {
@@ -261,8 +269,9 @@ pub fn all_steps(s: &Scenario) -> impl Iterator<Item = (String, &Step)> {
             out.push((field, step));
         }
     }
-    let phases: [(&str, &Vec<Step>); 8] = [
+    let phases: [(&str, &Vec<Step>); 9] = [
         ("setup", &s.setup),
+        ("invariants", &s.invariants),
         ("fault", &s.fault),
         ("symptom.checks", &s.symptom.checks),
         ("diagnosis", &s.diagnosis),

@@ -46,6 +46,11 @@ pub struct Scenario {
     pub remedy: Vec<Step>,
     /// The system is back, within a deadline.
     pub recovery: Observation,
+    /// What must hold outside the fault window (the active Service has ready endpoints, weights
+    /// stay within 0..=100): checked once the setup is up, before the fault, and again once
+    /// recovered. A broken invariant fails the scenario even when the row's checks pass.
+    #[serde(default)]
+    pub invariants: Vec<Step>,
     /// Collectors run when any phase failed (evidence for the report).
     #[serde(default)]
     pub catch: Vec<Step>,

@@ -202,3 +202,12 @@ fn a_capture_names_a_new_variable_and_other_namespaces_need_cluster_wide() {
     let p = problems(&cluster("kubectl: {args: [get, pods, -n, kube-system]}"));
     assert!(p[0].message.contains("clusterWide"), "{p:?}");
 }
+
+#[test]
+fn an_invariant_must_check_something() {
+    let with = |inv: &str| GOOD.replace("remedy:\n", &format!("invariants:\n  - {inv}\nremedy:\n"));
+    assert!(parse(&with("spark: {args: [health], expect: {exit: 0}}"), Some("T-1")).is_ok());
+    let p = problems(&with("note: {text: fine}"));
+    assert_eq!(p[0].field, "invariants[0].note", "{p:?}");
+    assert!(p[0].message.contains("an invariant is a check"), "{p:?}");
+}
