@@ -5,7 +5,6 @@
 //! the process. [`Engine`] is the decode loop the inference worker runs; the benchmark
 //! calls it directly as the in-process peer of the daemon.
 
-pub mod gguf;
 pub mod verify;
 
 mod engine;

@@ -3,13 +3,13 @@
 //! enough memory. Each maps to `E2001 MODEL_LOAD_FAILED`, except an unsupported GGUF
 //! version, which is `E2003 MODEL_VERSION_MISMATCH`.
 
-use crate::gguf::{self, GgufError};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use veritas_vocab::manifest::ModelEntry;
+use veritas_gguf::Header;
 use veritas_vocab::{ErrorBody, ErrorCode};
 
 /// A model file that passed every check.
@@ -103,22 +103,16 @@ pub fn verify_model_with(
         return Err(load_failed(format!("{shown} is not a regular file")));
     }
     let size = meta.len();
-    let header = gguf::read_header(BufReader::new(&file)).map_err(|e| match e {
-        GgufError::UnsupportedVersion(_) => {
+    let header = read_gguf(&file, size).map_err(|e| match e {
+        veritas_gguf::Error::UnsupportedVersion(_) => {
             ErrorBody::new(ErrorCode::ModelVersionMismatch, format!("{shown}: {e}"))
         }
-        GgufError::NotGguf(_) | GgufError::TruncatedHeader | GgufError::Corrupt(_) => load_failed(
-            format!("{shown}: {e} (verify the model file is not corrupted)"),
-        ),
-        other => load_failed(format!("cannot read {shown}: {other}")),
+        veritas_gguf::Error::Io(_) => load_failed(format!("cannot read {shown}: {e}")),
+        // Every other reader error is a damaged or hostile file.
+        _ => load_failed(format!(
+            "{shown}: {e} (verify the model file is not corrupted)"
+        )),
     })?;
-    let needed = header.required_file_size();
-    if size < needed {
-        return Err(load_failed(format!(
-            "{shown}: {} (verify the model file is not corrupted)",
-            GgufError::TruncatedData { size, needed }
-        )));
-    }
     let actual = sha256_reader({
         let mut f = &file;
         f.seek(SeekFrom::Start(0)).map_err(open_err)?;
@@ -162,14 +156,21 @@ pub fn verify_model_with(
     })
 }
 
-fn n_ctx_train(header: &gguf::Header) -> Option<u64> {
+/// The header of the open `file` of `size` bytes, checked against that size.
+fn read_gguf(file: &File, size: u64) -> Result<Header, veritas_gguf::Error> {
+    let header = veritas_gguf::read_header(BufReader::new(file))?;
+    header.check_file_size(size)?;
+    Ok(header)
+}
+
+fn n_ctx_train(header: &Header) -> Option<u64> {
     let arch = header.get_str("general.architecture")?;
     header.get_u64(&format!("{arch}.context_length"))
 }
 
 /// f16 keys and values of every layer for `n_ctx` tokens (llama.cpp's default cache type);
 /// 0 when the header does not say the shape.
-pub fn kv_cache_bytes(header: &gguf::Header, n_ctx: u64) -> u64 {
+pub fn kv_cache_bytes(header: &Header, n_ctx: u64) -> u64 {
     let Some(arch) = header.get_str("general.architecture") else {
         return 0;
     };
