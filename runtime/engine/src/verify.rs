@@ -8,8 +8,8 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use veritas_vocab::manifest::ModelEntry;
 use veritas_gguf::Header;
+use veritas_vocab::manifest::ModelEntry;
 use veritas_vocab::{ErrorBody, ErrorCode};
 
 /// A model file that passed every check.

@@ -153,7 +153,8 @@ fn quantised_file(ty: veritas_gguf::GgmlType, n: u64) -> Vec<u8> {
     e.kv("general.architecture", &Value::String("llama".into()))
         .unwrap();
     e.kv("llama.context_length", &Value::U32(4096)).unwrap();
-    e.tensor_info("blk.0.ffn_up.weight", &[n, n], ty, 0).unwrap();
+    e.tensor_info("blk.0.ffn_up.weight", &[n, n], ty, 0)
+        .unwrap();
     e.pad_to(32).unwrap();
     let mut bytes = e.into_inner();
     let data = ty.bytes_for(n * n).unwrap();
@@ -178,8 +179,7 @@ fn low_bit_models_are_not_refused_as_truncated() {
     ] {
         let file = format!("{ty}.gguf");
         let entry = entry_with(dir.path(), &file, &quantised_file(ty, 1024));
-        let v = verify_model(dir.path(), &entry, None)
-            .unwrap_or_else(|e| panic!("{ty}: {e}"));
+        let v = verify_model(dir.path(), &entry, None).unwrap_or_else(|e| panic!("{ty}: {e}"));
         assert_eq!(v.n_ctx_train, Some(4096), "{ty}");
         // One byte short is still caught, with the exact size needed.
         let bytes = quantised_file(ty, 1024);
@@ -238,16 +238,21 @@ fn hostile_headers_map_to_e2001_and_versions_to_e2003() {
         ),
         (
             "bad-alignment",
-            raw(0, 1, &|e| e.kv("general.alignment", &Value::U32(24)).unwrap()),
+            raw(0, 1, &|e| {
+                e.kv("general.alignment", &Value::U32(24)).unwrap()
+            }),
             "general.alignment",
         ),
     ] {
         let file = format!("{name}.gguf");
-        let err = verify_model(dir.path(), &entry_with(dir.path(), &file, &bytes), None)
-            .unwrap_err();
+        let err =
+            verify_model(dir.path(), &entry_with(dir.path(), &file, &bytes), None).unwrap_err();
         assert_eq!(err.code, ErrorCode::ModelLoadFailed, "{name}: {err}");
         assert!(
-            err.detail.contains(needle) && err.detail.contains("verify the model file is not corrupted"),
+            err.detail.contains(needle)
+                && err
+                    .detail
+                    .contains("verify the model file is not corrupted"),
             "{name}: {err}"
         );
     }

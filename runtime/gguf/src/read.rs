@@ -132,9 +132,12 @@ pub struct TensorInfo {
 }
 
 impl TensorInfo {
-    /// Elements; the reader checked that the product fits.
+    /// Elements (the reader checked that the product fits; saturating for hand-built infos).
     pub fn n_elements(&self) -> u64 {
-        self.ne.iter().product()
+        self.ne
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .unwrap_or(u64::MAX)
     }
 }
 
@@ -172,9 +175,9 @@ impl Header {
     }
 
     /// Bytes the file needs for all tensor data to be present (the reader checked that
-    /// this sum fits in a `u64`).
+    /// this sum fits in a `u64`; saturating for hand-built headers).
     pub fn required_file_size(&self) -> u64 {
-        self.data_offset + self.data_size
+        self.data_offset.saturating_add(self.data_size)
     }
 
     /// Refuses a file of `size` bytes that ends before its tensor data does.
@@ -257,12 +260,19 @@ impl<R: Read> Decoder<R> {
     /// Counts `bytes` of parsed header against the memory budget.
     fn charge(&mut self, at: u64, bytes: u64) -> Result<(), Error> {
         self.memory = self.memory.saturating_add(bytes);
-        self.check(at, "parsed header size", self.memory, self.limits.max_memory)
+        self.check(
+            at,
+            "parsed header size",
+            self.memory,
+            self.limits.max_memory,
+        )
     }
 
     fn exact<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], Error> {
         let mut b = [0u8; N];
-        self.inner.read_exact(&mut b).map_err(|e| self.io(e, what))?;
+        self.inner
+            .read_exact(&mut b)
+            .map_err(|e| self.io(e, what))?;
         self.pos += N as u64;
         Ok(b)
     }
@@ -287,7 +297,10 @@ impl<R: Read> Decoder<R> {
         let at = self.pos;
         let len = self.u64(what)?;
         self.check(at, "string length", len, limit)?;
-        self.charge(at, (std::mem::size_of::<String>() as u64).saturating_add(len))?;
+        self.charge(
+            at,
+            (std::mem::size_of::<String>() as u64).saturating_add(len),
+        )?;
         // `take` + `read_to_end` grows the buffer only as bytes arrive: a claimed length
         // beyond the end of the file costs nothing.
         let mut buf = Vec::new();
@@ -325,7 +338,9 @@ impl<R: Read> Decoder<R> {
             ValueType::I32 => Value::I32(i32::from_le_bytes(self.exact(WHAT)?)),
             ValueType::F32 => Value::F32(f32::from_le_bytes(self.exact(WHAT)?)),
             ValueType::Bool => Value::Bool(self.exact::<1>(WHAT)?[0] != 0),
-            ValueType::String => Value::String(self.string("a string value", self.limits.max_string)?),
+            ValueType::String => {
+                Value::String(self.string("a string value", self.limits.max_string)?)
+            }
             ValueType::U64 => Value::U64(self.u64(WHAT)?),
             ValueType::I64 => Value::I64(i64::from_le_bytes(self.exact(WHAT)?)),
             ValueType::F64 => Value::F64(f64::from_le_bytes(self.exact(WHAT)?)),
@@ -411,7 +426,13 @@ impl<R: Read> Decoder<R> {
             }
             let n_dims = self.u32("a tensor's dimension count")?;
             if n_dims > MAX_DIMS {
-                return self.corrupt(at, Problem::TooManyDimensions { tensor: name, n_dims });
+                return self.corrupt(
+                    at,
+                    Problem::TooManyDimensions {
+                        tensor: name,
+                        n_dims,
+                    },
+                );
             }
             let mut ne = Vec::with_capacity(n_dims as usize);
             for _ in 0..n_dims {
@@ -431,7 +452,14 @@ impl<R: Read> Decoder<R> {
             };
             let row = ne.first().copied().unwrap_or(1);
             if row % u64::from(ty.block_size()) != 0 {
-                return self.corrupt(at, Problem::PartialBlock { tensor: name, ty, row });
+                return self.corrupt(
+                    at,
+                    Problem::PartialBlock {
+                        tensor: name,
+                        ty,
+                        row,
+                    },
+                );
             }
             let Some(n_bytes) = ty.bytes_for(n_elements) else {
                 return self.corrupt(at, Problem::TensorTooLarge { tensor: name });

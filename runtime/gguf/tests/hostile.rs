@@ -244,9 +244,7 @@ fn the_parsed_header_is_held_to_a_memory_budget() {
 
 #[test]
 fn overflowing_dimensions_are_refused() {
-    let one = |ne: &[u64], ty: u32| {
-        raw(1, 0, |e| tensor_info(e, "t", ne, ty, 0))
-    };
+    let one = |ne: &[u64], ty: u32| raw(1, 0, |e| tensor_info(e, "t", ne, ty, 0));
     for ne in [
         &[1u64 << 32, 1 << 32][..],
         &[u64::MAX],
@@ -357,10 +355,7 @@ fn duplicate_and_empty_keys_and_tensor_names() {
     let b = raw(1, 0, |e| tensor_info(e, &"n".repeat(63), &[8], 0, 0));
     assert!(read_header(&b[..]).is_ok());
     let b = raw(1, 0, |e| tensor_info(e, &"n".repeat(64), &[8], 0, 0));
-    assert_eq!(
-        problem(read_header(&b[..])),
-        Problem::TensorNameTooLong(64)
-    );
+    assert_eq!(problem(read_header(&b[..])), Problem::TensorNameTooLong(64));
     // A long duplicate key is shortened in the message, not echoed whole.
     let long = "k".repeat(10_000);
     let b = raw(0, 2, |e| {
@@ -368,7 +363,10 @@ fn duplicate_and_empty_keys_and_tensor_names() {
         e.kv(&long, &Value::U8(0)).unwrap();
     });
     let msg = read_header(&b[..]).unwrap_err().to_string();
-    assert!(msg.contains("duplicate metadata key") && msg.len() < 200, "{msg}");
+    assert!(
+        msg.contains("duplicate metadata key") && msg.len() < 200,
+        "{msg}"
+    );
 }
 
 #[test]
@@ -400,20 +398,14 @@ fn unknown_types_are_refused() {
             e.string("k").unwrap();
             e.u32(ty).unwrap();
         });
-        assert_eq!(
-            problem(read_header(&b[..])),
-            Problem::UnknownValueType(ty)
-        );
+        assert_eq!(problem(read_header(&b[..])), Problem::UnknownValueType(ty));
         let b = raw(0, 1, |e| {
             e.string("k").unwrap();
             e.u32(ValueType::Array as u32).unwrap();
             e.u32(ty).unwrap();
             e.u64(1).unwrap();
         });
-        assert_eq!(
-            problem(read_header(&b[..])),
-            Problem::UnknownValueType(ty)
-        );
+        assert_eq!(problem(read_header(&b[..])), Problem::UnknownValueType(ty));
     }
     let nested = raw(0, 1, |e| {
         e.string("k").unwrap();

@@ -34,14 +34,31 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     // Positions are fractions of the file so every region (header, padding, data) is hit.
     let at = any::<prop::sample::Index>();
     prop_oneof![
-        (at.clone(), 0u8..8).prop_map(|(i, bit)| Mutation::Flip { at: i.index(1 << 16), bit }),
-        (at.clone(), any::<u8>()).prop_map(|(i, value)| Mutation::Byte { at: i.index(1 << 16), value }),
-        (at.clone(), prop::sample::select(&EXTREMES[..]))
-            .prop_map(|(i, value)| Mutation::Word { at: i.index(1 << 16), value }),
-        (at.clone(), prop::collection::vec(any::<u8>(), 1..16))
-            .prop_map(|(i, bytes)| Mutation::Insert { at: i.index(1 << 16), bytes }),
-        (at.clone(), 1usize..64).prop_map(|(i, len)| Mutation::Remove { at: i.index(1 << 16), len }),
-        at.prop_map(|i| Mutation::Truncate { at: i.index(1 << 16) }),
+        (at.clone(), 0u8..8).prop_map(|(i, bit)| Mutation::Flip {
+            at: i.index(1 << 16),
+            bit
+        }),
+        (at.clone(), any::<u8>()).prop_map(|(i, value)| Mutation::Byte {
+            at: i.index(1 << 16),
+            value
+        }),
+        (at.clone(), prop::sample::select(&EXTREMES[..])).prop_map(|(i, value)| Mutation::Word {
+            at: i.index(1 << 16),
+            value
+        }),
+        (at.clone(), prop::collection::vec(any::<u8>(), 1..16)).prop_map(|(i, bytes)| {
+            Mutation::Insert {
+                at: i.index(1 << 16),
+                bytes,
+            }
+        }),
+        (at.clone(), 1usize..64).prop_map(|(i, len)| Mutation::Remove {
+            at: i.index(1 << 16),
+            len
+        }),
+        at.prop_map(|i| Mutation::Truncate {
+            at: i.index(1 << 16)
+        }),
     ]
 }
 

@@ -30,7 +30,10 @@ impl Tensor {
 /// laid out as llama.cpp writes them, with deterministic non-zero data.
 pub fn valid_file(tensors: &[Tensor], alignment: u32) -> Vec<u8> {
     let kvs = vec![
-        ("general.architecture".to_string(), Value::String("llama".into())),
+        (
+            "general.architecture".to_string(),
+            Value::String("llama".into()),
+        ),
         ("general.alignment".into(), Value::U32(alignment)),
         ("llama.context_length".into(), Value::U32(256)),
         ("llama.block_count".into(), Value::U64(2)),
