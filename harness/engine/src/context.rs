@@ -170,7 +170,8 @@ mod tests {
     #[test]
     fn json_substitution_keeps_a_multi_line_value_one_string() {
         let mut c = Context::new("T", PathBuf::from("/bin/true"), None, None, 7).unwrap();
-        c.vars.insert("corefile".into(), ".:53 {\n    \"errors\"\n}".into());
+        c.vars
+            .insert("corefile".into(), ".:53 {\n    \"errors\"\n}".into());
         let patch = serde_json::json!({"data": {"Corefile": "${corefile}"}, "n": 1});
         let body = c.subst_json(&patch).to_string();
         let back: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -224,7 +224,11 @@ mod tests {
         let nslookup = "Name:\tveritas-spark\nAddress: 10.244.0.44\n";
         assert!(check(&e, &out(0, nslookup, ""), &Default::default()).is_empty());
         assert!(check(&e, &out(0, "10.244.0.44:8080", ""), &Default::default()).is_empty());
-        let stale = check(&e, &out(0, "Address: 10.244.0.4\n", ""), &Default::default());
+        let stale = check(
+            &e,
+            &out(0, "Address: 10.244.0.4\n", ""),
+            &Default::default(),
+        );
         assert_eq!(
             stale,
             vec![

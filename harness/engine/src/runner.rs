@@ -237,9 +237,17 @@ async fn main_phases(
         .await
         .map_err(|e| Stop::Error("setup", e))?;
     if !s.invariants.is_empty() {
-        act(cfg, ctx, report, "invariants before the fault", &s.invariants, op, ready)
-            .await
-            .map_err(|e| Stop::Error("invariants before the fault", e))?;
+        act(
+            cfg,
+            ctx,
+            report,
+            "invariants before the fault",
+            &s.invariants,
+            op,
+            ready,
+        )
+        .await
+        .map_err(|e| Stop::Error("invariants before the fault", e))?;
     }
     act(cfg, ctx, report, "fault", &s.fault, op, ready)
         .await
@@ -271,9 +279,17 @@ async fn main_phases(
         .map_err(|e| Stop::Failed("recovery", e))?;
     report.time_to_recover = Some(remedy_start.elapsed());
     if !s.invariants.is_empty() {
-        act(cfg, ctx, report, "invariants after recovery", &s.invariants, op, ready)
-            .await
-            .map_err(|e| Stop::Failed("invariants after recovery", e))?;
+        act(
+            cfg,
+            ctx,
+            report,
+            "invariants after recovery",
+            &s.invariants,
+            op,
+            ready,
+        )
+        .await
+        .map_err(|e| Stop::Failed("invariants after recovery", e))?;
     }
     Ok(())
 }

@@ -112,8 +112,14 @@ fn a_setup_wait_that_never_passes_stops_at_setup_with_the_last_value_seen() {
     assert!(reason.contains("step 3 (wait up to 1500ms"), "{reason}");
     assert!(reason.contains("not within 1500ms"), "{reason}");
     // The first check passed every poll; the second is the one named, with the daemon's answer.
-    assert!(reason.contains("check 2 (veritas-spark models load ghost)"), "{reason}");
+    assert!(
+        reason.contains("check 2 (veritas-spark models load ghost)"),
+        "{reason}"
+    );
     assert!(reason.contains("E2002"), "{reason}");
     let fault_ran = r.phases.iter().any(|p| p.name == "fault");
-    assert!(!fault_ran, "the fault must not run after a failed setup gate");
+    assert!(
+        !fault_ran,
+        "the fault must not run after a failed setup gate"
+    );
 }

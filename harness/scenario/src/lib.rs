@@ -237,7 +237,12 @@ pub fn validate(s: &Scenario, file_id: Option<&str>) -> Vec<Problem> {
         v.step(s, &field, step, &daemons);
     }
     for (i, st) in s.invariants.iter().enumerate() {
-        if st.expect().is_none() && !matches!(st, Step::Get(_) | Step::Promql(_) | Step::Http(_) | Step::Metric(_)) {
+        if st.expect().is_none()
+            && !matches!(
+                st,
+                Step::Get(_) | Step::Promql(_) | Step::Http(_) | Step::Metric(_)
+            )
+        {
             v.push(
                 &format!("invariants[{i}].{}", st.op_name()),
                 "an invariant is a check: kubectl/spark/exec with `expect`, or get/promql/http/metric".into(),
@@ -366,7 +371,10 @@ impl Validator {
         match step {
             Step::Kubectl(k) => {
                 let other_ns = k.args.iter().any(|a| {
-                    a == "-n" || a == "-A" || a == "--all-namespaces" || a.starts_with("--namespace")
+                    a == "-n"
+                        || a == "-A"
+                        || a == "--all-namespaces"
+                        || a.starts_with("--namespace")
                 });
                 if other_ns && !s.requires.cluster_wide {
                     self.push(

@@ -161,7 +161,10 @@ fn a_wait_gates_setup_and_its_checks_are_validated_like_any_step() {
     );
     let p = problems(&text);
     assert_eq!(p.len(), 1, "{p:?}");
-    assert_eq!(p[0].field, "setup[2].wait.checks[0].spark.expect.code", "{p:?}");
+    assert_eq!(
+        p[0].field, "setup[2].wait.checks[0].spark.expect.code",
+        "{p:?}"
+    );
     let ok = text.replace("E9999", "E5003");
     let s = parse(&ok, Some("T-1")).unwrap();
     assert!(matches!(&s.setup[2], Step::Wait(w) if w.checks.len() == 1));
@@ -175,7 +178,8 @@ fn a_wait_is_refused_where_the_phase_already_polls_and_inside_another_wait() {
     );
     let p = problems(&in_symptom);
     assert!(
-        p.iter().any(|p| p.field == "symptom.checks[0].wait" && p.message.contains("already poll")),
+        p.iter()
+            .any(|p| p.field == "symptom.checks[0].wait" && p.message.contains("already poll")),
         "{p:?}"
     );
     let nested = GOOD.replace(
@@ -184,7 +188,8 @@ fn a_wait_is_refused_where_the_phase_already_polls_and_inside_another_wait() {
     );
     let p = problems(&nested);
     assert!(
-        p.iter().any(|p| p.field == "setup[2].wait.checks[0].wait" && p.message.contains("not waits")),
+        p.iter()
+            .any(|p| p.field == "setup[2].wait.checks[0].wait" && p.message.contains("not waits")),
         "{p:?}"
     );
 }
@@ -196,7 +201,11 @@ fn a_capture_names_a_new_variable_and_other_namespaces_need_cluster_wide() {
             "apiVersion: harness.veritas.hearthlink.ai/v1alpha1\nid: T-1\ntitle: t\nguide: {{section: s, cause: c, remedy: r}}\nrequires: {{driver: cluster}}\nsetup:\n  - {step}\nfault:\n  - note: {{text: x}}\nsymptom: {{within: 1s, holdFor: 1s, checks: [{{note: {{text: x}}}}]}}\nremedy:\n  - delete: {{kind: pod, name: x}}\nrecovery: {{within: 1s, checks: [{{note: {{text: x}}}}]}}\n"
         )
     };
-    assert!(parse(&cluster("kubectl: {args: [get, pods], capture: podIp}"), Some("T-1")).is_ok());
+    assert!(parse(
+        &cluster("kubectl: {args: [get, pods], capture: podIp}"),
+        Some("T-1")
+    )
+    .is_ok());
     let p = problems(&cluster("kubectl: {args: [get, pods], capture: namespace}"));
     assert_eq!(p[0].field, "setup[0].kubectl.capture", "{p:?}");
     let p = problems(&cluster("kubectl: {args: [get, pods, -n, kube-system]}"));
@@ -206,7 +215,11 @@ fn a_capture_names_a_new_variable_and_other_namespaces_need_cluster_wide() {
 #[test]
 fn an_invariant_must_check_something() {
     let with = |inv: &str| GOOD.replace("remedy:\n", &format!("invariants:\n  - {inv}\nremedy:\n"));
-    assert!(parse(&with("spark: {args: [health], expect: {exit: 0}}"), Some("T-1")).is_ok());
+    assert!(parse(
+        &with("spark: {args: [health], expect: {exit: 0}}"),
+        Some("T-1")
+    )
+    .is_ok());
     let p = problems(&with("note: {text: fine}"));
     assert_eq!(p[0].field, "invariants[0].note", "{p:?}");
     assert!(p[0].message.contains("an invariant is a check"), "{p:?}");

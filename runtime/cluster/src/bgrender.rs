@@ -221,7 +221,11 @@ pub fn diff(drift: &[Drift]) -> String {
         drift.len()
     );
     let w = drift.iter().map(|d| d.key.len()).max().unwrap_or(0).min(48);
-    let _ = writeln!(o, "  {:<9} {:<w$}  {:<30} {}", "KIND", "KEY", "BLUE", "GREEN");
+    let _ = writeln!(
+        o,
+        "  {:<9} {:<w$}  {:<30} {}",
+        "KIND", "KEY", "BLUE", "GREEN"
+    );
     for d in drift {
         let _ = writeln!(
             o,
@@ -231,7 +235,10 @@ pub fn diff(drift: &[Drift]) -> String {
     }
     let mut kinds: Vec<&str> = drift.iter().map(|d| d.kind.as_str()).collect();
     kinds.dedup();
-    let _ = writeln!(o, "remedies (deployment-troubleshooting guide, State Not Syncing):");
+    let _ = writeln!(
+        o,
+        "remedies (deployment-troubleshooting guide, State Not Syncing):"
+    );
     for k in kinds {
         let hint = match k {
             "ConfigMap" => "ConfigMap not synced: apply the same data to veritas-config-blue and veritas-config-green",
@@ -361,7 +368,10 @@ pub fn switch_plan(e: &VeritasEnvironment, to: EnvironmentName, f: &PlanFacts) -
     }
     if let Some(c) = find_condition(&st.conditions, types::STANDBY_HEALTHY) {
         if !c.is_true() && from.map(|f| f.other()) == Some(to) {
-            warnings.push(format!("standby {to} unhealthy: {} ({})", c.message, c.reason));
+            warnings.push(format!(
+                "standby {to} unhealthy: {} ({})",
+                c.message, c.reason
+            ));
         }
     }
     if !f.drift.is_empty() {
@@ -391,7 +401,10 @@ pub fn plan_text(e: &VeritasEnvironment, p: &Plan) -> String {
         p.from.map(|f| f.as_str()).unwrap_or("?"),
         p.to
     );
-    let _ = writeln!(o, "steps the controller would take, each recorded in status before it acts:");
+    let _ = writeln!(
+        o,
+        "steps the controller would take, each recorded in status before it acts:"
+    );
     for (i, s) in p.steps.iter().enumerate() {
         let _ = writeln!(o, "  {}. {s}", i + 1);
     }
@@ -433,7 +446,9 @@ pub fn env_rollback_state(e: &VeritasEnvironment) -> EnvRollbackState {
         "in progress"
     } else if st.phase == EnvironmentPhase::RollbackFailed {
         "failed"
-    } else if last_rollback.is_some_and(|r| r.outcome != "Failed") && st.phase == EnvironmentPhase::Stable {
+    } else if last_rollback.is_some_and(|r| r.outcome != "Failed")
+        && st.phase == EnvironmentPhase::Stable
+    {
         "complete"
     } else {
         "not rolled back"
@@ -463,7 +478,12 @@ pub fn env_rollback_status(e: &VeritasEnvironment) -> String {
         e.metadata.name.as_deref().unwrap_or("")
     );
     let _ = writeln!(o, "rollback:    {}", r.state);
-    let _ = writeln!(o, "phase:       {} ({})", r.phase, r.reason.as_deref().unwrap_or("-"));
+    let _ = writeln!(
+        o,
+        "phase:       {} ({})",
+        r.phase,
+        r.reason.as_deref().unwrap_or("-")
+    );
     let _ = writeln!(
         o,
         "traffic:     on {}",

@@ -35,7 +35,9 @@ pub enum BluegreenCommand {
     /// Current environment state: phase, active/standby/previous environment, switch
     /// progress (step, since when, what it waits for), ready pods and model of each
     /// environment, conditions with reasons.
-    #[command(after_help = "The guide's first step for \"Switch Not Completing\". Raw status:\n  kubectl get veritasenvironment <name> -o jsonpath=\"{.status.switchProgress}\"")]
+    #[command(
+        after_help = "The guide's first step for \"Switch Not Completing\". Raw status:\n  kubectl get veritasenvironment <name> -o jsonpath=\"{.status.switchProgress}\""
+    )]
     Inspect(EnvTarget),
     /// Configuration drift between blue and green: ConfigMap data (veritas-config-blue /
     /// veritas-config-green), the model each environment's pods report (name, version,
@@ -88,16 +90,21 @@ pub async fn find(
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_string());
     let api: Api<VeritasEnvironment> = Api::namespaced(client.clone(), &ns);
-    let crd_hint = |e: kube::Error| match &e {
+    let crd_hint = |e: kube::Error| {
+        match &e {
         kube::Error::Api(s) if s.code == 404 => failed(
             code,
             "the VeritasEnvironment CRD is not installed (kubectl apply -f fixtures/manifests/crds/)",
         ),
         _ => failed(code, format!("failed to read VeritasEnvironments in {ns}: {e}")),
+    }
     };
     let e = match &t.name {
         Some(name) => api.get_opt(name).await.map_err(crd_hint)?.ok_or_else(|| {
-            failed(code, format!("no VeritasEnvironment {name} in namespace {ns}"))
+            failed(
+                code,
+                format!("no VeritasEnvironment {name} in namespace {ns}"),
+            )
         })?,
         None => {
             let mut list = api.list(&Default::default()).await.map_err(crd_hint)?.items;
@@ -162,10 +169,17 @@ async fn facts(client: &Client, e: &VeritasEnvironment) -> Result<PlanFacts, Cli
 }
 
 fn print_json(v: serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(&v).expect("serialisable"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&v).expect("serialisable")
+    );
 }
 
-pub async fn run(client: &Client, cmd: BluegreenCommand, json_out: bool) -> Result<ExitCode, CliError> {
+pub async fn run(
+    client: &Client,
+    cmd: BluegreenCommand,
+    json_out: bool,
+) -> Result<ExitCode, CliError> {
     match cmd {
         BluegreenCommand::Inspect(t) => {
             let (_, e) = find(client, &t, ErrorCode::DeploymentFailed).await?;
@@ -180,7 +194,9 @@ pub async fn run(client: &Client, cmd: BluegreenCommand, json_out: bool) -> Resu
             let (_, e) = find(client, &t, ErrorCode::DeploymentFailed).await?;
             let f = facts(client, &e).await?;
             if json_out {
-                print_json(json!({"schema": 1, "environment": e.name_any(), "inSync": f.drift.is_empty(), "drift": f.drift}));
+                print_json(
+                    json!({"schema": 1, "environment": e.name_any(), "inSync": f.drift.is_empty(), "drift": f.drift}),
+                );
             } else {
                 print!("{}", bgrender::diff(&f.drift));
             }
@@ -199,10 +215,9 @@ async fn switch(client: &Client, a: SwitchArgs, json_out: bool) -> Result<ExitCo
     let (api, e) = find(client, &a.target, code).await?;
     let name = e.name_any();
     let st = e.status.clone().unwrap_or_default();
-    let to = a
-        .to
-        .or(st.active_environment.map(|x| x.other()))
-        .unwrap_or(e.spec.active_environment.other());
+    let to =
+        a.to.or(st.active_environment.map(|x| x.other()))
+            .unwrap_or(e.spec.active_environment.other());
     if a.dry_run {
         let f = facts(client, &e).await?;
         let plan = bgrender::switch_plan(&e, to, &f);
@@ -223,7 +238,10 @@ async fn switch(client: &Client, a: SwitchArgs, json_out: bool) -> Result<ExitCo
             ),
         ));
     }
-    if st.phase == EnvironmentPhase::Stable && st.active_environment == Some(to) && e.spec.active_environment == to {
+    if st.phase == EnvironmentPhase::Stable
+        && st.active_environment == Some(to)
+        && e.spec.active_environment == to
+    {
         if json_out {
             print_json(json!({"schema": 1, "environment": name, "active": to, "changed": false}));
         } else {
@@ -239,14 +257,19 @@ async fn switch(client: &Client, a: SwitchArgs, json_out: bool) -> Result<ExitCo
         &Patch::Merge(json!({"spec": {"activeEnvironment": to}})),
     )
     .await
-    .map_err(|err| failed(code, format!("failed to request the switch of {name} to {to}: {err}")))?;
-    let wait = a
-        .wait
-        .unwrap_or(max_move_seconds(&e.spec) as u64 + 30);
+    .map_err(|err| {
+        failed(
+            code,
+            format!("failed to request the switch of {name} to {to}: {err}"),
+        )
+    })?;
+    let wait = a.wait.unwrap_or(max_move_seconds(&e.spec) as u64 + 30);
     let e = wait_for_move(&api, &name, to, before, wait, code).await?;
     let st = e.status.clone().unwrap_or_default();
     if json_out {
-        print_json(json!({"schema": 1, "environment": name, "active": st.active_environment, "lastSwitch": st.last_switch, "seconds": started.elapsed().as_secs_f64()}));
+        print_json(
+            json!({"schema": 1, "environment": name, "active": st.active_environment, "lastSwitch": st.last_switch, "seconds": started.elapsed().as_secs_f64()}),
+        );
     } else {
         println!(
             "switched {name} to {to} in {:.1}s: {}",
@@ -336,11 +359,17 @@ pub async fn rollback(
             format!(
                 "{name} has no previous environment to roll back to (phase {}, active {})",
                 st.phase,
-                st.active_environment.map(|a| a.as_str()).unwrap_or("unknown")
+                st.active_environment
+                    .map(|a| a.as_str())
+                    .unwrap_or("unknown")
             ),
         ));
     };
-    let value = if force { annotations::FORCE } else { annotations::TRUE };
+    let value = if force {
+        annotations::FORCE
+    } else {
+        annotations::TRUE
+    };
     api.patch(
         &name,
         &PatchParams::default(),
@@ -350,7 +379,9 @@ pub async fn rollback(
     .map_err(|err| failed(code, format!("failed to request the rollback of {name}: {err}")))?;
     let e = wait_for_move(&api, &name, to, st.last_switch.clone(), wait, code).await?;
     if json_out {
-        print_json(json!({"schema": 1, "environment": name, "rollback": bgrender::env_rollback_state(&e)}));
+        print_json(
+            json!({"schema": 1, "environment": name, "rollback": bgrender::env_rollback_state(&e)}),
+        );
     } else {
         print!("{}", bgrender::env_rollback_status(&e));
     }

@@ -96,7 +96,9 @@ fn answer_short(a: &Answer) -> String {
     match a {
         Answer::Http { status, .. } => format!("HTTP {status}"),
         Answer::Timeout => "timeout".into(),
-        Answer::Unreachable(w) => format!("unreachable ({})", w.chars().take(80).collect::<String>()),
+        Answer::Unreachable(w) => {
+            format!("unreachable ({})", w.chars().take(80).collect::<String>())
+        }
     }
 }
 
@@ -110,13 +112,20 @@ pub fn matrix(pods: &[PodFacts], answers: &[PodAnswers]) -> Vec<Row> {
         .collect();
     let not_ready: Vec<&PodFacts> = pods.iter().filter(|p| !p.ready).collect();
     let (level, detail) = if pods.is_empty() {
-        (Level::Critical, "no runtime pods (app=veritas-spark)".to_string())
+        (
+            Level::Critical,
+            "no runtime pods (app=veritas-spark)".to_string(),
+        )
     } else if !crash.is_empty() {
         (
             Level::Critical,
             format!(
                 "CrashLoopBackOff: {}",
-                crash.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                crash
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )
     } else if not_ready.len() == pods.len() {
@@ -143,7 +152,10 @@ pub fn matrix(pods: &[PodFacts], answers: &[PodAnswers]) -> Vec<Row> {
             ),
         )
     } else {
-        (Level::Healthy, format!("{}/{} Running and ready", pods.len(), pods.len()))
+        (
+            Level::Healthy,
+            format!("{}/{} Running and ready", pods.len(), pods.len()),
+        )
     };
     rows.push(Row {
         check: "Pods",
@@ -320,7 +332,10 @@ mod tests {
         assert_eq!(r[0].level, Level::Degraded);
         assert_eq!(exit_code(&r), 0, "degraded is not critical");
         let r = matrix(
-            &[pod("a", true, None), pod("b", false, Some("CrashLoopBackOff"))],
+            &[
+                pod("a", true, None),
+                pod("b", false, Some("CrashLoopBackOff")),
+            ],
             &[ok("a")],
         );
         assert_eq!(r[0].level, Level::Critical);
@@ -340,20 +355,32 @@ mod tests {
             status: 200,
             body: Bytes::from_static(b"veritas_spark_requests_total 1"),
         };
-        assert_eq!(matrix(&[pod("a", true, None)], &[a])[2].level, Level::Degraded);
+        assert_eq!(
+            matrix(&[pod("a", true, None)], &[a])[2].level,
+            Level::Degraded
+        );
         let mut a = ok("a");
         a.metrics = Answer::Unreachable("connection refused".into());
-        assert_eq!(matrix(&[pod("a", true, None)], &[a])[2].level, Level::Critical);
+        assert_eq!(
+            matrix(&[pod("a", true, None)], &[a])[2].level,
+            Level::Critical
+        );
         // IPC: timeout -> Degraded; exit 1 -> Critical.
         let mut a = ok("a");
         a.ready = Answer::Timeout;
-        assert_eq!(matrix(&[pod("a", true, None)], &[a])[3].level, Level::Degraded);
+        assert_eq!(
+            matrix(&[pod("a", true, None)], &[a])[3].level,
+            Level::Degraded
+        );
         let mut a = ok("a");
         a.ready = Answer::Http {
             status: 503,
             body: Bytes::new(),
         };
-        assert_eq!(matrix(&[pod("a", true, None)], &[a])[3].level, Level::Critical);
+        assert_eq!(
+            matrix(&[pod("a", true, None)], &[a])[3].level,
+            Level::Critical
+        );
         // No pods at all: critical.
         assert_eq!(exit_code(&matrix(&[], &[])), 1);
     }
@@ -453,7 +480,11 @@ async fn checks(client: &Client, ns: &str) -> Checks {
                 .items
                 .into_iter()
                 .filter(|e| {
-                    e.involved_object.name.as_deref().unwrap_or("").contains("veritas")
+                    e.involved_object
+                        .name
+                        .as_deref()
+                        .unwrap_or("")
+                        .contains("veritas")
                         || e.message.as_deref().unwrap_or("").contains("veritas")
                 })
                 .collect();
@@ -490,7 +521,10 @@ async fn checks(client: &Client, ns: &str) -> Checks {
                 let alloc = n.status.and_then(|s| s.allocatable).unwrap_or_default();
                 let (acpu, amem) = (
                     alloc.get("cpu").and_then(|q| cpu_millis(&q.0)).unwrap_or(0),
-                    alloc.get("memory").and_then(|q| mem_bytes(&q.0)).unwrap_or(0),
+                    alloc
+                        .get("memory")
+                        .and_then(|q| mem_bytes(&q.0))
+                        .unwrap_or(0),
                 );
                 let lp = ListParams::default().fields(&format!("spec.nodeName={name}"));
                 let (mut rcpu, mut rmem) = (0i64, 0i64);
@@ -504,8 +538,14 @@ async fn checks(client: &Client, ns: &str) -> Checks {
                         }) {
                             for ct in p.spec.iter().flat_map(|s| s.containers.iter()) {
                                 let req = ct.resources.as_ref().and_then(|r| r.requests.as_ref());
-                                rcpu += req.and_then(|r| r.get("cpu")).and_then(|q| cpu_millis(&q.0)).unwrap_or(0);
-                                rmem += req.and_then(|r| r.get("memory")).and_then(|q| mem_bytes(&q.0)).unwrap_or(0);
+                                rcpu += req
+                                    .and_then(|r| r.get("cpu"))
+                                    .and_then(|q| cpu_millis(&q.0))
+                                    .unwrap_or(0);
+                                rmem += req
+                                    .and_then(|r| r.get("memory"))
+                                    .and_then(|q| mem_bytes(&q.0))
+                                    .unwrap_or(0);
                             }
                         }
                         let pct = |a: i64, b: i64| if b > 0 { a * 100 / b } else { 0 };
@@ -517,7 +557,9 @@ async fn checks(client: &Client, ns: &str) -> Checks {
                             pct(rmem, amem)
                         ));
                     }
-                    Err(e) => c.node_allocation.push(format!("{name}: cannot list its pods: {e}")),
+                    Err(e) => c
+                        .node_allocation
+                        .push(format!("{name}: cannot list its pods: {e}")),
                 }
             }
         }
@@ -674,7 +716,10 @@ pub async fn run(client: &Client, a: StatusArgs, json_out: bool) -> ExitCode {
             };
             if let Some(code) = what {
                 // A failed rollback is the more severe of the two.
-                if failure.as_ref().is_none_or(|(c, _)| *c != ErrorCode::RollbackFailed) {
+                if failure
+                    .as_ref()
+                    .is_none_or(|(c, _)| *c != ErrorCode::RollbackFailed)
+                {
                     failure = Some((
                         code,
                         format!(
@@ -694,7 +739,9 @@ pub async fn run(client: &Client, a: StatusArgs, json_out: bool) -> ExitCode {
                 reason: st.reason.clone(),
                 summary: format!(
                     "active {}, desired {}{}",
-                    st.active_environment.map(|a| a.as_str()).unwrap_or("unknown"),
+                    st.active_environment
+                        .map(|a| a.as_str())
+                        .unwrap_or("unknown"),
                     e.spec.active_environment,
                     st.switch_progress
                         .as_ref()
@@ -739,10 +786,16 @@ pub async fn run(client: &Client, a: StatusArgs, json_out: bool) -> ExitCode {
         if a.verbose {
             v["pods"] = json!(facts);
         }
-        println!("{}", serde_json::to_string_pretty(&v).expect("serialisable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("serialisable")
+        );
         return ExitCode::from(code);
     }
-    print!("{}", render(&ns, &rows, &facts, &answers, &resources, a.verbose));
+    print!(
+        "{}",
+        render(&ns, &rows, &facts, &answers, &resources, a.verbose)
+    );
     if let Some(c) = &checks {
         print!("{}", checks_text(c));
     }
@@ -752,7 +805,11 @@ pub async fn run(client: &Client, a: StatusArgs, json_out: bool) -> ExitCode {
         eprintln!("  veritas-spark deployment status --verbose");
         eprintln!("  kubectl get events --sort-by=.lastTimestamp | grep veritas");
         eprintln!("  kubectl describe nodes | grep -A5 \"Allocated\"");
-        eprintln!("  kubectl logs -l {}={} --tail=50", labels::APP, labels::APP_CONTROLLER);
+        eprintln!(
+            "  kubectl logs -l {}={} --tail=50",
+            labels::APP,
+            labels::APP_CONTROLLER
+        );
     }
     ExitCode::from(code)
 }
@@ -767,7 +824,11 @@ pub fn render(
     verbose: bool,
 ) -> String {
     let mut o = String::new();
-    let worst = rows.iter().map(|r| r.level).max().unwrap_or(Level::Critical);
+    let worst = rows
+        .iter()
+        .map(|r| r.level)
+        .max()
+        .unwrap_or(Level::Critical);
     let _ = writeln!(o, "namespace: {ns}    overall: {}", worst.as_str());
     o.push_str(&matrix_text(rows));
     if resources.is_empty() {
@@ -817,15 +878,24 @@ pub fn render(
 
 pub fn checks_text(c: &Checks) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "recent events (kubectl get events --sort-by=.lastTimestamp | grep veritas):");
+    let _ = writeln!(
+        o,
+        "recent events (kubectl get events --sort-by=.lastTimestamp | grep veritas):"
+    );
     for l in &c.events {
         let _ = writeln!(o, "  {l}");
     }
-    let _ = writeln!(o, "node allocation (kubectl describe nodes | grep -A5 \"Allocated\"):");
+    let _ = writeln!(
+        o,
+        "node allocation (kubectl describe nodes | grep -A5 \"Allocated\"):"
+    );
     for l in &c.node_allocation {
         let _ = writeln!(o, "  {l}");
     }
-    let _ = writeln!(o, "controller logs (kubectl logs -l app=veritas-controller --tail=50, warnings and errors):");
+    let _ = writeln!(
+        o,
+        "controller logs (kubectl logs -l app=veritas-controller --tail=50, warnings and errors):"
+    );
     for l in &c.controller_logs {
         let _ = writeln!(o, "  {l}");
     }

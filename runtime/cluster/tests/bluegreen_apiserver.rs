@@ -46,9 +46,13 @@ async fn setup(ns: &str) -> Api<VeritasEnvironment> {
     for e in std::fs::read_dir(root.join("crds")).unwrap() {
         let crd: CustomResourceDefinition =
             serde_yaml::from_str(&std::fs::read_to_string(e.unwrap().path()).unwrap()).unwrap();
-        crds.patch(&crd.metadata.name.clone().unwrap(), &pp, &Patch::Apply(&crd))
-            .await
-            .unwrap();
+        crds.patch(
+            &crd.metadata.name.clone().unwrap(),
+            &pp,
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
     }
     let nss: Api<Namespace> = Api::all(client.clone());
     nss.create(
@@ -110,8 +114,14 @@ fn inspect_diff_dry_run_and_failures_carry_their_codes() {
     let rt = rt();
     let api = rt.block_on(setup(&ns));
     let bg = |c: BluegreenCommand| ClusterCommand::Bluegreen(c);
-    assert_eq!(run(bg(BluegreenCommand::Inspect(target(&ns))), false), ExitCode::SUCCESS);
-    assert_eq!(run(bg(BluegreenCommand::Inspect(target(&ns))), true), ExitCode::SUCCESS);
+    assert_eq!(
+        run(bg(BluegreenCommand::Inspect(target(&ns))), false),
+        ExitCode::SUCCESS
+    );
+    assert_eq!(
+        run(bg(BluegreenCommand::Inspect(target(&ns))), true),
+        ExitCode::SUCCESS
+    );
     let mut missing = target(&ns);
     missing.name = Some("nope".into());
     assert_eq!(
@@ -120,7 +130,10 @@ fn inspect_diff_dry_run_and_failures_carry_their_codes() {
         "E5001 for a missing environment"
     );
     // The example's ConfigMaps are identical: in sync, exit 0; one key changed: exit 1.
-    assert_eq!(run(bg(BluegreenCommand::Diff(target(&ns))), false), ExitCode::SUCCESS);
+    assert_eq!(
+        run(bg(BluegreenCommand::Diff(target(&ns))), false),
+        ExitCode::SUCCESS
+    );
     let cms: Api<ConfigMap> = Api::namespaced(rt.block_on(Client::try_default()).unwrap(), &ns);
     rt.block_on(cms.patch(
         "veritas-config-green",
@@ -128,7 +141,10 @@ fn inspect_diff_dry_run_and_failures_carry_their_codes() {
         &Patch::Merge(json!({"data": {"VERITAS_THREADS": "4"}})),
     ))
     .unwrap();
-    assert_eq!(run(bg(BluegreenCommand::Diff(target(&ns))), true), ExitCode::from(1));
+    assert_eq!(
+        run(bg(BluegreenCommand::Diff(target(&ns))), true),
+        ExitCode::from(1)
+    );
     // A dry run changes nothing.
     let switch = |dry_run: bool, wait: Option<u64>| {
         bg(BluegreenCommand::Switch(SwitchArgs {
@@ -140,7 +156,11 @@ fn inspect_diff_dry_run_and_failures_carry_their_codes() {
     };
     assert_eq!(run(switch(true, None), false), ExitCode::SUCCESS);
     let e = rt.block_on(api.get("veritas-spark")).unwrap();
-    assert_eq!(e.spec.active_environment, EnvironmentName::Blue, "dry run changed the spec");
+    assert_eq!(
+        e.spec.active_environment,
+        EnvironmentName::Blue,
+        "dry run changed the spec"
+    );
     // Nothing rolls back to nowhere: E5002.
     let rb = |bluegreen: bool, status: bool| RollbackArgs {
         canary: false,
@@ -238,9 +258,16 @@ fn switch_and_rollback_commands_wait_for_the_controller() {
         wait: Some(60),
         target: target(&ns),
     }));
-    assert_eq!(run(switch, false), ExitCode::SUCCESS, "switch to the standby (green)");
+    assert_eq!(
+        run(switch, false),
+        ExitCode::SUCCESS,
+        "switch to the standby (green)"
+    );
     let e = ctl_rt.block_on(api.get("veritas-spark")).unwrap();
-    assert_eq!(e.status.unwrap().active_environment, Some(EnvironmentName::Green));
+    assert_eq!(
+        e.status.unwrap().active_environment,
+        Some(EnvironmentName::Green)
+    );
     let rb = RollbackArgs {
         canary: false,
         bluegreen: true,
@@ -257,6 +284,9 @@ fn switch_and_rollback_commands_wait_for_the_controller() {
     let e = ctl_rt.block_on(api.get("veritas-spark")).unwrap();
     let st = e.status.unwrap();
     assert_eq!(st.active_environment, Some(EnvironmentName::Blue));
-    assert_eq!(st.reason.as_deref(), Some(veritas_crds::reasons::ROLLED_BACK));
+    assert_eq!(
+        st.reason.as_deref(),
+        Some(veritas_crds::reasons::ROLLED_BACK)
+    );
     ctl.abort();
 }

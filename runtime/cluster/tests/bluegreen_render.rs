@@ -50,7 +50,12 @@ fn inspect_stuck_switching_on_a_failing_health_check() {
     w.pass();
     let out = bgrender::inspect(&env(&w));
     // The guide's diagnosis: phase Switching, the step, what it waits for, and why.
-    for needle in ["Switching", "step Verifying", "HealthCheckFailed", "waiting for:"] {
+    for needle in [
+        "Switching",
+        "step Verifying",
+        "HealthCheckFailed",
+        "waiting for:",
+    ] {
         assert!(out.contains(needle), "{needle}: {out}");
     }
     snap("bluegreen_inspect_switching_health_check_failed", out);
@@ -91,7 +96,11 @@ fn diff_of_drifted_environments_never_shows_a_secret() {
         ),
         models: vec![tiny_model("1.0.0")],
         env_vars: [("spark/VERITAS_PARALLEL".to_string(), "2".to_string())].into(),
-        mounts: [("spark:/models".to_string(), "pvc models-{env} (ro)".to_string())].into(),
+        mounts: [(
+            "spark:/models".to_string(),
+            "pvc models-{env} (ro)".to_string(),
+        )]
+        .into(),
         ..Default::default()
     };
     let mut blue = base();
@@ -138,7 +147,10 @@ fn switch_dry_run_plans_each_step_and_warns() {
     let e = env(&w);
     let plan = bgrender::switch_plan(&e, Green, &facts(&w));
     assert!(plan.warnings.iter().any(|w| w.contains("TargetUnhealthy")));
-    snap("bluegreen_switch_dry_run_unready_target", bgrender::plan_text(&e, &plan));
+    snap(
+        "bluegreen_switch_dry_run_unready_target",
+        bgrender::plan_text(&e, &plan),
+    );
 }
 
 #[test]
@@ -232,7 +244,12 @@ fn deployment_status_matrix_healthy_and_critical() {
     );
     let pods = vec![
         pod("veritas-spark-green-0", "green", true, None),
-        pod("veritas-spark-green-1", "green", false, Some("CrashLoopBackOff")),
+        pod(
+            "veritas-spark-green-1",
+            "green",
+            false,
+            Some("CrashLoopBackOff"),
+        ),
     ];
     let ans = vec![
         answers("veritas-spark-green-0", true),
@@ -241,9 +258,17 @@ fn deployment_status_matrix_healthy_and_critical() {
     let rows = status::matrix(&pods, &ans);
     assert_eq!(status::exit_code(&rows), 1);
     let checks = status::Checks {
-        events: vec!["Warning BackOff Pod/veritas-spark-green-1: Back-off restarting failed container".into()],
-        node_allocation: vec!["kind-worker: cpu requests 850m of 2000m (42%), memory requests 512Mi of 7940Mi (6%)".into()],
-        controller_logs: vec!["veritas-controller-0: switch: phase SwitchFailed step -: ...".into()],
+        events: vec![
+            "Warning BackOff Pod/veritas-spark-green-1: Back-off restarting failed container"
+                .into(),
+        ],
+        node_allocation: vec![
+            "kind-worker: cpu requests 850m of 2000m (42%), memory requests 512Mi of 7940Mi (6%)"
+                .into(),
+        ],
+        controller_logs: vec![
+            "veritas-controller-0: switch: phase SwitchFailed step -: ...".into(),
+        ],
     };
     snap(
         "deployment_status_verbose_critical",

@@ -84,15 +84,22 @@ fn bluegreen_flags_mean_what_the_guide_says() {
         panic!()
     };
     assert!(r.bluegreen && r.force && !r.canary);
-    assert!(parse("rollback --canary --bluegreen").is_err(), "one kind at a time");
+    assert!(
+        parse("rollback --canary --bluegreen").is_err(),
+        "one kind at a time"
+    );
     let Command::Bluegreen(BluegreenCommand::Switch(s)) =
-        parse("bluegreen switch --dry-run --to blue").unwrap().command
+        parse("bluegreen switch --dry-run --to blue")
+            .unwrap()
+            .command
     else {
         panic!()
     };
     assert!(s.dry_run);
     assert_eq!(s.to, Some(veritas_crds::EnvironmentName::Blue));
-    let err = parse("bluegreen switch --to purple").unwrap_err().to_string();
+    let err = parse("bluegreen switch --to purple")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("blue, green"), "{err}");
     let Command::Deployment(Deployment::Status(a)) =
         parse("deployment status --verbose").unwrap().command
@@ -112,11 +119,17 @@ fn help_teaches_the_switch_and_the_rollback() {
         .unwrap()
         .render_long_help()
         .to_string();
-    assert!(help.contains("--dry-run") && help.contains("E5001"), "{help}");
+    assert!(
+        help.contains("--dry-run") && help.contains("E5001"),
+        "{help}"
+    );
     let help = Cli::command()
         .find_subcommand_mut("rollback")
         .unwrap()
         .render_long_help()
         .to_string();
-    assert!(help.contains("--bluegreen") && help.contains("E5002"), "{help}");
+    assert!(
+        help.contains("--bluegreen") && help.contains("E5002"),
+        "{help}"
+    );
 }

@@ -8,8 +8,8 @@
 //! - [`bluegreen`]: the `VeritasEnvironment` (blue-green) decision, drift and reconcile.
 
 pub mod act;
-pub mod bluegreen;
 pub mod analysis;
+pub mod bluegreen;
 pub mod decide;
 pub mod leader;
 pub mod observe;

@@ -127,8 +127,7 @@ async fn main() -> Result<()> {
     let canaries = run(ctx.clone(), args.namespace.clone());
     let environments = async {
         if bluegreen {
-            veritas_controller::bluegreen::reconcile::run(ctx.clone(), args.namespace.clone())
-                .await
+            veritas_controller::bluegreen::reconcile::run(ctx.clone(), args.namespace.clone()).await
         }
     };
     tokio::select! {

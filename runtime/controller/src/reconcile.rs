@@ -45,8 +45,7 @@ impl Error {
 }
 
 /// See [`Context::freeze_after_status`].
-pub type FreezeHook =
-    Arc<dyn Fn(&veritas_crds::VeritasEnvironmentStatus) -> bool + Send + Sync>;
+pub type FreezeHook = Arc<dyn Fn(&veritas_crds::VeritasEnvironmentStatus) -> bool + Send + Sync>;
 
 /// Shared state of the reconcilers.
 pub struct Context {

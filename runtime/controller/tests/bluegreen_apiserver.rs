@@ -298,9 +298,13 @@ async fn request(api: &Api<VeritasEnvironment>, e: EnvironmentName, ann: Option<
     if let Some((k, v)) = ann {
         patch["metadata"] = json!({"annotations": {k: v}});
     }
-    api.patch("veritas-spark", &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .unwrap();
+    api.patch(
+        "veritas-spark",
+        &PatchParams::default(),
+        &Patch::Merge(patch),
+    )
+    .await
+    .unwrap();
 }
 
 async fn event_reasons(client: &Client, ns: &str) -> Vec<String> {
@@ -355,9 +359,14 @@ async fn switch_blue_to_green_then_rollback() {
     assert_eq!(st.previous_environment, Some(EnvironmentName::Blue));
     assert_eq!(st.reason.as_deref(), Some(reasons::SWITCH_COMPLETED));
     assert_eq!(st.last_switch.as_ref().unwrap().outcome, "Completed");
-    assert_eq!(selector_env(&client, ns, "veritas-spark").await.as_deref(), Some("green"));
     assert_eq!(
-        selector_env(&client, ns, "veritas-spark-preview").await.as_deref(),
+        selector_env(&client, ns, "veritas-spark").await.as_deref(),
+        Some("green")
+    );
+    assert_eq!(
+        selector_env(&client, ns, "veritas-spark-preview")
+            .await
+            .as_deref(),
         Some("blue")
     );
     eprintln!(
@@ -385,12 +394,17 @@ async fn switch_blue_to_green_then_rollback() {
     let st = e.status.unwrap();
     assert_eq!(st.reason.as_deref(), Some(reasons::HEALTH_CHECK_FAILED));
     assert_eq!(st.active_environment, Some(EnvironmentName::Green));
-    assert_eq!(selector_env(&client, ns, "veritas-spark").await.as_deref(), Some("green"));
+    assert_eq!(
+        selector_env(&client, ns, "veritas-spark").await.as_deref(),
+        Some("green")
+    );
     // rollback --bluegreen --force overrides the probe.
     api.patch(
         "veritas-spark",
         &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"annotations": {annotations::ROLLBACK: annotations::FORCE}}})),
+        &Patch::Merge(
+            json!({"metadata": {"annotations": {annotations::ROLLBACK: annotations::FORCE}}}),
+        ),
     )
     .await
     .unwrap();
@@ -399,7 +413,10 @@ async fn switch_blue_to_green_then_rollback() {
     })
     .await;
     assert!(e.status.unwrap().last_switch.unwrap().kind == veritas_crds::SwitchKind::Rollback);
-    assert_eq!(selector_env(&client, ns, "veritas-spark").await.as_deref(), Some("blue"));
+    assert_eq!(
+        selector_env(&client, ns, "veritas-spark").await.as_deref(),
+        Some("blue")
+    );
     h.blue.store(true, Ordering::SeqCst);
 
     // Switch to green again, then a plain rollback --bluegreen.
@@ -418,13 +435,19 @@ async fn switch_blue_to_green_then_rollback() {
         phase(e) == EnvironmentPhase::Stable && active(e) == Some(EnvironmentName::Blue)
     })
     .await;
-    assert_eq!(e.status.as_ref().unwrap().reason.as_deref(), Some(reasons::ROLLED_BACK));
+    assert_eq!(
+        e.status.as_ref().unwrap().reason.as_deref(),
+        Some(reasons::ROLLED_BACK)
+    );
     assert!(!e
         .metadata
         .annotations
         .unwrap_or_default()
         .contains_key(annotations::ROLLBACK));
-    assert_eq!(selector_env(&client, ns, "veritas-spark").await.as_deref(), Some("blue"));
+    assert_eq!(
+        selector_env(&client, ns, "veritas-spark").await.as_deref(),
+        Some("blue")
+    );
     ctl.abort();
 }
 
@@ -455,7 +478,11 @@ async fn failed_health_check_leaves_traffic_on_the_old_environment() {
         let client = client.clone();
         async move {
             let sel = selector_env(&client, ns, "veritas-spark").await;
-            assert_eq!(sel.as_deref(), Some("blue"), "traffic moved to an unhealthy target");
+            assert_eq!(
+                sel.as_deref(),
+                Some("blue"),
+                "traffic moved to an unhealthy target"
+            );
             let e = api.get("veritas-spark").await.map_err(|e| e.to_string())?;
             if phase(&e) == EnvironmentPhase::SwitchFailed {
                 Ok(e)
@@ -486,7 +513,10 @@ async fn failed_health_check_leaves_traffic_on_the_old_environment() {
         phase(e) == EnvironmentPhase::Stable && active(e) == Some(EnvironmentName::Green)
     })
     .await;
-    assert_eq!(selector_env(&client, ns, "veritas-spark").await.as_deref(), Some("green"));
+    assert_eq!(
+        selector_env(&client, ns, "veritas-spark").await.as_deref(),
+        Some("green")
+    );
     ctl.abort();
 }
 
@@ -504,7 +534,10 @@ async fn kill_at(
     });
     let ctl = start(client, ns, Some(hook));
     then.await;
-    let e = status_where(api, 30, &format!("step {at} recorded"), |e| step(e) == Some(at)).await;
+    let e = status_where(api, 30, &format!("step {at} recorded"), |e| {
+        step(e) == Some(at)
+    })
+    .await;
     ctl.abort();
     let _ = ctl.await;
     e
@@ -529,13 +562,19 @@ async fn controller_killed_after_recording_each_step_resumes() {
     })
     .await;
     assert_eq!(phase(&e), EnvironmentPhase::Switching);
-    assert_eq!(selector_env(&client, ns, "veritas-spark").await.as_deref(), Some("blue"));
+    assert_eq!(
+        selector_env(&client, ns, "veritas-spark").await.as_deref(),
+        Some("blue")
+    );
     let ctl = start(&client, ns, None);
     status_where(&api, 30, "resumed to green", |e| {
         phase(e) == EnvironmentPhase::Stable && active(e) == Some(EnvironmentName::Green)
     })
     .await;
-    assert_eq!(selector_env(&client, ns, "veritas-spark").await.as_deref(), Some("green"));
+    assert_eq!(
+        selector_env(&client, ns, "veritas-spark").await.as_deref(),
+        Some("green")
+    );
     ctl.abort();
 
     // SwitchingSelector: recorded, killed before the selector write.
@@ -560,8 +599,14 @@ async fn controller_killed_after_recording_each_step_resumes() {
         phase(e) == EnvironmentPhase::Stable && active(e) == Some(EnvironmentName::Green)
     })
     .await;
-    assert_eq!(e.status.unwrap().previous_environment, Some(EnvironmentName::Blue));
-    assert_eq!(selector_env(&client, ns, "veritas-spark").await.as_deref(), Some("green"));
+    assert_eq!(
+        e.status.unwrap().previous_environment,
+        Some(EnvironmentName::Blue)
+    );
+    assert_eq!(
+        selector_env(&client, ns, "veritas-spark").await.as_deref(),
+        Some("green")
+    );
     ctl.abort();
 
     // UpdatingPreview: traffic on green, killed before the preview write.
@@ -575,9 +620,14 @@ async fn controller_killed_after_recording_each_step_resumes() {
         request(&api, EnvironmentName::Green, None).await
     })
     .await;
-    assert_eq!(selector_env(&client, ns, "veritas-spark").await.as_deref(), Some("green"));
     assert_eq!(
-        selector_env(&client, ns, "veritas-spark-preview").await.as_deref(),
+        selector_env(&client, ns, "veritas-spark").await.as_deref(),
+        Some("green")
+    );
+    assert_eq!(
+        selector_env(&client, ns, "veritas-spark-preview")
+            .await
+            .as_deref(),
         Some("green"),
         "the frozen controller never wrote the preview selector"
     );
@@ -589,16 +639,27 @@ async fn controller_killed_after_recording_each_step_resumes() {
     })
     .await;
     assert_eq!(phase(&e), EnvironmentPhase::RollingBack);
-    assert_eq!(selector_env(&client, ns, "veritas-spark").await.as_deref(), Some("green"));
+    assert_eq!(
+        selector_env(&client, ns, "veritas-spark").await.as_deref(),
+        Some("green")
+    );
     let ctl = start(&client, ns, None);
     let e = status_where(&api, 30, "traffic back on blue", |e| {
         phase(e) == EnvironmentPhase::Stable && active(e) == Some(EnvironmentName::Blue)
     })
     .await;
-    assert_eq!(e.status.unwrap().reason.as_deref(), Some(reasons::SWITCH_ABORTED));
-    assert_eq!(selector_env(&client, ns, "veritas-spark").await.as_deref(), Some("blue"));
     assert_eq!(
-        selector_env(&client, ns, "veritas-spark-preview").await.as_deref(),
+        e.status.unwrap().reason.as_deref(),
+        Some(reasons::SWITCH_ABORTED)
+    );
+    assert_eq!(
+        selector_env(&client, ns, "veritas-spark").await.as_deref(),
+        Some("blue")
+    );
+    assert_eq!(
+        selector_env(&client, ns, "veritas-spark-preview")
+            .await
+            .as_deref(),
         Some("green")
     );
     ctl.abort();
@@ -619,7 +680,14 @@ async fn target_without_ready_pods_is_never_selected_and_standby_is_reported() {
     )
     .await;
     for i in 0..2 {
-        ready_pod(&client, ns, &format!("veritas-spark-green-{i}"), EnvironmentName::Green, false).await;
+        ready_pod(
+            &client,
+            ns,
+            &format!("veritas-spark-green-{i}"),
+            EnvironmentName::Green,
+            false,
+        )
+        .await;
     }
     let ctl = start(&client, ns, None);
     let e = status_where(&api, 30, "StandbyHealthy=False", |e| {
@@ -635,7 +703,13 @@ async fn target_without_ready_pods_is_never_selected_and_standby_is_reported() {
         phase(e) == EnvironmentPhase::SwitchFailed
     })
     .await;
-    assert_eq!(e.status.unwrap().reason.as_deref(), Some(reasons::TARGET_UNHEALTHY));
-    assert_eq!(selector_env(&client, ns, "veritas-spark").await.as_deref(), Some("blue"));
+    assert_eq!(
+        e.status.unwrap().reason.as_deref(),
+        Some(reasons::TARGET_UNHEALTHY)
+    );
+    assert_eq!(
+        selector_env(&client, ns, "veritas-spark").await.as_deref(),
+        Some("blue")
+    );
     ctl.abort();
 }

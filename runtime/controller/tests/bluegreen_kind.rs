@@ -61,11 +61,17 @@ async fn apply_all(client: &Client, ns: &str, env_spec: Value) -> Api<VeritasEnv
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let pp = PatchParams::apply("veritas-test").force();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/manifests");
-    let text = std::fs::read_to_string(root.join("crds/veritasenvironments.veritas.hearthlink.ai.yaml")).unwrap();
+    let text =
+        std::fs::read_to_string(root.join("crds/veritasenvironments.veritas.hearthlink.ai.yaml"))
+            .unwrap();
     let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
-    crds.patch(crd.metadata.name.as_deref().unwrap(), &pp, &Patch::Apply(&crd))
-        .await
-        .unwrap();
+    crds.patch(
+        crd.metadata.name.as_deref().unwrap(),
+        &pp,
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
     let nsapi: Api<Namespace> = Api::all(client.clone());
     let nso: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
     nsapi.create(&PostParams::default(), &nso).await.unwrap();
@@ -135,7 +141,11 @@ async fn status_where(
             if pred(&e) {
                 Ok(e)
             } else {
-                Err(format!("{:?}", e.status.map(|s| (s.phase, s.reason, s.message, s.environments))))
+                Err(format!(
+                    "{:?}",
+                    e.status
+                        .map(|s| (s.phase, s.reason, s.message, s.environments))
+                ))
             }
         }
     })
@@ -209,9 +219,9 @@ async fn switch_under_traffic_refused_switch_and_rollback_on_kind() {
     let ctl = start(&client, ns);
     status_where(&api, 300, "blue Stable, both environments ready", |e| {
         stable_on(e, EnvironmentName::Blue)
-            && e.status.as_ref().is_some_and(|s| {
-                s.environments.blue.ready == 2 && s.environments.green.ready == 2
-            })
+            && e.status
+                .as_ref()
+                .is_some_and(|s| s.environments.blue.ready == 2 && s.environments.green.ready == 2)
     })
     .await;
 
@@ -257,7 +267,10 @@ async fn switch_under_traffic_refused_switch_and_rollback_on_kind() {
     })
     .await;
     let switch_time = t0.elapsed();
-    let e = status_where(&api, 120, "green Stable", |e| stable_on(e, EnvironmentName::Green)).await;
+    let e = status_where(&api, 120, "green Stable", |e| {
+        stable_on(e, EnvironmentName::Green)
+    })
+    .await;
     let st = e.status.unwrap();
     assert_eq!(st.previous_environment, Some(EnvironmentName::Blue));
     let phase = eventually("traffic pod finished", 300, || {
@@ -278,7 +291,11 @@ async fn switch_under_traffic_refused_switch_and_rollback_on_kind() {
         switch_time.as_secs_f64(),
         st.last_switch.as_ref().unwrap().duration_seconds
     );
-    assert_eq!(last, format!("ok={requests} fail=0"), "requests failed across the switch");
+    assert_eq!(
+        last,
+        format!("ok={requests} fail=0"),
+        "requests failed across the switch"
+    );
     let _ = pods.delete("traffic", &DeleteParams::default()).await;
 
     // A switch refused: the target's probe answers 404 on a path it does not serve.
@@ -298,7 +315,10 @@ async fn switch_under_traffic_refused_switch_and_rollback_on_kind() {
     let st = e.status.unwrap();
     assert_eq!(st.reason.as_deref(), Some(reasons::HEALTH_CHECK_FAILED));
     assert_eq!(st.active_environment, Some(EnvironmentName::Green));
-    assert!(endpoints(&client, ns).await.iter().all(|a| green_ips.contains(a)));
+    assert!(endpoints(&client, ns)
+        .await
+        .iter()
+        .all(|a| green_ips.contains(a)));
 
     // rollback --bluegreen after a failed switch: spec back to what serves, then a real
     // rollback to blue with the probe fixed.
@@ -309,7 +329,10 @@ async fn switch_under_traffic_refused_switch_and_rollback_on_kind() {
     )
     .await
     .unwrap();
-    status_where(&api, 60, "green Stable again", |e| stable_on(e, EnvironmentName::Green)).await;
+    status_where(&api, 60, "green Stable again", |e| {
+        stable_on(e, EnvironmentName::Green)
+    })
+    .await;
     api.patch(
         "veritas-spark",
         &PatchParams::default(),
@@ -317,8 +340,14 @@ async fn switch_under_traffic_refused_switch_and_rollback_on_kind() {
     )
     .await
     .unwrap();
-    let e = status_where(&api, 120, "rolled back to blue", |e| stable_on(e, EnvironmentName::Blue)).await;
-    assert_eq!(e.status.unwrap().reason.as_deref(), Some(reasons::ROLLED_BACK));
+    let e = status_where(&api, 120, "rolled back to blue", |e| {
+        stable_on(e, EnvironmentName::Blue)
+    })
+    .await;
+    assert_eq!(
+        e.status.unwrap().reason.as_deref(),
+        Some(reasons::ROLLED_BACK)
+    );
     ctl.abort();
     let nsapi: Api<Namespace> = Api::all(client.clone());
     let _ = nsapi.delete(ns, &DeleteParams::default()).await;

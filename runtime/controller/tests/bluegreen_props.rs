@@ -90,7 +90,10 @@ fn check(
     let new = &d.status;
     let ended = old.phase.in_progress() && !new.phase.in_progress();
     if ended {
-        let rec = new.last_switch.clone().expect("a finished move is recorded");
+        let rec = new
+            .last_switch
+            .clone()
+            .expect("a finished move is recorded");
         if rec.outcome == "Completed" {
             // Completion is decided on the observed Service: exactly one environment active.
             let sel = before

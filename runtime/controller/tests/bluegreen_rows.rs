@@ -44,14 +44,20 @@ fn switch_happy_path_records_each_step_before_acting() {
     let d = w.pass();
     let p = d.status.switch_progress.clone().expect("in progress");
     assert_eq!(d.status.phase, EnvironmentPhase::Switching);
-    assert_eq!((p.step, p.from, p.target), (SwitchStep::SwitchingSelector, Blue, Green));
+    assert_eq!(
+        (p.step, p.from, p.target),
+        (SwitchStep::SwitchingSelector, Blue, Green)
+    );
     assert_eq!(selects(&d, "veritas-spark").as_deref(), Some("green"));
     // Pass 2: the Service selects only green: traffic is on green, the preview moves to blue.
     let d = w.pass();
     let p = d.status.switch_progress.clone().expect("in progress");
     assert_eq!(p.step, SwitchStep::UpdatingPreview);
     assert_eq!(d.status.active_environment, Some(Green));
-    assert_eq!(selects(&d, "veritas-spark-preview").as_deref(), Some("blue"));
+    assert_eq!(
+        selects(&d, "veritas-spark-preview").as_deref(),
+        Some("blue")
+    );
     // Pass 3: done.
     let d = w.pass();
     assert_eq!(d.status.phase, EnvironmentPhase::Stable);
@@ -60,10 +66,16 @@ fn switch_happy_path_records_each_step_before_acting() {
     assert_eq!(d.status.previous_environment, Some(Blue));
     assert!(d.status.switch_progress.is_none());
     let rec = d.status.last_switch.clone().unwrap();
-    assert_eq!((rec.from, rec.target, rec.outcome.as_str()), (Blue, Green, "Completed"));
+    assert_eq!(
+        (rec.from, rec.target, rec.outcome.as_str()),
+        (Blue, Green, "Completed")
+    );
     assert_eq!(w.selected(), Some(Green));
     let reasons: Vec<&str> = w.events.iter().map(|e| e.0).collect();
-    assert_eq!(reasons, [reasons::SWITCH_STARTED, reasons::SWITCH_COMPLETED]);
+    assert_eq!(
+        reasons,
+        [reasons::SWITCH_STARTED, reasons::SWITCH_COMPLETED]
+    );
     // Settled: another pass changes nothing and publishes nothing.
     let d = w.pass();
     assert_eq!(Some(&d.status), w.status.as_ref());
@@ -86,19 +98,31 @@ fn health_check_failing_fails_at_the_deadline_and_leaves_traffic_on_the_old_envi
     w.advance(1);
     let d = w.pass();
     assert_eq!(d.status.phase, EnvironmentPhase::SwitchFailed);
-    assert_eq!(d.status.reason.as_deref(), Some(reasons::HEALTH_CHECK_FAILED));
-    assert!(d.status.message.as_ref().unwrap().contains("timeoutSeconds=120"));
+    assert_eq!(
+        d.status.reason.as_deref(),
+        Some(reasons::HEALTH_CHECK_FAILED)
+    );
+    assert!(d
+        .status
+        .message
+        .as_ref()
+        .unwrap()
+        .contains("timeoutSeconds=120"));
     assert_eq!(d.status.active_environment, Some(Blue));
     assert_eq!(w.selected(), Some(Blue));
     let c = cond(&w, types::PROGRESSING);
-    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", reasons::HEALTH_CHECK_FAILED));
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", reasons::HEALTH_CHECK_FAILED)
+    );
     // Failed stays failed (no retry loop) until a person acts.
     w.advance(300);
     w.settle(5);
     assert_eq!(st(&w).phase, EnvironmentPhase::SwitchFailed);
     // Remedy "Fix target env health issues", then retry.
     w.env_mut(Green).probe = ProbeOutcome::Healthy;
-    w.annotations.insert(annotations::RETRY.into(), "true".into());
+    w.annotations
+        .insert(annotations::RETRY.into(), "true".into());
     w.settle(10);
     assert_eq!(st(&w).phase, EnvironmentPhase::Stable);
     assert_eq!(st(&w).active_environment, Some(Green));
@@ -114,7 +138,10 @@ fn probe_without_answer_is_health_check_timeout() {
     w.advance(120);
     let d = w.pass();
     assert_eq!(d.status.phase, EnvironmentPhase::SwitchFailed);
-    assert_eq!(d.status.reason.as_deref(), Some(reasons::HEALTH_CHECK_TIMEOUT));
+    assert_eq!(
+        d.status.reason.as_deref(),
+        Some(reasons::HEALTH_CHECK_TIMEOUT)
+    );
     assert_eq!(w.selected(), Some(Blue));
 }
 
@@ -130,7 +157,10 @@ fn timeout_too_short_then_increased() {
     w.advance(10);
     let d = w.pass();
     assert_eq!(d.status.phase, EnvironmentPhase::SwitchFailed);
-    assert_eq!(d.status.reason.as_deref(), Some(reasons::MIN_READY_SECONDS_NOT_MET));
+    assert_eq!(
+        d.status.reason.as_deref(),
+        Some(reasons::MIN_READY_SECONDS_NOT_MET)
+    );
     assert_eq!(w.selected(), Some(Blue));
     // Remedy "Increase switch.healthCheck.timeout": a new generation retries.
     w.spec.switch.health_check.timeout_seconds = 60;
@@ -163,7 +193,10 @@ fn min_ready_seconds_restarts_when_a_pod_flips() {
     w.advance(15);
     // Only 15 s since the flip: still waiting.
     let d = w.pass();
-    assert_eq!(d.status.switch_progress.unwrap().step, SwitchStep::Verifying);
+    assert_eq!(
+        d.status.switch_progress.unwrap().step,
+        SwitchStep::Verifying
+    );
     w.advance(5);
     w.settle(5);
     assert_eq!(st(&w).active_environment, Some(Green));
@@ -178,7 +211,10 @@ fn min_ready_seconds_counts_from_the_pods_ready_condition() {
     w.env_mut(Green).ready_since = Some(after(w.now, -60));
     w.request(Green);
     let d = w.pass();
-    assert_eq!(d.status.switch_progress.unwrap().step, SwitchStep::SwitchingSelector);
+    assert_eq!(
+        d.status.switch_progress.unwrap().step,
+        SwitchStep::SwitchingSelector
+    );
     w.settle(5);
     assert_eq!(st(&w).active_environment, Some(Green));
     // Ready 5 s ago: 15 s more.
@@ -190,7 +226,10 @@ fn min_ready_seconds_counts_from_the_pods_ready_condition() {
         Some(reasons::MIN_READY_SECONDS_NOT_MET)
     );
     w.advance(14);
-    assert_eq!(w.pass().status.switch_progress.unwrap().step, SwitchStep::Verifying);
+    assert_eq!(
+        w.pass().status.switch_progress.unwrap().step,
+        SwitchStep::Verifying
+    );
     w.advance(1);
     w.settle(5);
     assert_eq!(st(&w).active_environment, Some(Blue));
@@ -227,7 +266,10 @@ fn service_update_failed_restores_then_manual_selector_is_adopted() {
     let d = w.pass();
     // The selector never moved, so restoring it is immediate.
     assert_eq!(d.status.phase, EnvironmentPhase::SwitchFailed);
-    assert_eq!(d.status.reason.as_deref(), Some(reasons::SERVICE_UPDATE_FAILED));
+    assert_eq!(
+        d.status.reason.as_deref(),
+        Some(reasons::SERVICE_UPDATE_FAILED)
+    );
     assert_eq!(d.status.active_environment, Some(Blue));
     assert_eq!(w.selected(), Some(Blue));
     // Remedy "Manually update service selector".
@@ -306,7 +348,10 @@ fn rollback_to_the_previous_environment() {
     w.rollback(false);
     let d = w.pass();
     assert_eq!(d.status.phase, EnvironmentPhase::RollingBack);
-    assert_eq!(d.status.switch_progress.as_ref().unwrap().kind, SwitchKind::Rollback);
+    assert_eq!(
+        d.status.switch_progress.as_ref().unwrap().kind,
+        SwitchKind::Rollback
+    );
     assert!(d
         .actions
         .contains(&Action::ClearAnnotation(annotations::ROLLBACK.into())));
@@ -314,7 +359,10 @@ fn rollback_to_the_previous_environment() {
     let s = st(&w);
     assert_eq!(s.phase, EnvironmentPhase::Stable);
     assert_eq!(s.reason.as_deref(), Some(reasons::ROLLED_BACK));
-    assert_eq!((s.active_environment, s.previous_environment), (Some(Blue), Some(Green)));
+    assert_eq!(
+        (s.active_environment, s.previous_environment),
+        (Some(Blue), Some(Green))
+    );
     assert_eq!(w.selected(), Some(Blue));
 }
 
@@ -371,7 +419,10 @@ fn both_environments_selected_is_reported_and_repaired() {
     w.active_selector = Some(selector(None));
     let d = w.pass();
     let c = cond(&w, types::TRAFFIC_ROUTED);
-    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", reasons::SELECTOR_DRIFT));
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", reasons::SELECTOR_DRIFT)
+    );
     assert!(c.message.contains("both environments"));
     assert_eq!(selects(&d, "veritas-spark").as_deref(), Some("blue"));
     assert!(w.events.iter().any(|e| e.0 == reasons::SELECTOR_DRIFT));
@@ -410,7 +461,10 @@ fn standby_unhealthy_is_a_condition_with_one_event() {
     w.env_mut(Green).ready = 1;
     w.pass();
     let c = cond(&w, types::STANDBY_HEALTHY);
-    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", reasons::STANDBY_UNHEALTHY));
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", reasons::STANDBY_UNHEALTHY)
+    );
     assert!(c.message.contains("1/2 pods of standby green"));
     w.pass();
     assert_eq!(
@@ -424,7 +478,10 @@ fn standby_unhealthy_is_a_condition_with_one_event() {
     w.env_mut(Green).ready = 2;
     w.env_mut(Green).probe = ProbeOutcome::Unhealthy("503".into());
     w.pass();
-    assert_eq!(cond(&w, types::STANDBY_HEALTHY).reason, reasons::HEALTH_CHECK_FAILED);
+    assert_eq!(
+        cond(&w, types::STANDBY_HEALTHY).reason,
+        reasons::HEALTH_CHECK_FAILED
+    );
 }
 
 #[test]
@@ -438,7 +495,10 @@ fn drift_is_a_condition_and_in_status() {
     }];
     w.pass();
     let c = cond(&w, types::IN_SYNC);
-    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", reasons::CONFIG_MAP_DRIFT));
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", reasons::CONFIG_MAP_DRIFT)
+    );
     assert_eq!(st(&w).drift.len(), 1);
 }
 
@@ -484,8 +544,14 @@ fn snap() -> EnvSnapshot {
 
 #[test]
 fn normalise_treats_env_named_references_as_one() {
-    assert_eq!(drift::normalise("veritas-config-blue", Blue), "veritas-config-{env}");
-    assert_eq!(drift::normalise("veritas-config-green", Green), "veritas-config-{env}");
+    assert_eq!(
+        drift::normalise("veritas-config-blue", Blue),
+        "veritas-config-{env}"
+    );
+    assert_eq!(
+        drift::normalise("veritas-config-green", Green),
+        "veritas-config-{env}"
+    );
     assert_eq!(drift::normalise("bluebird", Blue), "bluebird");
     assert_eq!(drift::normalise("models.blue_v1", Blue), "models.{env}_v1");
 }
@@ -495,10 +561,15 @@ fn config_model_env_and_mount_drift() {
     let a = snap();
     let mut b = snap();
     assert!(drift::diff(&a, &b).is_empty());
-    b.config.as_mut().unwrap().insert("VERITAS_THREADS".into(), "4".into());
+    b.config
+        .as_mut()
+        .unwrap()
+        .insert("VERITAS_THREADS".into(), "4".into());
     b.models = vec![tiny_model("2.0.0")];
-    b.env_vars.insert("spark/VERITAS_PARALLEL".into(), "8".into());
-    b.mounts.insert("spark:/models".into(), "pvc models-v2 (ro)".into());
+    b.env_vars
+        .insert("spark/VERITAS_PARALLEL".into(), "8".into());
+    b.mounts
+        .insert("spark:/models".into(), "pvc models-v2 (ro)".into());
     let d = drift::diff(&a, &b);
     let kinds: Vec<&str> = d.iter().map(|d| d.kind.as_str()).collect();
     assert_eq!(kinds, ["ConfigMap", "Model", "EnvVar", "Volume"]);
@@ -516,7 +587,11 @@ fn secrets_are_compared_by_digest_and_never_shown() {
     let secret_value = "hunter2-very-secret";
     a.secrets.insert(
         "api-{env}".into(),
-        [("token".to_string(), drift::secret_digest(secret_value.as_bytes()))].into(),
+        [(
+            "token".to_string(),
+            drift::secret_digest(secret_value.as_bytes()),
+        )]
+        .into(),
     );
     b.secrets.insert(
         "api-{env}".into(),
@@ -531,7 +606,10 @@ fn secrets_are_compared_by_digest_and_never_shown() {
     b.missing_secrets.insert("api-{env}".into());
     b.secrets.clear();
     let d = drift::diff(&a, &b);
-    assert_eq!((d[0].blue.as_str(), d[0].green.as_str()), ("present", drift::ABSENT));
+    assert_eq!(
+        (d[0].blue.as_str(), d[0].green.as_str()),
+        ("present", drift::ABSENT)
+    );
 }
 
 #[test]
@@ -551,7 +629,9 @@ fn template_parts_normalise_references() {
     assert_eq!(bm["spark:/models"], "pvc models-{env} (ro)");
     assert_eq!(bv["spark/TOKEN"], "secret api-{env}/token");
     assert_eq!(
-        drift::referenced_secrets(&t("blue")).into_iter().collect::<Vec<_>>(),
+        drift::referenced_secrets(&t("blue"))
+            .into_iter()
+            .collect::<Vec<_>>(),
         ["api-blue"]
     );
 }

@@ -137,7 +137,10 @@ fn bluegreen_objects_carry_the_guides_names_labels_and_no_namespace() {
             doc["metadata"]["name"]
         );
     }
-    let env = d.iter().find(|d| d["kind"] == "VeritasEnvironment").unwrap();
+    let env = d
+        .iter()
+        .find(|d| d["kind"] == "VeritasEnvironment")
+        .unwrap();
     let spec: VeritasEnvironmentSpec = serde_json::from_value(env["spec"].clone()).unwrap();
     let active = find(&d, "Service", &spec.active_service);
     let preview = find(&d, "Service", &spec.preview_service);

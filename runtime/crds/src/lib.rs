@@ -20,8 +20,7 @@ pub use canary::{
 pub use environment::{
     Drift, EnvironmentName, EnvironmentObserved, EnvironmentPhase, EnvironmentRef,
     EnvironmentsObserved, ModelIdentity, SwitchKind, SwitchProgress, SwitchRecord, SwitchStep,
-    VeritasEnvironment, VeritasEnvironmentSpec, VeritasEnvironmentStatus,
-    ENVIRONMENT_SELECTOR_KEY,
+    VeritasEnvironment, VeritasEnvironmentSpec, VeritasEnvironmentStatus, ENVIRONMENT_SELECTOR_KEY,
 };
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

@@ -101,8 +101,10 @@ fn environment_defaults_name_the_guides_objects() {
     assert_eq!(spec.green.config_map, "veritas-config-green");
     assert_eq!(spec.blue.deployment, "veritas-spark-blue");
     assert_eq!(spec.switch.health_check.timeout_seconds, 120);
-    assert!(serde_json::from_value::<veritas_crds::VeritasEnvironmentSpec>(
-        serde_json::json!({"activeEnvironment": "purple"})
-    )
-    .is_err());
+    assert!(
+        serde_json::from_value::<veritas_crds::VeritasEnvironmentSpec>(
+            serde_json::json!({"activeEnvironment": "purple"})
+        )
+        .is_err()
+    );
 }

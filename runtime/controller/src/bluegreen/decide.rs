@@ -479,8 +479,7 @@ impl Pass<'_> {
                         self.st.reason = Some(reasons::TARGET_UNHEALTHY.into());
                         self.st.message = Some(format!(
                             "Service {} has no {} key and {want} has no ready pod to select",
-                            self.spec.active_service,
-                            ENVIRONMENT_SELECTOR_KEY
+                            self.spec.active_service, ENVIRONMENT_SELECTOR_KEY
                         ));
                         self.requeue = 5;
                         return;
@@ -940,9 +939,12 @@ impl Pass<'_> {
                     self.spec.env(standby).deployment
                 ),
             ),
-            Some(d) => match self.obs.probes.get(&standby).and_then(|ps| {
-                ps.iter().find(|p| p.outcome != ProbeOutcome::Healthy)
-            }) {
+            Some(d) => match self
+                .obs
+                .probes
+                .get(&standby)
+                .and_then(|ps| ps.iter().find(|p| p.outcome != ProbeOutcome::Healthy))
+            {
                 Some(p) => (
                     false,
                     match p.outcome {
@@ -1183,7 +1185,10 @@ pub fn decide(
     if pass.st.switch_progress.is_some() {
         pass.step();
     } else {
-        let rollback = obs.annotations.get(annotations::ROLLBACK).map(String::as_str);
+        let rollback = obs
+            .annotations
+            .get(annotations::ROLLBACK)
+            .map(String::as_str);
         pass.settled(generation_changed, retry, rollback);
     }
     pass.conditions();

@@ -92,9 +92,17 @@ pub fn referenced_secrets(t: &PodTemplateSpec) -> BTreeSet<String> {
             out.insert(n);
         }
     }
-    for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
+    for c in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
         for e in c.env.iter().flatten() {
-            if let Some(r) = e.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()) {
+            if let Some(r) = e
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+            {
                 out.insert(r.name.clone());
             }
         }

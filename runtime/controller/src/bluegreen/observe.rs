@@ -96,7 +96,11 @@ pub async fn observe(
             }
         }
         ready.sort_by(|a, b| a.name.cmp(&b.name));
-        let template = d.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+        let template = d
+            .spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .unwrap_or_default();
         let obs = EnvObs {
             replicas: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
             ready: ready.len() as i32,

@@ -224,7 +224,12 @@ impl World {
     }
 
     pub fn decide(&self) -> Decision {
-        decide(&self.name, &self.spec, self.status.as_ref(), &self.observe())
+        decide(
+            &self.name,
+            &self.spec,
+            self.status.as_ref(),
+            &self.observe(),
+        )
     }
 
     /// Carries out the first `n` actions (a controller killed after them).
