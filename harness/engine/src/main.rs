@@ -51,6 +51,10 @@ enum Cmd {
     Validate,
     /// Print the JSON Schema of scenario files.
     Schema,
+    /// Performance regression benchmark: the raw llama-cpp-2 loop, our daemon (IPC and
+    /// HTTP) and llama.cpp's llama-server on one generated model, interleaved; table, JSON
+    /// and SVG plot under --out.
+    Bench(veritas_bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -133,6 +137,10 @@ fn load_all(dir: &std::path::Path) -> Result<Vec<Scenario>> {
 fn real_main(cli: Cli) -> Result<i32> {
     let dir = scenario_dir(&cli);
     match &cli.command {
+        Cmd::Bench(args) => {
+            veritas_bench::cli(args).context("benchmark run")?;
+            Ok(0)
+        }
         Cmd::Schema => {
             println!(
                 "{}",

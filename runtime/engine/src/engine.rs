@@ -251,6 +251,7 @@ impl Engine {
         prompt: &str,
         max_tokens: u32,
         cancelled: &dyn Fn() -> bool,
+        mut on_piece: Option<&mut dyn FnMut(&str)>,
     ) -> Result<Generation, ErrorBody> {
         let started = Instant::now();
         // The tokenizer sees each space as U+2581 (three bytes).
@@ -324,6 +325,7 @@ impl Engine {
         // Bounded by the context window checked above, never by the client's number alone.
         let mut out = Vec::with_capacity(max_tokens.min(self.n_ctx) as usize);
         let mut finish_reason = "length";
+        let mut pieces = PieceDecoder::default();
         for pos in (n_prompt as i32..).take(max_tokens as usize) {
             if cancelled() {
                 return Err(ErrorBody::new(
@@ -341,12 +343,21 @@ impl Engine {
                 break;
             }
             out.push(token);
+            if let Some(f) = on_piece.as_mut() {
+                let bytes = vocab.token_to_piece(token, false, None);
+                if let Some(text) = pieces.push(&bytes) {
+                    f(&text);
+                }
+            }
             batch.clear();
             batch
                 .add(token, pos, &[0], true)
                 .map_err(|e| inference_failed("batch", &e))?;
             ctx.decode(&mut batch)
                 .map_err(|e| inference_failed("decode failed", &e))?;
+        }
+        if let (Some(f), Some(rest)) = (on_piece.as_mut(), pieces.finish()) {
+            f(&rest);
         }
         let bytes = vocab.detokenize(&out, false, false);
         Ok(Generation {
@@ -375,6 +386,84 @@ impl Slot<'_> {
     ) -> Result<Generation, ErrorBody> {
         self.ctx.clear_kv_cache();
         self.engine
-            .run(&mut self.ctx, prompt, max_tokens, cancelled)
+            .run(&mut self.ctx, prompt, max_tokens, cancelled, None)
+    }
+
+    /// Like [`Slot::generate_until`], handing each generated piece of text to `on_piece`
+    /// as it is decoded (whole UTF-8 characters only: a character split across tokens is
+    /// handed over once its last byte arrives).
+    pub fn generate_streaming(
+        &mut self,
+        prompt: &str,
+        max_tokens: u32,
+        cancelled: &dyn Fn() -> bool,
+        on_piece: &mut dyn FnMut(&str),
+    ) -> Result<Generation, ErrorBody> {
+        self.ctx.clear_kv_cache();
+        self.engine
+            .run(&mut self.ctx, prompt, max_tokens, cancelled, Some(on_piece))
+    }
+}
+
+/// Turns token bytes into text as they come: byte-level vocabularies split multi-byte
+/// characters across tokens, and a client must never see half a character.
+#[derive(Debug, Default)]
+pub struct PieceDecoder {
+    pending: Vec<u8>,
+}
+
+impl PieceDecoder {
+    /// Adds a token's bytes; returns the text that is now complete, if any.
+    pub fn push(&mut self, bytes: &[u8]) -> Option<String> {
+        self.pending.extend_from_slice(bytes);
+        let ready = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            // An invalid sequence will never become valid: hand it over (replaced).
+            Err(e) => match e.error_len() {
+                Some(bad) => e.valid_up_to() + bad,
+                None => e.valid_up_to(),
+            },
+        };
+        if ready == 0 {
+            return None;
+        }
+        let rest = self.pending.split_off(ready);
+        let text = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending = rest;
+        Some(text)
+    }
+
+    /// What is left at the end (an incomplete character, replaced).
+    pub fn finish(&mut self) -> Option<String> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        Some(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PieceDecoder;
+
+    #[test]
+    fn pieces_never_split_a_character() {
+        let mut d = PieceDecoder::default();
+        let euro = "€".as_bytes(); // three bytes
+        assert_eq!(d.push(b"a"), Some("a".to_string()));
+        assert_eq!(d.push(&euro[..1]), None);
+        assert_eq!(d.push(&euro[1..2]), None);
+        assert_eq!(d.push(&euro[2..]), Some("€".to_string()));
+        assert_eq!(d.finish(), None);
+    }
+
+    #[test]
+    fn invalid_bytes_are_replaced_not_held() {
+        let mut d = PieceDecoder::default();
+        assert_eq!(d.push(&[0xff, b'x']), Some("\u{fffd}x".to_string()));
+        assert_eq!(d.push(&[0xe2, 0x82]), None);
+        assert_eq!(d.finish(), Some("\u{fffd}".to_string()));
     }
 }

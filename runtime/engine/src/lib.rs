@@ -9,5 +9,7 @@ pub mod verify;
 
 mod engine;
 
-pub use engine::{default_n_ctx, Engine, EngineOptions, Generation, Slot, DEFAULT_MAX_CTX};
+pub use engine::{
+    default_n_ctx, Engine, EngineOptions, Generation, PieceDecoder, Slot, DEFAULT_MAX_CTX,
+};
 pub use verify::{verify_model, verify_model_with, MemoryCheck, VerifiedModel};

@@ -108,7 +108,7 @@ pub fn run(args: WorkerArgs) -> i32 {
         sandbox: serde_json::to_value(&report).ok(),
     });
 
-    let (jobs_tx, jobs_rx) = mpsc::channel::<(u64, String, u32)>();
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
     let jobs_rx = Arc::new(Mutex::new(jobs_rx));
     // Requests queued or running, and those the daemon gave up on (skipped if still queued,
     // stopped within a token if running). An id leaves both when its job answers, and a
@@ -128,7 +128,13 @@ pub fn run(args: WorkerArgs) -> i32 {
                 let mut slot: Option<veritas_engine::Slot<'_>> = None;
                 loop {
                     let job = jobs_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok((id, prompt, max_tokens)) = job else {
+                    let Ok(Job {
+                        id,
+                        prompt,
+                        max_tokens,
+                        stream,
+                    }) = job
+                    else {
                         return;
                     };
                     let is_cancelled = || {
@@ -144,8 +150,19 @@ pub fn run(args: WorkerArgs) -> i32 {
                             .and_then(|()| engine.slot())
                             .map(|s| slot.insert(s)),
                     };
-                    let result =
-                        ready.and_then(|s| s.generate_until(&prompt, max_tokens, &is_cancelled));
+                    let result = ready.and_then(|s| {
+                        if stream {
+                            let mut piece = |text: &str| {
+                                send(&WorkerEvent::Piece {
+                                    id,
+                                    text: text.to_string(),
+                                })
+                            };
+                            s.generate_streaming(&prompt, max_tokens, &is_cancelled, &mut piece)
+                        } else {
+                            s.generate_until(&prompt, max_tokens, &is_cancelled)
+                        }
+                    });
                     {
                         let mut t = cancelled.lock().unwrap_or_else(|p| p.into_inner());
                         t.active.remove(&id);
@@ -186,13 +203,19 @@ pub fn run(args: WorkerArgs) -> i32 {
                 id,
                 prompt,
                 max_tokens,
+                stream,
             }) => {
                 cancelled
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .active
                     .insert(id);
-                let _ = jobs_tx.send((id, prompt, max_tokens));
+                let _ = jobs_tx.send(Job {
+                    id,
+                    prompt,
+                    max_tokens,
+                    stream,
+                });
             }
             Ok(WorkerCommand::Selftest) => {
                 let probes = veritas_sandbox::selftest(&sandbox_cfg);
@@ -219,6 +242,14 @@ pub fn run(args: WorkerArgs) -> i32 {
         let _ = t.join();
     }
     0
+}
+
+/// One generation request, as the pool threads take it.
+struct Job {
+    id: u64,
+    prompt: String,
+    max_tokens: u32,
+    stream: bool,
 }
 
 /// Generation requests the worker holds, and which of them were cancelled.

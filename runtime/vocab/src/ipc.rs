@@ -383,6 +383,10 @@ pub enum WorkerCommand {
         id: u64,
         prompt: String,
         max_tokens: u32,
+        /// Send each piece of text as it is decoded ([`WorkerEvent::Piece`]) before the
+        /// final [`WorkerEvent::Generated`].
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stream: bool,
     },
     /// Sandbox self-test: attempt forbidden operations and report.
     Selftest,
@@ -408,6 +412,11 @@ pub enum WorkerEvent {
     },
     LoadFailed {
         error: ErrorBody,
+    },
+    /// Text decoded so far for a streamed request (whole characters).
+    Piece {
+        id: u64,
+        text: String,
     },
     Generated {
         id: u64,

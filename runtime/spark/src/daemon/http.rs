@@ -16,6 +16,9 @@ pub fn api_router(rt: Arc<Runtime>) -> Router {
         .route("/live", get(live))
         .route("/ready", get(ready))
         .route("/v1/generate", post(generate))
+        .route("/v1/completions", post(super::openai::completions))
+        .route("/v1/chat/completions", post(super::openai::chat_completions))
+        .route("/v1/models", get(super::openai::models))
         // The generate handler reads its body under the IPC frame limit itself.
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(rt)
@@ -67,19 +70,25 @@ async fn ready(State(rt): State<Arc<Runtime>>) -> Response {
     (code, Json(r)).into_response()
 }
 
-async fn generate(State(rt): State<Arc<Runtime>>, body: axum::body::Body) -> Response {
-    // The same bound as an IPC frame: whatever the HTTP front admits, the worker channel
-    // carries (see `supervisor::worker_frame_limit`).
+/// Reads a request body under the IPC frame limit: whatever the HTTP front admits, the
+/// worker channel carries (see `supervisor::worker_frame_limit`). The error is E1003, and
+/// answered 413 by the caller.
+pub async fn read_body(rt: &Runtime, body: axum::body::Body) -> Result<axum::body::Bytes, ErrorBody> {
     let limit = rt.cfg.max_frame as usize;
-    let body = match axum::body::to_bytes(body, limit).await {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        ErrorBody::new(
+            ErrorCode::IpcProtocolError,
+            format!("request body exceeds the maximum of {limit} bytes (--max-frame) or could not be read: {e}"),
+        )
+    })
+}
+
+async fn generate(State(rt): State<Arc<Runtime>>, body: axum::body::Body) -> Response {
+    let body = match read_body(&rt, body).await {
         Ok(b) => b,
         Err(e) => {
-            rt.metrics.count_error(ErrorCode::IpcProtocolError);
-            let body = ErrorBody::new(
-                ErrorCode::IpcProtocolError,
-                format!("request body exceeds the maximum of {limit} bytes (--max-frame) or could not be read: {e}"),
-            );
-            return (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response();
+            rt.metrics.count_error(e.code);
+            return (StatusCode::PAYLOAD_TOO_LARGE, Json(e)).into_response();
         }
     };
     let req: GenerateRequest = match serde_json::from_slice(&body) {

@@ -6,12 +6,14 @@
 //! [`health`] (probes, health report, memory), [`metrics`], and the fronts [`ipc_server`]
 //! and [`http`].
 
+pub mod admission;
 pub mod config;
 pub mod health;
 pub mod http;
 pub mod ipc_server;
 pub mod lifecycle;
 pub mod metrics;
+pub mod openai;
 pub mod registry;
 pub mod supervisor;
 
@@ -167,8 +169,18 @@ impl Runtime {
 
     /// One inference request, admitted or refused at once.
     pub async fn generate(&self, req: GenerateRequest) -> Result<GenerateResponse, ErrorBody> {
+        self.generate_with(req, None).await
+    }
+
+    /// [`Runtime::generate`], streaming the text to `pieces` as the worker decodes it (the
+    /// OpenAI-compatible `stream: true`); the pieces together are the response's text.
+    pub async fn generate_with(
+        &self,
+        req: GenerateRequest,
+        pieces: Option<mpsc::UnboundedSender<String>>,
+    ) -> Result<GenerateResponse, ErrorBody> {
         let started = Instant::now();
-        let result = self.generate_inner(req).await;
+        let result = self.generate_inner(req, pieces).await;
         let secs = started.elapsed().as_secs_f64();
         match &result {
             Ok(r) => self
@@ -179,24 +191,19 @@ impl Runtime {
         result
     }
 
-    async fn generate_inner(&self, req: GenerateRequest) -> Result<GenerateResponse, ErrorBody> {
-        if self.draining.load(Ordering::SeqCst) {
-            return Err(ErrorBody::new(
-                ErrorCode::HealthCheckFailed,
-                "runtime is shutting down; not accepting requests",
-            ));
-        }
-        let permit = self.admission.clone().try_acquire_owned().map_err(|_| {
-            ErrorBody::new(
-                ErrorCode::ResourceLimitExceeded,
-                format!(
-                    "request queue full: {} requests admitted (parallel {}, queue {}); retry later",
-                    self.cfg.capacity(),
-                    self.cfg.parallel,
-                    self.cfg.queue_size
-                ),
-            )
-        })?;
+    async fn generate_inner(
+        &self,
+        req: GenerateRequest,
+        pieces: Option<mpsc::UnboundedSender<String>>,
+    ) -> Result<GenerateResponse, ErrorBody> {
+        let permit = admission::admit(
+            &self.admission,
+            self.draining.load(Ordering::SeqCst),
+            admission::Bound {
+                parallel: self.cfg.parallel,
+                queue_size: self.cfg.queue_size,
+            },
+        )?;
         let _inflight = InflightGuard::new(self);
         let (worker, model) = {
             let slot = self.slot.lock().unwrap();
@@ -250,7 +257,7 @@ impl Runtime {
             self.cfg.request_timeout,
             // The permit travels with the request: released when the worker is done with it,
             // not when we stop waiting, so a timed-out request still counts against the queue.
-            worker.generate(req.prompt, req.max_tokens, Some(permit)),
+            worker.generate(req.prompt, req.max_tokens, Some(permit), pieces),
         )
         .await
         .map_err(|_| {
@@ -271,6 +278,11 @@ impl Runtime {
             finish_reason: out.finish_reason,
             duration_us: started.elapsed().as_micros() as u64,
         })
+    }
+
+    /// The model being served, if any.
+    pub fn served_model(&self) -> Option<ModelInfo> {
+        self.slot.lock().unwrap().life.model().cloned()
     }
 
     fn current_worker(&self) -> Result<Arc<Worker>, ErrorBody> {

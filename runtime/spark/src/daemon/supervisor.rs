@@ -30,6 +30,8 @@ type Pending = Arc<Mutex<HashMap<u64, PendingRequest>>>;
 
 struct PendingRequest {
     answer: oneshot::Sender<Result<Generated, ErrorBody>>,
+    /// Where the pieces of a streamed request go as the worker decodes them.
+    pieces: Option<mpsc::UnboundedSender<String>>,
     _permit: Option<OwnedSemaphorePermit>,
 }
 /// Callers waiting for a sandbox self-test: the probes and whether all found what they expected.
@@ -342,6 +344,14 @@ impl Worker {
                             let _ = tx.send(Startup::Failed(error));
                         }
                     }
+                    WorkerEvent::Piece { id, text } => {
+                        let pending = reader_pending.lock().unwrap();
+                        if let Some(tx) = pending.get(&id).and_then(|p| p.pieces.as_ref()) {
+                            // A receiver that is gone (the client left) is not an error:
+                            // the request finishes and is answered as usual.
+                            let _ = tx.send(text);
+                        }
+                    }
                     WorkerEvent::Generated {
                         id,
                         text,
@@ -430,11 +440,15 @@ impl Worker {
     /// Sends one generation to the worker. `permit` (the request's admission) is held until
     /// the worker answers; if this future is dropped first (the caller timed out), the
     /// worker is told to cancel the request, and the permit is released only once it has.
+    ///
+    /// With `pieces`, the worker streams the text as it decodes it; the pieces arrive on
+    /// that channel before this future returns the whole generation.
     pub async fn generate(
         &self,
         prompt: String,
         max_tokens: u32,
         permit: Option<OwnedSemaphorePermit>,
+        pieces: Option<mpsc::UnboundedSender<String>>,
     ) -> Result<Generated, ErrorBody> {
         let id = self
             .next_id
@@ -444,11 +458,13 @@ impl Worker {
             id,
             prompt,
             max_tokens,
+            stream: pieces.is_some(),
         })?;
         self.pending.lock().unwrap().insert(
             id,
             PendingRequest {
                 answer: tx,
+                pieces,
                 _permit: permit,
             },
         );

@@ -1,0 +1,173 @@
+//! `veritas-harness bench`: the performance regression benchmark as a product job.
+//!
+//! In one run, on one generated model, with the same thread count, slots, context window and
+//! greedy decoding everywhere, it measures
+//! 1. the plain llama-cpp-2 decode loop (`veritas-bench-raw`, its own process): the limit;
+//! 2. `veritas-spark serve` (sandbox at its default) through its Unix socket and through
+//!    the OpenAI-compatible `POST /v1/completions`;
+//! 3. llama.cpp's own `llama-server` through the same endpoint (built by
+//!    `ci/bench/build-llama-server.sh`; reported as skipped, with the reason, when absent).
+//!
+//! Rounds are interleaved (every workload runs on every system in each round, the order
+//! rotating), so a machine that gets busier mid-run slows all systems alike. Every loop is
+//! bounded by a request count and every wait by a deadline; everything listens on loopback.
+//!
+//! Rooms: [`client`] (the connections), [`systems`] (processes, readiness, memory),
+//! [`measure`] (workloads and rounds), [`report`] (figures, ratios, table, JSON), [`plot`].
+
+pub mod client;
+pub mod measure;
+pub mod plot;
+pub mod report;
+pub mod systems;
+
+use std::path::PathBuf;
+
+pub use measure::{run, BenchConfig};
+pub use report::BenchReport;
+pub use systems::SystemId;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    #[error("failed to {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Start(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("request refused: {0}")]
+    Refused(String),
+    #[error("{system} failed during {workload}: {source}")]
+    During {
+        system: &'static str,
+        workload: String,
+        #[source]
+        source: Box<BenchError>,
+    },
+    #[error("cannot write the plot: {0}")]
+    Plot(String),
+    #[error("cannot find a binary: {0}")]
+    Binary(String),
+}
+
+impl BenchError {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> BenchError {
+        BenchError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// The command line of `veritas-harness bench` (flattened into the harness's CLI).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// CPU threads per decode, for every system.
+    #[arg(long, default_value_t = 1)]
+    pub threads: u32,
+    /// Parallel slots of both servers (`--parallel` / `--parallel`).
+    #[arg(long, default_value_t = 2)]
+    pub parallel: u32,
+    /// Context window per slot, in tokens (the generated model is trained on 256).
+    #[arg(long, default_value_t = 256)]
+    pub ctx_size: u32,
+    /// Interleaved rounds.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: u32,
+    /// Requests per round for the generation figures (1, 16, 128 tokens) and for latency.
+    #[arg(long, default_value_t = 20)]
+    pub requests: u32,
+    /// Requests per client per round for the concurrency figures.
+    #[arg(long, default_value_t = 4)]
+    pub client_requests: u32,
+    /// Tokens each concurrent client's request generates.
+    #[arg(long, default_value_t = 16)]
+    pub client_tokens: u32,
+    /// Concurrent client counts.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    pub clients: Vec<u32>,
+    /// Generation lengths for the tokens/s figures.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,128")]
+    pub lengths: Vec<u32>,
+    /// The prompt every request sends.
+    #[arg(long, default_value = "Hello")]
+    pub prompt: String,
+    /// A fast smoke run (2 rounds, few requests): checks the job works, not the numbers.
+    #[arg(long)]
+    pub quick: bool,
+    /// Systems to leave out (raw-loop, veritas-ipc, veritas-http, llama-server).
+    #[arg(long, value_delimiter = ',')]
+    pub skip: Vec<String>,
+    /// llama-server binary (default: VERITAS_LLAMA_SERVER, else the newest build in the cache).
+    #[arg(long, env = "VERITAS_LLAMA_SERVER")]
+    pub llama_server: Option<PathBuf>,
+    /// The cache of ci/bench/build-llama-server.sh.
+    #[arg(long, env = "VERITAS_BENCH_CACHE", default_value = "/var/cache/veritas-bench")]
+    pub cache: PathBuf,
+    /// Directory of veritas-spark and veritas-bench-raw (default: beside this executable).
+    #[arg(long, env = "VERITAS_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// Where report.json, table.txt, bench.svg and the systems' logs go.
+    #[arg(long, default_value = "target/veritas-bench")]
+    pub out: PathBuf,
+    /// Print the JSON report on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Finds `name` in `--bin-dir`, else beside the running executable (target/<profile>/, also
+/// from target/<profile>/deps/ for test binaries).
+pub fn find_bin(bin_dir: Option<&std::path::Path>, name: &str) -> Result<PathBuf, BenchError> {
+    if let Some(d) = bin_dir {
+        let p = d.join(name);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(BenchError::Binary(format!("{} does not exist", p.display())))
+        };
+    }
+    let exe = std::env::current_exe().map_err(|e| BenchError::io("find this executable", e))?;
+    for dir in exe.ancestors().skip(1).take(2) {
+        let p = dir.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(BenchError::Binary(format!(
+        "{name} is not built beside {} (cargo build --workspace, or pass --bin-dir)",
+        exe.display()
+    )))
+}
+
+/// `veritas-harness bench`: runs, writes `report.json`, `table.txt` and `bench.svg` under
+/// `--out`, prints the table (or the JSON with `--json`). Progress goes to stderr.
+pub fn cli(args: &BenchArgs) -> Result<BenchReport, BenchError> {
+    let cfg = BenchConfig::from_args(args)?;
+    let report = run(&cfg, &mut |line| eprintln!("bench: {line}"))?;
+    let write = |name: &str, text: &str| {
+        let p = cfg.out.join(name);
+        std::fs::write(&p, text).map_err(|e| BenchError::io(format!("write {}", p.display()), e))
+    };
+    let json = serde_json::to_string_pretty(&report).expect("the report serialises");
+    write("report.json", &json)?;
+    let table = report.table();
+    write("table.txt", &table)?;
+    let svg = cfg.out.join("bench.svg");
+    plot::write_svg(&report, &svg)?;
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{table}");
+        println!(
+            "\nreport: {}  plot: {}",
+            cfg.out.join("report.json").display(),
+            svg.display()
+        );
+    }
+    Ok(report)
+}
