@@ -9,7 +9,8 @@ use async_openai::types::chat::{
     ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequest,
     CreateChatCompletionRequestArgs, FinishReason,
 };
-use async_openai::types::completions::{CompletionFinishReason, CreateCompletionRequestArgs};
+use async_openai::types::chat::CompletionFinishReason;
+use async_openai::types::completions::CreateCompletionRequestArgs;
 use async_openai::Client;
 use common::*;
 use futures_util::StreamExt;
