@@ -413,24 +413,38 @@ pub struct PieceDecoder {
 }
 
 impl PieceDecoder {
-    /// Adds a token's bytes; returns the text that is now complete, if any.
+    /// Adds a token's bytes; returns the text that is now complete, if any. Only an
+    /// incomplete character at the very end is held back; an invalid sequence can never
+    /// become valid, so it is handed over at once as U+FFFD (as `from_utf8_lossy` renders
+    /// the whole answer) together with the valid text after it.
     pub fn push(&mut self, bytes: &[u8]) -> Option<String> {
         self.pending.extend_from_slice(bytes);
-        let ready = match std::str::from_utf8(&self.pending) {
-            Ok(_) => self.pending.len(),
-            // An invalid sequence will never become valid: hand it over (replaced).
-            Err(e) => match e.error_len() {
-                Some(bad) => e.valid_up_to() + bad,
-                None => e.valid_up_to(),
-            },
+        let mut text = String::new();
+        let mut rest = &self.pending[..];
+        let held = loop {
+            match std::str::from_utf8(rest) {
+                Ok(s) => {
+                    text.push_str(s);
+                    break 0;
+                }
+                Err(e) => {
+                    let (valid, after) = rest.split_at(e.valid_up_to());
+                    // Valid by construction: `valid_up_to` says so.
+                    text.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                    match e.error_len() {
+                        Some(bad) => {
+                            text.push(char::REPLACEMENT_CHARACTER);
+                            rest = &after[bad..];
+                        }
+                        // An incomplete character at the end: wait for its next bytes.
+                        None => break after.len(),
+                    }
+                }
+            }
         };
-        if ready == 0 {
-            return None;
-        }
-        let rest = self.pending.split_off(ready);
-        let text = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending = rest;
-        Some(text)
+        let keep = self.pending.len() - held;
+        self.pending.drain(..keep);
+        (!text.is_empty()).then_some(text)
     }
 
     /// What is left at the end (an incomplete character, replaced).
@@ -463,7 +477,30 @@ mod tests {
     fn invalid_bytes_are_replaced_not_held() {
         let mut d = PieceDecoder::default();
         assert_eq!(d.push(&[0xff, b'x']), Some("\u{fffd}x".to_string()));
+        assert_eq!(
+            d.push(&[b'a', 0xc3, 0x28, b'b']),
+            Some("a\u{fffd}(b".to_string())
+        );
         assert_eq!(d.push(&[0xe2, 0x82]), None);
         assert_eq!(d.finish(), Some("\u{fffd}".to_string()));
+    }
+
+    #[test]
+    fn streamed_pieces_render_as_the_whole_answer_does() {
+        // However the bytes are split into tokens, the pieces concatenate to the lossy
+        // rendering of all the bytes (what the non-streamed answer carries).
+        let bytes: &[u8] = &[
+            b'h', 0xe2, 0x82, 0xac, 0xff, 0xe2, 0x82, b'x', 0xf0, 0x9f, 0x98, 0x80, 0xf0,
+        ];
+        let whole = String::from_utf8_lossy(bytes).into_owned();
+        for size in 1..=bytes.len() {
+            let mut d = PieceDecoder::default();
+            let mut text = String::new();
+            for chunk in bytes.chunks(size) {
+                text.extend(d.push(chunk));
+            }
+            text.extend(d.finish());
+            assert_eq!(text, whole, "chunks of {size}");
+        }
     }
 }

@@ -5,11 +5,11 @@ mod common;
 
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
+use async_openai::types::chat::CompletionFinishReason;
 use async_openai::types::chat::{
     ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequest,
     CreateChatCompletionRequestArgs, FinishReason,
 };
-use async_openai::types::chat::CompletionFinishReason;
 use async_openai::types::completions::CreateCompletionRequestArgs;
 use async_openai::Client;
 use common::*;
@@ -90,7 +90,10 @@ fn completions_match_the_native_endpoint_streamed_or_not() {
         );
         let usage = r.usage.expect("usage");
         assert_eq!(usage.completion_tokens, 12);
-        assert_eq!(usage.prompt_tokens, native["prompt_tokens"].as_u64().unwrap() as u32);
+        assert_eq!(
+            usage.prompt_tokens,
+            native["prompt_tokens"].as_u64().unwrap() as u32
+        );
 
         let mut stream = c.completions().create_stream(req).await.unwrap();
         let (mut text, mut chunks, mut finish) = (String::new(), 0, None);
@@ -117,7 +120,11 @@ fn chat_completions_stream_the_same_answer_and_models_lists_the_registry() {
     runtime().block_on(async {
         let models = c.models().list().await.unwrap();
         assert_eq!(
-            models.data.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            models
+                .data
+                .iter()
+                .map(|m| m.id.as_str())
+                .collect::<Vec<_>>(),
             [MODEL]
         );
 
@@ -207,8 +214,12 @@ fn refusals_carry_our_codes_streamed_or_not() {
     ] {
         let code = code.code();
         assert!(
-            metric_value(&metrics, veritas_vocab::metrics::ERRORS_TOTAL, &[(veritas_vocab::metrics::LABEL_CODE, code)])
-                .is_some_and(|v| v >= 1.0),
+            metric_value(
+                &metrics,
+                veritas_vocab::metrics::ERRORS_TOTAL,
+                &[(veritas_vocab::metrics::LABEL_CODE, code)]
+            )
+            .is_some_and(|v| v >= 1.0),
             "{code} not counted"
         );
     }

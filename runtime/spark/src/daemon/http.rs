@@ -17,7 +17,10 @@ pub fn api_router(rt: Arc<Runtime>) -> Router {
         .route("/ready", get(ready))
         .route("/v1/generate", post(generate))
         .route("/v1/completions", post(super::openai::completions))
-        .route("/v1/chat/completions", post(super::openai::chat_completions))
+        .route(
+            "/v1/chat/completions",
+            post(super::openai::chat_completions),
+        )
         .route("/v1/models", get(super::openai::models))
         // The generate handler reads its body under the IPC frame limit itself.
         .layer(axum::extract::DefaultBodyLimit::disable())
@@ -73,7 +76,10 @@ async fn ready(State(rt): State<Arc<Runtime>>) -> Response {
 /// Reads a request body under the IPC frame limit: whatever the HTTP front admits, the
 /// worker channel carries (see `supervisor::worker_frame_limit`). The error is E1003, and
 /// answered 413 by the caller.
-pub async fn read_body(rt: &Runtime, body: axum::body::Body) -> Result<axum::body::Bytes, ErrorBody> {
+pub async fn read_body(
+    rt: &Runtime,
+    body: axum::body::Body,
+) -> Result<axum::body::Bytes, ErrorBody> {
     let limit = rt.cfg.max_frame as usize;
     axum::body::to_bytes(body, limit).await.map_err(|e| {
         ErrorBody::new(

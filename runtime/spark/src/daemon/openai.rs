@@ -225,11 +225,11 @@ pub async fn completions(State(rt): State<Arc<Runtime>>, body: axum::body::Body)
         Err(e) => return too_large(&rt, e),
     };
     let parsed = parse::<CompletionRequest>(&body).and_then(|r| {
-            r.common.check()?;
-            let prompt = completion_prompt(&r.prompt)?;
-            let max = r.common.max_tokens.unwrap_or(DEFAULT_COMPLETION_TOKENS);
-            Ok((r.common, prompt, max))
-        });
+        r.common.check()?;
+        let prompt = completion_prompt(&r.prompt)?;
+        let max = r.common.max_tokens.unwrap_or(DEFAULT_COMPLETION_TOKENS);
+        Ok((r.common, prompt, max))
+    });
     match parsed {
         Ok((common, prompt, max)) => serve(rt, Api::Completions, common, prompt, max).await,
         Err(e) => error_response(&rt, e, false),
@@ -328,21 +328,28 @@ async fn serve(rt: Arc<Runtime>, api: Api, common: Common, prompt: String, max: 
             _ = gone.closed() => {}
         }
     });
-    // Wait for the first piece or the end, whichever comes first.
+    // Wait for the first piece or the end, whichever comes first. A request refused before
+    // it reaches the worker drops its piece sender before its answer is sent: a closed
+    // piece channel means "the answer is coming", never "stream nothing".
     let first = tokio::select! {
         biased;
-        p = pieces_rx.recv() => p.map(Ok),
-        r = &mut done_rx => Some(Err(r)),
+        p = pieces_rx.recv() => match p {
+            Some(piece) => Ok(piece),
+            None => Err((&mut done_rx).await),
+        },
+        r = &mut done_rx => Err(r),
     };
     let early = match first {
-        Some(Err(Ok(Err(e)))) => return error_response(&rt, e, true),
-        Some(Err(Err(_))) => {
-            let e = ErrorBody::new(ErrorCode::InferenceFailed, "generation ended without an answer");
+        Ok(piece) => Early::Piece(piece),
+        Err(Ok(Ok(r))) => Early::Done(r),
+        Err(Ok(Err(e))) => return error_response(&rt, e, true),
+        Err(Err(_)) => {
+            let e = ErrorBody::new(
+                ErrorCode::InferenceFailed,
+                "generation ended without an answer",
+            );
             return error_response(&rt, e, false);
         }
-        Some(Err(Ok(Ok(r)))) => Early::Done(r),
-        Some(Ok(piece)) => Early::Piece(piece),
-        None => Early::Nothing,
     };
     let id = next_id(match api {
         Api::Completions => "cmpl",
@@ -383,12 +390,6 @@ async fn serve(rt: Arc<Runtime>, api: Api, common: Common, prompt: String, max: 
                     }
                 }
             }
-            Early::Nothing => done_rx.await.unwrap_or_else(|_| {
-                Err(ErrorBody::new(
-                    ErrorCode::InferenceFailed,
-                    "generation ended without an answer",
-                ))
-            }),
         };
         match result {
             Ok(r) => {
@@ -416,7 +417,6 @@ async fn serve(rt: Arc<Runtime>, api: Api, common: Common, prompt: String, max: 
 enum Early {
     Piece(String),
     Done(GenerateResponse),
-    Nothing,
 }
 
 /// One streamed answer's envelope.
