@@ -42,6 +42,71 @@ impl IpcTarget {
     }
 }
 
+impl IpcTarget {
+    /// One `health` round trip (not verbose: what a liveness probe sends); returns its
+    /// duration in nanoseconds and the size of the answer's payload.
+    pub fn health(&mut self) -> Result<(u64, usize), BenchError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = ipc::encode(&Request {
+            id,
+            op: Op::Health { verbose: false },
+        });
+        let t0 = Instant::now();
+        self.stream
+            .write_all(&frame)
+            .map_err(|e| BenchError::io("send an IPC health request", e))?;
+        let payload = ipc::read_frame(&mut self.stream, ipc::DEFAULT_MAX_FRAME)
+            .map_err(|e| BenchError::Protocol(format!("IPC answer: {e}")))?
+            .ok_or_else(|| BenchError::Protocol("the daemon closed the socket".into()))?;
+        let ns = t0.elapsed().as_nanos() as u64;
+        match ipc::decode::<Response>(&payload)
+            .map_err(|e| BenchError::Protocol(e.to_string()))?
+            .outcome
+        {
+            Outcome::Ok(Reply::Health(_)) => Ok((ns, payload.len())),
+            other => Err(BenchError::Protocol(format!(
+                "unexpected answer to health: {other:?}"
+            ))),
+        }
+    }
+}
+
+/// The floor under an IPC round trip: the same request and answer sizes over a Unix socket
+/// pair, answered by a thread that only reads a frame and writes the bytes back (no
+/// parsing, no runtime). `calls` round trips; durations in nanoseconds.
+pub fn socket_floor(request: usize, answer: usize, calls: u32) -> Result<Vec<u64>, BenchError> {
+    let (mut a, mut b) =
+        UnixStream::pair().map_err(|e| BenchError::io("create a socket pair", e))?;
+    a.set_read_timeout(Some(IO_TIMEOUT)).ok();
+    b.set_read_timeout(Some(IO_TIMEOUT)).ok();
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut buf = vec![0u8; request];
+        let reply = vec![b'x'; answer];
+        // Ends when the client side closes (read_exact fails at end of file).
+        while b.read_exact(&mut buf).is_ok() {
+            b.write_all(&reply)?;
+        }
+        Ok(())
+    });
+    let req = vec![b'r'; request];
+    let mut got = vec![0u8; answer];
+    let mut out = Vec::with_capacity(calls as usize);
+    for _ in 0..calls {
+        let t0 = Instant::now();
+        a.write_all(&req)
+            .map_err(|e| BenchError::io("write to the socket pair", e))?;
+        a.read_exact(&mut got)
+            .map_err(|e| BenchError::io("read from the socket pair", e))?;
+        out.push(t0.elapsed().as_nanos() as u64);
+    }
+    drop(a);
+    echo.join()
+        .map_err(|_| BenchError::Protocol("the echo thread panicked".into()))?
+        .map_err(|e| BenchError::io("echo", e))?;
+    Ok(out)
+}
+
 impl Target for IpcTarget {
     fn generate(&mut self, prompt: &str, max_tokens: u32) -> Result<Sample, BenchError> {
         let id = self.next_id;
@@ -166,7 +231,9 @@ fn read_http_response(r: &mut BufReader<TcpStream>) -> Result<(u16, String, bool
     loop {
         line.clear();
         if r.read_line(&mut line).map_err(io)? == 0 {
-            return Err(BenchError::Protocol("connection closed in the headers".into()));
+            return Err(BenchError::Protocol(
+                "connection closed in the headers".into(),
+            ));
         }
         let l = line.trim_end();
         if l.is_empty() {
@@ -212,7 +279,8 @@ fn read_http_response(r: &mut BufReader<TcpStream>) -> Result<(u16, String, bool
 
 /// A blocking `GET` on a fresh connection: probes.
 pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), BenchError> {
-    let s = TcpStream::connect(addr).map_err(|e| BenchError::io(format!("connect to {addr}"), e))?;
+    let s =
+        TcpStream::connect(addr).map_err(|e| BenchError::io(format!("connect to {addr}"), e))?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
     let mut r = BufReader::new(s);
     write!(

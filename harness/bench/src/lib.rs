@@ -88,6 +88,10 @@ pub struct BenchArgs {
     /// Tokens each concurrent client's request generates.
     #[arg(long, default_value_t = 16)]
     pub client_tokens: u32,
+    /// IPC health round trips per round (the daemon's p50 and p99, beside the same sizes
+    /// over a bare socket pair).
+    #[arg(long, default_value_t = 2000)]
+    pub health_calls: u32,
     /// Concurrent client counts.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     pub clients: Vec<u32>,
@@ -107,7 +111,11 @@ pub struct BenchArgs {
     #[arg(long, env = "VERITAS_LLAMA_SERVER")]
     pub llama_server: Option<PathBuf>,
     /// The cache of ci/bench/build-llama-server.sh.
-    #[arg(long, env = "VERITAS_BENCH_CACHE", default_value = "/var/cache/veritas-bench")]
+    #[arg(
+        long,
+        env = "VERITAS_BENCH_CACHE",
+        default_value = "/var/cache/veritas-bench"
+    )]
     pub cache: PathBuf,
     /// Directory of veritas-spark and veritas-bench-raw (default: beside this executable).
     #[arg(long, env = "VERITAS_BIN_DIR")]
@@ -128,7 +136,10 @@ pub fn find_bin(bin_dir: Option<&std::path::Path>, name: &str) -> Result<PathBuf
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(BenchError::Binary(format!("{} does not exist", p.display())))
+            Err(BenchError::Binary(format!(
+                "{} does not exist",
+                p.display()
+            )))
         };
     }
     let exe = std::env::current_exe().map_err(|e| BenchError::io("find this executable", e))?;

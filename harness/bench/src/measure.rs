@@ -20,6 +20,7 @@ pub struct BenchConfig {
     pub requests: u32,
     pub client_requests: u32,
     pub client_tokens: u32,
+    pub health_calls: u32,
     pub clients: Vec<u32>,
     pub lengths: Vec<u32>,
     pub prompt: String,
@@ -54,12 +55,23 @@ impl BenchConfig {
         let needs_spark = systems
             .iter()
             .any(|s| matches!(s, SystemId::VeritasIpc | SystemId::VeritasHttp));
-        let (rounds, requests, client_requests) = if a.quick {
-            (2, 3, 2)
+        let (rounds, requests, client_requests, health_calls) = if a.quick {
+            (2, 3, 2, 200)
         } else {
-            (a.rounds.max(1), a.requests.max(1), a.client_requests.max(1))
+            (
+                a.rounds.max(1),
+                a.requests.max(1),
+                a.client_requests.max(1),
+                a.health_calls,
+            )
         };
-        let longest = a.lengths.iter().copied().max().unwrap_or(0).max(a.client_tokens);
+        let longest = a
+            .lengths
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(a.client_tokens);
         if longest + 16 > a.ctx_size {
             return Err(BenchError::Start(format!(
                 "--ctx-size {} leaves no room for the prompt and {longest} generated tokens",
@@ -76,6 +88,7 @@ impl BenchConfig {
             requests,
             client_requests,
             client_tokens: a.client_tokens.max(1),
+            health_calls,
             clients: a.clients.iter().copied().filter(|&c| c > 0).collect(),
             lengths: a.lengths.iter().copied().filter(|&l| l > 0).collect(),
             prompt: a.prompt.clone(),
@@ -120,6 +133,15 @@ pub struct Samples {
     pub requests: BTreeMap<Workload, Vec<Sample>>,
     /// Concurrency rounds: wall time in µs and tokens generated.
     pub walls: BTreeMap<Workload, Vec<(u64, u64)>>,
+}
+
+/// IPC health round trips and the bare-socket floor under them, in nanoseconds.
+#[derive(Debug, Default)]
+pub struct HealthSamples {
+    pub daemon_ns: Vec<u64>,
+    pub floor_ns: Vec<u64>,
+    pub request_bytes: usize,
+    pub answer_bytes: usize,
 }
 
 /// A running system and how to open connections to it.
@@ -210,6 +232,28 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchRep
     let mut workloads: Vec<Workload> = cfg.lengths.iter().map(|&l| Workload::Generate(l)).collect();
     workloads.extend(cfg.clients.iter().map(|&c| Workload::Clients(c)));
     let mut samples: BTreeMap<SystemId, Samples> = BTreeMap::new();
+    let mut health = HealthSamples::default();
+    let mut health_conn = match running.get(&SystemId::VeritasIpc) {
+        Some(Running::Daemon(d))
+            if active.contains(&SystemId::VeritasIpc) && cfg.health_calls > 0 =>
+        {
+            Some(crate::client::IpcTarget::connect(&d.socket)?)
+        }
+        _ => None,
+    };
+    if let Some(c) = health_conn.as_mut() {
+        for _ in 0..WARMUP_REQUESTS * 10 {
+            let (_, answer) = c
+                .health()
+                .map_err(|e| during(SystemId::VeritasIpc, "health warm-up", e))?;
+            health.answer_bytes = answer + veritas_vocab::ipc::HEADER_LEN;
+        }
+        health.request_bytes = veritas_vocab::ipc::encode(&veritas_vocab::ipc::Request {
+            id: 1,
+            op: veritas_vocab::ipc::Op::Health { verbose: false },
+        })
+        .len();
+    }
     for round in 0..cfg.rounds {
         progress(&format!("round {}/{}", round + 1, cfg.rounds));
         for &w in &workloads {
@@ -236,8 +280,9 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchRep
                         for _ in 0..c {
                             targets.push(connect(&mut running, id)?);
                         }
-                        let (wall, got) = clients(targets, &cfg.prompt, cfg.client_tokens, cfg.client_requests)
-                            .map_err(|e| during(id, &w.to_string(), e))?;
+                        let (wall, got) =
+                            clients(targets, &cfg.prompt, cfg.client_tokens, cfg.client_requests)
+                                .map_err(|e| during(id, &w.to_string(), e))?;
                         let tokens: u64 = got.iter().map(|s| s.generated as u64).sum();
                         s.walls.entry(w).or_default().push((wall, tokens));
                         s.requests.entry(w).or_default().extend(got);
@@ -245,7 +290,22 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchRep
                 }
             }
         }
+        if let Some(c) = health_conn.as_mut() {
+            for _ in 0..cfg.health_calls {
+                let (ns, _) = c
+                    .health()
+                    .map_err(|e| during(SystemId::VeritasIpc, "health round trips", e))?;
+                health.daemon_ns.push(ns);
+            }
+            // Right after, on the same machine state: what the socket alone costs.
+            health.floor_ns.extend(crate::client::socket_floor(
+                health.request_bytes,
+                health.answer_bytes,
+                cfg.health_calls,
+            )?);
+        }
     }
+    drop(health_conn);
 
     let mut results = Vec::new();
     for id in cfg.systems.iter().copied() {
@@ -284,6 +344,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchRep
         model_bytes,
         daemon_sandbox,
         results,
+        &health,
         started.elapsed().as_secs_f64(),
     ))
 }

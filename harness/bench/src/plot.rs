@@ -8,10 +8,10 @@ use plotters::prelude::*;
 use std::path::Path;
 
 const COLORS: [RGBColor; 4] = [
-    RGBColor(90, 90, 90),    // raw loop
-    RGBColor(31, 119, 180),  // veritas ipc
-    RGBColor(44, 160, 44),   // veritas http
-    RGBColor(214, 39, 40),   // llama-server
+    RGBColor(90, 90, 90),   // raw loop
+    RGBColor(31, 119, 180), // veritas ipc
+    RGBColor(44, 160, 44),  // veritas http
+    RGBColor(214, 39, 40),  // llama-server
 ];
 
 pub fn write_svg(report: &BenchReport, path: &Path) -> Result<(), BenchError> {
@@ -26,7 +26,11 @@ pub fn write_svg(report: &BenchReport, path: &Path) -> Result<(), BenchError> {
         .titled(&title, ("sans-serif", 22))
         .map_err(|e| err(&e))?;
     let (left, right) = root.split_horizontally(820);
-    let throughput: Vec<&Figure> = report.figures.iter().filter(|f| f.unit == "tok/s").collect();
+    let throughput: Vec<&Figure> = report
+        .figures
+        .iter()
+        .filter(|f| f.unit == "tok/s")
+        .collect();
     let latency: Vec<&Figure> = report
         .figures
         .iter()

@@ -2,7 +2,7 @@
 //! the JSON report (schema 1: the shape is a contract, fields are only ever added).
 
 use crate::client::Sample;
-use crate::measure::{BenchConfig, Samples, Workload};
+use crate::measure::{BenchConfig, HealthSamples, Samples, Workload};
 use crate::systems::{Shape, SystemId};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -173,7 +173,64 @@ pub struct BenchReport {
     pub systems: Vec<SystemResult>,
     pub figures: Vec<Figure>,
     pub ratios: Vec<Ratio>,
+    /// IPC health round trips of the daemon and the bare-socket floor under them.
+    pub ipc_health: Option<IpcHealth>,
+    /// The issue's targets, each with the measured value and whether it was met.
+    pub targets: Vec<TargetCheck>,
     pub duration_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IpcHealth {
+    pub calls: usize,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// The same request and answer sizes over a socket pair echoed by a thread.
+    pub socket_floor_p50_us: f64,
+    pub socket_floor_p99_us: f64,
+    pub request_bytes: usize,
+    pub answer_bytes: usize,
+}
+
+impl IpcHealth {
+    fn from_samples(h: &HealthSamples) -> Option<IpcHealth> {
+        if h.daemon_ns.is_empty() {
+            return None;
+        }
+        let q = |v: &[u64], q: f64| {
+            let mut v = v.to_vec();
+            v.sort_unstable();
+            let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+            v[rank - 1] as f64 / 1e3
+        };
+        let floor = |p: f64| {
+            if h.floor_ns.is_empty() {
+                0.0
+            } else {
+                q(&h.floor_ns, p)
+            }
+        };
+        Some(IpcHealth {
+            calls: h.daemon_ns.len(),
+            p50_us: q(&h.daemon_ns, 0.5),
+            p99_us: q(&h.daemon_ns, 0.99),
+            socket_floor_p50_us: floor(0.5),
+            socket_floor_p99_us: floor(0.99),
+            request_bytes: h.request_bytes,
+            answer_bytes: h.answer_bytes,
+        })
+    }
+}
+
+/// One of the issue's targets: benchmarks report them, nothing fails on them.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetCheck {
+    pub target: String,
+    pub value: Option<f64>,
+    /// `>= x` or `<= x`.
+    pub goal: String,
+    /// `None` when a side of the comparison did not run.
+    pub met: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -189,10 +246,13 @@ impl BenchReport {
         model_bytes: u64,
         daemon_sandbox: serde_json::Value,
         systems: Vec<SystemResult>,
+        health: &HealthSamples,
         duration_s: f64,
     ) -> BenchReport {
         let figures = figures(&systems);
         let ratios = ratios(&figures);
+        let ipc_health = IpcHealth::from_samples(health);
+        let targets = targets(&systems, &ratios, ipc_health.as_ref());
         BenchReport {
             schema: SCHEMA,
             model: ModelInfo {
@@ -216,6 +276,8 @@ impl BenchReport {
             systems,
             figures,
             ratios,
+            ipc_health,
+            targets,
             duration_s,
         }
     }
@@ -239,7 +301,13 @@ impl BenchReport {
         .into_iter()
         .filter(|(a, b)| ran.contains(a) && ran.contains(b))
         .collect();
-        let w = self.figures.iter().map(|f| f.name.len()).max().unwrap_or(10) + 2;
+        let w = self
+            .figures
+            .iter()
+            .map(|f| f.name.len())
+            .max()
+            .unwrap_or(10)
+            + 2;
         let mut out = String::new();
         out.push_str(&format!(
             "model {} ({} bytes), threads {}, slots {}, ctx {}, greedy, {} rounds interleaved, {} CPUs, load {}\n\n",
@@ -273,7 +341,8 @@ impl BenchReport {
                     .find(|r| r.figure == f.name && r.system == *a && r.against == *b);
                 out.push_str(&format!(
                     "{:>14}",
-                    r.map(|r| format!("{:.2}x", r.ratio)).unwrap_or_else(|| "-".into())
+                    r.map(|r| format!("{:.2}x", r.ratio))
+                        .unwrap_or_else(|| "-".into())
                 ));
             }
             out.push('\n');
@@ -281,6 +350,44 @@ impl BenchReport {
         out.push_str(
             "\nratios are ours/theirs: above 1 is faster for tok/s, slower for latencies, larger for memory and time to ready\n",
         );
+        if let Some(h) = &self.ipc_health {
+            out.push_str(&format!(
+                "\nIPC health round trip ({} calls, {} B request, {} B answer): p50 {:.1} µs, p99 {:.1} µs; \
+                 bare socket pair, same sizes: p50 {:.1} µs, p99 {:.1} µs\n",
+                h.calls,
+                h.request_bytes,
+                h.answer_bytes,
+                h.p50_us,
+                h.p99_us,
+                h.socket_floor_p50_us,
+                h.socket_floor_p99_us
+            ));
+        }
+        if !self.targets.is_empty() {
+            out.push_str("\ntargets\n");
+            let tw = self
+                .targets
+                .iter()
+                .map(|t| t.target.len())
+                .max()
+                .unwrap_or(10)
+                + 2;
+            for t in &self.targets {
+                out.push_str(&format!(
+                    "{:<tw$}{:>12}  goal {:<8} {}\n",
+                    t.target,
+                    t.value
+                        .map(|v| format!("{v:.3}"))
+                        .unwrap_or_else(|| "-".into()),
+                    t.goal,
+                    match t.met {
+                        Some(true) => "met",
+                        Some(false) => "MISSED",
+                        None => "not measured",
+                    }
+                ));
+            }
+        }
         for s in &self.systems {
             if let Some(why) = &s.skip_reason {
                 out.push_str(&format!("{} SKIPPED: {why}\n", s.system.name()));
@@ -374,7 +481,12 @@ fn figures(systems: &[SystemResult]) -> Vec<Figure> {
             name: format!("{c} clients p99 (ms)"),
             unit: "ms",
             higher_is_better: false,
-            values: get(&|s| s.concurrency.iter().find(|x| x.clients == c).map(|x| x.p99_ms)),
+            values: get(&|s| {
+                s.concurrency
+                    .iter()
+                    .find(|x| x.clients == c)
+                    .map(|x| x.p99_ms)
+            }),
         });
     }
     out.push(Figure {
@@ -389,6 +501,88 @@ fn figures(systems: &[SystemResult]) -> Vec<Figure> {
         higher_is_better: false,
         values: get(&|s| s.rss_bytes.map(|b| b as f64 / (1 << 20) as f64)),
     });
+    out
+}
+
+/// The issue's targets, from the figures: generation is the longest requests' tok/s.
+fn targets(
+    systems: &[SystemResult],
+    ratios: &[Ratio],
+    health: Option<&IpcHealth>,
+) -> Vec<TargetCheck> {
+    let longest = systems
+        .iter()
+        .flat_map(|s| s.generation.iter().map(|g| g.tokens))
+        .max();
+    let ratio = |figure: &str, a: SystemId, b: SystemId| {
+        ratios
+            .iter()
+            .find(|r| r.figure == figure && r.system == a && r.against == b)
+            .map(|r| r.ratio)
+    };
+    let check = |target: String, value: Option<f64>, at_least: bool, bound: f64| TargetCheck {
+        target,
+        value,
+        goal: format!("{}{bound}", if at_least { ">= " } else { "<= " }),
+        met: value.map(|v| if at_least { v >= bound } else { v <= bound }),
+    };
+    let mut out = Vec::new();
+    if let Some(n) = longest {
+        let f = format!("tok/s, {n}-token requests");
+        out.push(check(
+            format!("{n}-token generation, veritas-ipc / raw loop"),
+            ratio(&f, SystemId::VeritasIpc, SystemId::RawLoop),
+            true,
+            0.95,
+        ));
+        out.push(check(
+            format!("{n}-token generation, veritas-http / llama-server"),
+            ratio(&f, SystemId::VeritasHttp, SystemId::LlamaServer),
+            true,
+            1.0,
+        ));
+    }
+    out.push(check(
+        "1-token latency p50, veritas-http / llama-server".into(),
+        ratio(
+            "1-token latency p50 (ms)",
+            SystemId::VeritasHttp,
+            SystemId::LlamaServer,
+        ),
+        false,
+        0.5,
+    ));
+    out.push(check(
+        "IPC health round trip p50 (µs)".into(),
+        health.map(|h| h.p50_us),
+        false,
+        30.0,
+    ));
+    for id in [
+        SystemId::VeritasIpc,
+        SystemId::VeritasHttp,
+        SystemId::LlamaServer,
+    ] {
+        let tps = |c: u32| {
+            systems
+                .iter()
+                .find(|s| s.system == id && s.status == "ran")?
+                .concurrency
+                .iter()
+                .find(|x| x.clients == c)
+                .map(|x| x.tokens_per_second)
+        };
+        if let (Some(four), Some(one)) = (tps(4), tps(1)) {
+            if one > 0.0 {
+                out.push(check(
+                    format!("4 clients / 1 client tok/s, {}", id.name()),
+                    Some(four / one),
+                    true,
+                    1.5,
+                ));
+            }
+        }
+    }
     out
 }
 
@@ -445,6 +639,9 @@ mod tests {
         let r = ratios(&[f]);
         assert_eq!(r.len(), 2, "{r:?}");
         assert!((r[0].ratio - 0.95).abs() < 1e-9);
-        assert_eq!((r[1].system, r[1].against), (SystemId::VeritasHttp, SystemId::RawLoop));
+        assert_eq!(
+            (r[1].system, r[1].against),
+            (SystemId::VeritasHttp, SystemId::RawLoop)
+        );
     }
 }

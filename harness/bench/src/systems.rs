@@ -171,7 +171,9 @@ fn wait_ready(
 fn free_port() -> Result<u16, BenchError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|e| BenchError::io("find a free loopback port", e))?;
-    Ok(l.local_addr().map_err(|e| BenchError::io("local addr", e))?.port())
+    Ok(l.local_addr()
+        .map_err(|e| BenchError::io("local addr", e))?
+        .port())
 }
 
 /// The raw loop process; ready when it says so on stdout.
@@ -202,7 +204,11 @@ pub fn start_raw(
     let reader = std::thread::spawn(move || {
         let mut line = String::new();
         let r = stdout.read_line(&mut line);
-        let _ = tx.send((r.map(|n| n > 0 && line.contains("\"ready\"")).unwrap_or(false), line));
+        let _ = tx.send((
+            r.map(|n| n > 0 && line.contains("\"ready\""))
+                .unwrap_or(false),
+            line,
+        ));
         stdout
     });
     let ok = rx.recv_timeout(READY_DEADLINE);

@@ -14,6 +14,7 @@ fn args(out: &std::path::Path, cache: &std::path::Path) -> BenchArgs {
         requests: 2,
         client_requests: 1,
         client_tokens: 4,
+        health_calls: 50,
         clients: vec![1, 3],
         lengths: vec![1, 8],
         prompt: "Hello".into(),
@@ -44,7 +45,11 @@ fn a_small_run_measures_every_system_and_names_what_it_skipped() {
         "{lines:?}"
     );
 
-    for id in [SystemId::RawLoop, SystemId::VeritasIpc, SystemId::VeritasHttp] {
+    for id in [
+        SystemId::RawLoop,
+        SystemId::VeritasIpc,
+        SystemId::VeritasHttp,
+    ] {
         let s = report.system(id).unwrap();
         assert_eq!(s.status, "ran", "{id:?}");
         assert_eq!(s.generation.len(), 2, "{id:?}");
@@ -72,12 +77,40 @@ fn a_small_run_measures_every_system_and_names_what_it_skipped() {
         .iter()
         .any(|r| r.system == SystemId::VeritasIpc && r.against == SystemId::RawLoop));
     assert!(
-        !report.ratios.iter().any(|r| r.against == SystemId::LlamaServer),
+        !report
+            .ratios
+            .iter()
+            .any(|r| r.against == SystemId::LlamaServer),
         "no ratio against a system that did not run"
     );
 
+    // The daemon's health round trips and the socket floor under them were measured.
+    let h = report.ipc_health.as_ref().expect("health round trips");
+    assert_eq!(h.calls, 100, "2 rounds x 50 calls");
+    assert!(h.p50_us > 0.0 && h.p50_us <= h.p99_us, "{h:?}");
+    assert!(h.socket_floor_p50_us > 0.0, "{h:?}");
+    let target = |name: &str| {
+        report
+            .targets
+            .iter()
+            .find(|t| t.target.contains(name))
+            .unwrap_or_else(|| panic!("no target {name}: {:?}", report.targets))
+    };
+    assert!(target("veritas-ipc / raw loop").met.is_some());
+    assert!(target("IPC health").met.is_some());
+    // llama-server did not run: its comparisons are not measured, never "met".
+    assert_eq!(target("veritas-http / llama-server").met, None);
+
     let table = report.table();
-    for name in ["raw-loop", "veritas-ipc", "veritas-http", "ipc/raw", "llama-server SKIPPED"] {
+    for name in [
+        "raw-loop",
+        "veritas-ipc",
+        "veritas-http",
+        "ipc/raw",
+        "llama-server SKIPPED",
+        "IPC health round trip",
+        "not measured",
+    ] {
         assert!(table.contains(name), "{name} missing from\n{table}");
     }
     let json = serde_json::to_value(&report).unwrap();
@@ -87,5 +120,9 @@ fn a_small_run_measures_every_system_and_names_what_it_skipped() {
     let svg = out.path().join("bench.svg");
     veritas_bench::plot::write_svg(&report, &svg).unwrap();
     let text = std::fs::read_to_string(&svg).unwrap();
-    assert!(text.starts_with("<svg") && text.contains("veritas-ipc"), "{}", &text[..200.min(text.len())]);
+    assert!(
+        text.starts_with("<svg") && text.contains("veritas-ipc"),
+        "{}",
+        &text[..200.min(text.len())]
+    );
 }

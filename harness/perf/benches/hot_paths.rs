@@ -14,11 +14,11 @@ use veritas_vocab::ipc::{self, GenerateRequest, Op, Request};
 // The daemon is a binary crate: its metrics and admission modules are compiled in here as
 // they are in the daemon (both depend only on veritas-vocab, prometheus and tokio).
 #[allow(dead_code, unused_imports)]
-#[path = "../../../runtime/spark/src/daemon/metrics.rs"]
-mod metrics;
-#[allow(dead_code, unused_imports)]
 #[path = "../../../runtime/spark/src/daemon/admission.rs"]
 mod admission;
+#[allow(dead_code, unused_imports)]
+#[path = "../../../runtime/spark/src/daemon/metrics.rs"]
+mod metrics;
 
 fn generate_request() -> Request {
     Request {
