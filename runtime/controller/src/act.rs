@@ -13,6 +13,63 @@ use veritas_crds::{VeritasCanary, FIELD_MANAGER, OWNED_SELECTOR_KEY};
 use crate::decide::{Action, EventKind};
 use crate::observe::{http_route_resource, virtual_service_resource};
 
+/// Removes one annotation (the user's request, once acted on) of a namespaced resource; a JSON
+/// merge patch of that key leaves the others alone. Canaries and environments share it.
+pub(crate) async fn clear_annotation<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    key: &str,
+) -> Result<(), kube::Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {key: null}}})),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Publishes an Event about `obj` (canary or environment). Best effort: a lost Event must not
+/// stop a rollout or a switch, so a failure is only logged.
+pub(crate) async fn publish<K>(
+    recorder: &Recorder,
+    obj: &K,
+    kind: EventKind,
+    reason: &str,
+    message: &str,
+    action: &str,
+) where
+    K: Resource<DynamicType = ()>,
+{
+    let ev = Event {
+        type_: match kind {
+            EventKind::Normal => EventType::Normal,
+            EventKind::Warning => EventType::Warning,
+        },
+        reason: reason.to_string(),
+        note: Some(message.chars().take(1000).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&ev, &obj.object_ref(&())).await {
+        tracing::warn!(
+            name = obj.meta().name.as_deref().unwrap_or(""),
+            namespace = obj.meta().namespace.as_deref().unwrap_or(""),
+            error = %e,
+            "event not published"
+        );
+    }
+}
+
 /// Carries out `actions` in order; the first failure stops the rest (the next pass retries).
 pub async fn act(
     client: &Client,
@@ -69,13 +126,7 @@ pub async fn act(
                 tracing::info!(canary = %name, namespace = %ns, route = %route_name, kind = %obj["kind"], "applied route weights");
             }
             Action::ClearAnnotation(key) => {
-                let api: Api<VeritasCanary> = Api::namespaced(client.clone(), &ns);
-                api.patch(
-                    &name,
-                    &merge,
-                    &Patch::Merge(json!({"metadata": {"annotations": {key: null}}})),
-                )
-                .await?;
+                clear_annotation::<VeritasCanary>(client, &ns, &name, key).await?;
                 tracing::info!(canary = %name, namespace = %ns, annotation = %key, "consumed annotation");
             }
             Action::Event {
@@ -83,21 +134,7 @@ pub async fn act(
                 reason,
                 message,
             } => {
-                let type_ = match kind {
-                    EventKind::Normal => EventType::Normal,
-                    EventKind::Warning => EventType::Warning,
-                };
-                let ev = Event {
-                    type_,
-                    reason: (*reason).to_string(),
-                    note: Some(message.chars().take(1000).collect()),
-                    action: "Reconcile".into(),
-                    secondary: None,
-                };
-                // Events are best effort: a lost Event must not stop the canary.
-                if let Err(e) = recorder.publish(&ev, &canary.object_ref(&())).await {
-                    tracing::warn!(canary = %name, namespace = %ns, error = %e, "event not published");
-                }
+                publish(recorder, canary, *kind, reason, message, "Reconcile").await;
                 match kind {
                     EventKind::Normal => {
                         tracing::info!(canary = %name, namespace = %ns, reason = %reason, "{message}")

@@ -15,10 +15,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use serde_json::{json, Value};
 use veritas_controller::analysis::Prometheus;
 use veritas_controller::leader::{Attempt, LeaderElector};
@@ -30,81 +28,8 @@ use veritas_crds::{
 };
 use veritas_vocab::labels;
 
-async fn client() -> Client {
-    let path = std::env::var("VERITAS_TEST_KUBECONFIG")
-        .expect("VERITAS_TEST_KUBECONFIG=$(ci/kind/apiserver.sh start | tail -1)");
-    let kc = Kubeconfig::read_from(&path).expect("kubeconfig");
-    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    Client::try_from(cfg).expect("client")
-}
-
-/// Polls `f` every 100 ms until it returns Some, or panics with the last value seen.
-async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let last = match f().await {
-            Ok(v) => return v,
-            Err(seen) => seen,
-        };
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs}s waiting for {what}; last seen: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/manifests/crds");
-    for e in std::fs::read_dir(dir).unwrap() {
-        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        api.patch(
-            &name,
-            &PatchParams::apply("veritas-test").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .expect("apply CRD");
-        eventually(&format!("CRD {name} Established"), 30, || {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                let c = api.get(&name).await.map_err(|e| e.to_string())?;
-                let est = c
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                if est {
-                    Ok(())
-                } else {
-                    Err("not established".into())
-                }
-            }
-        })
-        .await;
-    }
-}
-
-/// A namespace name of its own per run, so runs on one API server never meet.
-fn unique(base: &str) -> String {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{base}-{:x}", (n as u64) & 0xff_ffff_ffff)
-}
+mod common;
+use common::{client, eventually, install_crds, unique};
 
 async fn namespace(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());

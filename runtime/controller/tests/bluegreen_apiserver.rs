@@ -2,7 +2,7 @@
 //! start`): a switch end to end, a switch refused by the health check (traffic never leaves
 //! the old environment), a rollback, and a controller killed after recording each step of a
 //! switch (every step: Verifying, SwitchingSelector, UpdatingPreview, RestoringSelector),
-//! replaced by a new one that must finish the job.
+//! replaced by a new one that must finish the job; deletion through the finalizer.
 //!
 //! There are no nodes: the tests create the pods and write their Ready condition and pod IP
 //! through the status subresource, as a kubelet would. Blue pods get IP 127.0.0.1 and green
@@ -15,15 +15,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
 use serde_json::{json, Value};
 use veritas_controller::analysis::Prometheus;
 use veritas_controller::reconcile::{Context, FreezeHook};
@@ -31,84 +29,12 @@ use veritas_controller::telemetry::Metrics;
 use veritas_crds::reasons;
 use veritas_crds::{
     annotations, EnvironmentName, EnvironmentPhase, SwitchStep, VeritasEnvironment,
-    ENVIRONMENT_SELECTOR_KEY,
+    ENVIRONMENT_SELECTOR_KEY, FINALIZER,
 };
 use veritas_vocab::labels;
 
-async fn client() -> Client {
-    let path = std::env::var("VERITAS_TEST_KUBECONFIG")
-        .expect("VERITAS_TEST_KUBECONFIG=$(ci/kind/apiserver.sh start | tail -1)");
-    let kc = Kubeconfig::read_from(&path).expect("kubeconfig");
-    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    Client::try_from(cfg).expect("client")
-}
-
-/// Polls `f` every 100 ms until it returns Ok, or panics with the last value seen.
-async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let last = match f().await {
-            Ok(v) => return v,
-            Err(seen) => seen,
-        };
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs}s waiting for {what}; last seen: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/manifests/crds");
-    for e in std::fs::read_dir(dir).unwrap() {
-        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        api.patch(
-            &name,
-            &PatchParams::apply("veritas-test").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .expect("apply CRD");
-        eventually(&format!("CRD {name} Established"), 30, || {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                let c = api.get(&name).await.map_err(|e| e.to_string())?;
-                let est = c
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                if est {
-                    Ok(())
-                } else {
-                    Err("not established".into())
-                }
-            }
-        })
-        .await;
-    }
-}
-
-fn unique(base: &str) -> String {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{base}-{:x}", (n as u64) & 0xff_ffff_ffff)
-}
+mod common;
+use common::{client, eventually, install_crds, unique};
 
 /// The health endpoints of both environments: blue on 127.0.0.1, green on 127.0.0.2, one
 /// port. Each answers `/health` 200 with the runtime's JSON (naming its model) while healthy,
@@ -710,6 +636,128 @@ async fn target_without_ready_pods_is_never_selected_and_standby_is_reported() {
     assert_eq!(
         selector_env(&client, ns, "veritas-spark").await.as_deref(),
         Some("blue")
+    );
+    ctl.abort();
+}
+
+async fn deleted(api: &Api<VeritasEnvironment>) {
+    eventually("the VeritasEnvironment gone", 30, || {
+        let api = api.clone();
+        async move {
+            match api.get_opt("veritas-spark").await {
+                Ok(None) => Ok(()),
+                Ok(Some(e)) => Err(format!(
+                    "still there: finalizers {:?}, deletionTimestamp {:?}",
+                    e.metadata.finalizers, e.metadata.deletion_timestamp
+                )),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs a real API server: VERITAS_TEST_KUBECONFIG=$(ci/kind/apiserver.sh start | tail -1)"]
+async fn finalizer_leaves_traffic_where_the_record_says_on_delete() {
+    let client = client().await;
+    install_crds(&client).await;
+    let h = health().await;
+
+    // A stable environment carries the finalizer; deleting it leaves the Service on blue and
+    // says so in an Event.
+    let ns = &unique("bg-final-stable");
+    let api = setup(&client, ns, h.port, json!({"minReadySeconds": 0})).await;
+    let ctl = start(&client, ns, None);
+    status_where(&api, 30, "Stable with the finalizer", |e| {
+        phase(e) == EnvironmentPhase::Stable
+            && e.metadata
+                .finalizers
+                .as_ref()
+                .is_some_and(|f| f.iter().any(|x| x == FINALIZER))
+    })
+    .await;
+    api.delete("veritas-spark", &DeleteParams::default())
+        .await
+        .unwrap();
+    deleted(&api).await;
+    assert_eq!(
+        selector_env(&client, ns, "veritas-spark").await.as_deref(),
+        Some("blue")
+    );
+    assert!(
+        event_reasons(&client, ns)
+            .await
+            .iter()
+            .any(|r| r == reasons::ENVIRONMENT_DELETED),
+        "no {} Event",
+        reasons::ENVIRONMENT_DELETED
+    );
+    ctl.abort();
+
+    // Deleted while its record says the selector moves to a verified green, with nothing done
+    // yet (the controller that recorded the step was killed): the deletion waits for a
+    // controller, whose cleanup settles the move as a restarted controller would.
+    let ns = &unique("bg-final-moving");
+    let api = setup(&client, ns, h.port, json!({"minReadySeconds": 0})).await;
+    let ctl = start(&client, ns, None);
+    status_where(&api, 30, "Stable", |e| phase(e) == EnvironmentPhase::Stable).await;
+    ctl.abort();
+    let _ = ctl.await;
+    kill_at(&client, ns, &api, SwitchStep::SwitchingSelector, async {
+        request(&api, EnvironmentName::Green, None).await
+    })
+    .await;
+    assert_eq!(
+        selector_env(&client, ns, "veritas-spark").await.as_deref(),
+        Some("blue")
+    );
+    api.delete("veritas-spark", &DeleteParams::default())
+        .await
+        .unwrap();
+    let held = api.get("veritas-spark").await.unwrap();
+    assert!(
+        held.metadata.deletion_timestamp.is_some(),
+        "the finalizer holds the resource until a controller has cleaned up"
+    );
+    let ctl = start(&client, ns, None);
+    deleted(&api).await;
+    assert_eq!(
+        selector_env(&client, ns, "veritas-spark").await.as_deref(),
+        Some("green"),
+        "the recorded move to the verified target was settled"
+    );
+    ctl.abort();
+
+    // Deleted while the record says traffic is being restored to blue (the switch was called
+    // off after the selector moved): the cleanup finishes the restore.
+    let ns = &unique("bg-final-restore");
+    let api = setup(&client, ns, h.port, json!({"minReadySeconds": 0})).await;
+    let ctl = start(&client, ns, None);
+    status_where(&api, 30, "Stable", |e| phase(e) == EnvironmentPhase::Stable).await;
+    ctl.abort();
+    let _ = ctl.await;
+    kill_at(&client, ns, &api, SwitchStep::UpdatingPreview, async {
+        request(&api, EnvironmentName::Green, None).await
+    })
+    .await;
+    kill_at(&client, ns, &api, SwitchStep::RestoringSelector, async {
+        request(&api, EnvironmentName::Blue, None).await
+    })
+    .await;
+    assert_eq!(
+        selector_env(&client, ns, "veritas-spark").await.as_deref(),
+        Some("green")
+    );
+    api.delete("veritas-spark", &DeleteParams::default())
+        .await
+        .unwrap();
+    let ctl = start(&client, ns, None);
+    deleted(&api).await;
+    assert_eq!(
+        selector_env(&client, ns, "veritas-spark").await.as_deref(),
+        Some("blue"),
+        "the recorded restore was finished"
     );
     ctl.abort();
 }

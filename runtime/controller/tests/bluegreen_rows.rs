@@ -635,3 +635,64 @@ fn template_parts_normalise_references() {
         ["api-blue"]
     );
 }
+
+fn on_delete(w: &World) -> Vec<Action> {
+    veritas_controller::bluegreen::decide::on_delete(
+        &w.name,
+        &w.spec,
+        w.status.as_ref(),
+        &w.observe(),
+    )
+}
+
+#[test]
+fn deletion_leaves_traffic_where_the_record_says() {
+    // Stable: nothing moves; the Event says where traffic stays.
+    let w = stable_on_blue();
+    let a = on_delete(&w);
+    assert!(
+        matches!(&a[..], [Action::Event { reason, .. }] if *reason == reasons::ENVIRONMENT_DELETED),
+        "{a:?}"
+    );
+    // Never reconciled: the controller never touched the Service, so it does nothing.
+    let mut fresh = World::new(Blue);
+    fresh.status = None;
+    assert!(on_delete(&fresh).is_empty());
+
+    // Recorded at SwitchingSelector with the selector not yet written (killed after the
+    // status write): the verified target keeps the traffic.
+    let mut w = stable_on_blue();
+    w.request(Green);
+    w.crash_after(0);
+    assert_eq!(w.selected(), Some(Blue));
+    let a = on_delete(&w);
+    assert!(
+        a.contains(&Action::SetSelector {
+            service: "veritas-spark".into(),
+            env: Green
+        }),
+        "{a:?}"
+    );
+
+    // Still verifying (the target fails its probe): the Service never moved and stays.
+    let mut w = stable_on_blue();
+    w.env_mut(Green).probe = ProbeOutcome::Unhealthy("503".into());
+    w.request(Green);
+    w.pass();
+    assert_eq!(
+        st(&w).switch_progress.as_ref().map(|p| p.step),
+        Some(SwitchStep::Verifying)
+    );
+    assert!(!on_delete(&w)
+        .iter()
+        .any(|a| matches!(a, Action::SetSelector { .. })));
+
+    // The environment to keep has no ready pod: the Service is left as it is.
+    let mut w = stable_on_blue();
+    w.request(Green);
+    w.crash_after(0);
+    w.env_mut(Green).ready = 0;
+    assert!(!on_delete(&w)
+        .iter()
+        .any(|a| matches!(a, Action::SetSelector { .. })));
+}

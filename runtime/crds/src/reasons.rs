@@ -124,6 +124,8 @@ pub const ROLLBACK_FAILED: &str = "RollbackFailed";
 pub const SELECTOR_ADOPTED: &str = "SelectorAdopted";
 /// No switch asked for; the active Service selects the active environment.
 pub const NO_SWITCH: &str = "NoSwitch";
+/// The `VeritasEnvironment` was deleted; the Event says where traffic was left.
+pub const ENVIRONMENT_DELETED: &str = "EnvironmentDeleted";
 
 // --- DNS Not Updating / both environments receiving traffic ---
 /// The active Service's `environment` key is missing or names the other environment: it
@@ -195,6 +197,7 @@ pub const ALL: &[&str] = &[
     ROLLBACK_FAILED,
     SELECTOR_ADOPTED,
     NO_SWITCH,
+    ENVIRONMENT_DELETED,
     SELECTOR_DRIFT,
     NO_READY_ENDPOINTS,
     ROUTED,

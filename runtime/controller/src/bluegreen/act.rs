@@ -3,8 +3,8 @@
 
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
-use kube::{Api, Client, Resource};
+use kube::runtime::events::Recorder;
+use kube::{Api, Client};
 use serde_json::json;
 use veritas_crds::{VeritasEnvironment, ENVIRONMENT_SELECTOR_KEY};
 
@@ -41,13 +41,7 @@ pub async fn act(
                 tracing::info!(environment = %name, namespace = %ns, service = %service, key = ENVIRONMENT_SELECTOR_KEY, value = %e, "switch: set service selector");
             }
             Action::ClearAnnotation(key) => {
-                let api: Api<VeritasEnvironment> = Api::namespaced(client.clone(), &ns);
-                api.patch(
-                    &name,
-                    &merge,
-                    &Patch::Merge(json!({"metadata": {"annotations": {key: null}}})),
-                )
-                .await?;
+                crate::act::clear_annotation::<VeritasEnvironment>(client, &ns, &name, key).await?;
                 tracing::info!(environment = %name, namespace = %ns, annotation = %key, "consumed annotation");
             }
             Action::Event {
@@ -55,21 +49,7 @@ pub async fn act(
                 reason,
                 message,
             } => {
-                let type_ = match kind {
-                    EventKind::Normal => EventType::Normal,
-                    EventKind::Warning => EventType::Warning,
-                };
-                let ev = Event {
-                    type_,
-                    reason: (*reason).to_string(),
-                    note: Some(message.chars().take(1000).collect()),
-                    action: "Switch".into(),
-                    secondary: None,
-                };
-                // Events are best effort: a lost Event must not stop a switch.
-                if let Err(e) = recorder.publish(&ev, &env.object_ref(&())).await {
-                    tracing::warn!(environment = %name, namespace = %ns, error = %e, "event not published");
-                }
+                crate::act::publish(recorder, env, *kind, reason, message, "Switch").await;
                 match kind {
                     EventKind::Normal => {
                         tracing::info!(environment = %name, namespace = %ns, reason = %reason, "switch: {message}")

@@ -1132,6 +1132,62 @@ fn models(obs: &Observed, e: EnvironmentName) -> Vec<ModelIdentity> {
     m
 }
 
+/// Deleting the environment (the finalizer's cleanup): where traffic is left. It stays where
+/// the record says it is served; a selector move the record shows half done is settled the way
+/// a restarted controller would settle it (a verified target keeps the traffic; a switch still
+/// verifying, or being restored, leaves it on the environment it came from). Never onto an
+/// environment without a ready pod, and nothing for a resource the controller never recorded
+/// (it never touched the Service). The Event names the outcome.
+pub fn on_delete(
+    name: &str,
+    spec: &VeritasEnvironmentSpec,
+    status: Option<&VeritasEnvironmentStatus>,
+    obs: &Observed,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let Some(keep) = status.and_then(|st| match &st.switch_progress {
+        Some(p) => Some(match p.step {
+            SwitchStep::SwitchingSelector | SwitchStep::UpdatingPreview => p.target,
+            SwitchStep::Verifying | SwitchStep::RestoringSelector => p.from,
+        }),
+        None => st.active_environment,
+    }) else {
+        return actions;
+    };
+    let Some(svc) = &obs.active_service else {
+        // The Service is gone too (a namespace being deleted): nothing to leave anywhere.
+        return actions;
+    };
+    let message = if svc.env() == Some(keep) {
+        format!(
+            "environment {name} deleted: Service {} keeps selecting {keep}",
+            spec.active_service
+        )
+    } else if obs.ready(keep) > 0 {
+        actions.push(Action::SetSelector {
+            service: spec.active_service.clone(),
+            env: keep,
+        });
+        format!(
+            "environment {name} deleted mid-switch: Service {} set to {keep}, where its recorded step leaves traffic",
+            spec.active_service
+        )
+    } else {
+        format!(
+            "environment {name} deleted: Service {} left as it is ({}), {keep} has no ready pod",
+            spec.active_service,
+            fmt_labels(&svc.selector)
+        )
+    };
+    event(
+        &mut actions,
+        EventKind::Normal,
+        reasons::ENVIRONMENT_DELETED,
+        message,
+    );
+    actions
+}
+
 /// Decides one pass. `old` is the status as read (None for a new resource).
 pub fn decide(
     name: &str,

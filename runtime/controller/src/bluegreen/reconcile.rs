@@ -2,8 +2,9 @@
 //!
 //! The status is written **before** the actions, so the step a pass is about to carry out is
 //! on record first; a controller killed in between finds the step in status and repeats its
-//! (idempotent, level-triggered) action. No finalizer: deleting a `VeritasEnvironment` leaves
-//! traffic where it is.
+//! (idempotent, level-triggered) action. A finalizer settles deletion: traffic is left where
+//! the record says it is served, never half-way through a selector move
+//! ([`super::decide::on_delete`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,11 +16,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, CustomResourceExt, Resource, ResourceExt};
 use serde_json::json;
-use veritas_crds::{EnvironmentName, VeritasEnvironment, FIELD_MANAGER};
+use veritas_crds::{EnvironmentName, VeritasEnvironment, FIELD_MANAGER, FINALIZER};
 
 use super::decide::{decide, Observed};
 use super::drift::diff;
@@ -129,9 +131,39 @@ pub async fn apply(env: Arc<VeritasEnvironment>, ctx: &Context) -> Result<Requeu
     )))
 }
 
+/// The finalizer's cleanup: observe, leave traffic where [`super::decide::on_delete`] says,
+/// then let the resource go.
+async fn cleanup(env: Arc<VeritasEnvironment>, ctx: &Context) -> Result<Requeue, Error> {
+    let ns = env.namespace().ok_or(Error::NoNamespace)?;
+    let o = super::observe::observe(&ctx.client, &ns, &env.spec).await?;
+    let obs = Observed {
+        now: Timestamp::now(),
+        generation: env.metadata.generation,
+        annotations: BTreeMap::new(),
+        blue: o.blue,
+        green: o.green,
+        active_service: o.active_service,
+        preview_service: o.preview_service,
+        probes: BTreeMap::new(),
+        drift: Vec::new(),
+    };
+    let actions = super::decide::on_delete(&env.name_any(), &env.spec, env.status.as_ref(), &obs);
+    super::act::act(&ctx.client, &ctx.recorder, &env, &actions).await?;
+    Ok(Requeue::await_change())
+}
+
 async fn reconcile(env: Arc<VeritasEnvironment>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let started = Instant::now();
-    let res = apply(env, &ctx).await;
+    let ns = env.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<VeritasEnvironment> = Api::namespaced(ctx.client.clone(), &ns);
+    let res = finalizer(&api, FINALIZER, env, |ev| async {
+        match ev {
+            Finalizer::Apply(e) => apply(e, &ctx).await,
+            Finalizer::Cleanup(e) => cleanup(e, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
     ctx.metrics
         .duration
         .with_label_values(&[] as &[&str])
