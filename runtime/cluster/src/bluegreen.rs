@@ -13,6 +13,7 @@ use kube::{Api, Client, CustomResourceExt, ResourceExt};
 use serde_json::json;
 use veritas_controller::bluegreen::decide::{max_move_seconds, rollback_target};
 use veritas_controller::bluegreen::drift::diff;
+use veritas_controller::bluegreen::probe::PodHttp;
 use veritas_crds::{annotations, EnvironmentName, EnvironmentPhase, VeritasEnvironment};
 use veritas_vocab::{labels, ErrorCode};
 
@@ -135,7 +136,18 @@ pub async fn find(
     Ok((api, e))
 }
 
-/// Live facts for `diff` and the dry run (the controller's own reads).
+/// What `bluegreen diff` compares, read live: the environment and its facts.
+pub async fn diff_facts(
+    client: &Client,
+    t: &EnvTarget,
+) -> Result<(VeritasEnvironment, PlanFacts), CliError> {
+    let (_, e) = find(client, t, ErrorCode::DeploymentFailed).await?;
+    let f = facts(client, &e).await?;
+    Ok((e, f))
+}
+
+/// Live facts for `diff` and the dry run (the controller's own reads, and the models the
+/// pods' runtime reports now).
 async fn facts(client: &Client, e: &VeritasEnvironment) -> Result<PlanFacts, CliError> {
     let ns = e.namespace().unwrap_or_default();
     let o = veritas_controller::bluegreen::observe::observe(client, &ns, &e.spec)
@@ -146,11 +158,24 @@ async fn facts(client: &Client, e: &VeritasEnvironment) -> Result<PlanFacts, Cli
                 format!("failed to read the environments' objects: {err}"),
             )
         })?;
-    let st = e.status.clone().unwrap_or_default();
     let mut snaps = o.snapshots.clone();
-    // Models as the controller's probes of the pods' runtime last saw them.
+    // Models as each environment's pods report them now: the runtime's health JSON (name,
+    // version, sha256) of every ready pod, through the API server's pod proxy (this runs
+    // outside the cluster). Not the status: that is what the controller saw at its last pass.
+    let http = PodHttp::ApiProxy(client.clone());
+    let hc = &e.spec.switch.health_check;
+    let timeout = Duration::from_secs(hc.probe_timeout_seconds.max(1) as u64);
     for (env, s) in snaps.iter_mut() {
-        s.models = st.environments.get(*env).models.clone();
+        let pods = o.ready_pods.get(env).cloned().unwrap_or_default();
+        let probes = futures::future::join_all(
+            pods.iter()
+                .map(|p| http.probe(p, hc.port, &hc.path, timeout)),
+        )
+        .await;
+        let mut models: Vec<_> = probes.into_iter().filter_map(|p| p.model).collect();
+        models.sort();
+        models.dedup();
+        s.models = models;
     }
     let drift = match (
         snaps.get(&EnvironmentName::Blue),
@@ -191,8 +216,7 @@ pub async fn run(
             Ok(ExitCode::SUCCESS)
         }
         BluegreenCommand::Diff(t) => {
-            let (_, e) = find(client, &t, ErrorCode::DeploymentFailed).await?;
-            let f = facts(client, &e).await?;
+            let (e, f) = diff_facts(client, &t).await?;
             if json_out {
                 print_json(
                     json!({"schema": 1, "environment": e.name_any(), "inSync": f.drift.is_empty(), "drift": f.drift}),

@@ -5,62 +5,28 @@
 
 use std::process::ExitCode;
 
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use veritas_cluster::{run, CanaryCommand, ClusterCommand, InspectArgs, RollbackArgs, Target};
 use veritas_crds::{annotations, VeritasCanary};
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+mod common;
+use common::{create_namespace, install_crds, kubeconfig_from, rt, unique};
 
 /// Points the commands (which read the default kubeconfig) at the test API server.
 fn kubeconfig() -> String {
-    let path = std::env::var("VERITAS_TEST_KUBECONFIG")
-        .expect("VERITAS_TEST_KUBECONFIG=$(ci/kind/apiserver.sh start | tail -1)");
-    std::env::set_var("KUBECONFIG", &path);
-    path
-}
-
-fn unique(base: &str) -> String {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{base}-{:x}", (n as u64) & 0xff_ffff_ffff)
+    kubeconfig_from(
+        "VERITAS_TEST_KUBECONFIG",
+        "$(ci/kind/apiserver.sh start | tail -1)",
+    )
 }
 
 /// CRDs installed, a namespace, and a canary whose status says `phase`.
 async fn setup(ns: &str, phase: &str) -> Api<VeritasCanary> {
     let client = Client::try_default().await.unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/manifests/crds");
-    for e in std::fs::read_dir(dir).unwrap() {
-        let crd: CustomResourceDefinition =
-            serde_yaml::from_str(&std::fs::read_to_string(e.unwrap().path()).unwrap()).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        crds.patch(
-            &name,
-            &PatchParams::apply("veritas-test").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-    }
-    let nss: Api<Namespace> = Api::all(client.clone());
-    nss.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-    )
-    .await
-    .unwrap();
+    install_crds(&client).await;
+    create_namespace(&client, ns).await;
     let api: Api<VeritasCanary> = Api::namespaced(client, ns);
     // The CRD may take a moment to serve: retry the create within a deadline.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

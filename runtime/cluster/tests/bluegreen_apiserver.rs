@@ -5,98 +5,31 @@
 
 use std::process::ExitCode;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use serde_json::{json, Value};
+use serde_json::json;
 use veritas_cluster::{
     run, BluegreenCommand, ClusterCommand, EnvTarget, RollbackArgs, StatusArgs, SwitchArgs, Target,
 };
 use veritas_crds::{EnvironmentName, VeritasEnvironment};
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+mod common;
+use common::{apply_bluegreen, create_namespace, install_crds, kubeconfig_from, rt, unique};
 
 fn kubeconfig() {
-    let path = std::env::var("VERITAS_TEST_KUBECONFIG")
-        .expect("VERITAS_TEST_KUBECONFIG=$(ci/kind/apiserver.sh start | tail -1)");
-    std::env::set_var("KUBECONFIG", &path);
-}
-
-fn unique(base: &str) -> String {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{base}-{:x}", (n as u64) & 0xff_ffff_ffff)
+    kubeconfig_from(
+        "VERITAS_TEST_KUBECONFIG",
+        "$(ci/kind/apiserver.sh start | tail -1)",
+    );
 }
 
 /// CRDs, a namespace, and `fixtures/manifests/bluegreen` applied into it (no pods: no nodes).
 async fn setup(ns: &str) -> Api<VeritasEnvironment> {
     let client = Client::try_default().await.unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/manifests");
-    let pp = PatchParams::apply("veritas-test").force();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for e in std::fs::read_dir(root.join("crds")).unwrap() {
-        let crd: CustomResourceDefinition =
-            serde_yaml::from_str(&std::fs::read_to_string(e.unwrap().path()).unwrap()).unwrap();
-        crds.patch(
-            &crd.metadata.name.clone().unwrap(),
-            &pp,
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-    }
-    let nss: Api<Namespace> = Api::all(client.clone());
-    nss.create(
-        &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-    )
-    .await
-    .unwrap();
-    let mut files: Vec<_> = std::fs::read_dir(root.join("bluegreen"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    for f in files {
-        let text = std::fs::read_to_string(&f).unwrap();
-        for d in serde_yaml::Deserializer::from_str(&text) {
-            let v: Value = serde::Deserialize::deserialize(d).unwrap();
-            let name = v["metadata"]["name"].as_str().unwrap().to_string();
-            match v["kind"].as_str().unwrap() {
-                "Deployment" => {
-                    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-                    api.patch(&name, &pp, &Patch::Apply(&v)).await.unwrap();
-                }
-                "Service" => {
-                    let api: Api<Service> = Api::namespaced(client.clone(), ns);
-                    api.patch(&name, &pp, &Patch::Apply(&v)).await.unwrap();
-                }
-                "ConfigMap" => {
-                    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-                    api.patch(&name, &pp, &Patch::Apply(&v)).await.unwrap();
-                }
-                _ => {
-                    // The CRD may take a moment to serve.
-                    let api: Api<VeritasEnvironment> = Api::namespaced(client.clone(), ns);
-                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-                    while let Err(e) = api.patch(&name, &pp, &Patch::Apply(&v)).await {
-                        assert!(std::time::Instant::now() < deadline, "{e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    }
-                }
-            }
-        }
-    }
-    Api::namespaced(client, ns)
+    install_crds(&client).await;
+    create_namespace(&client, ns).await;
+    apply_bluegreen(&client, ns, None, json!({})).await
 }
 
 fn target(ns: &str) -> EnvTarget {
