@@ -407,7 +407,10 @@ fn time(now: Timestamp) -> Time {
     Time(now)
 }
 
-fn set_condition(
+/// Sets a condition, moving `lastTransitionTime` only when its status flips. Returns whether
+/// it is worth an Event: a flip, a new failure reason, or a new failing condition.
+/// Canaries and environments share it (one condition vocabulary).
+pub(crate) fn set_condition(
     conds: &mut Vec<Condition>,
     now: Timestamp,
     generation: Option<i64>,
@@ -415,26 +418,32 @@ fn set_condition(
     ok: bool,
     reason: &str,
     message: String,
-) {
+) -> bool {
     let status = if ok { "True" } else { "False" };
     match conds.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
-            if c.status != status {
+            let flipped = c.status != status;
+            if flipped {
                 c.last_transition_time = Some(time(now));
             }
+            let reason_changed = c.reason != reason;
             c.status = status.into();
             c.reason = reason.into();
             c.message = message;
             c.observed_generation = generation;
+            flipped || (!ok && reason_changed)
         }
-        None => conds.push(Condition {
-            type_: type_.into(),
-            status: status.into(),
-            reason: reason.into(),
-            message,
-            last_transition_time: Some(time(now)),
-            observed_generation: generation,
-        }),
+        None => {
+            conds.push(Condition {
+                type_: type_.into(),
+                status: status.into(),
+                reason: reason.into(),
+                message,
+                last_transition_time: Some(time(now)),
+                observed_generation: generation,
+            });
+            !ok
+        }
     }
 }
 
@@ -534,7 +543,8 @@ fn check_references(
     missing.is_empty()
 }
 
-fn fmt_labels(m: &BTreeMap<String, String>) -> String {
+/// `k=v,k=v` (`{}` when empty), as selectors are shown in messages.
+pub(crate) fn fmt_labels(m: &BTreeMap<String, String>) -> String {
     if m.is_empty() {
         return "{}".into();
     }

@@ -31,13 +31,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use veritas_crds::reasons::{self, environment_types as types};
 use veritas_crds::{
-    annotations, Condition, Drift, EnvironmentName, EnvironmentObserved, EnvironmentPhase,
-    ModelIdentity, SwitchKind, SwitchProgress, SwitchRecord, SwitchStep, VeritasEnvironmentSpec,
+    annotations, Drift, EnvironmentName, EnvironmentObserved, EnvironmentPhase, ModelIdentity,
+    SwitchKind, SwitchProgress, SwitchRecord, SwitchStep, VeritasEnvironmentSpec,
     VeritasEnvironmentStatus, ENVIRONMENT_SELECTOR_KEY,
 };
 use veritas_vocab::labels;
 
-use crate::decide::EventKind;
+use crate::decide::{fmt_labels, set_condition, EventKind};
 
 /// A Deployment of one environment as observed.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -161,43 +161,6 @@ fn secs_since(now: Timestamp, t: &Time) -> i64 {
 
 /// Sets a condition; returns true when its status flipped (or it is new and False), which is
 /// when an Event is due.
-fn set_condition(
-    conds: &mut Vec<Condition>,
-    now: Timestamp,
-    generation: Option<i64>,
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-) -> bool {
-    let status = if ok { "True" } else { "False" };
-    match conds.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            let flipped = c.status != status;
-            if flipped {
-                c.last_transition_time = Some(time(now));
-            }
-            let reason_changed = c.reason != reason;
-            c.status = status.into();
-            c.reason = reason.into();
-            c.message = message;
-            c.observed_generation = generation;
-            flipped || (!ok && reason_changed)
-        }
-        None => {
-            conds.push(Condition {
-                type_: type_.into(),
-                status: status.into(),
-                reason: reason.into(),
-                message,
-                last_transition_time: Some(time(now)),
-                observed_generation: generation,
-            });
-            !ok
-        }
-    }
-}
-
 fn event(actions: &mut Vec<Action>, kind: EventKind, reason: &'static str, message: String) {
     actions.push(Action::Event {
         kind,
@@ -1050,16 +1013,6 @@ impl Pass<'_> {
             msg,
         );
     }
-}
-
-fn fmt_labels(m: &BTreeMap<String, String>) -> String {
-    if m.is_empty() {
-        return "{}".into();
-    }
-    m.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// Checks the references; sets `ReferencesValid`. Returns false when the active Service is
