@@ -407,6 +407,9 @@ pub async fn spark_in_pod(
                 "pods".into(),
                 "-l".into(),
                 ctx.subst(selector),
+                // A pod still Pending (not scheduled, e.g. while a rollback scales a track
+                // back up) cannot be exec'd into: the on-call picks a running one.
+                "--field-selector=status.phase=Running".into(),
                 "-o".into(),
                 "jsonpath={.items[0].metadata.name}".into(),
             ],
@@ -417,7 +420,7 @@ pub async fn spark_in_pod(
     let pod = pods.stdout.trim().to_string();
     if pod.is_empty() {
         return Err(StepError::observed(
-            format!("no pod matches {selector}"),
+            format!("no running pod matches {selector}"),
             pods.summary(),
         ));
     }

@@ -186,7 +186,17 @@ impl Runtime {
             Ok(r) => self
                 .metrics
                 .record_success(secs, r.prompt_tokens, r.generated_tokens),
-            Err(e) => self.metrics.record_failure(secs, e.code),
+            Err(e) => {
+                self.metrics.record_failure(secs, e.code);
+                // What `kubectl logs -l deployment=canary` must show during a failure window:
+                // each failed request with its code, not only the error-rate metric.
+                tracing::warn!(
+                    code = e.code.code(),
+                    seconds = secs,
+                    "request failed: {}",
+                    e.detail
+                );
+            }
         }
         result
     }
