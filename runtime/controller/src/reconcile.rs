@@ -170,14 +170,7 @@ async fn reconcile(canary: Arc<VeritasCanary>, ctx: Arc<Context>) -> Result<Requ
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics
-        .duration
-        .with_label_values(&[] as &[&str])
-        .observe(started.elapsed().as_secs_f64());
-    ctx.metrics
-        .reconciles
-        .with_label_values(&[if res.is_ok() { "ok" } else { "error" }])
-        .inc();
+    ctx.metrics.reconciled(started, &res);
     res
 }
 

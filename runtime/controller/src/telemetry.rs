@@ -111,6 +111,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// One reconcile pass (canary or environment): its duration and outcome.
+    pub fn reconciled<T, E>(&self, started: std::time::Instant, res: &Result<T, E>) {
+        self.duration
+            .with_label_values(&[] as &[&str])
+            .observe(started.elapsed().as_secs_f64());
+        self.reconciles
+            .with_label_values(&[if res.is_ok() { "ok" } else { "error" }])
+            .inc();
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         let enc = prometheus::TextEncoder::new();

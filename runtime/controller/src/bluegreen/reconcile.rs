@@ -164,14 +164,7 @@ async fn reconcile(env: Arc<VeritasEnvironment>, ctx: Arc<Context>) -> Result<Re
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics
-        .duration
-        .with_label_values(&[] as &[&str])
-        .observe(started.elapsed().as_secs_f64());
-    ctx.metrics
-        .reconciles
-        .with_label_values(&[if res.is_ok() { "ok" } else { "error" }])
-        .inc();
+    ctx.metrics.reconciled(started, &res);
     res
 }
 
