@@ -41,10 +41,10 @@ fi
 
 out=${CARGO_TARGET_DIR:-target}/veritas-perf
 mkdir -p "$out"
-log "running the callgrind benchmarks (cargo bench --workspace --bench hot_paths)"
+log "running the callgrind benchmarks (cargo bench --workspace --profile perf --bench hot_paths)"
 started=$(date +%s)
 # --workspace: a -p selection unifies features differently and rebuilds dependencies.
-cargo bench --workspace --bench hot_paths -- --output-format=json >"$out/summaries.jsonl"
+cargo bench --workspace --profile perf --bench hot_paths -- --output-format=json >"$out/summaries.jsonl"
 log "benchmarks ran in $(( $(date +%s) - started )) s"
 
 # { "module::function.id": Ir } from one JSON summary per line.
