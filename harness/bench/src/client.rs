@@ -189,17 +189,29 @@ impl Target for HttpTarget {
             body[k] = v.clone();
         }
         let body = body.to_string();
-        let t0 = Instant::now();
-        let (status, text, close) = {
+        let request = format!(
+            "POST /v1/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        // A kept-alive connection the server closed while it sat idle (llama-server's
+        // keep-alive timeout is 5 s; another system's workload can take longer) answers
+        // nothing: reconnect and send again, once. Connecting is never inside the timing.
+        let mut attempt = 0;
+        let (t0, status, text, close) = loop {
+            attempt += 1;
+            let reused = self.conn.is_some();
             let conn = self.connection()?;
-            let request = format!(
-                "POST /v1/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            conn.get_mut()
-                .write_all(request.as_bytes())
-                .map_err(|e| BenchError::io("send an HTTP request", e))?;
-            read_http_response(conn)?
+            let t0 = Instant::now();
+            let sent = conn.get_mut().write_all(request.as_bytes());
+            let answer = match sent {
+                Ok(()) => read_http_response(conn),
+                Err(e) => Err(BenchError::io("send an HTTP request", e)),
+            };
+            match answer {
+                Ok((status, text, close)) => break (t0, status, text, close),
+                Err(_) if reused && attempt == 1 => self.conn = None,
+                Err(e) => return Err(e),
+            }
         };
         let us = t0.elapsed().as_micros() as u64;
         if close {
