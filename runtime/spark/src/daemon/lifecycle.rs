@@ -187,6 +187,7 @@ impl Lifecycle {
         }
     }
 
+    #[cfg(test)]
     pub fn is_stopped(&self) -> bool {
         matches!(self, Lifecycle::Stopped)
     }
