@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 use veritas_crds::canary::ANALYSIS_HISTORY_LIMIT;
 use veritas_crds::reasons::{self, types};
@@ -211,17 +211,25 @@ pub fn analysis_due(
     if st.desired_weight == 0 || st.current_step >= final_step(spec) {
         return false;
     }
+    // Routed at this run's weight: the `RolledBack` a restarted canary keeps does not count.
     let routed = veritas_crds::find_condition(&st.conditions, types::TRAFFIC_ROUTED)
-        .is_some_and(Condition::is_true);
-    if !routed {
-        return false;
-    }
-    match &st.last_analysis_time {
-        None => true,
-        Some(t) => {
-            now.duration_since(t.0)
-                >= SignedDuration::from_secs(spec.analysis.interval_seconds.max(1))
-        }
+        .is_some_and(|c| c.is_true() && c.reason == reasons::WEIGHT_REALISED);
+    routed && secs_to_next_analysis(spec, st, now) <= 0
+}
+
+/// Seconds until the next analysis is due (0 or less: due). The first analysis of a run (a new
+/// canary, or one restarted) waits until a whole window of traffic at the realised weight
+/// exists: a window reaching back before it would judge the canary's past (rolled back and
+/// idle, or the broken build the restart replaced). Later ones follow every interval.
+fn secs_to_next_analysis(
+    spec: &VeritasCanarySpec,
+    st: &VeritasCanaryStatus,
+    now: Timestamp,
+) -> i64 {
+    match (&st.last_analysis_time, &st.last_progress_time) {
+        (Some(t), _) => spec.analysis.interval_seconds.max(1) - now.duration_since(t.0).as_secs(),
+        (None, Some(t)) => spec.analysis.window_seconds.max(1) - now.duration_since(t.0).as_secs(),
+        (None, None) => 0,
     }
 }
 
@@ -1404,11 +1412,7 @@ fn decide_inner(
     );
     st.reason = Some(reason);
     st.message = Some(message);
-    let next_analysis = match &st.last_analysis_time {
-        None => 1,
-        Some(t) => (spec.analysis.interval_seconds - now.duration_since(t.0).as_secs())
-            .clamp(1, 3600) as u64,
-    };
+    let next_analysis = secs_to_next_analysis(spec, &st, now).clamp(1, 3600) as u64;
     deadline(
         spec,
         name,

@@ -1,4 +1,5 @@
-//! The reconcile pass: observe → decide → act → write status (only when it changed).
+//! The reconcile pass: observe → decide → write status (only when it changed, and only over
+//! the version read) → act.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,6 +42,51 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::NoNamespace => "no_namespace",
         }
+    }
+}
+
+/// How a guarded status write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusWrite {
+    Written,
+    /// The object changed since this pass read it: nothing was written.
+    Stale,
+}
+
+/// How soon a pass that read a stale copy runs again (the watch is usually a few ms behind).
+pub(crate) const STALE_REQUEUE: Duration = Duration::from_secs(1);
+
+/// Writes `status` (server-side apply of the status subresource) only if the object is still
+/// at the `resourceVersion` this pass read. The watch cache can lag our own writes by a pass:
+/// without the guard, a pass deciding on the older copy puts back the status a newer pass
+/// replaced (a canary restarted by `retry` went back to `Failed` that way).
+pub async fn write_status<K, S>(
+    api: &Api<K>,
+    obj: &K,
+    status: &S,
+) -> Result<StatusWrite, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize,
+{
+    let body = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"resourceVersion": obj.meta().resource_version},
+        "status": status,
+    });
+    let name = obj.meta().name.clone().unwrap_or_default();
+    match api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await
+    {
+        Ok(_) => Ok(StatusWrite::Written),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(StatusWrite::Stale),
+        Err(e) => Err(e),
     }
 }
 
@@ -122,25 +168,19 @@ pub async fn apply(canary: Arc<VeritasCanary>, ctx: &Context) -> Result<Requeue,
         analysis,
     };
     let d = decide(&ns, &name, &canary.spec, canary.status.as_ref(), &obs);
-    crate::act::act(&ctx.client, &ctx.recorder, &canary, &d.actions).await?;
     ctx.metrics
         .weight
         .with_label_values(&[ns.as_str(), name.as_str()])
         .set(d.status.actual_weight as i64);
+    // The status goes first, guarded by the version this pass read: a pass on a stale copy
+    // stops here, before its actions (a stale `Failed` would route traffic back to stable).
     if canary.status.as_ref() != Some(&d.status) {
-        let old_phase = canary.status.as_ref().map(|s| s.phase);
         let api: Api<VeritasCanary> = Api::namespaced(ctx.client.clone(), &ns);
-        let body = json!({
-            "apiVersion": VeritasCanary::api_version(&()),
-            "kind": VeritasCanary::kind(&()),
-            "status": d.status,
-        });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(body),
-        )
-        .await?;
+        if write_status(&api, canary.as_ref(), &d.status).await? == StatusWrite::Stale {
+            tracing::debug!(canary = %name, namespace = %ns, "read a stale copy; the next pass rereads");
+            return Ok(Requeue::requeue(STALE_REQUEUE));
+        }
+        let old_phase = canary.status.as_ref().map(|s| s.phase);
         if old_phase != Some(d.status.phase) {
             tracing::info!(
                 canary = %name, namespace = %ns, phase = %d.status.phase, from = ?old_phase.map(|p| p.as_str()),
@@ -149,6 +189,7 @@ pub async fn apply(canary: Arc<VeritasCanary>, ctx: &Context) -> Result<Requeue,
             );
         }
     }
+    crate::act::act(&ctx.client, &ctx.recorder, &canary, &d.actions).await?;
     Ok(Requeue::requeue(Duration::from_secs(
         d.requeue_after_secs.max(1),
     )))

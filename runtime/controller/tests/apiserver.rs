@@ -20,11 +20,12 @@ use kube::{Api, Client};
 use serde_json::{json, Value};
 use veritas_controller::analysis::Prometheus;
 use veritas_controller::leader::{Attempt, LeaderElector};
-use veritas_controller::reconcile::{crd_installed, run, Context};
+use veritas_controller::reconcile::{crd_installed, run, write_status, Context, StatusWrite};
 use veritas_controller::telemetry::Metrics;
 use veritas_crds::reasons::{self, types};
 use veritas_crds::{
-    annotations, find_condition, Phase, VeritasCanary, FINALIZER, OWNED_SELECTOR_KEY,
+    annotations, find_condition, Phase, VeritasCanary, VeritasCanaryStatus, FINALIZER,
+    OWNED_SELECTOR_KEY,
 };
 use veritas_vocab::labels;
 
@@ -220,6 +221,58 @@ async fn crd_install_and_schema_validation() {
         .unwrap();
     assert_eq!(c.spec.promotion.success_limit, 3);
     assert_eq!(c.spec.shared_service, labels::SERVICE_SPARK);
+}
+
+/// A pass that decided on a copy older than the object (the watch lags our own writes) must
+/// not put its status back over a newer one: a `retry` restart once went back to `Failed` so.
+#[tokio::test]
+#[ignore = "needs a real API server: VERITAS_TEST_KUBECONFIG=$(ci/kind/apiserver.sh start | tail -1)"]
+async fn status_written_from_a_stale_read_is_refused() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = unique("stale");
+    namespace(&client, &ns).await;
+    let api: Api<VeritasCanary> = Api::namespaced(client.clone(), &ns);
+    let read = api
+        .create(
+            &PostParams::default(),
+            &canary_obj("c", json!({"trafficWeight": 10})),
+        )
+        .await
+        .unwrap();
+    let failed = VeritasCanaryStatus {
+        phase: Phase::Failed,
+        ..Default::default()
+    };
+    assert_eq!(
+        write_status(&api, &read, &failed).await.unwrap(),
+        StatusWrite::Written
+    );
+    // The object moved on (a newer pass restarted it); `read` is now the stale copy.
+    let fresh = api.get("c").await.unwrap();
+    let progressing = VeritasCanaryStatus {
+        phase: Phase::Progressing,
+        ..Default::default()
+    };
+    assert_eq!(
+        write_status(&api, &fresh, &progressing).await.unwrap(),
+        StatusWrite::Written
+    );
+    assert_eq!(
+        write_status(&api, &read, &failed).await.unwrap(),
+        StatusWrite::Stale
+    );
+    assert_eq!(
+        write_status(&api, &fresh, &failed).await.unwrap(),
+        StatusWrite::Stale
+    );
+    let now = api.get("c").await.unwrap();
+    assert_eq!(now.status.as_ref().unwrap().phase, Phase::Progressing);
+    // A write over the current version still lands.
+    assert_eq!(
+        write_status(&api, &now, &failed).await.unwrap(),
+        StatusWrite::Written
+    );
 }
 
 #[tokio::test]

@@ -30,11 +30,22 @@ fn reason(w: &World) -> String {
         .unwrap_or_default()
 }
 
-/// Runs `n` analyses one interval apart with the same sample.
+/// Runs `n` analyses with the same sample, each as soon as one is due: one interval apart, the
+/// first of a run once a whole window of routed traffic exists. A pass that finds none due
+/// within a window and an interval (paused, held) goes without one.
 fn analyses(w: &mut World, sample: AnalysisSample, n: usize) {
     for _ in 0..n {
-        w.advance(w.spec.analysis.interval_seconds);
-        let due = analysis_due(&w.spec, w.status.as_ref(), w.now);
+        let step = w.spec.analysis.interval_seconds;
+        let mut waited = 0;
+        let due = loop {
+            w.advance(step);
+            waited += step;
+            let due = analysis_due(&w.spec, w.status.as_ref(), w.now);
+            if due || waited >= w.spec.analysis.window_seconds + step {
+                break due;
+            }
+            w.pass(None);
+        };
         w.pass(due.then(|| sample.clone()));
         w.settle(5);
     }
@@ -395,6 +406,41 @@ fn urb_3_canary_with_a_real_bug_rolls_back_on_error_burst() {
             .reason,
         reasons::FAILURE_LIMIT_REACHED
     );
+}
+
+/// The first analysis of a run judges only the run's own traffic: a window reaching back past
+/// the (re)start would count the rolled-back canary's idle time (too little traffic) or the
+/// broken build's errors against the fixed one.
+#[test]
+fn first_analysis_of_a_run_waits_for_a_whole_window_of_routed_traffic() {
+    let mut w = started(50);
+    let window = w.spec.analysis.window_seconds;
+    let due = |w: &World| analysis_due(&w.spec, w.status.as_ref(), w.now);
+    assert!(!due(&w), "due as soon as traffic is routed");
+    w.advance(window - 1);
+    assert!(!due(&w), "due before a whole window of routed traffic");
+    w.advance(1);
+    assert!(due(&w));
+    analyses(&mut w, erroring(0.4), 3);
+    rolled_back(&w);
+    // Restarted by the retry annotation: traffic is routed again (the kept `RolledBack`
+    // condition does not count as routed), and the wait starts over.
+    w.annotate(annotations::RETRY, "true");
+    w.settle(5);
+    assert_eq!(phase(&w), Phase::Progressing);
+    assert_eq!(w.status.as_ref().unwrap().actual_weight, 50);
+    assert!(
+        !due(&w),
+        "the restarted canary judged at once, on the broken build's window"
+    );
+    w.advance(window);
+    assert!(due(&w));
+    // Later analyses follow the interval.
+    analyses(&mut w, healthy(), 1);
+    w.advance(w.spec.analysis.interval_seconds - 1);
+    assert!(!due(&w));
+    w.advance(1);
+    assert!(due(&w));
 }
 
 #[test]

@@ -14,18 +14,16 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, CustomResourceExt, Resource, ResourceExt};
-use serde_json::json;
-use veritas_crds::{EnvironmentName, VeritasEnvironment, FIELD_MANAGER, FINALIZER};
+use veritas_crds::{EnvironmentName, VeritasEnvironment, FINALIZER};
 
 use super::decide::{decide, Observed};
 use super::drift::diff;
-use crate::reconcile::{Context, Error};
+use crate::reconcile::{write_status, Context, Error, StatusWrite, STALE_REQUEUE};
 
 /// Observes, probes, decides, records and acts for one `VeritasEnvironment`.
 pub async fn apply(env: Arc<VeritasEnvironment>, ctx: &Context) -> Result<Requeue, Error> {
@@ -77,18 +75,12 @@ pub async fn apply(env: Arc<VeritasEnvironment>, ctx: &Context) -> Result<Requeu
     let d = decide(&name, spec, env.status.as_ref(), &obs);
     if env.status.as_ref() != Some(&d.status) {
         let api: Api<VeritasEnvironment> = Api::namespaced(ctx.client.clone(), &ns);
-        let body = json!({
-            "apiVersion": VeritasEnvironment::api_version(&()),
-            "kind": VeritasEnvironment::kind(&()),
-            "status": d.status,
-        });
-        // The step is on record before anything is done for it.
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(body),
-        )
-        .await?;
+        // The step is on record before anything is done for it; a pass on a stale copy
+        // records nothing and does nothing.
+        if write_status(&api, env.as_ref(), &d.status).await? == StatusWrite::Stale {
+            tracing::debug!(environment = %name, namespace = %ns, "read a stale copy; the next pass rereads");
+            return Ok(Requeue::requeue(STALE_REQUEUE));
+        }
         let old = env.status.as_ref();
         let old_step = old.and_then(|s| s.switch_progress.as_ref()).map(|p| p.step);
         let new_step = d.status.switch_progress.as_ref().map(|p| p.step);

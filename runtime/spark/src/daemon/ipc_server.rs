@@ -147,7 +147,7 @@ enum ReadEnd {
 /// nothing is in flight on the connection; once it has begun, the whole frame must arrive
 /// within the idle timeout (a client that stops mid-frame holds nothing for long).
 async fn next_frame(
-    rd: &mut tokio::net::unix::OwnedReadHalf,
+    rd: &mut ConnReader,
     max: u32,
     idle: Duration,
     busy: impl Fn() -> bool,
@@ -181,6 +181,20 @@ async fn next_frame(
     }
 }
 
+/// The read half, buffered: a frame that arrived whole (the usual case) costs one `read`
+/// syscall instead of three (first byte, header, payload).
+type ConnReader = tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>;
+
+/// Operations answered on the connection's own task: they only read in-memory state, so a
+/// spawned task and its hand-off would cost more than the answer (a health call is the
+/// probe every supervisor and load balancer sends).
+fn answered_inline(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Health { .. } | Op::Live | Op::Ready | Op::MetricsSummary | Op::TelemetryStatus
+    )
+}
+
 fn eof_truncated(e: std::io::Error) -> FrameError {
     match e.kind() {
         std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
@@ -189,7 +203,8 @@ fn eof_truncated(e: std::io::Error) -> FrameError {
 }
 
 async fn connection(rt: Arc<Runtime>, stream: UnixStream) {
-    let (mut rd, wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    let mut rd = ConnReader::new(rd);
     let wr = Arc::new(tokio::sync::Mutex::new(wr));
     // Requests in flight on this connection: at the cap, the next frame is not read until
     // one is answered (backpressure on the client instead of unbounded tasks).
@@ -225,6 +240,16 @@ async fn connection(rt: Arc<Runtime>, stream: UnixStream) {
                 continue;
             }
         };
+        if answered_inline(&req.op) {
+            let _answering = rt.answers.read().await;
+            let outcome = dispatch(&rt, req.op).await;
+            let frame = ipc::encode(&Response {
+                id: req.id,
+                outcome,
+            });
+            let _ = wr.lock().await.write_all(&frame).await;
+            continue;
+        }
         let Ok(slot) = pipelined.clone().acquire_owned().await else {
             return;
         };
