@@ -259,7 +259,8 @@ pub struct Analysis {
     #[serde(default = "default_interval")]
     #[schemars(range(min = 1))]
     pub interval_seconds: i64,
-    /// Range of the PromQL `rate()` window, seconds (the guide uses 5m).
+    /// Range of the PromQL `rate()` window, seconds (the guide uses 5m). The first analysis of
+    /// a run (a new or restarted canary) waits until a whole window of its traffic exists.
     #[serde(default = "default_window")]
     #[schemars(range(min = 10))]
     pub window_seconds: i64,
