@@ -1,7 +1,6 @@
 //! Snapshots of the canary commands' output on canaries driven through the controller's
 //! decision (the in-memory model), one per guide situation the output must show.
 
-use veritas_controller::decide::analysis_due;
 use veritas_controller::sim::{erroring, healthy, spec, World};
 use veritas_crds::VeritasCanary;
 
@@ -20,22 +19,13 @@ fn canary(w: &World) -> VeritasCanary {
     c
 }
 
-fn analyses(w: &mut World, s: veritas_controller::decide::AnalysisSample, n: usize) {
-    for _ in 0..n {
-        w.advance(w.spec.analysis.interval_seconds);
-        let due = analysis_due(&w.spec, w.status.as_ref(), w.now);
-        w.pass(due.then(|| s.clone()));
-        w.settle(5);
-    }
-}
-
 #[test]
 fn inspect_auto_promotion_disabled() {
     let mut s = spec(25);
     s.promotion.auto = false;
     let mut w = World::new(s);
     w.settle(5);
-    analyses(&mut w, healthy(), 3);
+    w.analyses(healthy(), 3);
     let out = veritas_cluster::render::inspect(&canary(&w));
     assert!(out.lines().any(|l| l.to_lowercase().contains("auto")
         && l.to_lowercase().contains("promotion")
@@ -50,7 +40,7 @@ fn inspect_waiting_for_approval_greps_as_waiting() {
     s.promotion.success_limit = 1;
     let mut w = World::new(s);
     w.settle(5);
-    analyses(&mut w, healthy(), 1);
+    w.analyses(healthy(), 1);
     let out = veritas_cluster::render::inspect(&canary(&w));
     assert!(out.to_lowercase().contains("waiting"));
     snap("canary_inspect_waiting_for_approval", out);
@@ -60,8 +50,8 @@ fn inspect_waiting_for_approval_greps_as_waiting() {
 fn inspect_history_after_rollback() {
     let mut w = World::new(spec(25));
     w.settle(5);
-    analyses(&mut w, healthy(), 1);
-    analyses(&mut w, erroring(0.3), 3);
+    w.analyses(healthy(), 1);
+    w.analyses(erroring(0.3), 3);
     let c = canary(&w);
     snap(
         "canary_inspect_history_rollback_status",

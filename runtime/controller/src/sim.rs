@@ -10,8 +10,8 @@ use veritas_crds::{VeritasCanarySpec, VeritasCanaryStatus, OWNED_SELECTOR_KEY};
 use veritas_vocab::labels;
 
 use crate::decide::{
-    decide, route_weights, Action, AnalysisSample, Decision, DeploymentObs, MonitorObs, Observed,
-    ServiceObs, SharedServiceObs, TrackMetrics,
+    analysis_due, decide, route_weights, Action, AnalysisSample, Decision, DeploymentObs,
+    MonitorObs, Observed, ServiceObs, SharedServiceObs, TrackMetrics,
 };
 
 /// The modelled world of one canary.
@@ -97,6 +97,27 @@ impl World {
     pub fn edit(&mut self, f: impl FnOnce(&mut VeritasCanarySpec)) {
         f(&mut self.spec);
         self.generation += 1;
+    }
+
+    /// Runs `n` analyses with the same sample, each as soon as one is due: one interval apart,
+    /// the first of a run once a whole window of routed traffic exists. A wait that finds none
+    /// due within a window and an interval (paused, held) goes on without one.
+    pub fn analyses(&mut self, sample: AnalysisSample, n: usize) {
+        for _ in 0..n {
+            let step = self.spec.analysis.interval_seconds;
+            let mut waited = 0;
+            let due = loop {
+                self.advance(step);
+                waited += step;
+                let due = analysis_due(&self.spec, self.status.as_ref(), self.now);
+                if due || waited >= self.spec.analysis.window_seconds + step {
+                    break due;
+                }
+                self.pass(None);
+            };
+            self.pass(due.then(|| sample.clone()));
+            self.settle(5);
+        }
     }
 
     pub fn annotate(&mut self, key: &str, value: &str) {

@@ -30,27 +30,6 @@ fn reason(w: &World) -> String {
         .unwrap_or_default()
 }
 
-/// Runs `n` analyses with the same sample, each as soon as one is due: one interval apart, the
-/// first of a run once a whole window of routed traffic exists. A pass that finds none due
-/// within a window and an interval (paused, held) goes without one.
-fn analyses(w: &mut World, sample: AnalysisSample, n: usize) {
-    for _ in 0..n {
-        let step = w.spec.analysis.interval_seconds;
-        let mut waited = 0;
-        let due = loop {
-            w.advance(step);
-            waited += step;
-            let due = analysis_due(&w.spec, w.status.as_ref(), w.now);
-            if due || waited >= w.spec.analysis.window_seconds + step {
-                break due;
-            }
-            w.pass(None);
-        };
-        w.pass(due.then(|| sample.clone()));
-        w.settle(5);
-    }
-}
-
 fn started(weight: i32) -> World {
     let mut w = World::new(spec(weight));
     w.settle(5);
@@ -238,7 +217,7 @@ fn cnt_5_network_policy_blocking_shows_as_insufficient_traffic() {
         },
         stable: None,
     };
-    analyses(&mut w, blocked, 1);
+    w.analyses(blocked, 1);
     let last = w
         .status
         .as_ref()
@@ -258,7 +237,7 @@ fn cnt_5_network_policy_blocking_shows_as_insufficient_traffic() {
 #[test]
 fn mnr_1_metrics_endpoint_down_is_no_metrics_data_never_a_pass() {
     let mut w = started(25);
-    analyses(&mut w, no_data(), 1);
+    w.analyses(no_data(), 1);
     let st = w.status.clone().unwrap();
     assert_eq!(st.consecutive_successes, 0);
     assert_eq!(st.consecutive_failures, 1);
@@ -283,7 +262,7 @@ fn mnr_2_service_monitor_missing_is_a_condition_and_fails_analysis() {
         ("False", reasons::SERVICE_MONITOR_MISSING)
     );
     assert!(c.message.contains(labels::SERVICE_MONITOR_CANARY));
-    analyses(&mut w, no_data(), 1);
+    w.analyses(no_data(), 1);
     let last = w
         .status
         .as_ref()
@@ -301,7 +280,7 @@ fn mnr_2_service_monitor_missing_is_a_condition_and_fails_analysis() {
     );
     // Remedy: create the ServiceMonitor; data comes back and the analysis passes.
     w.service_monitor = MonitorObs::Present;
-    analyses(&mut w, healthy(), 1);
+    w.analyses(healthy(), 1);
     assert!(cond(&w, types::METRICS_AVAILABLE).is_true());
     assert_eq!(w.status.as_ref().unwrap().consecutive_successes, 1);
 }
@@ -351,7 +330,7 @@ fn rolled_back(w: &World) {
 fn urb_1_threshold_too_strict_rolls_back_and_raising_it_recovers() {
     let mut w = started(25);
     w.spec.analysis.error_rate_threshold = 0.001;
-    analyses(&mut w, erroring(0.01), 3);
+    w.analyses(erroring(0.01), 3);
     rolled_back(&w);
     assert_eq!(reason(&w), reasons::FAILURE_LIMIT_REACHED);
     let last = w
@@ -374,7 +353,7 @@ fn urb_1_threshold_too_strict_rolls_back_and_raising_it_recovers() {
     w.settle(5);
     assert_eq!(phase(&w), Phase::Progressing);
     assert_eq!(reason(&w), reasons::ANALYSIS_PENDING);
-    analyses(&mut w, erroring(0.01), 3);
+    w.analyses(erroring(0.01), 3);
     assert_eq!(w.status.as_ref().unwrap().current_step, 1);
 }
 
@@ -395,8 +374,8 @@ fn urb_2_interval_too_short_means_analyses_as_often_as_the_interval_allows() {
 #[test]
 fn urb_3_canary_with_a_real_bug_rolls_back_on_error_burst() {
     let mut w = started(50);
-    analyses(&mut w, healthy(), 1);
-    analyses(&mut w, erroring(0.4), 3);
+    w.analyses(healthy(), 1);
+    w.analyses(erroring(0.4), 3);
     rolled_back(&w);
     let st = w.status.as_ref().unwrap();
     assert_eq!(st.analysis_history.len(), 4);
@@ -421,7 +400,7 @@ fn first_analysis_of_a_run_waits_for_a_whole_window_of_routed_traffic() {
     assert!(!due(&w), "due before a whole window of routed traffic");
     w.advance(1);
     assert!(due(&w));
-    analyses(&mut w, erroring(0.4), 3);
+    w.analyses(erroring(0.4), 3);
     rolled_back(&w);
     // Restarted by the retry annotation: traffic is routed again (the kept `RolledBack`
     // condition does not count as routed), and the wait starts over.
@@ -436,7 +415,7 @@ fn first_analysis_of_a_run_waits_for_a_whole_window_of_routed_traffic() {
     w.advance(window);
     assert!(due(&w));
     // Later analyses follow the interval.
-    analyses(&mut w, healthy(), 1);
+    w.analyses(healthy(), 1);
     w.advance(w.spec.analysis.interval_seconds - 1);
     assert!(!due(&w));
     w.advance(1);
@@ -454,7 +433,7 @@ fn urb_4_traffic_too_low_counts_as_failure_until_rollback() {
         },
         stable: None,
     };
-    analyses(&mut w, low, 3);
+    w.analyses(low, 3);
     rolled_back(&w);
     let last = w
         .status
@@ -535,7 +514,7 @@ fn pst_1_auto_promotion_disabled_holds_until_enabled() {
     s.promotion.auto = false;
     let mut w = World::new(s);
     w.settle(5);
-    analyses(&mut w, healthy(), 5);
+    w.analyses(healthy(), 5);
     let st = w.status.clone().unwrap();
     assert_eq!(
         (st.phase, st.current_step, st.reason.as_deref()),
@@ -580,14 +559,14 @@ fn pst_2_paused_at_step_until_resumed_or_duration() {
     ];
     let mut w = World::new(s);
     w.settle(5);
-    analyses(&mut w, healthy(), 1);
+    w.analyses(healthy(), 1);
     assert_eq!(
         (phase(&w), reason(&w)),
         (Phase::Paused, reasons::PAUSED_AT_STEP.to_string())
     );
     assert_eq!(w.status.as_ref().unwrap().actual_weight, 50);
     // Paused: analyses are not even due, time passes, nothing moves.
-    analyses(&mut w, healthy(), 3);
+    w.analyses(healthy(), 3);
     w.advance(100_000);
     w.pass(None);
     assert_eq!(
@@ -602,7 +581,7 @@ fn pst_2_paused_at_step_until_resumed_or_duration() {
         "annotation consumed"
     );
     assert_eq!(phase(&w), Phase::Progressing);
-    analyses(&mut w, healthy(), 1);
+    w.analyses(healthy(), 1);
     assert_eq!(
         (phase(&w), w.status.as_ref().unwrap().current_step),
         (Phase::Paused, 2)
@@ -611,7 +590,7 @@ fn pst_2_paused_at_step_until_resumed_or_duration() {
     w.advance(121);
     w.settle(5);
     assert_eq!(phase(&w), Phase::Progressing);
-    analyses(&mut w, healthy(), 1);
+    w.analyses(healthy(), 1);
     assert_eq!(phase(&w), Phase::Succeeded);
 }
 
@@ -638,7 +617,7 @@ fn pst_3_controller_restart_resumes_from_status() {
     // The decision keeps no memory but the status: a new controller reading the same status
     // makes the same decision.
     let mut w = started(25);
-    analyses(&mut w, healthy(), 2);
+    w.analyses(healthy(), 2);
     let obs = w.observe(None);
     let a =
         veritas_controller::decide::decide("veritas", "spark", &w.spec, w.status.as_ref(), &obs);
@@ -663,7 +642,7 @@ fn pst_3_progress_deadline_fails_a_canary_whose_pods_never_become_ready() {
 #[test]
 fn pst_4_success_limit_not_met_keeps_the_step() {
     let mut w = started(25);
-    analyses(&mut w, healthy(), 2);
+    w.analyses(healthy(), 2);
     let st = w.status.clone().unwrap();
     assert_eq!(
         (st.current_step, st.reason.as_deref()),
@@ -671,10 +650,10 @@ fn pst_4_success_limit_not_met_keeps_the_step() {
     );
     assert!(st.message.unwrap().contains("2/3"));
     // One failure resets the count.
-    analyses(&mut w, erroring(0.5), 1);
-    analyses(&mut w, healthy(), 2);
+    w.analyses(erroring(0.5), 1);
+    w.analyses(healthy(), 2);
     assert_eq!(w.status.as_ref().unwrap().current_step, 0);
-    analyses(&mut w, healthy(), 1);
+    w.analyses(healthy(), 1);
     assert_eq!(phase(&w), Phase::Succeeded);
 }
 
@@ -689,7 +668,7 @@ fn pst_5_manual_approval_waits_and_the_annotation_approves_one_step() {
     }];
     let mut w = World::new(s);
     w.settle(5);
-    analyses(&mut w, healthy(), 2);
+    w.analyses(healthy(), 2);
     let st = w.status.clone().unwrap();
     assert_eq!((st.phase, st.current_step), (Phase::WaitingForApproval, 0));
     assert!(st.message.unwrap().contains("waiting for manual approval"));
@@ -701,7 +680,7 @@ fn pst_5_manual_approval_waits_and_the_annotation_approves_one_step() {
         !w.annotations.contains_key(annotations::APPROVE),
         "consumed: it approves one step only"
     );
-    analyses(&mut w, healthy(), 2);
+    w.analyses(healthy(), 2);
     assert_eq!(phase(&w), Phase::WaitingForApproval);
 }
 
@@ -726,7 +705,7 @@ fn full_promotion_step_by_step_to_100_percent() {
     w.settle(5);
     let mut seen = vec![w.status.as_ref().unwrap().actual_weight];
     for _ in 0..3 {
-        analyses(&mut w, healthy(), 2);
+        w.analyses(healthy(), 2);
         seen.push(w.status.as_ref().unwrap().actual_weight);
     }
     assert_eq!(seen, vec![10, 30, 60, 100]);
@@ -755,7 +734,7 @@ fn rollback_annotation_and_force() {
     assert_eq!(w.status.as_ref().unwrap().actual_weight, 25);
     // A succeeded canary needs force.
     w.spec.promotion.success_limit = 1;
-    analyses(&mut w, healthy(), 1);
+    w.analyses(healthy(), 1);
     assert_eq!(phase(&w), Phase::Succeeded);
     w.annotate(annotations::ROLLBACK, "true");
     w.settle(3);
@@ -781,7 +760,7 @@ fn history_is_bounded() {
     s.promotion.auto = false;
     let mut w = World::new(s);
     w.settle(5);
-    analyses(&mut w, healthy(), 40);
+    w.analyses(healthy(), 40);
     assert_eq!(
         w.status.as_ref().unwrap().analysis_history.len(),
         veritas_crds::canary::ANALYSIS_HISTORY_LIMIT
@@ -826,7 +805,7 @@ fn a_hold_writes_status_once_not_every_pass() {
         }
         let mut w = World::new(s);
         w.settle(5);
-        analyses(&mut w, healthy(), 1);
+        w.analyses(healthy(), 1);
         w.settle(5);
         let before = w.status.clone();
         w.advance(17);
