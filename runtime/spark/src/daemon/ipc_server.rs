@@ -241,13 +241,7 @@ async fn connection(rt: Arc<Runtime>, stream: UnixStream) {
             }
         };
         if answered_inline(&req.op) {
-            let _answering = rt.answers.read().await;
-            let outcome = dispatch(&rt, req.op).await;
-            let frame = ipc::encode(&Response {
-                id: req.id,
-                outcome,
-            });
-            let _ = wr.lock().await.write_all(&frame).await;
+            answer(&rt, &wr, req).await;
             continue;
         }
         let Ok(slot) = pipelined.clone().acquire_owned().await else {
@@ -257,16 +251,25 @@ async fn connection(rt: Arc<Runtime>, stream: UnixStream) {
         let rt = rt.clone();
         let wr = wr.clone();
         tokio::spawn(async move {
-            let _answering = rt.answers.read().await;
-            let outcome = dispatch(&rt, req.op).await;
-            let frame = ipc::encode(&Response {
-                id: req.id,
-                outcome,
-            });
-            let _ = wr.lock().await.write_all(&frame).await;
+            answer(&rt, &wr, req).await;
             drop(slot);
         });
     }
+}
+
+/// Runs one request and writes its answer (shutdown waits for answers being written).
+async fn answer(
+    rt: &Runtime,
+    wr: &tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>,
+    req: Request,
+) {
+    let _answering = rt.answers.read().await;
+    let outcome = dispatch(rt, req.op).await;
+    let frame = ipc::encode(&Response {
+        id: req.id,
+        outcome,
+    });
+    let _ = wr.lock().await.write_all(&frame).await;
 }
 
 async fn protocol_error(
