@@ -47,11 +47,16 @@ started=$(date +%s)
 cargo bench --workspace --profile perf --bench hot_paths -- --output-format=json >"$out/summaries.jsonl"
 log "benchmarks ran in $(( $(date +%s) - started )) s"
 
-# { "module::function.id": Ir } from one JSON summary per line.
+# { "module::function.id": Ir } from one JSON summary per line (gungraun 0.20: the callgrind
+# profile's total, `.data.total.metrics.Ir.values.new`).
 jq -s 'map({key: (.module_path + "." + (.id // "")),
-            value: ([.profiles[] | .. | objects | select(has("Ir")) | .Ir.metrics
-                     | (.Left // .Both[0] // .Right)] | first)})
+            value: ([.profiles[] | .data.total.metrics.Ir.values.new? // empty] | first)})
        | from_entries' "$out/summaries.jsonl" >"$out/current.json"
+if jq -e 'length == 0 or any(.[]; type != "number")' "$out/current.json" >/dev/null; then
+  log "no instruction count (Ir) read from $out/summaries.jsonl: did the gungraun JSON format change?"
+  jq . "$out/current.json" >&2
+  exit 1
+fi
 
 if ((update)); then
   jq -S . "$out/current.json" >"$BASELINE"
