@@ -168,10 +168,6 @@ pub async fn apply(canary: Arc<VeritasCanary>, ctx: &Context) -> Result<Requeue,
         analysis,
     };
     let d = decide(&ns, &name, &canary.spec, canary.status.as_ref(), &obs);
-    ctx.metrics
-        .weight
-        .with_label_values(&[ns.as_str(), name.as_str()])
-        .set(d.status.actual_weight as i64);
     // The status goes first, guarded by the version this pass read: a pass on a stale copy
     // stops here, before its actions (a stale `Failed` would route traffic back to stable).
     if canary.status.as_ref() != Some(&d.status) {
@@ -189,6 +185,10 @@ pub async fn apply(canary: Arc<VeritasCanary>, ctx: &Context) -> Result<Requeue,
             );
         }
     }
+    ctx.metrics
+        .weight
+        .with_label_values(&[ns.as_str(), name.as_str()])
+        .set(d.status.actual_weight as i64);
     crate::act::act(&ctx.client, &ctx.recorder, &canary, &d.actions).await?;
     Ok(Requeue::requeue(Duration::from_secs(
         d.requeue_after_secs.max(1),
