@@ -101,6 +101,10 @@ fn main() -> Result<()> {
                 break;
             }
             generated += 1;
+            // The last token is not decoded: nothing would read its logits.
+            if generated == req.max_tokens as usize {
+                break;
+            }
             batch.clear();
             batch.add(token, pos, &[0], true)?;
             pos += 1;

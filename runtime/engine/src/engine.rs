@@ -312,7 +312,9 @@ impl Engine {
         let inference_failed = |what: &str, e: &dyn std::fmt::Display| {
             ErrorBody::new(ErrorCode::InferenceFailed, format!("{what}: {e}"))
         };
-        let mut batch = LlamaBatch::new(self.n_ctx as usize, 1);
+        // Room for the prompt: llama.cpp allocates every entry (one allocation each for
+        // their sequence ids), and generated tokens go in one at a time.
+        let mut batch = LlamaBatch::new(tokens.len(), 1);
         let last = tokens.len() - 1;
         for (i, t) in tokens.iter().enumerate() {
             batch
@@ -348,6 +350,11 @@ impl Engine {
                 if let Some(text) = pieces.push(&bytes) {
                     f(&text);
                 }
+            }
+            // The last token's logits would never be read: decoding it would cost a whole
+            // forward pass (for a 1-token request, as much as the rest of the request).
+            if out.len() == max_tokens as usize {
+                break;
             }
             batch.clear();
             batch

@@ -6,17 +6,21 @@ mod common;
 
 use common::*;
 use criterion::{criterion_group, criterion_main, Criterion};
+use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 use veritas_vocab::ipc::{self, Op, Request};
 
-fn call(s: &mut UnixStream, id: u64, op: Op) {
-    ipc::write_frame(s, &Request { id, op }).unwrap();
+/// Answers are read through a buffer: one `recv` for a frame that arrived whole.
+type Conn = BufReader<UnixStream>;
+
+fn call(s: &mut Conn, id: u64, op: Op) {
+    ipc::write_frame(s.get_mut(), &Request { id, op }).unwrap();
     let payload = ipc::read_frame(s, u32::MAX).unwrap().unwrap();
     assert!(payload.len() > 10);
 }
 
-fn round_trip(s: &mut UnixStream, id: u64) {
+fn round_trip(s: &mut Conn, id: u64) {
     call(s, id, Op::Health { verbose: false })
 }
 
@@ -39,7 +43,7 @@ fn percentiles(n: u64, mut one: impl FnMut(u64)) -> (f64, f64) {
 fn bench(c: &mut Criterion) {
     let reg = Registry::new();
     let d = Daemon::start(&reg, DaemonOptions::default());
-    let mut s = UnixStream::connect(&d.socket).unwrap();
+    let mut s = BufReader::new(UnixStream::connect(&d.socket).unwrap());
     let mut id = 0;
     c.bench_function("ipc_health_round_trip", |b| {
         b.iter(|| {

@@ -32,6 +32,11 @@ fn confined_inference_gives_the_same_output_and_every_layer_is_active() {
     for l in layers {
         assert_eq!(l["state"], "active", "{l}");
     }
+    // The probe's answer (not verbose) leaves the layer report out and stays healthy.
+    let (ok, probe) = confined.cli_json(&["health"]);
+    assert!(ok, "{probe}");
+    assert_eq!(probe["status"], "healthy", "{probe}");
+    assert!(probe["sandbox"].is_null(), "{probe}");
     let text = confined.scrape();
     for layer in [
         "userns",

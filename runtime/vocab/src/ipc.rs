@@ -305,7 +305,8 @@ pub struct HealthReport {
     pub checks: Vec<Check>,
     pub queue: QueueInfo,
     pub worker: WorkerInfo,
-    /// Sandbox layers of the inference worker, as it reported them.
+    /// Sandbox layers of the inference worker, as it reported them: in the verbose report
+    /// only (`null` otherwise; the `sandbox` check names missing layers in both).
     pub sandbox: Option<serde_json::Value>,
 }
 

@@ -115,7 +115,14 @@ impl Runtime {
                 pid: life.worker().map(|w| w.pid),
                 restarts: self.restarts.load(Ordering::SeqCst),
             },
-            sandbox: life.sandbox().cloned(),
+            // The layer-by-layer report is for the verbose answer: a probe's answer stays
+            // small (the report is most of its bytes and of its cost), and its `sandbox`
+            // check still names any missing layer.
+            sandbox: if verbose {
+                life.sandbox().cloned()
+            } else {
+                None
+            },
         }
     }
 
