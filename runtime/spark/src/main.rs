@@ -165,7 +165,12 @@ fn daemon_main(global: cli::GlobalArgs, args: cli::ServeArgs) -> ExitCode {
         }
     };
     init_logs(&cfg.log_format, "info");
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread: the daemon only moves bytes and small JSON between its sockets and the
+    // worker process, where inference runs (model verification goes to the blocking pool).
+    // A multi-thread runtime woke a second thread for every request it spawned (an eventfd
+    // write and an epoll round per request) and competed with the worker's slots for the
+    // cores.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");

@@ -5,11 +5,10 @@
 //! new worker. Commands and events travel as IPC frames over an inherited socketpair.
 
 use crate::cli::WorkerArgs;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::os::unix::io::FromRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use veritas_engine::{Engine, EngineOptions};
 use veritas_sandbox::{SandboxConfig, SandboxMode};
 use veritas_vocab::ipc::{self, FaultKind, WorkerCommand, WorkerEvent};
@@ -108,15 +107,14 @@ pub fn run(args: WorkerArgs) -> i32 {
         sandbox: serde_json::to_value(&report).ok(),
     });
 
-    let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
-    let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+    let jobs: Arc<JobQueue> = Arc::default();
     // Requests queued or running, and those the daemon gave up on (skipped if still queued,
     // stopped within a token if running). An id leaves both when its job answers, and a
     // cancel for an id no longer active is dropped, so neither set outlives its requests.
     let cancelled: Arc<Mutex<Tracked>> = Arc::default();
     let pool: Vec<_> = (0..args.parallel.max(1))
         .map(|_| {
-            let jobs_rx = jobs_rx.clone();
+            let jobs = jobs.clone();
             let engine = engine.clone();
             let send = send.clone();
             let memory_limit = args.memory_limit;
@@ -127,13 +125,12 @@ pub fn run(args: WorkerArgs) -> i32 {
                 // KV cache and compute buffers.
                 let mut slot: Option<veritas_engine::Slot<'_>> = None;
                 loop {
-                    let job = jobs_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok(Job {
+                    let Some(Job {
                         id,
                         prompt,
                         max_tokens,
                         stream,
-                    }) = job
+                    }) = jobs.pop()
                     else {
                         return;
                     };
@@ -184,7 +181,9 @@ pub fn run(args: WorkerArgs) -> i32 {
         })
         .collect();
 
-    let mut reader = stream;
+    // Buffered: a command that arrived whole is one `recv`, not one for the header and one
+    // for the payload.
+    let mut reader = std::io::BufReader::new(stream);
     // Ends when the daemon goes away (end of stream or a broken frame) or says Shutdown;
     // queued work is finished either way.
     loop {
@@ -210,7 +209,7 @@ pub fn run(args: WorkerArgs) -> i32 {
                     .unwrap_or_else(|p| p.into_inner())
                     .active
                     .insert(id);
-                let _ = jobs_tx.send(Job {
+                jobs.push(Job {
                     id,
                     prompt,
                     max_tokens,
@@ -237,7 +236,7 @@ pub fn run(args: WorkerArgs) -> i32 {
             Err(e) => tracing::warn!(error = %e, "worker ignored a malformed command"),
         }
     }
-    drop(jobs_tx);
+    jobs.close();
     for t in pool {
         let _ = t.join();
     }
@@ -250,6 +249,52 @@ struct Job {
     prompt: String,
     max_tokens: u32,
     stream: bool,
+}
+
+/// Jobs waiting for a pool thread. Each job wakes exactly one idle thread (a receiver
+/// behind a mutex also woke the next idle thread on every job, to wait on the receiver in
+/// turn: two more futex calls and a context switch per request).
+#[derive(Default)]
+struct JobQueue {
+    state: Mutex<Queued>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Queued {
+    jobs: VecDeque<Job>,
+    /// No job will come any more: the threads finish what is queued, then stop.
+    closed: bool,
+}
+
+impl JobQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, job: Job) {
+        self.lock().jobs.push_back(job);
+        self.ready.notify_one();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+
+    /// The next job; `None` once the queue is closed and empty.
+    fn pop(&self) -> Option<Job> {
+        let mut q = self.lock();
+        loop {
+            if let Some(job) = q.jobs.pop_front() {
+                return Some(job);
+            }
+            if q.closed {
+                return None;
+            }
+            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 /// Generation requests the worker holds, and which of them were cancelled.

@@ -332,6 +332,23 @@ fn e2002_and_e2003_registry_lookups() {
 }
 
 #[test]
+fn a_request_naming_the_served_model_does_not_read_the_registry() {
+    let reg = Registry::new();
+    let d = Daemon::start(&reg, DaemonOptions::default());
+    // The registry becomes unreadable while `tiny` is served: requests naming it (as every
+    // OpenAI client does) are still served by it; a request naming another model still goes
+    // to the registry and fails there.
+    std::fs::write(reg.path().join("manifest.json"), "{ not json").unwrap();
+    for model in ["tiny", "tiny@1.0.0"] {
+        let out = d.cli(&["generate", "x", "--model", model, "--max-tokens", "2"]);
+        assert!(out.status.success(), "{model}: {}", stderr(&out));
+    }
+    let v = expect_error(&d, &["generate", "x", "--model", "nova"], "E2001");
+    assert!(v["detail"].as_str().unwrap().contains("manifest"), "{v}");
+    expect_error(&d, &["generate", "x", "--model", "tiny@2.0.0"], "E2001");
+}
+
+#[test]
 fn e4002_e4003_prompt_errors() {
     let reg = Registry::new();
     let d = Daemon::start(&reg, DaemonOptions::default());

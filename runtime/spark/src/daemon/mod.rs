@@ -239,7 +239,14 @@ impl Runtime {
                 }
             }
         };
-        if let Some(wanted) = &req.model {
+        // A request naming the model being served (`name` or `name@version`) is served by it
+        // without reading the registry: clients that always send the field (every OpenAI
+        // client does) would otherwise pay for reading and parsing manifest.json each time.
+        let names_served = |wanted: &str| {
+            let (name, version) = registry::parse_model_ref(wanted);
+            name == model.name && version.is_none_or(|v| v == model.version)
+        };
+        if let Some(wanted) = req.model.as_deref().filter(|w| !names_served(w)) {
             let entry = self.resolve(wanted)?;
             if entry.name != model.name || entry.version != model.version {
                 return Err(ErrorBody::new(
