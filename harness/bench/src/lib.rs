@@ -82,8 +82,9 @@ pub struct BenchArgs {
     /// Requests per round for the generation figures (1, 16, 128 tokens) and for latency.
     #[arg(long, default_value_t = 20)]
     pub requests: u32,
-    /// Requests per client per round for the concurrency figures.
-    #[arg(long, default_value_t = 4)]
+    /// Requests per client per round for the concurrency figures (each a 16-token request of
+    /// a few ms: fewer make the figure a measure of start-up skew between the clients).
+    #[arg(long, default_value_t = 8)]
     pub client_requests: u32,
     /// Tokens each concurrent client's request generates.
     #[arg(long, default_value_t = 16)]

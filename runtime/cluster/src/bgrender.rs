@@ -221,11 +221,7 @@ pub fn diff(drift: &[Drift]) -> String {
         drift.len()
     );
     let w = drift.iter().map(|d| d.key.len()).max().unwrap_or(0).min(48);
-    let _ = writeln!(
-        o,
-        "  {:<9} {:<w$}  {:<30} {}",
-        "KIND", "KEY", "BLUE", "GREEN"
-    );
+    let _ = writeln!(o, "  {:<9} {:<w$}  {:<30} GREEN", "KIND", "KEY", "BLUE");
     for d in drift {
         let _ = writeln!(
             o,

@@ -388,7 +388,7 @@ async fn rollback(client: &Client, a: RollbackArgs, json_out: bool) -> Result<Ex
                                 .expect("serialisable")
                         );
                     } else {
-                        print!("{}\n", render::rollback_status(c));
+                        println!("{}", render::rollback_status(c));
                     }
                 }
                 return bluegreen::rollback_status(&e, json_out);

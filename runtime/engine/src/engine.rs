@@ -338,7 +338,7 @@ impl Engine {
                     ),
                 ));
             }
-            let token = sampler.sample(&ctx, batch.n_tokens() - 1);
+            let token = sampler.sample(ctx, batch.n_tokens() - 1);
             sampler.accept(token);
             if vocab.is_eog(token) {
                 finish_reason = "eos";

@@ -70,7 +70,7 @@ fn arbitrary_bytes_never_crash_the_daemon_nor_leak_connections() {
         if i % 3 == 0 {
             let answer = send_garbage(
                 &d.socket,
-                &veritas_vocab::ipc::encode_header(65_537 + i).to_vec(),
+                veritas_vocab::ipc::encode_header(65_537 + i).as_ref(),
             );
             let payload = veritas_vocab::ipc::read_frame(&mut &answer[..], u32::MAX)
                 .unwrap()

@@ -43,7 +43,8 @@ impl Config {
         if a.max_connections == 0 || a.max_pipelined == 0 {
             bail!("--max-connections and --max-pipelined must be at least 1");
         }
-        if !(a.ipc_idle_timeout > 0.0) {
+        // NaN is refused too: it is neither positive nor negative.
+        if a.ipc_idle_timeout.is_nan() || a.ipc_idle_timeout <= 0.0 {
             bail!("--ipc-idle-timeout must be positive");
         }
         if !(a.request_timeout > 0.0 && a.drain_timeout >= 0.0) {
