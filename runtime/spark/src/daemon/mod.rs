@@ -246,17 +246,17 @@ impl Runtime {
             let (name, version) = registry::parse_model_ref(wanted);
             name == model.name && version.is_none_or(|v| v == model.version)
         };
+        // Any other model: the registry says why it cannot be served (absent: E2002, another
+        // version: E2003), and a model it lists is still not the one loaded.
         if let Some(wanted) = req.model.as_deref().filter(|w| !names_served(w)) {
             let entry = self.resolve(wanted)?;
-            if entry.name != model.name || entry.version != model.version {
-                return Err(ErrorBody::new(
-                    ErrorCode::ModelNotFound,
-                    format!(
-                        "model {}@{} is in the registry but not loaded (serving {}@{}); run `veritas-spark models load {}`",
-                        entry.name, entry.version, model.name, model.version, entry.name
-                    ),
-                ));
-            }
+            return Err(ErrorBody::new(
+                ErrorCode::ModelNotFound,
+                format!(
+                    "model {}@{} is in the registry but not loaded (serving {}@{}); run `veritas-spark models load {}`",
+                    entry.name, entry.version, model.name, model.version, entry.name
+                ),
+            ));
         }
         // Refused here, before the worker sees it: no request may ask for more tokens than
         // the context window holds, whatever the prompt (the worker checks the sum).
