@@ -48,29 +48,32 @@ impl IpcTarget {
 }
 
 impl IpcTarget {
-    /// One `health` round trip (not verbose: what a liveness probe sends); returns its
-    /// duration in nanoseconds and the size of the answer's payload.
-    pub fn health(&mut self) -> Result<(u64, usize), BenchError> {
+    /// Sends one request and reads its answer: the answer, its payload size, and the time
+    /// from sending to having read it (encoding and decoding are outside).
+    fn exchange(&mut self, op: Op) -> Result<(Outcome, usize, Duration), BenchError> {
         let id = self.next_id;
         self.next_id += 1;
-        let frame = ipc::encode(&Request {
-            id,
-            op: Op::Health { verbose: false },
-        });
+        let frame = ipc::encode(&Request { id, op });
         let t0 = Instant::now();
         self.stream
             .get_mut()
             .write_all(&frame)
-            .map_err(|e| BenchError::io("send an IPC health request", e))?;
+            .map_err(|e| BenchError::io("send an IPC request", e))?;
         let payload = ipc::read_frame(&mut self.stream, ipc::DEFAULT_MAX_FRAME)
             .map_err(|e| BenchError::Protocol(format!("IPC answer: {e}")))?
             .ok_or_else(|| BenchError::Protocol("the daemon closed the socket".into()))?;
-        let ns = t0.elapsed().as_nanos() as u64;
-        match ipc::decode::<Response>(&payload)
-            .map_err(|e| BenchError::Protocol(e.to_string()))?
-            .outcome
-        {
-            Outcome::Ok(Reply::Health(_)) => Ok((ns, payload.len())),
+        let took = t0.elapsed();
+        let resp: Response =
+            ipc::decode(&payload).map_err(|e| BenchError::Protocol(e.to_string()))?;
+        Ok((resp.outcome, payload.len(), took))
+    }
+
+    /// One `health` round trip (not verbose: what a liveness probe sends); returns its
+    /// duration in nanoseconds and the size of the answer's payload.
+    pub fn health(&mut self) -> Result<(u64, usize), BenchError> {
+        let (outcome, size, took) = self.exchange(Op::Health { verbose: false })?;
+        match outcome {
+            Outcome::Ok(Reply::Health(_)) => Ok((took.as_nanos() as u64, size)),
             other => Err(BenchError::Protocol(format!(
                 "unexpected answer to health: {other:?}"
             ))),
@@ -115,31 +118,14 @@ pub fn socket_floor(request: usize, answer: usize, calls: u32) -> Result<Vec<u64
 
 impl Target for IpcTarget {
     fn generate(&mut self, prompt: &str, max_tokens: u32) -> Result<Sample, BenchError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let req = Request {
-            id,
-            op: Op::Generate(GenerateRequest {
-                prompt: prompt.to_string(),
-                max_tokens,
-                model: None,
-            }),
-        };
-        let frame = ipc::encode(&req);
-        let t0 = Instant::now();
-        self.stream
-            .get_mut()
-            .write_all(&frame)
-            .map_err(|e| BenchError::io("send an IPC request", e))?;
-        let payload = ipc::read_frame(&mut self.stream, ipc::DEFAULT_MAX_FRAME)
-            .map_err(|e| BenchError::Protocol(format!("IPC answer: {e}")))?
-            .ok_or_else(|| BenchError::Protocol("the daemon closed the socket".into()))?;
-        let us = t0.elapsed().as_micros() as u64;
-        let resp: Response =
-            ipc::decode(&payload).map_err(|e| BenchError::Protocol(e.to_string()))?;
-        match resp.outcome {
+        let (outcome, _, took) = self.exchange(Op::Generate(GenerateRequest {
+            prompt: prompt.to_string(),
+            max_tokens,
+            model: None,
+        }))?;
+        match outcome {
             Outcome::Ok(Reply::Generated(g)) => Ok(Sample {
-                us,
+                us: took.as_micros() as u64,
                 generated: g.generated_tokens,
             }),
             Outcome::Error(e) => Err(BenchError::Refused(e.to_string())),
