@@ -5,10 +5,17 @@
 . "$(dirname "$0")/lib.sh"
 
 PKGS="debootstrap jq iptables ca-certificates gcc libc6-dev openssl python3"
-# A working Docker (docker-ce, or Debian's docker.io) is kept; docker.io only where none is.
-if command -v dockerd >/dev/null 2>&1 || command -v docker >/dev/null 2>&1; then
-  log "docker present ($(command -v dockerd || command -v docker)); not installing docker.io"
+# The engine is decided by what runs, never by a binary's name: machines of this kind ship a
+# Docker *client* and no engine. A daemon that answers `docker info` (docker-ce, Debian's
+# docker.io, anything else) is used as it is; a `dockerd` on the PATH is started below;
+# otherwise Debian's docker.io is installed (dockerd 20.10 + containerd + runc; a newer client
+# on the PATH talks to it through API version negotiation).
+if docker info >/dev/null 2>&1; then
+  log "a Docker daemon answers ($(docker version --format '{{.Server.Version}}' 2>/dev/null)); not installing docker.io"
+elif command -v dockerd >/dev/null 2>&1; then
+  log "dockerd present ($(command -v dockerd)) but not answering; it is started below"
 else
+  log "no Docker engine (client: $(command -v docker || echo none)); installing Debian's docker.io"
   PKGS="docker.io $PKGS"
 fi
 missing=""
@@ -70,7 +77,10 @@ if ! docker info >/dev/null 2>&1; then
       nohup setsid dockerd >>"$LOGS/dockerd.log" 2>&1 </dev/null &
     fi
   fi
-  wait_for "docker info" 90 docker info || die "dockerd did not come up, see $LOGS/dockerd.log"
+  if ! wait_for "docker info" 90 docker info; then
+    tail -n 20 "$LOGS/dockerd.log" 2>/dev/null | sed 's/^/    dockerd.log: /' >&2
+    die "dockerd did not come up, see $LOGS/dockerd.log"
+  fi
 fi
 if (( need_wrapper )); then
   docker info --format '{{.DefaultRuntime}}' | grep -qx runc-nosysres \
