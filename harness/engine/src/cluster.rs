@@ -236,7 +236,21 @@ pub async fn get(ctx: &mut Context, g: &GetStep, deadline: Duration) -> Result<S
         (None, Some(ve)) => expect::check_value(ve, got.as_ref().and_then(json_number)),
         (None, None) => vec![],
     };
-    verdict(bad, observed)
+    let r = verdict(bad, observed);
+    if let (Ok(_), Some(name)) = (&r, &g.capture) {
+        let text = match &got {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+            None => {
+                return Err(StepError::new(format!(
+                    "cannot capture ${{{name}}}: {} is absent",
+                    g.field
+                )))
+            }
+        };
+        ctx.vars.insert(name.clone(), text);
+    }
+    r
 }
 
 fn json_number(v: &serde_json::Value) -> Option<f64> {
@@ -276,15 +290,80 @@ pub async fn promql(
     }
     let v: serde_json::Value = serde_json::from_str(&out.stdout)
         .map_err(|e| StepError::new(format!("Prometheus answer: {e}")))?;
-    let got = v
-        .pointer("/data/result/0/value/1")
-        .and_then(json_number)
-        .filter(|x| !x.is_nan());
+    let series = promql_series(&v);
+    let (bad, observed) = check_series(&query, &q.expect, &series);
+    let r = verdict(bad, observed);
+    if let (Ok(_), Some(name)) = (&r, &q.capture) {
+        match series.as_slice() {
+            [(_, value)] => {
+                ctx.vars.insert(name.clone(), value.to_string());
+            }
+            other => {
+                return Err(StepError::new(format!(
+                    "cannot capture ${{{name}}}: the query returned {} series, not one",
+                    other.len()
+                )))
+            }
+        }
+    }
+    r
+}
+
+/// Every series of an instant-query answer: its labels as text, its value. NaN (`0/0`) is
+/// no data, as Prometheus's own graphs show it.
+fn promql_series(v: &serde_json::Value) -> Vec<(String, f64)> {
+    let Some(result) = v.pointer("/data/result").and_then(|r| r.as_array()) else {
+        // A scalar answer (`vector(0)` is a vector; `scalar(...)` is not).
+        return v
+            .pointer("/data/result/1")
+            .and_then(json_number)
+            .filter(|x| !x.is_nan())
+            .map(|x| vec![(String::new(), x)])
+            .unwrap_or_default();
+    };
+    result
+        .iter()
+        .filter_map(|s| {
+            let value = s.pointer("/value/1").and_then(json_number)?;
+            let labels = s
+                .get("metric")
+                .and_then(|m| m.as_object())
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            (!value.is_nan()).then_some((labels, value))
+        })
+        .collect()
+}
+
+/// Every series must meet the expectation (an empty answer is checked as absent).
+fn check_series(
+    query: &str,
+    e: &veritas_scenario::ValueExpect,
+    series: &[(String, f64)],
+) -> (Vec<String>, String) {
+    if series.is_empty() {
+        return (expect::check_value(e, None), format!("{query} = no data"));
+    }
+    let mut bad = Vec::new();
+    for (labels, value) in series {
+        for b in expect::check_value(e, Some(*value)) {
+            bad.push(format!("{{{labels}}}: {b}"));
+        }
+    }
     let observed = format!(
         "{query} = {}",
-        got.map_or("no data".into(), |x| x.to_string())
+        series
+            .iter()
+            .map(|(l, v)| if l.is_empty() { v.to_string() } else { format!("{{{l}}} {v}") })
+            .collect::<Vec<_>>()
+            .join("; ")
     );
-    verdict(expect::check_value(&q.expect, got), observed)
+    (bad, observed)
 }
 
 /// Rewrites every `namespace: <from>` value (metadata, RoleBinding subjects) to `to`; other
@@ -432,6 +511,31 @@ pub async fn spark_in_pod(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_promql_series_is_compared() {
+        let answer = serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {"track": "stable"}, "value": [1.0, "12"]},
+            {"metric": {"track": "canary"}, "value": [1.0, "0"]},
+            {"metric": {"track": "nan"}, "value": [1.0, "NaN"]}
+        ]}});
+        let series = super::promql_series(&answer);
+        assert_eq!(series.len(), 2, "NaN is no data: {series:?}");
+        let at_least_one = veritas_scenario::ValueExpect {
+            at_least: Some(1.0),
+            ..Default::default()
+        };
+        let (bad, observed) = super::check_series("q", &at_least_one, &series);
+        assert_eq!(bad.len(), 1, "the second series fails: {bad:?}");
+        assert!(bad[0].starts_with("{track=canary}"), "{bad:?}");
+        assert!(observed.contains("{track=stable} 12"), "{observed}");
+        let absent = veritas_scenario::ValueExpect {
+            absent: true,
+            ..Default::default()
+        };
+        assert!(super::check_series("q", &absent, &[]).0.is_empty());
+        assert_eq!(super::check_series("q", &absent, &series).0.len(), 2);
+    }
+
     #[test]
     fn namespaces_move_exactly() {
         let m = "metadata:\n  namespace: veritas\nsubjects:\n  - {kind: ServiceAccount, name: a}\n    namespace: veritas\n  namespace: veritas-system\n";

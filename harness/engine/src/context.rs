@@ -20,6 +20,8 @@ pub struct Context {
     /// Evidence collected along the way (logs, outputs), for the report on failure.
     pub evidence: Vec<(String, String)>,
     pub seed: u64,
+    /// The revert journal of this run, refreshed before each acting step.
+    pub journal: Option<crate::journal::Journal>,
 }
 
 impl Context {
@@ -54,6 +56,7 @@ impl Context {
             namespace,
             evidence: Vec::new(),
             seed,
+            journal: None,
         })
     }
 
@@ -145,6 +148,16 @@ impl Context {
             literals.push((ns.clone(), "[namespace]".into()));
         }
         Redactions { literals }
+    }
+
+    /// Refreshes the revert journal (if any) with the variables as they are now. A journal
+    /// that cannot be written is reported, not fatal: `finally` still runs in-process.
+    pub fn journal_now(&self) {
+        if let Some(j) = &self.journal {
+            if let Err(e) = j.record(self) {
+                tracing::warn!("revert journal {}: {e}", j.path().display());
+            }
+        }
     }
 
     pub fn add_evidence(&mut self, title: impl Into<String>, body: impl Into<String>) {

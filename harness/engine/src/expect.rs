@@ -1,7 +1,7 @@
 //! Checking what a command showed against a scenario's [`Expect`].
 
 use crate::snapshot;
-use veritas_scenario::{Expect, ValueExpect};
+use veritas_scenario::{ExitExpect, Expect, ValueExpect};
 use veritas_vocab::ErrorCode;
 
 /// What a command showed: exit status and both streams.
@@ -63,10 +63,15 @@ pub fn check(e: &Expect, out: &CommandOutput, snapshot_ctx: &snapshot::Redaction
     if out.timed_out {
         bad.push("the command did not finish within its deadline".to_string());
     }
-    if let Some(want) = e.exit {
+    if let Some(want) = ExitExpect::required(e.exit) {
         if out.exit != Some(want) {
+            let why = if e.exit.is_none() {
+                ": a step without `exit` must succeed"
+            } else {
+                ""
+            };
             bad.push(format!(
-                "exit status {} (expected {want})",
+                "exit status {} (expected {want}{why})",
                 out.exit.map_or("none".into(), |c| c.to_string())
             ));
         }
@@ -241,7 +246,7 @@ mod tests {
     #[test]
     fn every_mismatch_is_named() {
         let e = Expect {
-            exit: Some(0),
+            exit: Some(ExitExpect::Code(0)),
             code: Some("E1001".into()),
             output: vec!["(?i)AUTO-promotion".into()],
             not_output: vec!["panic".into()],
@@ -267,6 +272,26 @@ mod tests {
             &Default::default(),
         );
         assert!(ok.is_empty(), "{ok:?}");
+    }
+
+    #[test]
+    fn a_step_without_exit_must_succeed_unless_it_says_any() {
+        let silent = Expect::default();
+        let bad = check(&silent, &out(1, "", "boom"), &Default::default());
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert!(bad[0].contains("a step without `exit` must succeed"), "{bad:?}");
+        assert!(check(&silent, &out(0, "", ""), &Default::default()).is_empty());
+        let any = Expect {
+            exit: Some(ExitExpect::Any(veritas_scenario::AnyExit::Any)),
+            reason: Some("collects evidence".into()),
+            ..Default::default()
+        };
+        assert!(check(&any, &out(3, "", ""), &Default::default()).is_empty());
+        let killed = CommandOutput {
+            exit: None,
+            ..Default::default()
+        };
+        assert_eq!(check(&silent, &killed, &Default::default()).len(), 1);
     }
 
     #[test]

@@ -82,6 +82,16 @@ impl KindCluster {
     ) -> Result<KindCluster, KindError> {
         let guard = lock(name)?;
         let kubeconfig = cache_dir().join(format!("kubeconfig-{name}"));
+        let k8s = pin(repo, "K8S_VERSION").unwrap_or_default();
+        let kind_version = pin(repo, "KIND_VERSION").unwrap_or_default();
+        let bin = cache_dir().join("bin");
+        let kind = bin.join(format!("kind-{kind_version}"));
+        // A cluster that was there before this run (`--cluster-name` of someone's cluster) is
+        // reused and left in place: only a cluster this run created is deleted at the end.
+        let existed = Command::new(&kind)
+            .args(["get", "clusters"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l == name));
         progress(&format!(
             "kind cluster {name}: build (cached) and create via ci/kind/up.sh"
         ));
@@ -96,16 +106,13 @@ impl KindCluster {
                 detail: tail(&out.stderr, 25),
             });
         }
-        let k8s = pin(repo, "K8S_VERSION").unwrap_or_default();
-        let kind_version = pin(repo, "KIND_VERSION").unwrap_or_default();
-        let bin = cache_dir().join("bin");
         let cluster = KindCluster {
             name: name.into(),
             kubeconfig,
             kubectl: bin.join(format!("kubectl-{k8s}")),
-            kind: bin.join(format!("kind-{kind_version}")),
+            kind,
             _lock: guard,
-            owned: true,
+            owned: !existed,
         };
         let veritas = kind_dir(repo).join("install-veritas.sh");
         if veritas.exists() {

@@ -6,11 +6,13 @@
 //!   and turns an interrupt into "revert, then stop".
 //! - The step library ([`process`], [`cluster`]) executes one operation with its bindings and
 //!   returns what it observed; it never decides order or retries.
-//! - [`report`] renders the result tree as text, JSON and JUnit.
+//! - [`report`] renders the result tree as text, JSON and JUnit; [`html`] as a page for people.
 
 pub mod cluster;
 pub mod context;
 pub mod expect;
+pub mod html;
+pub mod journal;
 pub mod kind;
 pub mod process;
 pub mod report;

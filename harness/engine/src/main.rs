@@ -26,7 +26,7 @@ and checks recovery within a deadline. Faults are always reverted, also on Ctrl-
 Drivers: `process` (default; real local daemons, no cluster: the runtime's error-code rows), \
 `kind` (creates its own offline kind cluster: the whole catalog), `existing` (the current \
 kubeconfig context; only the run's own namespaces are touched unless --allow-cluster-wide).",
-    after_help = "Examples:\n  veritas-harness list\n  veritas-harness explain E3001\n  veritas-harness run                      # every scenario the process driver can run\n  veritas-harness run E2001 E1001 --json\n  veritas-harness run --all --driver kind --parallel 4\n  veritas-harness validate\n\nExit status: 0 all run scenarios passed (skips allowed), 1 a scenario failed or errored, 2 usage or invalid scenario files."
+    after_help = "Examples:\n  veritas-harness list\n  veritas-harness explain E3001\n  veritas-harness run                      # every scenario the process driver can run\n  veritas-harness run E2001 E1001 --json\n  veritas-harness run --all --driver kind --parallel 4\n  veritas-harness validate\n  veritas-harness cleanup                  # revert what a killed run left behind\n\nExit status: 0 all run scenarios passed (skips allowed), 1 a scenario failed or errored, 2 usage or invalid scenario files."
 )]
 struct Cli {
     /// Scenario directory.
@@ -51,6 +51,13 @@ enum Cmd {
     Validate,
     /// Print the JSON Schema of scenario files.
     Schema,
+    /// Revert what killed runs left behind: replays each revert journal whose harness is dead
+    /// (its `finally` steps with the variables it had captured, its namespace deleted, its
+    /// daemons stopped). `run` does this first on its own.
+    Cleanup {
+        #[arg(long)]
+        json: bool,
+    },
     /// Performance regression benchmark: the raw llama-cpp-2 loop, our daemon (IPC and
     /// HTTP) and llama.cpp's llama-server on one generated model, interleaved; table, JSON
     /// and SVG plot under --out.
@@ -85,7 +92,7 @@ struct RunArgs {
     /// Print the JSON report on stdout instead of the table.
     #[arg(long)]
     json: bool,
-    /// Where report.json and junit.xml go.
+    /// Where report.json, junit.xml and report.html go.
     #[arg(long, default_value = "target/veritas-harness")]
     report_dir: PathBuf,
     /// kind driver: cluster name (default: veritas-<pid>, unique per run).
@@ -193,6 +200,24 @@ fn real_main(cli: Cli) -> Result<i32> {
             print!("{}", explain(s));
             Ok(0)
         }
+        Cmd::Cleanup { json } => {
+            let spark_bin =
+                veritas_harness::spark_bin().unwrap_or_else(|_| PathBuf::from("veritas-spark"));
+            let rt = tokio::runtime::Runtime::new()?;
+            let done = rt.block_on(veritas_harness::journal::recover_stale(&veritas_harness::journal::dir(), &spark_bin));
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            } else {
+                print_recovered(&done);
+                if done.is_empty() {
+                    println!(
+                        "nothing to clean up: no revert journal of a dead run in {}",
+                        veritas_harness::journal::dir().display()
+                    );
+                }
+            }
+            Ok(if done.iter().all(|r| r.failures.is_empty()) { 0 } else { 1 })
+        }
         Cmd::Run(args) => {
             let all = load_all(&dir)?;
             let selected: Vec<Scenario> = if args.ids.is_empty() || args.all {
@@ -209,6 +234,23 @@ fn real_main(cli: Cli) -> Result<i32> {
             };
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(run(args, selected))
+        }
+    }
+}
+
+fn print_recovered(done: &[veritas_harness::journal::Recovered]) {
+    for r in done {
+        eprintln!(
+            "veritas-harness: reverted what a dead run (pid {}) of {} left behind ({})",
+            r.pid,
+            r.scenario,
+            r.file.display()
+        );
+        for a in &r.actions {
+            eprintln!("  done: {a}");
+        }
+        for f in &r.failures {
+            eprintln!("  FAILED: {f} (the journal is kept: `veritas-harness cleanup` retries)");
         }
     }
 }
@@ -329,6 +371,9 @@ async fn run(args: &RunArgs, selected: Vec<Scenario>) -> Result<i32> {
     };
     eprintln!("veritas-harness: {} scenario(s), driver {:?}, parallel {}, seed {seed} (replay with --seed {seed})", selected.len(), args.driver, args.parallel);
 
+    // A run killed earlier (SIGKILL, a lost machine) left faults in place: revert them first.
+    print_recovered(&veritas_harness::journal::recover_stale(&veritas_harness::journal::dir(), &spark_bin).await);
+
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -404,6 +449,7 @@ async fn run(args: &RunArgs, selected: Vec<Scenario>) -> Result<i32> {
         keep: args.keep,
         pause_on_failure: args.pause_on_failure,
         without_remedy: args.without_remedy,
+        journal_dir: veritas_harness::journal::dir(),
         interrupted: rx,
         events: progress_sink(false),
     };
@@ -424,6 +470,10 @@ async fn run(args: &RunArgs, selected: Vec<Scenario>) -> Result<i32> {
         serde_json::to_string_pretty(&report)?,
     )?;
     std::fs::write(args.report_dir.join("junit.xml"), report.junit())?;
+    std::fs::write(
+        args.report_dir.join("report.html"),
+        veritas_harness::html::render(&report),
+    )?;
     if let Some(c) = kind_cluster {
         if !report.success() {
             let dir = args.report_dir.join("kind-logs");
@@ -454,9 +504,8 @@ async fn run(args: &RunArgs, selected: Vec<Scenario>) -> Result<i32> {
         }
         println!("\n{}", report.table());
         eprintln!(
-            "reports: {}/report.json, {}/junit.xml",
-            args.report_dir.display(),
-            args.report_dir.display()
+            "reports: {dir}/report.html, {dir}/report.json, {dir}/junit.xml",
+            dir = args.report_dir.display()
         );
     }
     Ok(if report.success() { 0 } else { 1 })
@@ -476,22 +525,44 @@ async fn run_all(
         let sem = sem.clone();
         let mut cfg = cfg.clone();
         cfg.seed = cfg.seed.wrapping_add(i as u64);
-        handles.push(tokio::spawn(async move {
-            let _permit = sem.acquire_owned().await.expect("semaphore open");
-            runner::run(&s, &cfg).await
-        }));
+        let (s2, seed) = (s.clone(), cfg.seed);
+        handles.push((
+            s2,
+            seed,
+            tokio::spawn(async move {
+                let _permit = sem.acquire_owned().await.expect("semaphore open");
+                run_unless_interrupted(&s, &cfg).await
+            }),
+        ));
     }
     let mut reports = Vec::new();
-    for h in handles {
-        match h.await {
-            Ok(r) => reports.push(r),
-            Err(e) => eprintln!("veritas-harness: a scenario task panicked: {e}"),
-        }
+    for (s, seed, h) in handles {
+        // A scenario whose task died still gets a verdict: never dropped from the report.
+        reports.push(h.await.unwrap_or_else(|e| {
+            let mut r = veritas_harness::report::ScenarioReport::new(&s, seed);
+            r.reason = Some(format!(
+                "the harness task died ({e}); run `veritas-harness cleanup` to revert its faults"
+            ));
+            r
+        }));
     }
     for (i, s) in serial.into_iter().enumerate() {
         let mut cfg = cfg.clone();
         cfg.seed = cfg.seed.wrapping_add(10_000 + i as u64);
-        reports.push(runner::run(&s, &cfg).await);
+        reports.push(run_unless_interrupted(&s, &cfg).await);
     }
     reports
+}
+
+/// After Ctrl-C no queued scenario starts: it is reported as not run.
+async fn run_unless_interrupted(
+    s: &Scenario,
+    cfg: &RunConfig,
+) -> veritas_harness::report::ScenarioReport {
+    if *cfg.interrupted.borrow() {
+        let mut r = veritas_harness::report::ScenarioReport::new(s, cfg.seed);
+        r.reason = Some("not started: the run was interrupted".into());
+        return r;
+    }
+    runner::run(s, cfg).await
 }

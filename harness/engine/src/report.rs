@@ -59,6 +59,9 @@ pub struct StepReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseReport {
     pub name: String,
+    /// When the phase began, from the scenario's start (one time axis for the timeline).
+    #[serde(serialize_with = "secs", rename = "started_s")]
+    pub started: Duration,
     #[serde(serialize_with = "secs", rename = "elapsed_s")]
     pub elapsed: Duration,
     pub steps: Vec<StepReport>,
@@ -68,10 +71,19 @@ impl PhaseReport {
     pub fn new(name: &str) -> PhaseReport {
         PhaseReport {
             name: name.into(),
+            started: Duration::ZERO,
             elapsed: Duration::ZERO,
             steps: Vec::new(),
         }
     }
+}
+
+/// A metric sampled during the scenario, drawn under its timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Series {
+    pub name: String,
+    /// (seconds since the scenario's start, value).
+    pub points: Vec<(f64, f64)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -94,10 +106,18 @@ pub struct ScenarioReport {
     pub duration: Duration,
     pub seed: u64,
     pub phases: Vec<PhaseReport>,
+    /// Metrics sampled on the same time axis as `phases`.
+    pub series: Vec<Series>,
     /// Titled evidence (logs, events, outputs) gathered on failure.
     pub evidence: Vec<(String, String)>,
     /// Objects or processes left behind (a passing scenario with leaks fails).
     pub leaks: Vec<String>,
+    /// Symptom checks that already held on the healthy system before the fault: they do not
+    /// tell the fault apart (the other checks of the symptom must).
+    pub non_discriminating: Vec<String>,
+    /// The scenario's start: phase offsets are measured from it.
+    #[serde(skip)]
+    pub started_at: std::time::Instant,
 }
 
 impl ScenarioReport {
@@ -115,9 +135,18 @@ impl ScenarioReport {
             duration: Duration::ZERO,
             seed,
             phases: Vec::new(),
+            series: Vec::new(),
             evidence: Vec::new(),
             leaks: Vec::new(),
+            non_discriminating: Vec::new(),
+            started_at: std::time::Instant::now(),
         }
+    }
+
+    /// Records a finished phase, placing it on the scenario's time axis.
+    pub fn push_phase(&mut self, mut phase: PhaseReport) {
+        phase.started = self.started_at.elapsed().saturating_sub(phase.elapsed);
+        self.phases.push(phase);
     }
 
     /// The failure explained for a person: reason, then the failing steps with what they saw.

@@ -3,6 +3,8 @@
 
 use crate::cluster::{ClusterEnv, ONCALL_SA};
 use crate::context::Context;
+use crate::journal::Journal;
+use futures_util::FutureExt;
 use crate::report::{PhaseReport, ScenarioReport, StepReport, Verdict};
 use crate::{describe, execute, StepError};
 use std::sync::Arc;
@@ -32,9 +34,11 @@ pub struct RunConfig {
     pub seed: u64,
     pub keep: bool,
     pub pause_on_failure: bool,
-    /// Ablation: skip the remedy (recovery then waits at most 5 s). A scenario whose recovery
-    /// still passes proves its remedy is not what brings the system back.
+    /// Ablation: skip the remedy; recovery still waits its whole deadline. A scenario whose
+    /// recovery passes anyway proves its remedy is not what brings the system back.
     pub without_remedy: bool,
+    /// Where the revert journal goes (`journal::dir()` unless a test isolates its own).
+    pub journal_dir: std::path::PathBuf,
     /// Set to true on Ctrl-C / SIGTERM: the running phase stops, `finally` still runs.
     pub interrupted: watch::Receiver<bool>,
     pub events: Arc<dyn Fn(Event) + Send + Sync>,
@@ -71,6 +75,16 @@ enum Stop {
     /// The system did not behave as the guide says.
     Failed(&'static str, StepError),
     Interrupted,
+    /// A bug of the harness (a panicking step), caught so that `finally` still runs.
+    Panicked(String),
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Why a scenario cannot run with this configuration, if it cannot.
@@ -130,8 +144,16 @@ pub async fn run(s: &Scenario, cfg: &RunConfig) -> ScenarioReport {
         });
         return report;
     }
-    let namespace = (s.requires.driver == DriverClass::Cluster)
-        .then(|| format!("veritas-{}-{:04x}", s.id.to_lowercase(), cfg.seed & 0xffff));
+    // The ablation gets a namespace of its own: a row and its ablation run side by side, also
+    // when a fixed seed makes their random parts equal.
+    let namespace = (s.requires.driver == DriverClass::Cluster).then(|| {
+        format!(
+            "veritas-{}{}-{:04x}",
+            s.id.to_lowercase(),
+            if cfg.without_remedy { "-nr" } else { "" },
+            cfg.seed & 0xffff
+        )
+    });
     let cluster = if s.requires.driver == DriverClass::Cluster {
         cfg.cluster.clone()
     } else {
@@ -146,9 +168,15 @@ pub async fn run(s: &Scenario, cfg: &RunConfig) -> ScenarioReport {
         }
     };
 
+    ctx.journal = Some(Journal::new(&cfg.journal_dir, &ctx, &s.finally));
+    ctx.journal_now();
+
     let mut interrupted = cfg.interrupted.clone();
+    // A panic in a step must not skip `finally`: it is caught here and becomes an error.
+    let phases = std::panic::AssertUnwindSafe(main_phases(s, cfg, &mut ctx, &mut report))
+        .catch_unwind();
     let outcome = tokio::select! {
-        r = main_phases(s, cfg, &mut ctx, &mut report) => r,
+        r = phases => r.unwrap_or_else(|panic| Err(Stop::Panicked(panic_text(&*panic)))),
         _ = interrupted.wait_for(|v| *v) => Err(Stop::Interrupted),
     };
     match outcome {
@@ -163,6 +191,12 @@ pub async fn run(s: &Scenario, cfg: &RunConfig) -> ScenarioReport {
             report.failed_phase = Some(phase.into());
             report.reason = Some(format!("{phase}: {e}"));
         }
+        Err(Stop::Panicked(text)) => {
+            report.verdict = Verdict::Error;
+            report.reason = Some(format!(
+                "the harness panicked ({text}); faults reverted by `finally`"
+            ));
+        }
         Err(Stop::Interrupted) => {
             report.verdict = Verdict::Error;
             report.reason = Some("interrupted: faults reverted by `finally`, then stopped".into());
@@ -171,7 +205,7 @@ pub async fn run(s: &Scenario, cfg: &RunConfig) -> ScenarioReport {
     let failed = report.verdict != Verdict::Passed;
     if failed && !s.catch.is_empty() {
         let phase = collect(&mut ctx, "catch", &s.catch).await;
-        report.phases.push(phase);
+        report.push_phase(phase);
     }
     if failed && cfg.pause_on_failure {
         eprintln!(
@@ -190,20 +224,36 @@ pub async fn run(s: &Scenario, cfg: &RunConfig) -> ScenarioReport {
     }
     // `finally` always runs, interrupt or not: it reverts the faults.
     let phase = collect(&mut ctx, "finally", &s.finally).await;
-    let finally_failed = phase.steps.iter().any(|st| !st.ok);
-    report.phases.push(phase);
-    let leaks = audit_and_release(&mut ctx, cfg).await;
-    if report.verdict == Verdict::Passed && (finally_failed || !leaks.is_empty()) {
+    // A revert that failed leaves its fault in place: that is a leak, whatever the verdict.
+    let mut leaks: Vec<String> = phase
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, st)| !st.ok)
+        .map(|(i, st)| {
+            format!(
+                "finally step {} ({}) failed, what it reverts may still be changed: {}",
+                i + 1,
+                st.description,
+                st.error.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    report.push_phase(phase);
+    leaks.extend(audit_and_release(&mut ctx, cfg).await);
+    // Reverted: nothing for `cleanup` to replay. A failed revert keeps the entry, so
+    // `veritas-harness cleanup` can try again.
+    if leaks.is_empty() {
+        if let Some(j) = &ctx.journal {
+            j.remove();
+        }
+    }
+    if report.verdict == Verdict::Passed && !leaks.is_empty() {
         report.verdict = Verdict::Failed;
         report.failed_phase = Some("finally".into());
-        report.reason = Some(if leaks.is_empty() {
-            "finally: a cleanup step failed".into()
-        } else {
-            format!("leak audit: {}", leaks.join("; "))
-        });
-    } else if !leaks.is_empty() {
-        report.leaks = leaks;
+        report.reason = Some(format!("leak audit: {}", leaks.join("; ")));
     }
+    report.leaks = leaks;
     report.evidence = std::mem::take(&mut ctx.evidence);
     if cfg.keep {
         let path = ctx.work.keep();
@@ -249,6 +299,7 @@ async fn main_phases(
         .await
         .map_err(|e| Stop::Error("invariants before the fault", e))?;
     }
+    baseline(cfg, ctx, report, &s.symptom, op, ready).await?;
     act(cfg, ctx, report, "fault", &s.fault, op, ready)
         .await
         .map_err(|e| Stop::Error("fault", e))?;
@@ -262,19 +313,24 @@ async fn main_phases(
             .await
             .map_err(|e| Stop::Failed("negative control", e))?;
     }
+    // Only the on-call's remedy is what recovery must prove: a runtime that heals itself has
+    // recovered by design before any remedy, and a client row's corrected request never failed.
+    if s.guide.recovery_by == veritas_scenario::RecoveryBy::Remedy {
+        recovery_absent_under_fault(cfg, ctx, report, &s.recovery, op, ready).await?;
+    }
     act(cfg, ctx, report, "diagnosis", &s.diagnosis, op, ready)
         .await
         .map_err(|e| Stop::Failed("diagnosis", e))?;
     let remedy_start = Instant::now();
-    let mut recovery = s.recovery.clone();
-    if cfg.without_remedy {
-        recovery.within = recovery.within.min(veritas_scenario::Span::secs(5));
-    } else {
+    // The ablation waits the whole recovery deadline: only recovery that never came within
+    // it shows the remedy, not time, is what brings the system back.
+    let recovery = &s.recovery;
+    if !cfg.without_remedy {
         act(cfg, ctx, report, "remedy", &s.remedy, op, ready)
             .await
             .map_err(|e| Stop::Failed("remedy", e))?;
     }
-    observe(cfg, ctx, report, "recovery", &recovery, op, ready)
+    observe(cfg, ctx, report, "recovery", recovery, op, ready)
         .await
         .map_err(|e| Stop::Failed("recovery", e))?;
     report.time_to_recover = Some(remedy_start.elapsed());
@@ -343,6 +399,7 @@ async fn act(
     let mut pr = PhaseReport::new(phase);
     let mut result = Ok(());
     for (i, step) in steps.iter().enumerate() {
+        ctx.journal_now();
         let (r, elapsed) = timed(ctx, step, op, ready).await;
         (cfg.events)(Event::Step {
             id: ctx.id.clone(),
@@ -361,7 +418,7 @@ async fn act(
         }
     }
     pr.elapsed = t.elapsed();
-    report.phases.push(pr);
+    report.push_phase(pr);
     result
 }
 
@@ -410,7 +467,7 @@ async fn observe(
             let mut pr = PhaseReport::new(phase);
             pr.steps = round;
             pr.elapsed = t.elapsed();
-            report.phases.push(pr);
+            report.push_phase(pr);
             return match first_bad {
                 None => Ok(()),
                 Some((i, e)) => Err(StepError {
@@ -427,6 +484,113 @@ async fn observe(
         }
         tokio::time::sleep(obs.poll.as_duration()).await;
     }
+}
+
+/// Each check of `obs` once, in order: which held.
+async fn evaluate_once(
+    ctx: &mut Context,
+    pr: &mut PhaseReport,
+    obs: &Observation,
+    op: Duration,
+    ready: Duration,
+) -> Vec<bool> {
+    let mut held = Vec::new();
+    for step in &obs.checks {
+        let (r, elapsed) = timed(ctx, step, op, ready).await;
+        held.push(r.is_ok());
+        pr.steps.push(step_report(step, &r, elapsed, 1));
+    }
+    held
+}
+
+/// The baseline: on the healthy system, before the fault, the symptom must be absent. A
+/// symptom that already holds proves nothing about the fault; each check that held is named.
+async fn baseline(
+    cfg: &RunConfig,
+    ctx: &mut Context,
+    report: &mut ScenarioReport,
+    symptom: &Observation,
+    op: Duration,
+    ready: Duration,
+) -> Result<(), Stop> {
+    let phase = "baseline";
+    (cfg.events)(Event::Phase {
+        id: ctx.id.clone(),
+        phase,
+    });
+    let t = Instant::now();
+    let mut pr = PhaseReport::new(phase);
+    let held = evaluate_once(ctx, &mut pr, symptom, op, ready).await;
+    report.non_discriminating = symptom
+        .checks
+        .iter()
+        .zip(&held)
+        .filter(|(_, h)| **h)
+        .map(|(c, _)| describe(c))
+        .collect();
+    let all_held = held.iter().all(|h| *h);
+    (cfg.events)(Event::Step {
+        id: ctx.id.clone(),
+        phase,
+        description: format!(
+            "symptom absent before the fault ({} of {} checks held)",
+            held.iter().filter(|h| **h).count(),
+            held.len()
+        ),
+        ok: !all_held,
+        elapsed: t.elapsed(),
+    });
+    pr.elapsed = t.elapsed();
+    report.push_phase(pr);
+    if all_held {
+        return Err(Stop::Error(
+            phase,
+            StepError::new(format!(
+                "symptom present before the fault: every check held on the healthy system, so it cannot show the fault ({})",
+                report.non_discriminating.join("; ")
+            )),
+        ));
+    }
+    Ok(())
+}
+
+/// At the end of the hold, with the fault in place and no remedy, the recovery checks must
+/// not pass: recovery checks that hold under the fault cannot show the remedy worked.
+async fn recovery_absent_under_fault(
+    cfg: &RunConfig,
+    ctx: &mut Context,
+    report: &mut ScenarioReport,
+    recovery: &Observation,
+    op: Duration,
+    ready: Duration,
+) -> Result<(), Stop> {
+    let phase = "recovery under the fault";
+    (cfg.events)(Event::Phase {
+        id: ctx.id.clone(),
+        phase,
+    });
+    let t = Instant::now();
+    let mut pr = PhaseReport::new(phase);
+    let held = evaluate_once(ctx, &mut pr, recovery, op, ready).await;
+    let all_held = held.iter().all(|h| *h);
+    (cfg.events)(Event::Step {
+        id: ctx.id.clone(),
+        phase,
+        description: "recovery checks fail while the fault is in place".into(),
+        ok: !all_held,
+        elapsed: t.elapsed(),
+    });
+    pr.elapsed = t.elapsed();
+    report.push_phase(pr);
+    if all_held {
+        return Err(Stop::Error(
+            phase,
+            StepError::new(
+                "recovery holds under the fault: every recovery check passed before any remedy, so recovery cannot show the remedy worked",
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The negative control: the symptom, once seen, must keep holding for `hold` without the
@@ -458,7 +622,7 @@ async fn hold_symptom(
                 pr.steps
                     .push(step_report(step, &Err(e.clone()), elapsed, rounds));
                 pr.elapsed = t.elapsed();
-                report.phases.push(pr);
+                report.push_phase(pr);
                 return Err(StepError {
                     message: format!(
                         "the symptom stopped holding after {:.1}s of the required {} without any remedy (the fault did not take, or healed by itself): {} ({})",
@@ -491,7 +655,7 @@ async fn hold_symptom(
     sr.description = format!("symptom held for {}", veritas_scenario::Span(hold));
     pr.steps.push(sr);
     pr.elapsed = t.elapsed();
-    report.phases.push(pr);
+    report.push_phase(pr);
     Ok(())
 }
 

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use veritas_harness::cluster::ClusterEnv;
 use veritas_harness::report::Verdict;
 use veritas_harness::runner::{self, DriverKind, RunConfig};
+use tokio::signal::unix::{signal, SignalKind};
 use veritas_scenario::{Component, DriverClass};
 
 fn main() {
@@ -35,9 +36,12 @@ fn main() {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| "kubectl".into()),
             manifests: repo.join("fixtures/manifests"),
-            allow_cluster_wide: true,
+            allow_cluster_wide: allow_cluster_wide(),
         })
     });
+    // What the cluster has: a scenario needing anything else is listed ignored (skipped),
+    // never run to a failure and never passed.
+    let components = [Component::Prometheus, Component::Controller];
     let only = match std::env::var("VERITAS_SCENARIOS_ONLY").as_deref() {
         Ok("cluster") => Some(DriverClass::Cluster),
         Ok("process") => Some(DriverClass::Process),
@@ -50,7 +54,10 @@ fn main() {
             continue;
         }
         let is_cluster = s.requires.driver == DriverClass::Cluster;
-        let ignored = is_cluster && cluster.is_none();
+        let ignored = is_cluster
+            && (cluster.is_none()
+                || s.requires.components.iter().any(|c| !components.contains(c))
+                || (s.requires.cluster_wide && !allow_cluster_wide()));
         if s.guide.recovery_by == veritas_scenario::RecoveryBy::Remedy {
             let (s2, c2) = (s.clone(), cluster.clone());
             trials.push(
@@ -68,13 +75,19 @@ fn main() {
     libtest_mimic::run(&args, trials).exit();
 }
 
+/// Cluster-wide faults (CoreDNS, the controller, node resources) only when the caller says so:
+/// `.ci/run` sets `VERITAS_ALLOW_CLUSTER_WIDE=1` on its own kind cluster.
+fn allow_cluster_wide() -> bool {
+    std::env::var("VERITAS_ALLOW_CLUSTER_WIDE").is_ok_and(|v| v == "1")
+}
+
 fn run_one(
     s: veritas_scenario::Scenario,
     cluster: Option<Arc<ClusterEnv>>,
     without_remedy: bool,
 ) -> Result<(), Failed> {
     let spark_bin = veritas_harness::spark_bin().map_err(Failed::from)?;
-    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let (tx, rx) = tokio::sync::watch::channel(false);
     let seed = std::env::var("VERITAS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -92,6 +105,7 @@ fn run_one(
         keep: false,
         pause_on_failure: false,
         without_remedy,
+        journal_dir: veritas_harness::journal::dir(),
         interrupted: rx,
         events: Arc::new(|_| {}),
     };
@@ -99,7 +113,27 @@ fn run_one(
         .enable_all()
         .build()
         .map_err(|e| Failed::from(e.to_string()))?;
-    let report = rt.block_on(runner::run(&s, &cfg));
+    let report = rt.block_on(async {
+        // nextest's timeout sends SIGTERM (then SIGKILL after the profile's grace period);
+        // Ctrl-C sends SIGINT: either way the running phase stops and `finally` reverts.
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            let _ = tx.send(true);
+        });
+        // What an earlier, killed test process left behind is reverted first.
+        for r in veritas_harness::journal::recover_stale(&cfg.journal_dir, &cfg.spark_bin).await {
+            eprintln!(
+                "reverted a dead run of {} (pid {}): {:?}; failures: {:?}",
+                r.scenario, r.pid, r.actions, r.failures
+            );
+        }
+        runner::run(&s, &cfg).await
+    });
     if without_remedy {
         return match (report.verdict, report.failed_phase.as_deref()) {
             (Verdict::Failed, Some("recovery")) => {

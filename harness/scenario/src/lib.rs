@@ -249,14 +249,14 @@ pub fn validate(s: &Scenario, file_id: Option<&str>) -> Vec<Problem> {
             );
         }
     }
-    for (phase, steps) in [("catch", &s.catch), ("finally", &s.finally)] {
-        for (i, st) in steps.iter().enumerate() {
-            if st.expect().is_some_and(|e| e != &Expect::default()) {
-                v.push(
-                    &format!("{phase}[{i}].{}", st.op_name()),
-                    "catch and finally collect and clean up: no expectations here".into(),
-                );
-            }
+    // `finally` may check its reverts (a failed one is reported as a leak); `catch` only
+    // collects evidence.
+    for (i, st) in s.catch.iter().enumerate() {
+        if st.expect().is_some_and(|e| e != &Expect::default()) {
+            v.push(
+                &format!("catch[{i}].{}", st.op_name()),
+                "catch collects evidence: no expectations here".into(),
+            );
         }
     }
     v.problems
@@ -359,6 +359,18 @@ impl Validator {
         }
         if let Some(e) = step.expect() {
             self.code(&format!("{field}.expect.code"), &e.code);
+            let any = matches!(e.exit, Some(ExitExpect::Any(_)));
+            match (&e.reason, any) {
+                (None, true) => self.push(
+                    &format!("{field}.expect.reason"),
+                    "`exit: any` accepts a failing command: say why in `reason`".into(),
+                ),
+                (Some(_), false) => self.push(
+                    &format!("{field}.expect.reason"),
+                    "only with `exit: any` (an unset `exit` requires 0)".into(),
+                ),
+                _ => {}
+            }
             for ptr in e.json.keys() {
                 if !ptr.is_empty() && !ptr.starts_with('/') {
                     self.push(

@@ -559,9 +559,14 @@ pub struct ExecStep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Expect {
-    /// Exit status (the Health Status Matrix: 0 healthy, 1 critical).
+    /// Exit status (the Health Status Matrix: 0 healthy, 1 critical). Unset means 0: a step
+    /// that asserts nothing else must at least succeed. `any` accepts every status, and then
+    /// needs `reason`.
     #[serde(default)]
-    pub exit: Option<i32>,
+    pub exit: Option<ExitExpect>,
+    /// Why any exit status is acceptable (required with `exit: any`, refused without it).
+    #[serde(default)]
+    pub reason: Option<String>,
     /// Guide error code the output must carry (`E2001`), as `CODE NAME:` text or `"code"` JSON.
     #[serde(default)]
     pub code: Option<String>,
@@ -584,6 +589,32 @@ pub struct Expect {
     /// Name of an insta snapshot of the output (paths, ports, durations, pids redacted).
     #[serde(default)]
     pub snapshot: Option<String>,
+}
+
+/// `exit: 1`, or `exit: any`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ExitExpect {
+    Code(i32),
+    Any(AnyExit),
+}
+
+/// The word `any`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AnyExit {
+    Any,
+}
+
+impl ExitExpect {
+    /// The status required, `None` for `any`; an unset `exit` requires 0.
+    pub fn required(e: Option<ExitExpect>) -> Option<i32> {
+        match e {
+            None => Some(0),
+            Some(ExitExpect::Code(c)) => Some(c),
+            Some(ExitExpect::Any(_)) => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
@@ -675,6 +706,9 @@ pub struct GetStep {
     /// Numeric comparison of the field.
     #[serde(default)]
     pub value: Option<ValueExpect>,
+    /// Stores the field (a string as is, anything else as JSON) as `${<name>}`.
+    #[serde(default)]
+    pub capture: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -682,8 +716,12 @@ pub struct GetStep {
 pub struct PromqlStep {
     /// PromQL; `${namespace}` is substituted.
     pub query: String,
-    /// Compared with the first sample; `absent: true` means an empty result.
+    /// Every series of the answer must meet it; `absent: true` means an empty result.
     pub expect: ValueExpect,
+    /// Stores the value of the answer's single series as `${<name>}` (more than one series
+    /// fails the step).
+    #[serde(default)]
+    pub capture: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -224,3 +224,39 @@ fn an_invariant_must_check_something() {
     assert_eq!(p[0].field, "invariants[0].note", "{p:?}");
     assert!(p[0].message.contains("an invariant is a check"), "{p:?}");
 }
+
+#[test]
+fn exit_any_needs_a_reason_and_a_reason_needs_exit_any() {
+    let any = GOOD.replace(
+        "expect: {exit: 1, code: E2002}",
+        "expect: {exit: any, code: E2002}",
+    );
+    let p = problems(&any);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].field, "symptom.checks[0].spark.expect.reason", "{p:?}");
+    let with_reason = GOOD.replace(
+        "expect: {exit: 1, code: E2002}",
+        "expect: {exit: any, reason: \"the CLI's status is not the symptom\", code: E2002}",
+    );
+    let s = parse(&with_reason, Some("T-1")).unwrap();
+    assert_eq!(
+        s.symptom.checks[0].expect().unwrap().exit,
+        Some(ExitExpect::Any(AnyExit::Any))
+    );
+    let stray = GOOD.replace(
+        "expect: {exit: 1, code: E2002}",
+        "expect: {exit: 1, reason: why, code: E2002}",
+    );
+    assert_eq!(problems(&stray)[0].field, "symptom.checks[0].spark.expect.reason");
+}
+
+#[test]
+fn finally_may_check_its_reverts_and_catch_may_not() {
+    let fin = format!(
+        "{GOOD}finally:\n  - spark: {{args: [health], expect: {{exit: 0, output: [healthy]}}}}\n"
+    );
+    parse(&fin, Some("T-1")).unwrap();
+    let catch = format!("{GOOD}catch:\n  - spark: {{args: [health], expect: {{exit: 0}}}}\n");
+    let p = problems(&catch);
+    assert_eq!(p[0].field, "catch[0].spark", "{p:?}");
+}
