@@ -262,16 +262,15 @@ fn json_number(v: &serde_json::Value) -> Option<f64> {
 pub const PROMETHEUS_PROXY: &str =
     "/api/v1/namespaces/monitoring/services/prometheus-operated:9090/proxy";
 
-pub async fn promql(
-    ctx: &mut Context,
-    q: &PromqlStep,
+/// An instant query through the API server's proxy: every series, labels as text.
+pub async fn promql_series_text(
+    env: &ClusterEnv,
+    query: &str,
     deadline: Duration,
-) -> Result<String, StepError> {
-    let env = env(ctx)?;
-    let query = ctx.subst(&q.query);
+) -> Result<Vec<(String, f64)>, StepError> {
     let url = format!(
         "{PROMETHEUS_PROXY}/api/v1/query?query={}",
-        urlencode(&query)
+        urlencode(query)
     );
     let out = env
         .kubectl(
@@ -290,7 +289,17 @@ pub async fn promql(
     }
     let v: serde_json::Value = serde_json::from_str(&out.stdout)
         .map_err(|e| StepError::new(format!("Prometheus answer: {e}")))?;
-    let series = promql_series(&v);
+    Ok(promql_series(&v))
+}
+
+pub async fn promql(
+    ctx: &mut Context,
+    q: &PromqlStep,
+    deadline: Duration,
+) -> Result<String, StepError> {
+    let env = env(ctx)?;
+    let query = ctx.subst(&q.query);
+    let series = promql_series_text(&env, &query, deadline).await?;
     let (bad, observed) = check_series(&query, &q.expect, &series);
     let r = verdict(bad, observed);
     if let (Ok(_), Some(name)) = (&r, &q.capture) {

@@ -17,6 +17,7 @@ pub mod kind;
 pub mod process;
 pub mod report;
 pub mod runner;
+pub mod sampler;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};

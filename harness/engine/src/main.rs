@@ -73,7 +73,7 @@ struct RunArgs {
     all: bool,
     #[arg(long, value_enum, default_value = "process", env = "VERITAS_DRIVER")]
     driver: DriverKind,
-    /// Scenarios run at once (cluster-wide ones are always serialized).
+    /// Scenarios run at once (those with `requires.exclusive` run alone, after the rest).
     #[arg(long, default_value_t = 2)]
     parallel: usize,
     /// Keep work directories, namespaces and the kind cluster after the run.
@@ -517,8 +517,10 @@ async fn run_all(
     scenarios: Vec<Scenario>,
     parallel: usize,
 ) -> Vec<veritas_harness::report::ScenarioReport> {
-    let (serial, shared): (Vec<_>, Vec<_>) =
-        scenarios.into_iter().partition(|s| s.requires.cluster_wide);
+    // Scenarios that break what every other one depends on run alone, after the rest.
+    let (serial, shared): (Vec<_>, Vec<_>) = scenarios
+        .into_iter()
+        .partition(|s| !s.requires.exclusive.is_empty());
     let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
     let mut handles = Vec::new();
     for (i, s) in shared.into_iter().enumerate() {

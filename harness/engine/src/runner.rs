@@ -170,6 +170,13 @@ pub async fn run(s: &Scenario, cfg: &RunConfig) -> ScenarioReport {
 
     ctx.journal = Some(Journal::new(&cfg.journal_dir, &ctx, &s.finally));
     ctx.journal_now();
+    // What the checks read, over the whole run, for the report's charts.
+    let sampler = match (&ctx.cluster, &ctx.namespace) {
+        (Some(env), Some(ns)) if cfg.components.contains(&Component::Prometheus) => Some(
+            crate::sampler::Sampler::start(env.clone(), ns.clone(), report.started_at),
+        ),
+        _ => None,
+    };
 
     let mut interrupted = cfg.interrupted.clone();
     // A panic in a step must not skip `finally`: it is caught here and becomes an error.
@@ -223,6 +230,9 @@ pub async fn run(s: &Scenario, cfg: &RunConfig) -> ScenarioReport {
         collect_evidence(&mut ctx).await;
     }
     // `finally` always runs, interrupt or not: it reverts the faults.
+    if let Some(sampler) = sampler {
+        report.series = sampler.finish();
+    }
     let phase = collect(&mut ctx, "finally", &s.finally).await;
     // A revert that failed leaves its fault in place: that is a leak, whatever the verdict.
     let mut leaks: Vec<String> = phase

@@ -5,7 +5,8 @@
 //! `VERITAS_KUBECTL`); otherwise they are reported ignored, never passed.
 //!
 //! `VERITAS_SCENARIOS_ONLY=cluster` (or `process`) lists only that driver's scenarios: `.ci/run`
-//! runs the process rows with the other tests, then the cluster rows once kind is up.
+//! runs the process rows with the other tests, then the cluster rows once kind is up, and the
+//! rows that break a shared resource (`VERITAS_SCENARIOS_EXCLUSIVE=only`) one at a time at the end.
 //!
 //! Each scenario recovered by the on-call's remedy (`guide.recoveryBy: remedy`, the default)
 //! also runs as `<ID>/without-remedy`, which must fail at recovery: the remedy, not time, is
@@ -48,16 +49,29 @@ fn main() {
         Ok(other) => panic!("VERITAS_SCENARIOS_ONLY={other}: `cluster` or `process`"),
         Err(_) => None,
     };
+    // Scenarios that break a shared resource (`requires.exclusive`) never run beside others:
+    // listed ignored, unless `VERITAS_SCENARIOS_EXCLUSIVE=only` lists just them (`.ci/run` runs
+    // that pass after the others, one test at a time).
+    let exclusive_pass = match std::env::var("VERITAS_SCENARIOS_EXCLUSIVE").as_deref() {
+        Ok("only") => true,
+        Ok(other) => panic!("VERITAS_SCENARIOS_EXCLUSIVE={other}: only `only` is known"),
+        Err(_) => false,
+    };
     let mut trials = Vec::new();
     for s in scenarios {
         if only.is_some_and(|d| d != s.requires.driver) {
+            continue;
+        }
+        let breaks_shared = !s.requires.exclusive.is_empty();
+        if exclusive_pass && !breaks_shared {
             continue;
         }
         let is_cluster = s.requires.driver == DriverClass::Cluster;
         let ignored = is_cluster
             && (cluster.is_none()
                 || s.requires.components.iter().any(|c| !components.contains(c))
-                || (s.requires.cluster_wide && !allow_cluster_wide()));
+                || (s.requires.cluster_wide && !allow_cluster_wide())
+                || (breaks_shared && !exclusive_pass));
         if s.guide.recovery_by == veritas_scenario::RecoveryBy::Remedy {
             let (s2, c2) = (s.clone(), cluster.clone());
             trials.push(

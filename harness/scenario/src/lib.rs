@@ -189,6 +189,12 @@ pub fn validate(s: &Scenario, file_id: Option<&str>) -> Vec<Problem> {
             "a scenario injects a fault: at least one step".into(),
         );
     }
+    if !s.requires.exclusive.is_empty() && !s.requires.cluster_wide {
+        v.push(
+            "requires.exclusive",
+            "breaking a resource every scenario shares is a cluster-wide change: set `requires.clusterWide: true`".into(),
+        );
+    }
     if s.remedy.is_empty() {
         v.push("remedy", "the guide's remedy: at least one step".into());
     } else if s.guide.recovery_by == RecoveryBy::Remedy

@@ -119,9 +119,28 @@ pub struct Requires {
     #[serde(default)]
     pub components: Vec<Component>,
     /// Touches state shared by the whole cluster (CoreDNS, the controller, node resources):
-    /// serialized, and on `--driver existing` only with `--allow-cluster-wide`.
+    /// on `--driver existing` only with `--allow-cluster-wide`.
     #[serde(default)]
     pub cluster_wide: bool,
+    /// What this scenario breaks for every other one while its fault is in place. Such a
+    /// scenario runs alone: after the others, one at a time (the CLI and `.ci/run` alike), so
+    /// no row is judged while another row's fault, or remedy, is in its way.
+    #[serde(default)]
+    pub exclusive: Vec<SharedResource>,
+}
+
+/// Cluster state every scenario depends on.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum SharedResource {
+    /// Cluster DNS: every Service name a client or the controller resolves.
+    Coredns,
+    /// The installed veritas-controller: every VeritasCanary and VeritasEnvironment.
+    Controller,
+    /// The node's schedulable resources.
+    Node,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
