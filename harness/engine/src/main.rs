@@ -157,6 +157,11 @@ fn real_main(cli: Cli) -> Result<i32> {
         }
         Cmd::Validate => match veritas_scenario::load_dir(&dir) {
             Ok(all) => {
+                for s in &all {
+                    for w in veritas_scenario::warnings(s) {
+                        eprintln!("warning: {}.yaml: {}: {}", s.id, w.field, w.message);
+                    }
+                }
                 println!("{} scenario files valid in {}", all.len(), dir.display());
                 Ok(0)
             }

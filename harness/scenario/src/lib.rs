@@ -268,6 +268,30 @@ pub fn validate(s: &Scenario, file_id: Option<&str>) -> Vec<Problem> {
     v.problems
 }
 
+/// What a valid scenario still gets wrong, as far as the file shows: a symptom check that is
+/// also a check of the healthy system (an invariant, or a gate of setup) holds before the fault
+/// and cannot tell the fault apart. The run's baseline finds the rest.
+pub fn warnings(s: &Scenario) -> Vec<Problem> {
+    let mut healthy: Vec<&Step> = s.invariants.iter().collect();
+    for st in &s.setup {
+        match st {
+            Step::Wait(w) => healthy.extend(w.checks.iter()),
+            other => healthy.push(other),
+        }
+    }
+    s.symptom
+        .checks
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| healthy.contains(c))
+        .map(|(i, c)| Problem {
+            field: format!("symptom.checks[{i}].{}", c.op_name()),
+            line: None,
+            message: "also checked on the healthy system (setup or invariants): it holds before the fault, so it does not show the fault".into(),
+        })
+        .collect()
+}
+
 /// Every step with its dotted field path, in file order (a wait's checks follow the wait).
 pub fn all_steps(s: &Scenario) -> impl Iterator<Item = (String, &Step)> {
     fn push<'a>(out: &mut Vec<(String, &'a Step)>, field: String, step: &'a Step) {

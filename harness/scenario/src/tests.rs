@@ -260,3 +260,17 @@ fn finally_may_check_its_reverts_and_catch_may_not() {
     let p = problems(&catch);
     assert_eq!(p[0].field, "catch[0].spark", "{p:?}");
 }
+
+#[test]
+fn a_symptom_check_that_setup_already_checks_is_warned_about() {
+    let good = parse(GOOD, Some("T-1")).unwrap();
+    assert!(warnings(&good).is_empty());
+    let text = GOOD.replace(
+        "  - startDaemon: {name: spark}\n",
+        "  - startDaemon: {name: spark}\n  - spark: {args: [models, load, ghost], expect: {exit: 1, code: E2002}}\n",
+    );
+    let s = parse(&text, Some("T-1")).unwrap();
+    let w = warnings(&s);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].field, "symptom.checks[0].spark");
+}
