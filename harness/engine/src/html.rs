@@ -59,6 +59,8 @@ tr.bad td { background: #ffebe9; }
 .leaks { margin: 12px 0 0; padding: 10px 14px; border: 2px solid var(--fail); border-radius: 8px;
   background: #ffebe9; }
 .leaks strong { color: var(--fail); }
+.warning { margin: 12px 0 0; padding: 8px 14px; border-left: 4px solid var(--error);
+  background: #fff8c5; }
 .evidence-links { margin: 10px 0 0; }
 .evidence-links a { margin-right: 14px; }
 .observed { white-space: pre-wrap; word-break: break-word; max-width: 460px; }
@@ -67,10 +69,13 @@ details { border: 1px solid var(--line); border-radius: 6px; margin: 6px 0; back
 details summary { cursor: pointer; padding: 6px 10px; font-weight: 600; }
 details pre { margin: 0; padding: 10px; max-height: 480px; overflow: auto; background: #fff;
   border-top: 1px solid var(--line); white-space: pre-wrap; word-break: break-word; }
+h4.series-name { font: 600 12px "DejaVu Sans Mono", "Liberation Mono", Menlo, monospace;
+  margin: 14px 0 4px; }
 svg { display: block; width: 100%; height: auto; }
 svg text { font: 12px "Liberation Sans", "DejaVu Sans", Arial, sans-serif; fill: var(--ink); }
 svg .tick { fill: var(--muted); font-size: 11px; }
 svg .grid { stroke: #eaeef2; }
+svg .elapsed { paint-order: stroke; stroke: #fff; stroke-width: 3px; }
 svg .marker-label { font-size: 11px; font-weight: 700; }
 .muted { color: var(--muted); }
 "#;
@@ -180,6 +185,15 @@ fn scenario(s: &ScenarioReport) -> String {
         }
         out.push_str("</ul></div>\n");
     }
+    if !s.non_discriminating.is_empty() {
+        out.push_str(
+            "<div class=\"warning\"><strong>Symptom checks that already held before the fault</strong> (they do not tell the fault apart):<ul>",
+        );
+        for check in &s.non_discriminating {
+            out.push_str(&format!("<li>{}</li>", esc(check)));
+        }
+        out.push_str("</ul></div>\n");
+    }
     if !s.evidence.is_empty() {
         out.push_str("<div class=\"evidence-links\">Evidence: ");
         for (i, (title, _)) in s.evidence.iter().enumerate() {
@@ -195,8 +209,14 @@ fn scenario(s: &ScenarioReport) -> String {
         let axis = Axis::of(s);
         out.push_str("<h3>Timeline</h3>\n");
         out.push_str(&timeline(&s.phases, &axis));
+        if !s.series.is_empty() {
+            out.push_str("<h3>Metrics</h3>\n");
+        }
         for series in &s.series {
-            out.push_str(&format!("<h3>{}</h3>\n", esc(&series.name)));
+            out.push_str(&format!(
+                "<h4 class=\"series-name\">{}</h4>\n",
+                esc(&series.name)
+            ));
             out.push_str(&chart(series, &s.phases, &axis));
         }
         out.push_str("<h3>Steps (last value)</h3>\n");
@@ -349,13 +369,15 @@ fn marker_lines(
 
 /// Each phase a bar on the scenario's time axis, in the order they ran.
 fn timeline(phases: &[PhaseReport], axis: &Axis) -> String {
-    let top = 12.0 + MARKERS.len() as f64 * 14.0;
+    let top = 12.0 + markers(phases).len() as f64 * 14.0;
     let bottom = top + phases.len() as f64 * ROW_HEIGHT;
     let height = bottom + AXIS_HEIGHT;
     let mut out = format!(
         "<svg class=\"timeline\" viewBox=\"0 0 {SVG_WIDTH} {height:.0}\" role=\"img\" aria-label=\"phase timeline\">\n"
     );
     out.push_str(&axis.ticks(top, bottom));
+    // Before the bars, so that bars and their labels stay on top of the dashed lines.
+    out.push_str(&marker_lines(phases, axis, top - 4.0, bottom, true));
     for (i, p) in phases.iter().enumerate() {
         let y = top + i as f64 * ROW_HEIGHT;
         let start = p.started.as_secs_f64();
@@ -372,7 +394,7 @@ fn timeline(phases: &[PhaseReport], axis: &Axis) -> String {
         out.push_str(&format!(
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
              <rect class=\"phase-bar\" data-phase=\"{}\" x=\"{x0:.1}\" y=\"{:.1}\" width=\"{width:.1}\" height=\"14\" rx=\"3\" fill=\"{colour}\"><title>{}: {} from {}{}</title></rect>\
-             <text class=\"tick\" x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
+             <text class=\"tick elapsed\" x=\"{:.1}\" y=\"{:.1}\">{}</text>\n",
             PLOT_LEFT - 8.0,
             y + 15.0,
             esc(&p.name),
@@ -387,7 +409,6 @@ fn timeline(phases: &[PhaseReport], axis: &Axis) -> String {
             fmt_secs(p.elapsed)
         ));
     }
-    out.push_str(&marker_lines(phases, axis, top - 4.0, bottom, true));
     out.push_str("</svg>\n");
     out
 }
@@ -415,6 +436,7 @@ fn chart(series: &Series, phases: &[PhaseReport], axis: &Axis) -> String {
         esc(&series.name)
     );
     out.push_str(&axis.ticks(top, bottom));
+    out.push_str(&marker_lines(phases, axis, top, bottom, false));
     out.push_str(&format!(
         "<line class=\"grid\" x1=\"{PLOT_LEFT}\" y1=\"{bottom:.1}\" x2=\"{PLOT_RIGHT}\" y2=\"{bottom:.1}\"/>\n"
     ));
@@ -465,17 +487,14 @@ fn chart(series: &Series, phases: &[PhaseReport], axis: &Axis) -> String {
             ));
         }
     }
-    out.push_str(&marker_lines(phases, axis, top, bottom, false));
     out.push_str("</svg>\n");
     out
 }
 
+/// Whole numbers as such, others to three decimals without trailing zeros.
 fn fmt_value(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.3}")
-    }
+    let text = format!("{v:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// Every step with the last value it saw.
@@ -629,6 +648,8 @@ mod tests {
             "</pre><img src=x onerror=alert(1)>".into(),
         ));
         s.leaks.push("pid 42 <zombie>".into());
+        s.non_discriminating
+            .push("veritas-spark health <already failing>".into());
         let html = render(&run(s));
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(!html.contains("<img"), "{html}");
@@ -636,6 +657,7 @@ mod tests {
         assert!(html.contains("saw &lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("A &lt;corrupted&gt; model &amp; &quot;quotes&quot;"));
         assert!(html.contains("pid 42 &lt;zombie&gt;"));
+        assert!(html.contains("veritas-spark health &lt;already failing&gt;"));
     }
 
     #[test]

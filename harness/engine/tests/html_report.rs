@@ -187,6 +187,14 @@ fn failed_e1001() -> ScenarioReport {
         ),
         ("ps -ef | grep veritas".into(), "root  4242  1  0 10:00 ?  00:00:00 veritas-core --socket /tmp/veritas-43/spark.sock".into()),
     ];
+    // The daemon's scrape target: down from the fault on, never back.
+    r.series = vec![Series {
+        name: "up{job=\"spark\"}".into(),
+        points: (0..=52)
+            .map(|i| i as f64 * 0.5)
+            .map(|t| (t, if t < 1.5 { 1.0 } else { 0.0 }))
+            .collect(),
+    }];
     r.leaks = vec!["process 4242 (veritas-core \"spark\") still running".into()];
     r
 }
@@ -275,14 +283,15 @@ fn png_facts(png: &[u8]) -> (u32, u32, usize) {
 
 #[test]
 fn the_html_report_renders_as_a_non_blank_page_in_chromium() {
-    let scenarios = vec![passed_e2001(), failed_e1001()];
+    // The failure first: it is what a reader of the screenshot should see.
+    let scenarios = vec![failed_e1001(), passed_e2001()];
     let phases: usize = scenarios.iter().map(|s| s.phases.len()).sum();
     let run = RunReport::new("process", 42, 2, Duration::from_secs(27), scenarios);
     let html = veritas_harness::html::render(&run);
 
     assert_eq!(html.matches("<svg class=\"timeline\"").count(), 2);
     assert_eq!(html.matches("class=\"phase-bar\"").count(), phases);
-    assert_eq!(html.matches("<svg class=\"series\"").count(), 2);
+    assert_eq!(html.matches("<svg class=\"series\"").count(), 3);
     assert!(html.contains("data-marker=\"symptom first seen\""));
     assert!(html.contains("data-marker=\"recovered\""));
     assert!(html.contains("E1001 &lt;IPC_CONNECTION_FAILED&gt;"));
