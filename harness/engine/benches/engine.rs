@@ -32,7 +32,7 @@ fn engine(c: &mut Criterion) {
     });
 
     let expect = Expect {
-        exit: Some(1),
+        exit: Some(veritas_scenario::ExitExpect::Code(1)),
         code: Some("E2001".into()),
         output: vec!["sha256 mismatch".into(), "(?i)SHA256SUM".into()],
         not_output: vec!["panicked".into()],
@@ -40,6 +40,7 @@ fn engine(c: &mut Criterion) {
         not_words: Vec::new(),
         json: Default::default(),
         snapshot: None,
+        reason: None,
     };
     let out = CommandOutput {
         exit: Some(1),

@@ -268,10 +268,7 @@ pub async fn promql_series_text(
     query: &str,
     deadline: Duration,
 ) -> Result<Vec<(String, f64)>, StepError> {
-    let url = format!(
-        "{PROMETHEUS_PROXY}/api/v1/query?query={}",
-        urlencode(query)
-    );
+    let url = format!("{PROMETHEUS_PROXY}/api/v1/query?query={}", urlencode(query));
     let out = env
         .kubectl(
             None,
@@ -368,7 +365,11 @@ fn check_series(
         "{query} = {}",
         series
             .iter()
-            .map(|(l, v)| if l.is_empty() { v.to_string() } else { format!("{{{l}}} {v}") })
+            .map(|(l, v)| if l.is_empty() {
+                v.to_string()
+            } else {
+                format!("{{{l}}} {v}")
+            })
             .collect::<Vec<_>>()
             .join("; ")
     );

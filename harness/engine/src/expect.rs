@@ -279,7 +279,10 @@ mod tests {
         let silent = Expect::default();
         let bad = check(&silent, &out(1, "", "boom"), &Default::default());
         assert_eq!(bad.len(), 1, "{bad:?}");
-        assert!(bad[0].contains("a step without `exit` must succeed"), "{bad:?}");
+        assert!(
+            bad[0].contains("a step without `exit` must succeed"),
+            "{bad:?}"
+        );
         assert!(check(&silent, &out(0, "", ""), &Default::default()).is_empty());
         let any = Expect {
             exit: Some(ExitExpect::Any(veritas_scenario::AnyExit::Any)),

@@ -225,17 +225,25 @@ async fn replay(entry: &Entry, file: &Path, spark_bin: &Path) -> Recovered {
                 .await
                 {
                     Ok(_) => r.actions.push(format!("finally step {}: {what}", i + 1)),
-                    Err(e) => r
-                        .failures
-                        .push(format!("finally step {} ({what}): {}", i + 1, e.message)),
+                    Err(e) => {
+                        r.failures
+                            .push(format!("finally step {} ({what}): {}", i + 1, e.message))
+                    }
                 }
             }
         }
     }
     if let (Some(env), Some(ns)) = (cluster, &entry.namespace) {
-        let args: Vec<String> = ["delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=120s"]
-            .map(String::from)
-            .to_vec();
+        let args: Vec<String> = [
+            "delete",
+            "namespace",
+            ns,
+            "--ignore-not-found",
+            "--wait=true",
+            "--timeout=120s",
+        ]
+        .map(String::from)
+        .to_vec();
         match env
             .kubectl(None, Identity::Admin, &args, None, Duration::from_secs(130))
             .await

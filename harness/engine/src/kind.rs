@@ -91,7 +91,11 @@ impl KindCluster {
         let existed = Command::new(&kind)
             .args(["get", "clusters"])
             .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l == name));
+            .is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l == name)
+            });
         progress(&format!(
             "kind cluster {name}: build (cached) and create via ci/kind/up.sh"
         ));

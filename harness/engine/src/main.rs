@@ -209,7 +209,10 @@ fn real_main(cli: Cli) -> Result<i32> {
             let spark_bin =
                 veritas_harness::spark_bin().unwrap_or_else(|_| PathBuf::from("veritas-spark"));
             let rt = tokio::runtime::Runtime::new()?;
-            let done = rt.block_on(veritas_harness::journal::recover_stale(&veritas_harness::journal::dir(), &spark_bin));
+            let done = rt.block_on(veritas_harness::journal::recover_stale(
+                &veritas_harness::journal::dir(),
+                &spark_bin,
+            ));
             if *json {
                 println!("{}", serde_json::to_string_pretty(&done)?);
             } else {
@@ -221,7 +224,11 @@ fn real_main(cli: Cli) -> Result<i32> {
                     );
                 }
             }
-            Ok(if done.iter().all(|r| r.failures.is_empty()) { 0 } else { 1 })
+            Ok(if done.iter().all(|r| r.failures.is_empty()) {
+                0
+            } else {
+                1
+            })
         }
         Cmd::Run(args) => {
             let all = load_all(&dir)?;
@@ -377,7 +384,10 @@ async fn run(args: &RunArgs, selected: Vec<Scenario>) -> Result<i32> {
     eprintln!("veritas-harness: {} scenario(s), driver {:?}, parallel {}, seed {seed} (replay with --seed {seed})", selected.len(), args.driver, args.parallel);
 
     // A run killed earlier (SIGKILL, a lost machine) left faults in place: revert them first.
-    print_recovered(&veritas_harness::journal::recover_stale(&veritas_harness::journal::dir(), &spark_bin).await);
+    print_recovered(
+        &veritas_harness::journal::recover_stale(&veritas_harness::journal::dir(), &spark_bin)
+            .await,
+    );
 
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

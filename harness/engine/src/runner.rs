@@ -4,9 +4,9 @@
 use crate::cluster::{ClusterEnv, ONCALL_SA};
 use crate::context::Context;
 use crate::journal::Journal;
-use futures_util::FutureExt;
 use crate::report::{PhaseReport, ScenarioReport, StepReport, Verdict};
 use crate::{describe, execute, StepError};
+use futures_util::FutureExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -180,8 +180,8 @@ pub async fn run(s: &Scenario, cfg: &RunConfig) -> ScenarioReport {
 
     let mut interrupted = cfg.interrupted.clone();
     // A panic in a step must not skip `finally`: it is caught here and becomes an error.
-    let phases = std::panic::AssertUnwindSafe(main_phases(s, cfg, &mut ctx, &mut report))
-        .catch_unwind();
+    let phases =
+        std::panic::AssertUnwindSafe(main_phases(s, cfg, &mut ctx, &mut report)).catch_unwind();
     let outcome = tokio::select! {
         r = phases => r.unwrap_or_else(|panic| Err(Stop::Panicked(panic_text(&*panic)))),
         _ = interrupted.wait_for(|v| *v) => Err(Stop::Interrupted),

@@ -31,16 +31,19 @@ fn queries(ns: &str) -> Vec<(String, String)> {
     ]
 }
 
+/// Points per series name.
+type Points = Arc<Mutex<BTreeMap<String, Vec<(f64, f64)>>>>;
+
 /// A running sampler; [`Sampler::finish`] stops it and hands over the series.
 pub struct Sampler {
     task: tokio::task::JoinHandle<()>,
-    points: Arc<Mutex<BTreeMap<String, Vec<(f64, f64)>>>>,
+    points: Points,
 }
 
 impl Sampler {
     /// Starts sampling; times are seconds since `t0` (the scenario's start).
     pub fn start(env: Arc<ClusterEnv>, namespace: String, t0: Instant) -> Sampler {
-        let points: Arc<Mutex<BTreeMap<String, Vec<(f64, f64)>>>> = Arc::default();
+        let points: Points = Arc::default();
         let sink = points.clone();
         let task = tokio::spawn(async move {
             let queries = queries(&namespace);

@@ -133,7 +133,10 @@ fn a_setup_wait_that_never_passes_stops_at_setup_with_the_last_value_seen() {
     );
 }
 
-fn phase<'a>(r: &'a ScenarioReport, name: &str) -> Option<&'a veritas_harness::report::PhaseReport> {
+fn phase<'a>(
+    r: &'a ScenarioReport,
+    name: &str,
+) -> Option<&'a veritas_harness::report::PhaseReport> {
     r.phases.iter().find(|p| p.name == name)
 }
 
@@ -143,8 +146,14 @@ fn a_symptom_present_before_the_fault_is_an_error_naming_the_check() {
     assert_eq!(r.verdict, Verdict::Error, "{}", r.failure_text());
     assert_eq!(r.failed_phase.as_deref(), Some("baseline"));
     let reason = r.reason.clone().unwrap();
-    assert!(reason.contains("symptom present before the fault"), "{reason}");
-    assert_eq!(r.non_discriminating, vec!["veritas-spark health".to_string()]);
+    assert!(
+        reason.contains("symptom present before the fault"),
+        "{reason}"
+    );
+    assert_eq!(
+        r.non_discriminating,
+        vec!["veritas-spark health".to_string()]
+    );
     assert!(phase(&r, "fault").is_none(), "the fault must not run");
     assert!(r.leaks.is_empty(), "{:?}", r.leaks);
 }
@@ -154,7 +163,11 @@ fn recovery_that_holds_under_the_fault_is_an_error_before_any_remedy() {
     let (r, _) = run_fixture("RECOVERED-UNDER-FAULT");
     assert_eq!(r.verdict, Verdict::Error, "{}", r.failure_text());
     assert_eq!(r.failed_phase.as_deref(), Some("recovery under the fault"));
-    assert!(r.reason.as_deref().unwrap().contains("recovery holds under the fault"));
+    assert!(r
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("recovery holds under the fault"));
     assert!(phase(&r, "negative control").is_some(), "after the hold");
     assert!(phase(&r, "remedy").is_none(), "the remedy must not run");
 }
@@ -182,7 +195,12 @@ fn a_well_formed_row_passes_with_a_discriminating_baseline() {
     );
     // One time axis: each phase starts where the previous one ended.
     for w in r.phases.windows(2) {
-        assert!(w[1].started >= w[0].started, "{:?} then {:?}", w[0].name, w[1].name);
+        assert!(
+            w[1].started >= w[0].started,
+            "{:?} then {:?}",
+            w[0].name,
+            w[1].name
+        );
     }
 }
 
@@ -206,7 +224,10 @@ fn a_failing_step_without_expect_stops_the_phase() {
     assert_eq!(r.verdict, Verdict::Error, "{}", r.failure_text());
     assert_eq!(r.failed_phase.as_deref(), Some("setup"));
     let reason = r.reason.unwrap();
-    assert!(reason.contains("a step without `exit` must succeed"), "{reason}");
+    assert!(
+        reason.contains("a step without `exit` must succeed"),
+        "{reason}"
+    );
 }
 
 #[test]

@@ -95,7 +95,10 @@ fn a_sigkilled_run_is_reverted_by_cleanup_from_its_journal() {
 
     child.kill().unwrap(); // SIGKILL: no handler, no `finally`
     child.wait().unwrap();
-    assert!(sb.marker.exists(), "a SIGKILLed run cannot revert its own fault");
+    assert!(
+        sb.marker.exists(),
+        "a SIGKILLed run cannot revert its own fault"
+    );
 
     let out = harness(&sb, &["cleanup", "--json"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -135,9 +138,16 @@ fn sigint_reverts_the_running_fault_and_starts_nothing_queued() {
     let status = poll("the harness to exit", Duration::from_secs(60), || {
         child.try_wait().unwrap()
     });
-    assert_eq!(status.code(), Some(1), "an interrupted run is not a success");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "an interrupted run is not a success"
+    );
     assert!(!sb.marker.exists(), "`finally` ran on SIGINT");
-    assert!(journal_entries(&sb.state).is_empty(), "nothing left to replay");
+    assert!(
+        journal_entries(&sb.state).is_empty(),
+        "nothing left to replay"
+    );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(sb.reports.join("report.json")).unwrap())
             .unwrap();

@@ -15,10 +15,10 @@
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
 use veritas_harness::cluster::ClusterEnv;
 use veritas_harness::report::Verdict;
 use veritas_harness::runner::{self, DriverKind, RunConfig};
-use tokio::signal::unix::{signal, SignalKind};
 use veritas_scenario::{Component, DriverClass};
 
 fn main() {
@@ -69,7 +69,10 @@ fn main() {
         let is_cluster = s.requires.driver == DriverClass::Cluster;
         let ignored = is_cluster
             && (cluster.is_none()
-                || s.requires.components.iter().any(|c| !components.contains(c))
+                || s.requires
+                    .components
+                    .iter()
+                    .any(|c| !components.contains(c))
                 || (s.requires.cluster_wide && !allow_cluster_wide())
                 || (breaks_shared && !exclusive_pass));
         if s.guide.recovery_by == veritas_scenario::RecoveryBy::Remedy {
