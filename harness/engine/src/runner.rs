@@ -496,7 +496,9 @@ async fn observe(
     }
 }
 
-/// Each check of `obs` once, in order: which held.
+/// Each check of `obs` once, in order: which held. These phases want the checks *not* to hold,
+/// so the report marks a check that failed as ok (absent, as required) and one that held as
+/// the problem.
 async fn evaluate_once(
     ctx: &mut Context,
     pr: &mut PhaseReport,
@@ -508,7 +510,19 @@ async fn evaluate_once(
     for step in &obs.checks {
         let (r, elapsed) = timed(ctx, step, op, ready).await;
         held.push(r.is_ok());
-        pr.steps.push(step_report(step, &r, elapsed, 1));
+        let mut sr = step_report(step, &r, elapsed, 1);
+        sr.ok = r.is_err();
+        match &r {
+            Ok(_) => sr.error = Some(format!("holds already ({})", pr.name)),
+            Err(e) => {
+                sr.observed = Some(format!(
+                    "absent, as required: {}",
+                    e.observed.as_deref().unwrap_or(&e.message)
+                ));
+                sr.error = None;
+            }
+        }
+        pr.steps.push(sr);
     }
     held
 }

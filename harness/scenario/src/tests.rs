@@ -247,7 +247,10 @@ fn exit_any_needs_a_reason_and_a_reason_needs_exit_any() {
         "expect: {exit: 1, code: E2002}",
         "expect: {exit: 1, reason: why, code: E2002}",
     );
-    assert_eq!(problems(&stray)[0].field, "symptom.checks[0].spark.expect.reason");
+    assert_eq!(
+        problems(&stray)[0].field,
+        "symptom.checks[0].spark.expect.reason"
+    );
 }
 
 #[test]
