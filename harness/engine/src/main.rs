@@ -539,15 +539,17 @@ async fn run_all(
     let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
     let mut handles = Vec::new();
     for (i, s) in shared.into_iter().enumerate() {
-        let sem = sem.clone();
         let mut cfg = cfg.clone();
         cfg.seed = cfg.seed.wrapping_add(i as u64);
         let (s2, seed) = (s.clone(), cfg.seed);
+        // Slots are taken here, in the catalog's order: tasks that raced for them started
+        // in whatever order the scheduler polled them.
+        let permit = sem.clone().acquire_owned().await.expect("semaphore open");
         handles.push((
             s2,
             seed,
             tokio::spawn(async move {
-                let _permit = sem.acquire_owned().await.expect("semaphore open");
+                let _permit = permit;
                 run_unless_interrupted(&s, &cfg).await
             }),
         ));
