@@ -592,17 +592,22 @@ fn route(
             // anything else selects both tracks (replica ratio).
             let want_key = (weight == 0).then(|| labels::DEPLOYMENT_STABLE.to_string());
             if weight == 0 {
-                // Out of the Service first, so no request reaches a pod on its way out.
-                if shared.selector.get(OWNED_SELECTOR_KEY) != want_key.as_ref() {
-                    actions.push(Action::SetSelector {
-                        service: spec.shared_service.clone(),
-                        value: want_key.clone(),
-                    });
-                }
+                // Stable scaled up first, and the canary taken out of the Service only once
+                // stable's pods are ready behind it: after a promotion stable is at 0 replicas,
+                // and moving the selector first would leave the Service with no endpoint.
                 if stable.replicas != want_stable {
                     actions.push(Action::Scale {
                         deployment: spec.stable.deployment.clone(),
                         replicas: want_stable,
+                    });
+                }
+                // (A canary with no ready pod carries nothing: moving then loses nothing.)
+                if shared.selector.get(OWNED_SELECTOR_KEY) != want_key.as_ref()
+                    && (shared.ready_stable >= want_stable.max(1) || shared.ready_canary == 0)
+                {
+                    actions.push(Action::SetSelector {
+                        service: spec.shared_service.clone(),
+                        value: want_key.clone(),
                     });
                 }
                 // The canary keeps at least its one pod (never scaled to 0 here).
@@ -922,6 +927,7 @@ fn decide_inner(
             let back = match kind {
                 RoutingKind::Replicas => obs.shared_service.as_ref().is_some_and(|s| {
                     s.ready_canary == 0
+                        && s.ready_stable > 0
                         && s.selector.get(OWNED_SELECTOR_KEY).map(String::as_str)
                             == Some(labels::DEPLOYMENT_STABLE)
                 }),

@@ -120,6 +120,20 @@ impl World {
         }
     }
 
+    /// Pods scaled while `pods_become_ready` was false finish starting.
+    pub fn pods_ready(&mut self) {
+        for d in [&mut self.stable, &mut self.canary].into_iter().flatten() {
+            d.ready = d.replicas;
+        }
+    }
+
+    /// Ready pods behind the shared Service: what carries the traffic.
+    pub fn serving(&self) -> i32 {
+        self.observe(None)
+            .shared_service
+            .map_or(0, |s| s.ready_stable + s.ready_canary)
+    }
+
     pub fn annotate(&mut self, key: &str, value: &str) {
         self.annotations.insert(key.into(), value.into());
     }

@@ -160,9 +160,22 @@ proptest! {
                 }
             }
 
-            // A rollback is always reachable.
+            // A rollback never takes the last ready endpoint from the shared Service while
+            // stable's pods are still starting.
+            let mut slow = w.clone();
+            slow.pods_become_ready = false;
+            let serving = slow.serving();
+            slow.annotate(annotations::ROLLBACK, annotations::FORCE);
+            for _ in 0..3 {
+                slow.pass(None);
+                prop_assert!(serving == 0 || slow.serving() > 0,
+                    "rollback from {:?} left the shared Service without a ready pod: {:?}", old.phase, slow.status);
+            }
+
+            // A rollback is always reachable once the pods it waits for have started.
             let mut probe = w.clone();
             probe.pods_become_ready = true;
+            probe.pods_ready();
             probe.annotate(annotations::ROLLBACK, annotations::FORCE);
             probe.settle(10);
             let st = probe.status.as_ref().unwrap();

@@ -635,6 +635,15 @@ fn pst_3_progress_deadline_fails_a_canary_whose_pods_never_become_ready() {
     assert_eq!(reason(&w), reasons::WAITING_FOR_PODS);
     w.advance(601);
     w.settle(5);
+    assert_eq!(reason(&w), reasons::PROGRESS_DEADLINE_EXCEEDED);
+    // The canary's ready pod keeps serving until stable is back to full strength.
+    assert_eq!(phase(&w), Phase::RollingBack);
+    assert_eq!(
+        cond(&w, types::TRAFFIC_ROUTED).reason,
+        reasons::WAITING_FOR_PODS
+    );
+    w.pods_ready();
+    w.settle(5);
     assert_eq!(phase(&w), Phase::Failed);
     assert_eq!(reason(&w), reasons::PROGRESS_DEADLINE_EXCEEDED);
 }
@@ -742,6 +751,43 @@ fn rollback_annotation_and_force() {
     w.annotate(annotations::ROLLBACK, annotations::FORCE);
     w.settle(5);
     assert_eq!(phase(&w), Phase::Failed);
+}
+
+#[test]
+fn forced_rollback_after_promotion_moves_traffic_only_to_ready_stable_pods() {
+    let mut w = started(25);
+    w.spec.promotion.success_limit = 1;
+    w.analyses(healthy(), 1);
+    assert_eq!(phase(&w), Phase::Succeeded);
+    assert_eq!(
+        w.stable.as_ref().unwrap().replicas,
+        0,
+        "promoted: stable at 0"
+    );
+    // Stable's pods take their time to start, as a real model load does.
+    w.pods_become_ready = false;
+    w.annotate(annotations::ROLLBACK, annotations::FORCE);
+    for pass in 0..6 {
+        w.pass(None);
+        assert!(
+            w.serving() > 0,
+            "pass {pass}: the shared Service lost every endpoint"
+        );
+        assert_ne!(
+            phase(&w),
+            Phase::Failed,
+            "pass {pass}: rolled back onto no ready pod"
+        );
+    }
+    assert_eq!(w.stable.as_ref().unwrap().replicas, w.spec.replicas);
+    assert_eq!(
+        cond(&w, types::TRAFFIC_ROUTED).reason,
+        reasons::WAITING_FOR_PODS
+    );
+    w.pods_ready();
+    w.settle(5);
+    rolled_back(&w);
+    assert!(w.serving() > 0);
 }
 
 #[test]
