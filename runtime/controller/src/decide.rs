@@ -1515,7 +1515,24 @@ pub fn decide(
     obs: &Observed,
 ) -> Decision {
     let was_held = old.is_some_and(is_held);
-    let mut d = decide_inner(namespace, name, spec, old, obs, was_held);
+    let (kept, refused) = annotations::split_refused(&obs.annotations);
+    let mut d = if refused.is_empty() {
+        decide_inner(namespace, name, spec, old, obs, was_held)
+    } else {
+        let read = Observed {
+            annotations: kept,
+            ..obs.clone()
+        };
+        decide_inner(namespace, name, spec, old, &read, was_held)
+    };
+    for r in refused {
+        d.actions.push(Action::Event {
+            kind: EventKind::Warning,
+            reason: reasons::ANNOTATION_IGNORED,
+            message: r.message(&format!("canary {name}")),
+        });
+        d.actions.push(Action::ClearAnnotation(r.key));
+    }
     if is_held(&d.status) {
         if let Some(t) = old.and_then(|o| o.last_progress_time.clone()) {
             d.status.last_progress_time = Some(t);

@@ -121,6 +121,15 @@ fn health_check_failing_fails_at_the_deadline_and_leaves_traffic_on_the_old_envi
     assert_eq!(st(&w).phase, EnvironmentPhase::SwitchFailed);
     // Remedy "Fix target env health issues", then retry.
     w.env_mut(Green).probe = ProbeOutcome::Healthy;
+    // A value that asks for nothing retries nothing: cleared, with a warning.
+    w.annotations
+        .insert(annotations::RETRY.into(), "false".into());
+    let d = w.pass();
+    assert_eq!(d.status.phase, EnvironmentPhase::SwitchFailed);
+    assert!(!w.annotations.contains_key(annotations::RETRY));
+    assert!(d.actions.iter().any(|a| matches!(a,
+        veritas_controller::bluegreen::decide::Action::Event { reason, message, .. }
+            if *reason == reasons::ANNOTATION_IGNORED && message.contains("\"false\""))));
     w.annotations
         .insert(annotations::RETRY.into(), "true".into());
     w.settle(10);

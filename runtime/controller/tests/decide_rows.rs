@@ -681,6 +681,15 @@ fn pst_5_manual_approval_waits_and_the_annotation_approves_one_step() {
     let st = w.status.clone().unwrap();
     assert_eq!((st.phase, st.current_step), (Phase::WaitingForApproval, 0));
     assert!(st.message.unwrap().contains("waiting for manual approval"));
+    // Annotations are read by their value: `false` approves nothing and is cleared.
+    w.annotate(annotations::APPROVE, "false");
+    w.settle(5);
+    assert_eq!(phase(&w), Phase::WaitingForApproval);
+    assert!(!w.annotations.contains_key(annotations::APPROVE));
+    assert!(w
+        .events
+        .iter()
+        .any(|(r, m)| *r == reasons::ANNOTATION_IGNORED && m.contains("\"false\"")));
     w.annotate(annotations::APPROVE, "true");
     w.pass(None);
     w.settle(5);
@@ -732,6 +741,14 @@ fn full_promotion_step_by_step_to_100_percent() {
 #[test]
 fn rollback_annotation_and_force() {
     let mut w = started(25);
+    w.annotate(annotations::ROLLBACK, "false");
+    w.settle(5);
+    assert_eq!(
+        phase(&w),
+        Phase::Progressing,
+        "rollback=false rolls nothing back"
+    );
+    assert!(!w.annotations.contains_key(annotations::ROLLBACK));
     w.annotate(annotations::ROLLBACK, "true");
     w.settle(5);
     rolled_back(&w);

@@ -52,6 +52,58 @@ pub mod annotations {
     /// The value that means yes.
     pub const TRUE: &str = "true";
     pub const FORCE: &str = "force";
+
+    /// The values each operator annotation acts on: `true`, and `force` for `rollback`.
+    pub fn accepted_values(key: &str) -> Option<&'static [&'static str]> {
+        match key {
+            APPROVE | RESUME | RETRY => Some(&[TRUE]),
+            ROLLBACK => Some(&[TRUE, FORCE]),
+            _ => None,
+        }
+    }
+
+    /// An operator annotation whose value asks for nothing (`false`, `yes`, empty).
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Refused {
+        pub key: String,
+        pub value: String,
+        pub accepted: &'static [&'static str],
+    }
+
+    impl Refused {
+        /// What the Warning Event says, `object` naming the resource (`canary spark`).
+        pub fn message(&self, object: &str) -> String {
+            format!(
+                "{object}: {}={:?} ignored (it acts on {}); cleared",
+                self.key,
+                self.value,
+                self.accepted.join(" or ")
+            )
+        }
+    }
+
+    /// Splits `annotations` into those the controller may act on and the operator annotations
+    /// it must refuse: an annotation is read by its value, never by its presence
+    /// (`approve=false` must not approve).
+    pub fn split_refused(
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> (std::collections::BTreeMap<String, String>, Vec<Refused>) {
+        let mut kept = std::collections::BTreeMap::new();
+        let mut refused = Vec::new();
+        for (key, value) in annotations {
+            match accepted_values(key) {
+                Some(accepted) if !accepted.contains(&value.as_str()) => refused.push(Refused {
+                    key: key.clone(),
+                    value: value.clone(),
+                    accepted,
+                }),
+                _ => {
+                    kept.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        (kept, refused)
+    }
 }
 
 /// The one selector key of the shared Service the controller owns (routing `replicas`):

@@ -60,6 +60,9 @@ pub const ANALYSIS_PASSED: &str = "AnalysisPassed";
 pub const FAILURE_LIMIT_REACHED: &str = "FailureLimitReached";
 /// Rollback asked for by annotation (`veritas-spark rollback --canary`).
 pub const ROLLBACK_REQUESTED: &str = "RollbackRequested";
+/// An operator annotation (`approve`, `resume`, `rollback`, `retry`) with a value that asks
+/// for nothing (`approve=false`): cleared without acting.
+pub const ANNOTATION_IGNORED: &str = "AnnotationIgnored";
 /// Traffic is back on stable; the canary pods are kept for their logs.
 pub const ROLLED_BACK: &str = "RolledBack";
 /// No progress within `spec.progressDeadlineSeconds`.
@@ -172,6 +175,7 @@ pub const ALL: &[&str] = &[
     ANALYSIS_PASSED,
     FAILURE_LIMIT_REACHED,
     ROLLBACK_REQUESTED,
+    ANNOTATION_IGNORED,
     ROLLED_BACK,
     PROGRESS_DEADLINE_EXCEEDED,
     AUTO_PROMOTION_DISABLED,

@@ -1148,6 +1148,34 @@ pub fn decide(
     old: Option<&VeritasEnvironmentStatus>,
     obs: &Observed,
 ) -> Decision {
+    let (kept, refused) = annotations::split_refused(&obs.annotations);
+    let mut d = if refused.is_empty() {
+        decide_read(name, spec, old, obs)
+    } else {
+        let read = Observed {
+            annotations: kept,
+            ..obs.clone()
+        };
+        decide_read(name, spec, old, &read)
+    };
+    for r in refused {
+        d.actions.push(Action::Event {
+            kind: EventKind::Warning,
+            reason: reasons::ANNOTATION_IGNORED,
+            message: r.message(&format!("environment {name}")),
+        });
+        d.actions.push(Action::ClearAnnotation(r.key));
+    }
+    d
+}
+
+/// One pass over `obs` whose operator annotations all ask for something.
+fn decide_read(
+    name: &str,
+    spec: &VeritasEnvironmentSpec,
+    old: Option<&VeritasEnvironmentStatus>,
+    obs: &Observed,
+) -> Decision {
     let mut st = old.cloned().unwrap_or_default();
     let generation_changed =
         old.is_some() && obs.generation.is_some() && obs.generation != st.observed_generation;
