@@ -371,6 +371,23 @@ async fn weight_zero_status_finalizer_and_rollback_annotation() {
     )
     .await
     .unwrap();
+    // No stable pod is ready (no kubelet here): the rollback waits and says so rather than
+    // report a rollback that routes to nothing.
+    status_where(
+        &api,
+        "spark",
+        30,
+        "rolling back, waiting for stable pods",
+        |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.phase == Phase::RollingBack
+                    && find_condition(&s.conditions, types::TRAFFIC_ROUTED)
+                        .is_some_and(|t| t.reason == reasons::WAITING_FOR_PODS)
+            })
+        },
+    )
+    .await;
+    ready_pod(&client, ns, "stable-0", labels::DEPLOYMENT_STABLE).await;
     // The status is on record first, then the annotation is consumed.
     let c = status_where(&api, "spark", 30, "rolled back, annotation consumed", |c| {
         c.status.as_ref().is_some_and(|s| s.phase == Phase::Failed)
