@@ -130,7 +130,7 @@ pub fn inspect(c: &VeritasCanary) -> String {
             "no"
         }
     );
-    let _ = writeln!(o, "analysis:          {}/{} consecutive successes needed (successLimit), {}/{} failures (failureLimit)", st.consecutive_successes, s.promotion.success_limit, st.consecutive_failures, s.analysis.failure_limit);
+    let _ = writeln!(o, "analysis:          {}/{} consecutive successes needed (successLimit), {}/{} failed in this run (failureLimit), {}/{} inconclusive in a row (errorLimit)", st.consecutive_successes, s.promotion.success_limit, st.failed_analyses, s.analysis.failure_limit, st.inconclusive_analyses, s.analysis.error_limit);
     let _ = writeln!(
         o,
         "thresholds:        error rate <= {}, p99 <= {}s, >= {} requests per {}s window, every {}s{}",

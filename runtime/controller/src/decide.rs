@@ -243,7 +243,7 @@ pub fn judge(
     let (canary, stable) = match sample {
         AnalysisSample::Unreachable(why) => {
             return (
-                Verdict::Failed,
+                Verdict::Inconclusive,
                 reasons::PROMETHEUS_UNREACHABLE,
                 format!("prometheus query failed: {why}"),
             );
@@ -312,9 +312,27 @@ pub fn judge(
             ),
         );
     }
-    if let Some(p99) = canary.latency_p99 {
+    // Traffic without a latency histogram (or NaN from it) is missing data, never a pass.
+    let no_latency = |track: &str| {
+        (
+            Verdict::Failed,
+            reasons::NO_METRICS_DATA,
+            format!(
+                "{requests:.0} canary requests but no p99 latency for deployment=\"{track}\": prometheus has no {}_bucket series (or only NaN) in the last {}s",
+                veritas_vocab::metrics::REQUEST_DURATION,
+                a.window_seconds
+            ),
+        )
+    };
+    let Some(p99) = canary.latency_p99.filter(|p| p.is_finite()) else {
+        return no_latency(veritas_vocab::labels::DEPLOYMENT_CANARY);
+    };
+    {
         let base = if a.compare_with_stable {
-            stable_p99.unwrap_or(0.0)
+            match stable_p99.filter(|p| p.is_finite()) {
+                Some(p) => p,
+                None => return no_latency(veritas_vocab::labels::DEPLOYMENT_STABLE),
+            }
         } else {
             0.0
         };
@@ -338,13 +356,7 @@ pub fn judge(
     (
         Verdict::Successful,
         reasons::ANALYSIS_PASSED,
-        format!(
-            "error rate {err:.4} <= {err_limit:.4}, p99 {}, {requests:.0} requests",
-            canary
-                .latency_p99
-                .map(|p| format!("{p:.3}s"))
-                .unwrap_or_else(|| "n/a".into())
-        ),
+        format!("error rate {err:.4} <= {err_limit:.4}, p99 {p99:.3}s, {requests:.0} requests"),
     )
 }
 
@@ -1204,65 +1216,97 @@ fn decide_inner(
                 },
             );
         }
-        if ok {
-            st.consecutive_successes += 1;
-            st.consecutive_failures = 0;
-            st.last_progress_time = Some(time(now));
-        } else {
-            st.consecutive_failures += 1;
-            st.consecutive_successes = 0;
-            event(
-                &mut actions,
-                EventKind::Warning,
-                reason,
-                format!(
-                    "canary {name} analysis failed ({}/{}): {message}",
-                    st.consecutive_failures, spec.analysis.failure_limit
-                ),
-            );
-            if st.consecutive_failures >= spec.analysis.failure_limit {
-                st.phase = Phase::RollingBack;
-                st.reason = Some(reasons::FAILURE_LIMIT_REACHED.into());
-                st.message = Some(format!(
-                    "{} consecutive failed analyses (failureLimit {}), last: {reason}: {message}",
-                    st.consecutive_failures, spec.analysis.failure_limit
-                ));
-                set_condition(
-                    &mut st.conditions,
-                    now,
-                    obs.generation,
-                    types::PROGRESSING,
-                    false,
-                    reasons::FAILURE_LIMIT_REACHED,
-                    st.message.clone().unwrap_or_default(),
-                );
+        // Only a step advance is progress: successes that never add up to one must not hold
+        // the deadline off (a flapping canary ends).
+        let limit_hit = match verdict {
+            Verdict::Successful => {
+                st.consecutive_successes += 1;
+                st.consecutive_failures = 0;
+                st.inconclusive_analyses = 0;
+                None
+            }
+            Verdict::Inconclusive => {
+                st.inconclusive_analyses += 1;
                 event(
                     &mut actions,
                     EventKind::Warning,
-                    reasons::FAILURE_LIMIT_REACHED,
+                    reason,
                     format!(
-                        "canary {name} rolling back: {}",
-                        st.message.clone().unwrap_or_default()
+                        "canary {name} analysis inconclusive ({}/{} in a row, errorLimit): {message}",
+                        st.inconclusive_analyses, spec.analysis.error_limit
                     ),
                 );
-                // Start the rollback in this same pass.
-                let mut rb = Vec::new();
-                route(namespace, spec, obs, kind, 0, &mut rb);
-                rb.retain(|a| !matches!(a, Action::Scale { deployment, .. } if *deployment == spec.canary.deployment));
-                actions.retain(|a| {
-                    !matches!(
-                        a,
-                        Action::Scale { .. } | Action::SetSelector { .. } | Action::ApplyRoute(_)
+                (st.inconclusive_analyses >= spec.analysis.error_limit).then(|| {
+                    (
+                        reasons::ERROR_LIMIT_REACHED,
+                        format!(
+                            "{} analyses in a row could not measure (errorLimit {}), last: {reason}: {message}",
+                            st.inconclusive_analyses, spec.analysis.error_limit
+                        ),
                     )
-                });
-                actions.extend(rb);
-                st.desired_weight = 0;
-                return Decision {
-                    status: st,
-                    actions,
-                    requeue_after_secs: 5,
-                };
+                })
             }
+            _ => {
+                st.failed_analyses += 1;
+                st.consecutive_failures += 1;
+                st.consecutive_successes = 0;
+                st.inconclusive_analyses = 0;
+                event(
+                    &mut actions,
+                    EventKind::Warning,
+                    reason,
+                    format!(
+                        "canary {name} analysis failed ({}/{} in this run): {message}",
+                        st.failed_analyses, spec.analysis.failure_limit
+                    ),
+                );
+                (st.failed_analyses >= spec.analysis.failure_limit).then(|| {
+                    (
+                        reasons::FAILURE_LIMIT_REACHED,
+                        format!(
+                            "{} failed analyses in this run ({} consecutive; failureLimit {}), last: {reason}: {message}",
+                            st.failed_analyses, st.consecutive_failures, spec.analysis.failure_limit
+                        ),
+                    )
+                })
+            }
+        };
+        if let Some((why, text)) = limit_hit {
+            st.phase = Phase::RollingBack;
+            st.reason = Some(why.into());
+            st.message = Some(text.clone());
+            set_condition(
+                &mut st.conditions,
+                now,
+                obs.generation,
+                types::PROGRESSING,
+                false,
+                why,
+                text.clone(),
+            );
+            event(
+                &mut actions,
+                EventKind::Warning,
+                why,
+                format!("canary {name} rolling back: {text}"),
+            );
+            // Start the rollback in this same pass.
+            let mut rb = Vec::new();
+            route(namespace, spec, obs, kind, 0, &mut rb);
+            rb.retain(|a| !matches!(a, Action::Scale { deployment, .. } if *deployment == spec.canary.deployment));
+            actions.retain(|a| {
+                !matches!(
+                    a,
+                    Action::Scale { .. } | Action::SetSelector { .. } | Action::ApplyRoute(_)
+                )
+            });
+            actions.extend(rb);
+            st.desired_weight = 0;
+            return Decision {
+                status: st,
+                actions,
+                requeue_after_secs: 5,
+            };
         }
     }
 
@@ -1380,19 +1424,26 @@ fn decide_inner(
 
     // 11. Still counting.
     st.phase = Phase::Progressing;
-    let last_failed = st
-        .analysis_history
-        .last()
-        .filter(|r| r.verdict == Verdict::Failed && st.consecutive_failures > 0);
+    let last_unsuccessful = st.analysis_history.last().filter(|r| {
+        (r.verdict == Verdict::Failed && st.consecutive_failures > 0)
+            || (r.verdict == Verdict::Inconclusive && st.inconclusive_analyses > 0)
+    });
     let (reason, message) = match (
-        last_failed,
+        last_unsuccessful,
         st.analysis_history.is_empty() || st.last_analysis_time.is_none(),
     ) {
+        (Some(r), _) if r.verdict == Verdict::Inconclusive => (
+            r.reason.clone(),
+            format!(
+                "last analysis inconclusive ({}/{} in a row, errorLimit): {}",
+                st.inconclusive_analyses, spec.analysis.error_limit, r.message
+            ),
+        ),
         (Some(r), _) => (
             r.reason.clone(),
             format!(
-                "last analysis failed ({}/{}): {}",
-                st.consecutive_failures, spec.analysis.failure_limit, r.message
+                "last analysis failed ({}/{} in this run, failureLimit): {}",
+                st.failed_analyses, spec.analysis.failure_limit, r.message
             ),
         ),
         (None, true) => (

@@ -488,7 +488,7 @@ async fn replica_ratio_scaling_unreachable_prometheus_and_restart_resumes() {
         &PostParams::default(),
         &canary_obj(
             "spark",
-            json!({"trafficWeight": 25, "analysis": {"intervalSeconds": 1, "windowSeconds": 10, "failureLimit": 100}}),
+            json!({"trafficWeight": 25, "analysis": {"intervalSeconds": 1, "windowSeconds": 10, "failureLimit": 100, "errorLimit": 100}}),
         ),
     )
     .await
@@ -521,11 +521,12 @@ async fn replica_ratio_scaling_unreachable_prometheus_and_restart_resumes() {
         })
     })
     .await;
-    // Prometheus is unreachable: analyses fail with their own reason, never pass.
+    // Prometheus is unreachable: analyses are inconclusive with their own reason, never pass
+    // and never count as failures.
     let c = status_where(&api, "spark", 30, "two analyses", |c| {
         c.status
             .as_ref()
-            .is_some_and(|s| s.consecutive_failures >= 2)
+            .is_some_and(|s| s.inconclusive_analyses >= 2)
     })
     .await;
     let st = c.status.unwrap();
@@ -533,8 +534,8 @@ async fn replica_ratio_scaling_unreachable_prometheus_and_restart_resumes() {
         .analysis_history
         .iter()
         .all(|r| r.reason == reasons::PROMETHEUS_UNREACHABLE
-            && r.verdict == veritas_crds::Verdict::Failed));
-    assert_eq!(st.consecutive_successes, 0);
+            && r.verdict == veritas_crds::Verdict::Inconclusive));
+    assert_eq!((st.consecutive_successes, st.failed_analyses), (0, 0));
     // A controller restarted mid-promotion resumes from the status: the count goes on.
     ctl.abort();
     let before = api
@@ -543,12 +544,12 @@ async fn replica_ratio_scaling_unreachable_prometheus_and_restart_resumes() {
         .unwrap()
         .status
         .unwrap()
-        .consecutive_failures;
+        .inconclusive_analyses;
     let ctl = start_controller(&client, ns).await;
     let c = status_where(&api, "spark", 30, "counting on after restart", |c| {
         c.status
             .as_ref()
-            .is_some_and(|s| s.consecutive_failures > before)
+            .is_some_and(|s| s.inconclusive_analyses > before)
     })
     .await;
     assert_eq!(c.status.unwrap().current_step, 0);

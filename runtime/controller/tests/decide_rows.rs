@@ -295,14 +295,144 @@ fn mnr_3_label_selector_wrong_and_mnr_4_port_mismatch_look_like_no_data() {
 }
 
 #[test]
-fn mnr_5_rbac_or_unreachable_prometheus_fails_the_check() {
+fn mnr_5_unreachable_prometheus_is_inconclusive_and_error_limit_rolls_back() {
     let s = spec(25);
     let (v, r, _) = judge(
         &s,
         &AnalysisSample::Unreachable("403 Forbidden".into()),
         MonitorObs::Present,
     );
-    assert_eq!((v, r), (Verdict::Failed, reasons::PROMETHEUS_UNREACHABLE));
+    assert_eq!(
+        (v, r),
+        (Verdict::Inconclusive, reasons::PROMETHEUS_UNREACHABLE)
+    );
+    // Neither a success nor a failure: successes so far are kept, failures not counted.
+    let mut w = started(25);
+    w.analyses(healthy(), 1);
+    let unreachable = AnalysisSample::Unreachable("connection refused".into());
+    w.analyses(unreachable.clone(), 3);
+    let st = w.status.clone().unwrap();
+    assert_eq!(phase(&w), Phase::Progressing);
+    assert_eq!(
+        (
+            st.consecutive_successes,
+            st.failed_analyses,
+            st.inconclusive_analyses
+        ),
+        (1, 0, 3)
+    );
+    assert!(st.message.unwrap().contains("3/4 in a row"));
+    // One measurement that works resets the run of errors.
+    w.analyses(healthy(), 1);
+    assert_eq!(w.status.as_ref().unwrap().inconclusive_analyses, 0);
+    // errorLimit (4) in a row: rolled back with its own reason.
+    w.analyses(unreachable, 4);
+    assert_eq!(reason(&w), reasons::ERROR_LIMIT_REACHED);
+    w.settle(5);
+    rolled_back(&w);
+}
+
+#[test]
+fn traffic_without_latency_data_is_no_metrics_data_never_a_pass() {
+    let s = spec(25);
+    for p99 in [None, Some(f64::NAN)] {
+        let sample = AnalysisSample::Data {
+            canary: TrackMetrics {
+                requests: Some(500.0),
+                error_rate: Some(0.0),
+                latency_p99: p99,
+            },
+            stable: None,
+        };
+        let (v, r, m) = judge(&s, &sample, MonitorObs::Present);
+        assert_eq!(
+            (v, r),
+            (Verdict::Failed, reasons::NO_METRICS_DATA),
+            "{p99:?}"
+        );
+        assert!(m.contains("p99") && m.contains("_bucket"), "{m}");
+    }
+    // Compared with stable, stable's latency must exist too.
+    let mut s = spec(25);
+    s.analysis.compare_with_stable = true;
+    let sample = AnalysisSample::Data {
+        canary: TrackMetrics {
+            requests: Some(500.0),
+            error_rate: Some(0.0),
+            latency_p99: Some(0.05),
+        },
+        stable: Some(TrackMetrics {
+            requests: Some(500.0),
+            error_rate: Some(0.0),
+            latency_p99: None,
+        }),
+    };
+    let (v, r, m) = judge(&s, &sample, MonitorObs::Present);
+    assert_eq!((v, r), (Verdict::Failed, reasons::NO_METRICS_DATA));
+    assert!(m.contains("deployment=\"stable\""), "{m}");
+}
+
+#[test]
+fn failures_count_per_run_so_a_canary_failing_every_other_analysis_is_rolled_back() {
+    let mut s = spec(25);
+    s.promotion.success_limit = 1;
+    s.promotion.steps = vec![
+        Step {
+            weight: 40,
+            pause: None,
+        },
+        Step {
+            weight: 60,
+            pause: None,
+        },
+        Step {
+            weight: 80,
+            pause: None,
+        },
+    ];
+    let mut w = World::new(s);
+    w.settle(5);
+    for _ in 0..3 {
+        if phase(&w) != Phase::Progressing {
+            break;
+        }
+        w.analyses(erroring(0.5), 1);
+        w.analyses(healthy(), 1);
+    }
+    assert_eq!(reason(&w), reasons::FAILURE_LIMIT_REACHED, "{:?}", w.status);
+    assert!(
+        w.status.as_ref().unwrap().current_step < 4,
+        "never promoted"
+    );
+    let st = w.status.clone().unwrap();
+    assert_eq!(st.failed_analyses, 3);
+    assert!(st
+        .message
+        .unwrap()
+        .contains("3 failed analyses in this run"));
+}
+
+#[test]
+fn successes_that_never_reach_the_limit_do_not_hold_off_the_deadline() {
+    let mut s = spec(25);
+    s.analysis.failure_limit = 100;
+    let mut w = World::new(s);
+    w.settle(5);
+    // S,S,F repeated with successLimit 3 never advances; only the deadline can end it.
+    for _ in 0..40 {
+        if phase(&w) != Phase::Progressing {
+            break;
+        }
+        w.analyses(healthy(), 2);
+        w.analyses(erroring(0.5), 1);
+    }
+    assert_eq!(
+        reason(&w),
+        reasons::PROGRESS_DEADLINE_EXCEEDED,
+        "{:?}",
+        w.status
+    );
+    assert_eq!(w.status.as_ref().unwrap().current_step, 0);
 }
 
 // ---------------- Unexpected Rollback ----------------

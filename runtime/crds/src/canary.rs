@@ -279,10 +279,16 @@ pub struct Analysis {
     /// Judge the canary relative to stable: thresholds apply to canary minus stable.
     #[serde(default)]
     pub compare_with_stable: bool,
-    /// Consecutive failed analyses that trigger the automatic rollback.
+    /// Failed analyses in one run (a success does not reset them) that trigger the automatic
+    /// rollback: a canary failing every other analysis is rolled back, not promoted.
     #[serde(default = "default_failure_limit")]
     #[schemars(range(min = 1, max = 100))]
     pub failure_limit: i32,
+    /// Analyses in a row that could not measure (Prometheus unreachable or answering an error)
+    /// that trigger the automatic rollback: such an analysis is neither a success nor a failure.
+    #[serde(default = "default_error_limit")]
+    #[schemars(range(min = 1, max = 100))]
+    pub error_limit: i32,
 }
 
 impl Default for Analysis {
@@ -295,6 +301,7 @@ impl Default for Analysis {
             min_requests: default_min_requests(),
             compare_with_stable: false,
             failure_limit: default_failure_limit(),
+            error_limit: default_error_limit(),
         }
     }
 }
@@ -316,6 +323,9 @@ fn default_min_requests() -> i64 {
 }
 fn default_failure_limit() -> i32 {
     3
+}
+fn default_error_limit() -> i32 {
+    4
 }
 
 /// Lifecycle phase (the guide greps `status.phase`).
@@ -363,6 +373,9 @@ pub enum Verdict {
     Failed,
     /// Not counted either way: the step was paused or the weight was 0 when it ran.
     Skipped,
+    /// The measurement failed (Prometheus unreachable or answering an error): not counted as a
+    /// success or a failure; `errorLimit` of them in a row roll back.
+    Inconclusive,
 }
 
 /// One analysis, as kept in `status.analysisHistory` (newest last, bounded).
@@ -418,6 +431,12 @@ pub struct VeritasCanaryStatus {
     pub consecutive_successes: i32,
     #[serde(default)]
     pub consecutive_failures: i32,
+    /// Failed analyses since the run started (`failureLimit` counts these).
+    #[serde(default)]
+    pub failed_analyses: i32,
+    /// Inconclusive analyses in a row (`errorLimit` counts these).
+    #[serde(default)]
+    pub inconclusive_analyses: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_analysis_time: Option<Time>,
     /// Last time something the controller is responsible for moved forward.

@@ -56,8 +56,10 @@ pub const INSUFFICIENT_TRAFFIC: &str = "InsufficientTraffic";
 /// above its limit; the message names metric, value and limit.
 pub const THRESHOLD_EXCEEDED: &str = "ThresholdExceeded";
 pub const ANALYSIS_PASSED: &str = "AnalysisPassed";
-/// `failureLimit` consecutive failed analyses: the controller rolls back.
+/// `failureLimit` failed analyses in one run: the controller rolls back.
 pub const FAILURE_LIMIT_REACHED: &str = "FailureLimitReached";
+/// `errorLimit` analyses in a row could not measure (Prometheus unreachable).
+pub const ERROR_LIMIT_REACHED: &str = "ErrorLimitReached";
 /// Rollback asked for by annotation (`veritas-spark rollback --canary`).
 pub const ROLLBACK_REQUESTED: &str = "RollbackRequested";
 /// An operator annotation (`approve`, `resume`, `rollback`, `retry`) with a value that asks
@@ -174,6 +176,7 @@ pub const ALL: &[&str] = &[
     THRESHOLD_EXCEEDED,
     ANALYSIS_PASSED,
     FAILURE_LIMIT_REACHED,
+    ERROR_LIMIT_REACHED,
     ROLLBACK_REQUESTED,
     ANNOTATION_IGNORED,
     ROLLED_BACK,
