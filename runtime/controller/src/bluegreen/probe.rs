@@ -68,7 +68,7 @@ impl PodHttp {
                     let Some(ip) = &pod.ip else {
                         return Answer::Unreachable("pod has no IP yet".into());
                     };
-                    let uri: http::Uri = match format!("http://{ip}:{port}{path}").parse() {
+                    let uri = match pod_uri(ip, port, &path) {
                         Ok(u) => u,
                         Err(e) => return Answer::Unreachable(format!("bad address: {e}")),
                     };
@@ -76,12 +76,9 @@ impl PodHttp {
                         Err(e) => Answer::Unreachable(e.to_string()),
                         Ok(resp) => {
                             let status = resp.status().as_u16();
-                            match resp.into_body().collect().await {
-                                Ok(b) => Answer::Http {
-                                    status,
-                                    body: b.to_bytes(),
-                                },
-                                Err(e) => Answer::Unreachable(e.to_string()),
+                            match read_bounded(resp.into_body()).await {
+                                Ok(body) => Answer::Http { status, body },
+                                Err(e) => Answer::Unreachable(e),
                             }
                         }
                     }
@@ -99,9 +96,9 @@ impl PodHttp {
                         Err(e) => Answer::Unreachable(e.to_string()),
                         Ok(resp) => {
                             let status = resp.status().as_u16();
-                            let body = match resp.into_body().collect().await {
-                                Ok(b) => b.to_bytes(),
-                                Err(e) => return Answer::Unreachable(e.to_string()),
+                            let body = match read_bounded(resp.into_body()).await {
+                                Ok(b) => b,
+                                Err(e) => return Answer::Unreachable(e),
                             };
                             // The API server answers 502/503 itself when it cannot reach the
                             // pod; its answers are Status objects, the runtime's are not.
@@ -130,6 +127,38 @@ impl PodHttp {
     ) -> PodProbe {
         let answer = self.get(pod, port, path, timeout).await;
         probe_of(&pod.name, answer, timeout)
+    }
+}
+
+/// The most of a probe's body read: a health answer is a few hundred bytes, and a pod must not
+/// make the controller buffer without bound.
+pub const MAX_PROBE_BODY: usize = 64 * 1024;
+
+/// `http://IP:PORT/path`, with an IPv6 pod address in brackets (`http://[fd00::5]:8080/`).
+pub fn pod_uri(ip: &str, port: i32, path: &str) -> Result<http::Uri, String> {
+    let addr: std::net::IpAddr = ip
+        .parse()
+        .map_err(|e| format!("pod IP {ip:?} is not an address: {e}"))?;
+    let port = u16::try_from(port).map_err(|_| format!("port {port} out of range"))?;
+    format!("http://{}{path}", std::net::SocketAddr::new(addr, port))
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| e.to_string())
+}
+
+async fn read_bounded<B>(body: B) -> Result<Bytes, String>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match http_body_util::Limited::new(body, MAX_PROBE_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(format!(
+            "probe body larger than {MAX_PROBE_BODY} bytes: not read further"
+        )),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -208,6 +237,55 @@ pub fn probe_of(pod: &str, answer: Answer, timeout: Duration) -> PodProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_uri_brackets_ipv6_and_refuses_what_is_not_an_address() {
+        assert_eq!(
+            pod_uri("10.244.0.7", 8080, "/health").unwrap().to_string(),
+            "http://10.244.0.7:8080/health"
+        );
+        assert_eq!(
+            pod_uri("fd00:10:244::7", 8080, "/health")
+                .unwrap()
+                .to_string(),
+            "http://[fd00:10:244::7]:8080/health"
+        );
+        assert!(pod_uri("pod-7", 8080, "/").is_err());
+        assert!(pod_uri("10.0.0.1", 70000, "/").is_err());
+    }
+
+    /// A real server on IPv6 loopback: the probe reaches it, and a body past the bound is
+    /// refused instead of buffered.
+    #[tokio::test]
+    async fn probes_reach_an_ipv6_pod_and_bound_the_body() {
+        let app = axum::Router::new()
+            .route(
+                "/health",
+                axum::routing::get(|| async { r#"{"status":"healthy"}"# }),
+            )
+            .route(
+                "/huge",
+                axum::routing::get(|| async { "x".repeat(MAX_PROBE_BODY + 1) }),
+            );
+        let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+        let port = i32::from(listener.local_addr().unwrap().port());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let pod = PodTarget {
+            namespace: "ns".into(),
+            name: "blue-0".into(),
+            ip: Some("::1".into()),
+        };
+        let http = PodHttp::direct();
+        let ok = http
+            .get(&pod, port, "/health", Duration::from_secs(5))
+            .await;
+        assert!(matches!(ok, Answer::Http { status: 200, .. }), "{ok:?}");
+        let huge = http.get(&pod, port, "/huge", Duration::from_secs(5)).await;
+        match huge {
+            Answer::Unreachable(why) => assert!(why.contains("larger than"), "{why}"),
+            other => panic!("unbounded body read: {other:?}"),
+        }
+    }
 
     #[test]
     fn runtime_health_json_gives_model_and_summary() {
