@@ -26,12 +26,12 @@ use crate::Condition;
     namespaced,
     status = "VeritasCanaryStatus",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
-    printcolumn = r#"{"name":"Weight","type":"integer","jsonPath":".spec.trafficWeight","description":"Requested canary traffic weight (percent)"}"#,
+    printcolumn = r#"{"name":"Weight","type":"integer","jsonPath":".status.desiredWeight","description":"Weight of the current step, the one the controller is realising (percent; spec.trafficWeight is step 0 only)"}"#,
     printcolumn = r#"{"name":"Actual","type":"integer","jsonPath":".status.actualWeight","description":"Weight the routing achieves now (percent)"}"#,
     printcolumn = r#"{"name":"Step","type":"integer","jsonPath":".status.currentStep"}"#,
     printcolumn = r#"{"name":"Auto","type":"boolean","jsonPath":".spec.promotion.auto","priority":1}"#,
     printcolumn = r#"{"name":"Successes","type":"integer","jsonPath":".status.consecutiveSuccesses","priority":1}"#,
-    printcolumn = r#"{"name":"Failures","type":"integer","jsonPath":".status.consecutiveFailures","priority":1}"#,
+    printcolumn = r#"{"name":"Failures","type":"integer","jsonPath":".status.failedAnalyses","description":"Failed analyses in this run (failureLimit counts these)","priority":1}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.reason","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]

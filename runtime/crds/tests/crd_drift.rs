@@ -51,6 +51,28 @@ fn canary_crd_has_the_guides_fields_and_columns() {
     }
 }
 
+/// `kubectl get veritascanary` shows what is happening: the current step's weight and the
+/// run's failure count, read from status (the spec's `trafficWeight` is step 0 only).
+#[test]
+fn canary_columns_read_status() {
+    let (_, yaml) = veritas_crds::crdgen::render().unwrap().remove(0);
+    let crd: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+    let columns = &crd["spec"]["versions"][0]["additionalPrinterColumns"];
+    let path_of = |name: &str| {
+        columns
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .and_then(|c| c["jsonPath"].as_str())
+            .unwrap_or_else(|| panic!("no column {name}"))
+            .to_string()
+    };
+    assert_eq!(path_of("Weight"), ".status.desiredWeight");
+    assert_eq!(path_of("Actual"), ".status.actualWeight");
+    assert_eq!(path_of("Failures"), ".status.failedAnalyses");
+}
+
 #[test]
 fn every_reason_is_distinct() {
     let mut all = veritas_crds::reasons::ALL.to_vec();
