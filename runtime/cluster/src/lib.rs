@@ -409,6 +409,13 @@ async fn rollback(client: &Client, a: RollbackArgs, json_out: bool) -> Result<Ex
         } else {
             print!("{}", render::rollback_status(&c));
         }
+        if st.state == "failed" {
+            return Err(rollback_failed(format!(
+                "rollback of canary {name} failed: {} ({})",
+                st.reason.unwrap_or_default(),
+                st.detail
+            )));
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let phase = c.status.as_ref().map(|s| s.phase).unwrap_or_default();
@@ -449,6 +456,13 @@ async fn rollback(client: &Client, a: RollbackArgs, json_out: bool) -> Result<Ex
                 print!("{}", render::rollback_status(&last));
             }
             return Ok(ExitCode::SUCCESS);
+        }
+        if st.state == "failed" {
+            return Err(rollback_failed(format!(
+                "rollback of canary {name} failed: {} ({}); check the stable Deployment's pods (kubectl describe deployment)",
+                st.reason.unwrap_or_default(),
+                st.detail
+            )));
         }
         if Instant::now() >= deadline {
             return Err(rollback_failed(format!(

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::{json, Value};
 use veritas_controller::decide::{final_step, step_weight, TrackMetrics};
-use veritas_crds::reasons::types;
+use veritas_crds::reasons::{self, types};
 use veritas_crds::{find_condition, Phase, VeritasCanary};
 
 fn pct(x: Option<f64>) -> String {
@@ -243,7 +243,8 @@ pub use crate::Comparison;
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RollbackState {
     pub phase: String,
-    /// `complete`, `in progress` or `not rolled back`.
+    /// `complete`, `in progress`, `failed` (past its deadline, still trying: E5002) or
+    /// `not rolled back`.
     pub state: String,
     pub complete: bool,
     pub actual_weight: i32,
@@ -256,6 +257,9 @@ pub fn rollback_state(c: &VeritasCanary) -> RollbackState {
     let routed = find_condition(&st.conditions, types::TRAFFIC_ROUTED);
     let (state, complete) = match st.phase {
         Phase::Failed => ("complete", true),
+        Phase::RollingBack if st.reason.as_deref() == Some(reasons::ROLLBACK_FAILED) => {
+            ("failed", false)
+        }
         Phase::RollingBack => ("in progress", false),
         _ => ("not rolled back", false),
     };

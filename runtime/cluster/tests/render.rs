@@ -1,6 +1,7 @@
 //! Snapshots of the canary commands' output on canaries driven through the controller's
 //! decision (the in-memory model), one per guide situation the output must show.
 
+use veritas_cluster::render;
 use veritas_controller::sim::{erroring, healthy, spec, World};
 use veritas_crds::VeritasCanary;
 
@@ -111,4 +112,25 @@ fn cli_errors_carry_deployment_codes() {
         e.to_string(),
         "E5002 ROLLBACK_FAILED: canary spark already succeeded"
     );
+}
+
+#[test]
+fn rollback_status_past_its_deadline_is_failed_not_in_progress() {
+    let mut w = World::new(spec(50));
+    w.pods_become_ready = false;
+    w.settle(3);
+    w.annotate(
+        veritas_crds::annotations::ROLLBACK,
+        veritas_crds::annotations::TRUE,
+    );
+    w.settle(3);
+    assert_eq!(render::rollback_state(&canary(&w)).state, "in progress");
+    w.advance(700);
+    w.settle(3);
+    let st = render::rollback_state(&canary(&w));
+    assert_eq!((st.state.as_str(), st.complete), ("failed", false));
+    assert!(render::rollback_status(&canary(&w)).contains("RollbackFailed"));
+    w.pods_ready();
+    w.settle(5);
+    assert_eq!(render::rollback_state(&canary(&w)).state, "complete");
 }

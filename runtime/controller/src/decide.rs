@@ -844,6 +844,8 @@ fn decide_inner(
             Phase::RollingBack | Phase::Failed => {}
             _ => {
                 st.phase = Phase::RollingBack;
+                // The rollback's own deadline counts from here.
+                st.last_progress_time = Some(time(now));
                 st.reason = Some(reasons::ROLLBACK_REQUESTED.into());
                 st.message = Some(format!(
                     "rollback requested by annotation {}={value}",
@@ -956,9 +958,33 @@ fn decide_inner(
                 } else {
                     reasons::WAITING_FOR_PODS
                 },
-                msg,
+                msg.clone(),
             );
+            // A rollback that cannot finish (stable never gets a ready pod) keeps trying and
+            // says so once its deadline passed: E5002, not an endless "in progress".
+            let late = secs_since(now, &st.last_progress_time);
+            if st.phase == Phase::RollingBack
+                && !back
+                && late > spec.progress_deadline_seconds
+                && st.reason.as_deref() != Some(reasons::ROLLBACK_FAILED)
+            {
+                st.reason = Some(reasons::ROLLBACK_FAILED.into());
+                st.message = Some(format!(
+                    "rollback not complete after {late}s (progressDeadlineSeconds {}): {msg}; still trying",
+                    spec.progress_deadline_seconds
+                ));
+                event(
+                    &mut actions,
+                    EventKind::Warning,
+                    reasons::ROLLBACK_FAILED,
+                    format!("canary {name}: {}", st.message.clone().unwrap_or_default()),
+                );
+            }
             if st.phase == Phase::RollingBack && back {
+                if st.reason.as_deref() == Some(reasons::ROLLBACK_FAILED) {
+                    st.reason = Some(reasons::ROLLED_BACK.into());
+                    st.message = Some("rolled back, after its deadline had passed".into());
+                }
                 st.phase = Phase::Failed;
                 event(
                     &mut actions,
@@ -1273,6 +1299,7 @@ fn decide_inner(
         };
         if let Some((why, text)) = limit_hit {
             st.phase = Phase::RollingBack;
+            st.last_progress_time = Some(time(now));
             st.reason = Some(why.into());
             st.message = Some(text.clone());
             set_condition(
@@ -1499,6 +1526,7 @@ fn deadline(
     };
     if idle > spec.progress_deadline_seconds {
         st.phase = Phase::RollingBack;
+        st.last_progress_time = Some(time(now));
         st.reason = Some(reasons::PROGRESS_DEADLINE_EXCEEDED.into());
         st.message = Some(format!(
             "no progress for {idle}s (progressDeadlineSeconds {}), last state: {}",

@@ -779,6 +779,37 @@ fn pst_3_progress_deadline_fails_a_canary_whose_pods_never_become_ready() {
 }
 
 #[test]
+fn a_rollback_that_cannot_finish_is_rollback_failed_after_its_deadline_and_keeps_trying() {
+    let mut w = World::new(spec(50));
+    w.pods_become_ready = false;
+    w.settle(3);
+    w.annotate(annotations::ROLLBACK, annotations::TRUE);
+    w.settle(3);
+    assert_eq!(phase(&w), Phase::RollingBack);
+    assert_eq!(reason(&w), reasons::ROLLBACK_REQUESTED);
+    // Still short of the deadline: in progress.
+    w.advance(590);
+    w.settle(3);
+    assert_eq!(reason(&w), reasons::ROLLBACK_REQUESTED);
+    // Past it: E5002's reason, the phase still RollingBack (the controller keeps at it).
+    w.advance(20);
+    let d = w.pass(None);
+    assert_eq!(phase(&w), Phase::RollingBack);
+    assert_eq!(reason(&w), reasons::ROLLBACK_FAILED);
+    assert!(d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Event { reason, .. } if *reason == reasons::ROLLBACK_FAILED)));
+    let msg = w.status.as_ref().unwrap().message.clone().unwrap();
+    assert!(msg.contains("rollback not complete after"), "{msg}");
+    // Stable's pods come up: rolled back, and said so.
+    w.pods_ready();
+    w.settle(5);
+    assert_eq!(phase(&w), Phase::Failed);
+    assert_eq!(reason(&w), reasons::ROLLED_BACK);
+}
+
+#[test]
 fn pst_4_success_limit_not_met_keeps_the_step() {
     let mut w = started(25);
     w.analyses(healthy(), 2);
