@@ -1038,12 +1038,29 @@ fn decide_inner(
     let was_routed = veritas_crds::find_condition(&st.conditions, types::TRAFFIC_ROUTED)
         .is_some_and(|c| c.is_true() && c.reason == reasons::WEIGHT_REALISED);
     if weight == 0 {
-        set_condition(&mut st.conditions, now, obs.generation, types::TRAFFIC_ROUTED, false, reasons::ZERO_WEIGHT, format!("spec.trafficWeight is 0: canary pods run but receive no traffic; set trafficWeight > 0 ({route_msg})"));
+        // Name the field that is 0: step 0 is spec.trafficWeight, a later step its own weight.
+        let (field, fix) = if st.current_step == 0 {
+            ("spec.trafficWeight".to_string(), "set trafficWeight > 0")
+        } else {
+            (
+                format!("spec.promotion.steps[{}].weight", st.current_step - 1),
+                "give the step a weight > 0 (or remove it)",
+            )
+        };
+        set_condition(
+            &mut st.conditions,
+            now,
+            obs.generation,
+            types::TRAFFIC_ROUTED,
+            false,
+            reasons::ZERO_WEIGHT,
+            format!("{field} is 0: canary pods run but receive no traffic; {fix} ({route_msg})"),
+        );
         st.phase = Phase::Progressing;
         st.reason = Some(reasons::ZERO_WEIGHT.into());
-        st.message = Some(
-            "spec.trafficWeight is 0: the canary receives no traffic and is not analysed".into(),
-        );
+        st.message = Some(format!(
+            "{field} is 0: the canary receives no traffic and is not analysed; {fix}"
+        ));
         set_condition(
             &mut st.conditions,
             now,
@@ -1051,7 +1068,7 @@ fn decide_inner(
             types::PROGRESSING,
             false,
             reasons::ZERO_WEIGHT,
-            "trafficWeight is 0".into(),
+            format!("{field} is 0"),
         );
 
         return Decision {

@@ -810,6 +810,26 @@ fn a_rollback_that_cannot_finish_is_rollback_failed_after_its_deadline_and_keeps
 }
 
 #[test]
+fn a_step_of_weight_zero_names_the_step_not_traffic_weight() {
+    let mut s = spec(25);
+    s.promotion.steps = vec![Step {
+        weight: 0,
+        pause: None,
+    }];
+    let mut w = World::new(s);
+    w.settle(5);
+    w.analyses(healthy(), 3);
+    let st = w.status.clone().unwrap();
+    assert_eq!(
+        (st.current_step, st.reason.as_deref()),
+        (1, Some(reasons::ZERO_WEIGHT))
+    );
+    let msg = st.message.unwrap();
+    assert!(msg.contains("spec.promotion.steps[0].weight is 0"), "{msg}");
+    assert!(!msg.contains("trafficWeight"), "{msg}");
+}
+
+#[test]
 fn pst_4_success_limit_not_met_keeps_the_step() {
     let mut w = started(25);
     w.analyses(healthy(), 2);
