@@ -149,16 +149,24 @@ pub async fn act(
     Ok(())
 }
 
+/// Whether deleting a canary hands the shared Service back (the owned selector key removed):
+/// only when its pods already carry traffic by decision (a realised weight above 0, or
+/// promoted). A canary at weight 0 (never analysed), failed or rolling back keeps the Service
+/// on stable: its pods must not get traffic because their resource was deleted.
+pub fn releases_shared_service(status: Option<&veritas_crds::VeritasCanaryStatus>) -> bool {
+    status.is_some_and(|s| {
+        !matches!(
+            s.phase,
+            veritas_crds::Phase::Failed | veritas_crds::Phase::RollingBack
+        ) && s.actual_weight > 0
+    })
+}
+
 /// Cleanup when a canary is deleted: hand the shared Service back with the user's selector
-/// (the owned key removed), so traffic does not stay pinned to stable by a canary that is gone.
-/// A canary that failed keeps stable-only traffic: its pods must not get traffic back because
-/// their resource was deleted.
+/// when [`releases_shared_service`] says so, so traffic does not stay pinned by a canary that
+/// is gone; otherwise leave it on stable.
 pub async fn release(client: &Client, canary: &VeritasCanary) -> Result<(), kube::Error> {
-    let phase = canary.status.as_ref().map(|s| s.phase);
-    if matches!(
-        phase,
-        Some(veritas_crds::Phase::Failed | veritas_crds::Phase::RollingBack)
-    ) {
+    if !releases_shared_service(canary.status.as_ref()) {
         return Ok(());
     }
     let ns = canary.metadata.namespace.clone().unwrap_or_default();
@@ -172,4 +180,26 @@ pub async fn release(client: &Client, canary: &VeritasCanary) -> Result<(), kube
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::releases_shared_service;
+    use veritas_crds::{Phase, VeritasCanaryStatus};
+
+    #[test]
+    fn deleting_a_canary_releases_the_service_only_when_its_pods_carry_traffic_by_decision() {
+        let st = |phase, actual_weight| VeritasCanaryStatus {
+            phase,
+            actual_weight,
+            ..Default::default()
+        };
+        assert!(!releases_shared_service(None));
+        // Weight 0: the canary was never analysed; its pods stay out.
+        assert!(!releases_shared_service(Some(&st(Phase::Progressing, 0))));
+        assert!(!releases_shared_service(Some(&st(Phase::Failed, 0))));
+        assert!(!releases_shared_service(Some(&st(Phase::RollingBack, 25))));
+        assert!(releases_shared_service(Some(&st(Phase::Progressing, 25))));
+        assert!(releases_shared_service(Some(&st(Phase::Succeeded, 100))));
+    }
 }
