@@ -162,6 +162,7 @@ fn plan_facts_types_are_the_controllers() {
             ready: 1,
             template_labels: env_labels(Blue),
             ready_since: None,
+            rollout_pending: None,
         }),
         green: None,
         active_service: Some(ServiceObs {

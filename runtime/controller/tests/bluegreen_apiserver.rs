@@ -109,7 +109,13 @@ async fn setup(client: &Client, ns: &str, port: u16, env_spec: Value) -> Api<Ver
             match v["kind"].as_str().unwrap() {
                 "Deployment" => {
                     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-                    api.patch(&name, &pp, &Patch::Apply(&v)).await.unwrap();
+                    let d = api.patch(&name, &pp, &Patch::Apply(&v)).await.unwrap();
+                    // No Deployment controller here: write the finished rollout it would.
+                    let n = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                    let status = json!({"status": {"observedGeneration": d.metadata.generation, "replicas": n, "updatedReplicas": n, "readyReplicas": n, "availableReplicas": n}});
+                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                        .await
+                        .unwrap();
                 }
                 "Service" => {
                     let api: Api<Service> = Api::namespaced(client.clone(), ns);

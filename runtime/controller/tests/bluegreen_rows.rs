@@ -245,6 +245,31 @@ fn min_ready_seconds_counts_from_the_pods_ready_condition() {
 }
 
 #[test]
+fn a_switch_right_after_an_image_update_waits_for_the_new_revision() {
+    let mut w = stable_on_blue();
+    // Green's old pods are ready and answer healthy; its new revision is still rolling out.
+    w.env_mut(Green).rollout_pending = Some("1 of 2 new replicas updated".into());
+    w.request(Green);
+    w.settle(3);
+    let p = st(&w).switch_progress.clone().expect("switch in progress");
+    assert_eq!(p.reason.as_deref(), Some(reasons::TARGET_ROLLOUT_PENDING));
+    assert!(
+        p.waiting_for
+            .as_deref()
+            .unwrap_or_default()
+            .contains("1 of 2 new replicas updated"),
+        "{p:?}"
+    );
+    assert_eq!(w.selected(), Some(Blue), "verified the old revision's pods");
+    // Rolled out: the gate runs on the new pods and the switch completes.
+    w.env_mut(Green).rollout_pending = None;
+    w.advance(60);
+    w.settle(10);
+    assert_eq!(st(&w).phase, EnvironmentPhase::Stable);
+    assert_eq!(w.selected(), Some(Green));
+}
+
+#[test]
 fn target_pods_not_ready_is_target_unhealthy() {
     let mut w = stable_on_blue();
     w.env_mut(Green).ready = 0;

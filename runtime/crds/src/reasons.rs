@@ -116,6 +116,9 @@ pub const MIN_READY_SECONDS_NOT_MET: &str = "MinReadySecondsNotMet";
 pub const SERVICE_UPDATE_FAILED: &str = "ServiceUpdateFailed";
 /// The target environment has fewer ready pods than replicas (or none, for a forced rollback).
 pub const TARGET_UNHEALTHY: &str = "TargetUnhealthy";
+/// The target Deployment's rollout is not complete (new revision not observed, updated or
+/// available, or old pods left): its ready pods may be the old revision's.
+pub const TARGET_ROLLOUT_PENDING: &str = "TargetRolloutPending";
 pub const SWITCH_STARTED: &str = "SwitchStarted";
 /// Every check of the target passed; the selector moves next.
 pub const TARGET_VERIFIED: &str = "TargetVerified";
@@ -197,6 +200,7 @@ pub const ALL: &[&str] = &[
     MIN_READY_SECONDS_NOT_MET,
     SERVICE_UPDATE_FAILED,
     TARGET_UNHEALTHY,
+    TARGET_ROLLOUT_PENDING,
     SWITCH_STARTED,
     TARGET_VERIFIED,
     SWITCH_COMPLETED,

@@ -96,7 +96,14 @@ pub async fn apply_bluegreen(
                         v["spec"]["replicas"] = json!(n);
                     }
                     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-                    api.patch(&name, &pp, &Patch::Apply(&v)).await.unwrap();
+                    let d = api.patch(&name, &pp, &Patch::Apply(&v)).await.unwrap();
+                    // The rollout a Deployment controller would report (none runs here).
+                    let (g, n) = (d.metadata.generation, v["spec"]["replicas"].clone());
+                    let st = json!({"status": {"observedGeneration": g, "replicas": n, "updatedReplicas": n, "readyReplicas": n, "availableReplicas": n}});
+                    let pd = PatchParams::default();
+                    api.patch_status(&name, &pd, &Patch::Merge(st))
+                        .await
+                        .unwrap();
                 }
                 "Service" => {
                     let api: Api<Service> = Api::namespaced(client.clone(), ns);

@@ -51,6 +51,10 @@ pub struct EnvObs {
     /// When the most recently ready of its ready pods became ready (the pods' Ready
     /// condition), so `minReadySeconds` counts pod readiness, not when a switch noticed it.
     pub ready_since: Option<Timestamp>,
+    /// Why the Deployment's rollout is not complete (in `kubectl rollout status`'s terms), or
+    /// `None` when it is. Ready pods of an old ReplicaSet look healthy: a switch right after
+    /// an image update would verify them, so the gate waits for this first.
+    pub rollout_pending: Option<String>,
 }
 
 /// The active or preview Service as observed: its selector and the ready pods it selects now,
@@ -237,6 +241,13 @@ fn verify(
     }
     if p.force {
         return Ok(());
+    }
+    if let Some(why) = &d.rollout_pending {
+        p.ready_since = None;
+        return Err((
+            reasons::TARGET_ROLLOUT_PENDING,
+            format!("Deployment {name} ({t}) rollout not complete: {why}"),
+        ));
     }
     let since = match d.ready_since {
         // Never later than now: clocks of the API server and the controller may differ.

@@ -28,6 +28,34 @@ pub struct Observation {
     pub snapshots: BTreeMap<EnvironmentName, EnvSnapshot>,
 }
 
+/// Why `d`'s rollout is not complete, in `kubectl rollout status`'s order, or `None`.
+pub fn rollout_pending(d: &Deployment) -> Option<String> {
+    let generation = d.metadata.generation.unwrap_or(0);
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let st = d.status.clone().unwrap_or_default();
+    let updated = st.updated_replicas.unwrap_or(0);
+    let available = st.available_replicas.unwrap_or(0);
+    let total = st.replicas.unwrap_or(0);
+    if st.observed_generation.unwrap_or(0) < generation {
+        Some(format!(
+            "generation {generation} not yet observed by the Deployment controller"
+        ))
+    } else if updated < want {
+        Some(format!("{updated} of {want} new replicas updated"))
+    } else if total > updated {
+        Some(format!(
+            "{} old replicas pending termination",
+            total - updated
+        ))
+    } else if available < updated {
+        Some(format!(
+            "{available} of {updated} updated replicas available"
+        ))
+    } else {
+        None
+    }
+}
+
 pub fn pod_ready(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_none()
         && p.status
@@ -110,6 +138,7 @@ pub async fn observe(
                 .and_then(|m| m.labels.clone())
                 .unwrap_or_default(),
             ready_since,
+            rollout_pending: rollout_pending(&d),
         };
         // Drift inputs.
         let config = config_maps
@@ -191,4 +220,36 @@ pub async fn observe(
         o.preview_service = Some(svc_obs(s, &all_pods));
     }
     Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rollout_pending;
+    use k8s_openapi::api::apps::v1::Deployment;
+
+    fn deployment(generation: i64, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "veritas-spark-green", "generation": generation},
+            "spec": {"replicas": 2, "selector": {}, "template": {}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn rollout_is_complete_only_when_observed_updated_alone_and_available() {
+        let done = serde_json::json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2});
+        assert_eq!(rollout_pending(&deployment(3, done.clone())), None);
+        // An image update the Deployment controller has not seen: the old pods are all ready.
+        let why = rollout_pending(&deployment(4, done)).unwrap();
+        assert!(why.contains("generation 4 not yet observed"), "{why}");
+        let why = rollout_pending(&deployment(4, serde_json::json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 3}))).unwrap();
+        assert_eq!(why, "1 of 2 new replicas updated");
+        let why = rollout_pending(&deployment(4, serde_json::json!({"observedGeneration": 4, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 3}))).unwrap();
+        assert_eq!(why, "1 old replicas pending termination");
+        let why = rollout_pending(&deployment(4, serde_json::json!({"observedGeneration": 4, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}))).unwrap();
+        assert_eq!(why, "1 of 2 updated replicas available");
+        // No status at all (nothing observed yet) is pending, not complete.
+        assert!(rollout_pending(&deployment(1, serde_json::json!({}))).is_some());
+    }
 }

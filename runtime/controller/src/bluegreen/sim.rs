@@ -28,6 +28,8 @@ pub struct EnvModel {
     pub model: Option<ModelIdentity>,
     /// When its pods became ready, as their Ready condition says (`None`: not reported).
     pub ready_since: Option<Timestamp>,
+    /// `Some(why)` while the Deployment's rollout is not complete.
+    pub rollout_pending: Option<String>,
 }
 
 /// The modelled world of one `VeritasEnvironment`.
@@ -96,6 +98,7 @@ impl World {
             probe: ProbeOutcome::Healthy,
             model: Some(tiny_model("1.0.0")),
             ready_since: None,
+            rollout_pending: None,
         };
         World {
             name: "veritas-spark".into(),
@@ -193,6 +196,7 @@ impl World {
                 ready: m.ready,
                 template_labels: m.template_labels.clone(),
                 ready_since: m.ready_since,
+                rollout_pending: m.rollout_pending.clone(),
             })
         };
         let mut probes = BTreeMap::new();
