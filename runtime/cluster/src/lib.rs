@@ -143,6 +143,15 @@ fn rollback_failed(detail: impl Into<String>) -> CliError {
     }
 }
 
+/// E5002 for a canary whose rollback passed its deadline (the controller still tries).
+fn canary_rollback_failed(name: &str, st: render::RollbackState) -> CliError {
+    rollback_failed(format!(
+        "rollback of canary {name} failed: {} ({}); check the stable Deployment's pods (kubectl describe deployment)",
+        st.reason.unwrap_or_default(),
+        st.detail
+    ))
+}
+
 /// Runs one command; prints its output (text or `--json`) and returns the exit code
 /// (0 ok, 1 failed).
 pub fn run(cmd: ClusterCommand, json_out: bool) -> ExitCode {
@@ -410,11 +419,7 @@ async fn rollback(client: &Client, a: RollbackArgs, json_out: bool) -> Result<Ex
             print!("{}", render::rollback_status(&c));
         }
         if st.state == "failed" {
-            return Err(rollback_failed(format!(
-                "rollback of canary {name} failed: {} ({})",
-                st.reason.unwrap_or_default(),
-                st.detail
-            )));
+            return Err(canary_rollback_failed(&name, st));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -458,11 +463,7 @@ async fn rollback(client: &Client, a: RollbackArgs, json_out: bool) -> Result<Ex
             return Ok(ExitCode::SUCCESS);
         }
         if st.state == "failed" {
-            return Err(rollback_failed(format!(
-                "rollback of canary {name} failed: {} ({}); check the stable Deployment's pods (kubectl describe deployment)",
-                st.reason.unwrap_or_default(),
-                st.detail
-            )));
+            return Err(canary_rollback_failed(&name, st));
         }
         if Instant::now() >= deadline {
             return Err(rollback_failed(format!(

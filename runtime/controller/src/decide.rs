@@ -1611,14 +1611,13 @@ pub fn decide(
     obs: &Observed,
 ) -> Decision {
     let was_held = old.is_some_and(is_held);
-    let (kept, refused) = annotations::split_refused(&obs.annotations);
+    let refused = annotations::refused(&obs.annotations);
     let mut d = if refused.is_empty() {
         decide_inner(namespace, name, spec, old, obs, was_held)
     } else {
-        let read = Observed {
-            annotations: kept,
-            ..obs.clone()
-        };
+        let mut read = obs.clone();
+        read.annotations
+            .retain(|k, _| !refused.iter().any(|r| r.key == *k));
         decide_inner(namespace, name, spec, old, &read, was_held)
     };
     for r in refused {

@@ -82,27 +82,20 @@ pub mod annotations {
         }
     }
 
-    /// Splits `annotations` into those the controller may act on and the operator annotations
-    /// it must refuse: an annotation is read by its value, never by its presence
-    /// (`approve=false` must not approve).
-    pub fn split_refused(
-        annotations: &std::collections::BTreeMap<String, String>,
-    ) -> (std::collections::BTreeMap<String, String>, Vec<Refused>) {
-        let mut kept = std::collections::BTreeMap::new();
-        let mut refused = Vec::new();
-        for (key, value) in annotations {
-            match accepted_values(key) {
-                Some(accepted) if !accepted.contains(&value.as_str()) => refused.push(Refused {
+    /// The operator annotations in `annotations` the controller must refuse: an annotation is
+    /// read by its value, never by its presence (`approve=false` must not approve).
+    pub fn refused(annotations: &std::collections::BTreeMap<String, String>) -> Vec<Refused> {
+        annotations
+            .iter()
+            .filter_map(|(key, value)| {
+                let accepted = accepted_values(key)?;
+                (!accepted.contains(&value.as_str())).then(|| Refused {
                     key: key.clone(),
                     value: value.clone(),
                     accepted,
-                }),
-                _ => {
-                    kept.insert(key.clone(), value.clone());
-                }
-            }
-        }
-        (kept, refused)
+                })
+            })
+            .collect()
     }
 }
 

@@ -1159,14 +1159,13 @@ pub fn decide(
     old: Option<&VeritasEnvironmentStatus>,
     obs: &Observed,
 ) -> Decision {
-    let (kept, refused) = annotations::split_refused(&obs.annotations);
+    let refused = annotations::refused(&obs.annotations);
     let mut d = if refused.is_empty() {
         decide_read(name, spec, old, obs)
     } else {
-        let read = Observed {
-            annotations: kept,
-            ..obs.clone()
-        };
+        let mut read = obs.clone();
+        read.annotations
+            .retain(|k, _| !refused.iter().any(|r| r.key == *k));
         decide_read(name, spec, old, &read)
     };
     for r in refused {

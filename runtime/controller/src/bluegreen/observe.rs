@@ -32,7 +32,8 @@ pub struct Observation {
 pub fn rollout_pending(d: &Deployment) -> Option<String> {
     let generation = d.metadata.generation.unwrap_or(0);
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let st = d.status.clone().unwrap_or_default();
+    let none = Default::default();
+    let st = d.status.as_ref().unwrap_or(&none);
     let updated = st.updated_replicas.unwrap_or(0);
     let available = st.available_replicas.unwrap_or(0);
     let total = st.replicas.unwrap_or(0);
