@@ -5,13 +5,35 @@
 use crate::context::Context;
 use crate::expect::{self, clip, CommandOutput};
 use crate::process::{run_command_with_input, verdict};
+use crate::scope::{self, Catalog, Target, Unplaced};
 use crate::StepError;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use veritas_scenario::*;
 
 /// ServiceAccount the remedies run as (least privilege: what the guide's commands need).
 pub const ONCALL_SA: &str = "veritas-oncall";
+
+/// Group of the harness's scoped identity (see `fixtures/manifests/harness/scoped-rbac.yaml`).
+pub const SCOPED_GROUP: &str = "veritas-harness:scoped";
+
+/// The user the harness acts as in the run's namespace `ns` when it may not go beyond it.
+pub fn scoped_user(ns: &str) -> String {
+    format!("veritas-harness:{ns}")
+}
+
+/// Who a `kubectl` call runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The kubeconfig's own identity (cluster-admin on kind): engine reads, cluster-wide steps.
+    Admin,
+    /// Every right in the run's namespace (named here), reads everywhere, writes nowhere else:
+    /// the API server enforces the blast radius.
+    Scoped(String),
+    /// The on-call ServiceAccount of the run's namespace (named here).
+    Oncall(String),
+}
 
 /// A cluster the run talks to.
 #[derive(Debug, Clone)]
@@ -22,9 +44,27 @@ pub struct ClusterEnv {
     pub manifests: PathBuf,
     /// Whether scenarios may touch shared cluster state (CoreDNS, the controller, nodes).
     pub allow_cluster_wide: bool,
+    /// The server's resource types, discovered on first use (again when a type is missing: a
+    /// CRD a scenario installed).
+    catalog: Arc<tokio::sync::Mutex<Option<Arc<Catalog>>>>,
 }
 
 impl ClusterEnv {
+    pub fn new(
+        kubeconfig: PathBuf,
+        kubectl: PathBuf,
+        manifests: PathBuf,
+        allow_cluster_wide: bool,
+    ) -> ClusterEnv {
+        ClusterEnv {
+            kubeconfig,
+            kubectl,
+            manifests,
+            allow_cluster_wide,
+            catalog: Default::default(),
+        }
+    }
+
     pub fn base_args(&self) -> Vec<String> {
         vec![
             self.kubectl.display().to_string(),
@@ -33,11 +73,34 @@ impl ClusterEnv {
         ]
     }
 
-    /// `kubectl ARGS` as `identity` in `namespace` (unless the args name one).
+    /// A client of the same cluster, as the kubeconfig's identity.
+    pub async fn client(&self) -> Result<kube::Client, StepError> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).map_err(|e| {
+            StepError::new(format!("kubeconfig {}: {e}", self.kubeconfig.display()))
+        })?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .map_err(|e| StepError::new(format!("kubeconfig: {e}")))?;
+        kube::Client::try_from(config).map_err(|e| StepError::new(format!("kube client: {e}")))
+    }
+
+    /// The server's resource types; `refresh` asks again (after a miss).
+    pub async fn catalog(&self, refresh: bool) -> Result<Arc<Catalog>, StepError> {
+        let mut cached = self.catalog.lock().await;
+        if let (Some(c), false) = (cached.as_ref(), refresh) {
+            return Ok(c.clone());
+        }
+        let client = self.client().await?;
+        let c = Arc::new(Catalog::discover(&client).await.map_err(StepError::new)?);
+        *cached = Some(c.clone());
+        Ok(c)
+    }
+
+    /// `kubectl ARGS` as `caller` in `namespace` (unless the args name one).
     pub async fn kubectl(
         &self,
         namespace: Option<&str>,
-        identity: Identity,
+        caller: &Caller,
         args: &[String],
         stdin: Option<&str>,
         deadline: Duration,
@@ -49,9 +112,16 @@ impl ClusterEnv {
         if let (Some(ns), false) = (namespace, names_ns) {
             argv.extend(["-n".into(), ns.to_string()]);
         }
-        if identity == Identity::Oncall {
-            let ns = namespace.unwrap_or("default");
-            argv.push(format!("--as=system:serviceaccount:{ns}:{ONCALL_SA}"));
+        match caller {
+            Caller::Admin => {}
+            Caller::Scoped(ns) => argv.extend([
+                format!("--as={}", scoped_user(ns)),
+                format!("--as-group={SCOPED_GROUP}"),
+                // Discovery (kubectl's own resource mapping) is granted to every authenticated
+                // user; an impersonated one is only what it is told it is.
+                "--as-group=system:authenticated".into(),
+            ]),
+            Caller::Oncall(ns) => argv.push(format!("--as=system:serviceaccount:{ns}:{ONCALL_SA}")),
         }
         argv.extend(args.iter().cloned());
         run_command_with_input(&argv, stdin, deadline).await
@@ -77,6 +147,140 @@ fn ns<'a>(ctx: &'a Context, own: &'a Option<String>) -> Option<&'a str> {
     own.as_deref().or(ctx.namespace.as_deref())
 }
 
+fn run_namespace(ctx: &Context) -> Result<String, StepError> {
+    ctx.namespace
+        .clone()
+        .ok_or_else(|| StepError::new("a cluster step needs the run's namespace"))
+}
+
+/// The server's type for a kind as a step spells it.
+async fn resolve(env: &ClusterEnv, kind: &str) -> Result<scope::Resource, StepError> {
+    if let Some(r) = env.catalog(false).await?.by_name(kind) {
+        return Ok(r.clone());
+    }
+    env.catalog(true)
+        .await?
+        .by_name(kind)
+        .cloned()
+        .ok_or_else(|| StepError::new(format!("the API server serves no type `{kind}`")))
+}
+
+/// The objects a label selector names now (what a delete by selector reaches).
+async fn selected(
+    env: &ClusterEnv,
+    r: &scope::Resource,
+    namespace: Option<&str>,
+    selector: &str,
+    deadline: Duration,
+) -> Result<Vec<Target>, StepError> {
+    let args: Vec<String> = vec![
+        "get".into(),
+        r.qualified(),
+        "-l".into(),
+        selector.into(),
+        "-o".into(),
+        "jsonpath={.items[*].metadata.name}".into(),
+    ];
+    let out = env
+        .kubectl(namespace, &Caller::Admin, &args, None, deadline)
+        .await?;
+    let names = must_succeed(&format!("kubectl get {} -l {selector}", r.plural), out)?;
+    Ok(names
+        .split_whitespace()
+        .map(|n| Target::new(r, n, namespace))
+        .collect())
+}
+
+/// The blast radius of a mutating step. Objects in the run's namespace are changed as the
+/// step's identity (the harness's scoped one by default: the API server refuses anything
+/// else). Objects outside it need a cluster-wide scenario; each is recorded as it was before
+/// its first change, for the leak audit, and changed as the kubeconfig's identity.
+async fn reach(
+    ctx: &mut Context,
+    env: &ClusterEnv,
+    identity: Option<Identity>,
+    targets: &[Target],
+    deadline: Duration,
+) -> Result<Caller, StepError> {
+    let run_ns = run_namespace(ctx)?;
+    let caller = ctx.caller(identity);
+    let outside: Vec<&Target> = targets.iter().filter(|t| t.outside(&run_ns)).collect();
+    if outside.is_empty() {
+        return Ok(caller);
+    }
+    let names = outside
+        .iter()
+        .map(|t| t.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !ctx.cluster_wide {
+        return Err(StepError::new(format!(
+            "blast radius: {names} is outside the run's namespace {run_ns}; a scenario that changes shared objects declares `requires.clusterWide: true` (and runs only with --allow-cluster-wide)"
+        )));
+    }
+    for t in outside {
+        if !ctx.touched.contains_key(t) {
+            let before = current(env, t, deadline).await?;
+            ctx.touched.insert(t.clone(), before);
+        }
+    }
+    // The on-call stays the on-call (its own rights decide); the harness acts as admin.
+    Ok(match caller {
+        Caller::Oncall(ns) => Caller::Oncall(ns),
+        _ => Caller::Admin,
+    })
+}
+
+/// An object as it is now (`None`: absent), comparable with its earlier self.
+pub async fn current(
+    env: &ClusterEnv,
+    t: &Target,
+    deadline: Duration,
+) -> Result<Option<serde_json::Value>, StepError> {
+    let mut args: Vec<String> = vec![
+        "get".into(),
+        t.resource.clone(),
+        t.name.clone(),
+        "-o".into(),
+        "json".into(),
+        "--ignore-not-found".into(),
+    ];
+    if let Some(ns) = &t.namespace {
+        args.extend(["-n".into(), ns.clone()]);
+    }
+    let out = env
+        .kubectl(None, &Caller::Admin, &args, None, deadline)
+        .await?;
+    if out.exit != Some(0) {
+        return Err(StepError::observed(
+            format!("kubectl get {t} failed"),
+            out.summary(),
+        ));
+    }
+    let text = out.stdout.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let v: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| StepError::new(format!("kubectl get {t} -o json: {e}")))?;
+    Ok(Some(scope::comparable(&v)))
+}
+
+/// A refusal of the scoped identity names the rule it met, not only the API server's words.
+fn explain_refusal(ctx: &Context, caller: &Caller, mut out: CommandOutput) -> CommandOutput {
+    if matches!(caller, Caller::Scoped(_))
+        && out.exit != Some(0)
+        && out.stderr.contains("forbidden")
+    {
+        out.stderr.push_str(&format!(
+            "\n(blast radius: {} may change only its own namespace {}; a scenario that changes shared objects declares `requires.clusterWide: true`)",
+            ctx.id,
+            ctx.namespace.as_deref().unwrap_or("?")
+        ));
+    }
+    out
+}
+
 pub async fn kubectl(
     ctx: &mut Context,
     k: &KubectlStep,
@@ -84,9 +288,11 @@ pub async fn kubectl(
 ) -> Result<String, StepError> {
     let env = env(ctx)?;
     let args = ctx.subst_all(&k.args);
+    let caller = ctx.caller(k.identity);
     let out = env
-        .kubectl(ctx.namespace.as_deref(), k.identity, &args, None, deadline)
+        .kubectl(ctx.namespace.as_deref(), &caller, &args, None, deadline)
         .await?;
+    let out = explain_refusal(ctx, &caller, out);
     let bad = expect::check(&ctx.subst_expect(&k.expect), &out, &ctx.redactions());
     let captured = out.stdout.trim().to_string();
     let r = verdict(bad, out.summary());
@@ -131,16 +337,31 @@ pub async fn apply(
     ]
     .map(String::from)
     .to_vec();
+    let run_ns = run_namespace(ctx)?;
+    let targets = match scope::manifest_targets(&*env.catalog(false).await?, &text, &run_ns) {
+        // A type this run has not seen: a CRD installed since the last discovery.
+        Err(Unplaced::UnknownType(_)) => {
+            scope::manifest_targets(&*env.catalog(true).await?, &text, &run_ns)
+        }
+        other => other,
+    }
+    .map_err(|e| match e {
+        Unplaced::UnknownType(t) => StepError::new(format!(
+            "the API server serves no {t}: nothing to apply it to (is its CRD installed?)"
+        )),
+        Unplaced::Malformed(m) => StepError::new(format!("manifest: {m}")),
+    })?;
+    let caller = reach(ctx, &env, a.identity, &targets, deadline).await?;
     let out = env
         .kubectl(
             ctx.namespace.as_deref(),
-            a.identity,
+            &caller,
             &args,
             Some(&text),
             deadline,
         )
         .await?;
-    must_succeed("kubectl apply", out)
+    must_succeed("kubectl apply", explain_refusal(ctx, &caller, out))
 }
 
 pub async fn delete(
@@ -156,10 +377,19 @@ pub async fn delete(
         _ => return Err(StepError::new("delete needs `name` or `selector`")),
     }
     args.extend(["--ignore-not-found".into(), "--wait=false".into()]);
+    let resource = resolve(&env, &d.kind).await?;
+    let targets = match &d.name {
+        Some(n) => vec![Target::new(&resource, &ctx.subst(n), ns(ctx, &d.namespace))],
+        None => {
+            let selector = ctx.subst(d.selector.as_deref().unwrap_or_default());
+            selected(&env, &resource, ns(ctx, &d.namespace), &selector, deadline).await?
+        }
+    };
+    let caller = reach(ctx, &env, d.identity, &targets, deadline).await?;
     let out = env
-        .kubectl(ns(ctx, &d.namespace), d.identity, &args, None, deadline)
+        .kubectl(ns(ctx, &d.namespace), &caller, &args, None, deadline)
         .await?;
-    must_succeed("kubectl delete", out)
+    must_succeed("kubectl delete", explain_refusal(ctx, &caller, out))
 }
 
 pub async fn patch(
@@ -180,18 +410,22 @@ pub async fn patch(
         )));
     }
     let body = ctx.subst_json(&p.patch).to_string();
+    let name = ctx.subst(&p.name);
+    let resource = resolve(&env, &p.kind).await?;
+    let target = Target::new(&resource, &name, ns(ctx, &p.namespace));
+    let caller = reach(ctx, &env, p.identity, &[target], deadline).await?;
     let args = vec![
         "patch".to_string(),
         p.kind.clone(),
-        ctx.subst(&p.name),
+        name,
         "--type=merge".into(),
         "-p".into(),
         body,
     ];
     let out = env
-        .kubectl(ns(ctx, &p.namespace), p.identity, &args, None, deadline)
+        .kubectl(ns(ctx, &p.namespace), &caller, &args, None, deadline)
         .await?;
-    must_succeed("kubectl patch", out)
+    must_succeed("kubectl patch", explain_refusal(ctx, &caller, out))
 }
 
 pub async fn get(ctx: &mut Context, g: &GetStep, deadline: Duration) -> Result<String, StepError> {
@@ -204,13 +438,7 @@ pub async fn get(ctx: &mut Context, g: &GetStep, deadline: Duration) -> Result<S
         "json".into(),
     ];
     let out = env
-        .kubectl(
-            ns(ctx, &g.namespace),
-            Identity::Admin,
-            &args,
-            None,
-            deadline,
-        )
+        .kubectl(ns(ctx, &g.namespace), &Caller::Admin, &args, None, deadline)
         .await?;
     if out.exit != Some(0) {
         return Err(StepError::observed(
@@ -272,7 +500,7 @@ pub async fn promql_series_text(
     let out = env
         .kubectl(
             None,
-            Identity::Admin,
+            &Caller::Admin,
             &["get".into(), "--raw".into(), url],
             None,
             deadline,
@@ -416,13 +644,7 @@ pub async fn traffic(
         .namespace
         .clone()
         .ok_or_else(|| StepError::new("traffic needs the scenario namespace"))?;
-    let kubeconfig = kube::config::Kubeconfig::read_from(&env.kubeconfig)
-        .map_err(|e| StepError::new(format!("kubeconfig {}: {e}", env.kubeconfig.display())))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .map_err(|e| StepError::new(format!("kubeconfig: {e}")))?;
-    let client =
-        kube::Client::try_from(config).map_err(|e| StepError::new(format!("kube client: {e}")))?;
+    let client = env.client().await?;
     let mut spec = TrafficSpec::new(
         &format!("traffic-{}-{:04x}", t.service, rand::random::<u16>()),
         t.requests,
@@ -469,7 +691,7 @@ pub async fn rollout(
     let out = env
         .kubectl(
             ns(ctx, &r.namespace),
-            Identity::Admin,
+            &Caller::Admin,
             &args,
             None,
             deadline + Duration::from_secs(5),
@@ -490,7 +712,7 @@ pub async fn spark_in_pod(
     let pods = env
         .kubectl(
             ns,
-            Identity::Admin,
+            &Caller::Admin,
             &[
                 "get".into(),
                 "pods".into(),
@@ -515,8 +737,14 @@ pub async fn spark_in_pod(
     }
     let mut argv = vec!["exec".to_string(), pod, "--".into(), "veritas-spark".into()];
     argv.extend(ctx.subst_all(args));
-    env.kubectl(ns, Identity::Oncall, &argv, None, deadline)
-        .await
+    env.kubectl(
+        ns,
+        &ctx.caller(Some(Identity::Oncall)),
+        &argv,
+        None,
+        deadline,
+    )
+    .await
 }
 
 #[cfg(test)]

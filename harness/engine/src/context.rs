@@ -22,6 +22,15 @@ pub struct Context {
     pub seed: u64,
     /// The revert journal of this run, refreshed before each acting step.
     pub journal: Option<crate::journal::Journal>,
+    /// The scenario declared `requires.clusterWide` (and the run allows it): its steps may
+    /// change objects outside its namespace.
+    pub cluster_wide: bool,
+    /// The phase running now is the on-call's (diagnosis, remedy): steps that name no
+    /// identity run as the on-call.
+    pub oncall_phase: bool,
+    /// Objects outside the namespace the run changed, as they were before (`None`: absent),
+    /// for the leak audit after `finally`.
+    pub touched: BTreeMap<crate::scope::Target, Option<serde_json::Value>>,
 }
 
 impl Context {
@@ -57,7 +66,44 @@ impl Context {
             evidence: Vec::new(),
             seed,
             journal: None,
+            cluster_wide: false,
+            oncall_phase: false,
+            touched: BTreeMap::new(),
         })
+    }
+
+    /// Who a cluster step that asks for `identity` runs as now.
+    pub fn caller(&self, identity: Option<veritas_scenario::Identity>) -> crate::cluster::Caller {
+        use crate::cluster::Caller;
+        use veritas_scenario::Identity;
+        let ns = self.namespace.clone().unwrap_or_else(|| "default".into());
+        let oncall = match identity {
+            Some(Identity::Oncall) => true,
+            Some(Identity::Admin) => false,
+            None => self.oncall_phase,
+        };
+        if oncall {
+            Caller::Oncall(ns)
+        } else if self.cluster_wide {
+            Caller::Admin
+        } else {
+            Caller::Scoped(ns)
+        }
+    }
+
+    /// A second context for checks run beside the main phases (invariants during the fault):
+    /// the same variables and cluster, its own work directory, no daemons of its own.
+    pub fn fork(&self) -> std::io::Result<Context> {
+        let mut c = Context::new(
+            &self.id,
+            self.spark_bin.clone(),
+            self.cluster.clone(),
+            self.namespace.clone(),
+            self.seed,
+        )?;
+        c.vars = self.vars.clone();
+        c.cluster_wide = self.cluster_wide;
+        Ok(c)
     }
 
     pub fn work_dir(&self) -> &Path {

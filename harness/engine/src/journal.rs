@@ -3,7 +3,7 @@
 //! cluster). Removed once `finally` has reverted everything. A run that was SIGKILLed leaves its
 //! entry behind; `veritas-harness cleanup` (and the next run's start) replays it.
 
-use crate::cluster::ClusterEnv;
+use crate::cluster::{Caller, ClusterEnv};
 use crate::context::Context;
 use crate::runner::processes_mentioning;
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use veritas_scenario::{Identity, Step};
+use veritas_scenario::Step;
 
 /// Where journal entries live by default: `VERITAS_HARNESS_STATE`, else
 /// `/var/tmp/veritas-harness` (it outlives the harness that wrote it).
@@ -181,12 +181,12 @@ async fn replay(entry: &Entry, file: &Path, spark_bin: &Path) -> Recovered {
         r.actions.push(format!("stopped process {pid}: {cmd}"));
     }
     let cluster = entry.cluster.as_ref().map(|c| {
-        Arc::new(ClusterEnv {
-            kubeconfig: c.kubeconfig.clone(),
-            kubectl: c.kubectl.clone(),
-            manifests: c.manifests.clone(),
-            allow_cluster_wide: true,
-        })
+        Arc::new(ClusterEnv::new(
+            c.kubeconfig.clone(),
+            c.kubectl.clone(),
+            c.manifests.clone(),
+            true,
+        ))
     });
     match Context::new(
         &entry.scenario,
@@ -198,6 +198,8 @@ async fn replay(entry: &Entry, file: &Path, spark_bin: &Path) -> Recovered {
         Err(e) => r.failures.push(format!("cannot create a work dir: {e}")),
         Ok(mut ctx) => {
             ctx.vars = entry.vars.clone();
+            // The reverts of a run that was allowed its faults: they go where its faults went.
+            ctx.cluster_wide = true;
             for (i, step) in entry.finally.iter().enumerate() {
                 // A daemon of the dead run is gone with it: there is nothing to stop.
                 if matches!(step, Step::StopDaemon(_)) {
@@ -245,7 +247,7 @@ async fn replay(entry: &Entry, file: &Path, spark_bin: &Path) -> Recovered {
         .map(String::from)
         .to_vec();
         match env
-            .kubectl(None, Identity::Admin, &args, None, Duration::from_secs(130))
+            .kubectl(None, &Caller::Admin, &args, None, Duration::from_secs(130))
             .await
         {
             Ok(out) if out.exit == Some(0) => r.actions.push(format!("namespace {ns} deleted")),

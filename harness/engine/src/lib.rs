@@ -18,6 +18,7 @@ pub mod process;
 pub mod report;
 pub mod runner;
 pub mod sampler;
+pub mod scope;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};

@@ -422,12 +422,12 @@ async fn run(args: &RunArgs, selected: Vec<Scenario>) -> Result<i32> {
             })
             .await??;
             components = vec![Component::Prometheus, Component::Controller];
-            let env = ClusterEnv {
-                kubeconfig: c.kubeconfig.clone(),
-                kubectl: c.kubectl.clone(),
-                manifests: repo.join("fixtures/manifests"),
-                allow_cluster_wide: true,
-            };
+            let env = ClusterEnv::new(
+                c.kubeconfig.clone(),
+                c.kubectl.clone(),
+                repo.join("fixtures/manifests"),
+                true,
+            );
             kind_cluster = Some(c);
             Some(Arc::new(env))
         }
@@ -446,12 +446,12 @@ async fn run(args: &RunArgs, selected: Vec<Scenario>) -> Result<i32> {
                 if args.allow_cluster_wide { "; --allow-cluster-wide: scenarios may also change CoreDNS, the controller and node resources" } else { "; cluster-wide scenarios are skipped" }
             );
             components = vec![Component::Prometheus, Component::Controller];
-            Some(Arc::new(ClusterEnv {
+            Some(Arc::new(ClusterEnv::new(
                 kubeconfig,
-                kubectl: PathBuf::from("kubectl"),
-                manifests: repo.join("fixtures/manifests"),
-                allow_cluster_wide: args.allow_cluster_wide,
-            }))
+                PathBuf::from("kubectl"),
+                repo.join("fixtures/manifests"),
+                args.allow_cluster_wide,
+            )))
         }
     };
 

@@ -1,7 +1,7 @@
 //! The runner: one scenario's phases in order, its waits, its negative control, its
 //! catch/finally, its leak audit, and its verdict.
 
-use crate::cluster::{ClusterEnv, ONCALL_SA};
+use crate::cluster::{scoped_user, Caller, ClusterEnv, ONCALL_SA};
 use crate::context::Context;
 use crate::journal::Journal;
 use crate::report::{PhaseReport, ScenarioReport, StepReport, Verdict};
@@ -10,7 +10,7 @@ use futures_util::FutureExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use veritas_scenario::{Component, DriverClass, Identity, Observation, Scenario, Step};
+use veritas_scenario::{Component, DriverClass, Observation, Scenario, Step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -168,6 +168,8 @@ pub async fn run(s: &Scenario, cfg: &RunConfig) -> ScenarioReport {
         }
     };
 
+    // `skip_reason` has refused a cluster-wide scenario the run does not allow.
+    ctx.cluster_wide = s.requires.cluster_wide;
     ctx.journal = Some(Journal::new(&cfg.journal_dir, &ctx, &s.finally));
     ctx.journal_now();
     // What the checks read, over the whole run, for the report's charts.
@@ -250,6 +252,7 @@ pub async fn run(s: &Scenario, cfg: &RunConfig) -> ScenarioReport {
         })
         .collect();
     report.push_phase(phase);
+    leaks.extend(audit_outside(&ctx).await);
     leaks.extend(audit_and_release(&mut ctx, cfg).await);
     // Reverted: nothing for `cleanup` to replay. A failed revert keeps the entry, so
     // `veritas-harness cleanup` can try again.
@@ -310,6 +313,10 @@ async fn main_phases(
         .map_err(|e| Stop::Error("invariants before the fault", e))?;
     }
     baseline(cfg, ctx, report, &s.symptom, op, ready).await?;
+    // The fault breaks one thing, not everything: the invariants keep being checked beside
+    // the fault, the symptom, the diagnosis and the remedy, until recovery.
+    let watch = InvariantWatch::start(ctx, &s.invariants, s.symptom.poll.as_duration(), op, ready)
+        .map_err(|e| Stop::Error("fault", e))?;
     act(cfg, ctx, report, "fault", &s.fault, op, ready)
         .await
         .map_err(|e| Stop::Error("fault", e))?;
@@ -344,6 +351,12 @@ async fn main_phases(
         .await
         .map_err(|e| Stop::Failed("recovery", e))?;
     report.time_to_recover = Some(remedy_start.elapsed());
+    if let Some(watch) = watch {
+        watch
+            .finish(cfg, ctx, report)
+            .await
+            .map_err(|e| Stop::Failed("invariants during the fault", e))?;
+    }
     if !s.invariants.is_empty() {
         act(
             cfg,
@@ -358,6 +371,139 @@ async fn main_phases(
         .map_err(|e| Stop::Failed("invariants after recovery", e))?;
     }
     Ok(())
+}
+
+/// The invariants, polled in the background from the fault until recovery on a context of
+/// their own. Dropped early (the scenario stopped), it stops polling.
+struct InvariantWatch {
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<WatchOutcome>>,
+    started: Instant,
+}
+
+struct WatchOutcome {
+    rounds: u32,
+    /// The first invariant that did not hold: when (after the fault began), which, why.
+    broken: Option<(Duration, String, StepError)>,
+}
+
+impl InvariantWatch {
+    /// Polls no faster than every 5 s: the invariants are cheap reads, and runs share 2 cores.
+    const MIN_POLL: Duration = Duration::from_secs(5);
+
+    fn start(
+        ctx: &Context,
+        invariants: &[Step],
+        poll: Duration,
+        op: Duration,
+        ready: Duration,
+    ) -> Result<Option<InvariantWatch>, StepError> {
+        if invariants.is_empty() {
+            return Ok(None);
+        }
+        let mut fork = ctx
+            .fork()
+            .map_err(|e| StepError::new(format!("a work dir for the invariants: {e}")))?;
+        let steps = invariants.to_vec();
+        let (stop, mut stopped) = watch::channel(false);
+        let poll = poll.max(Self::MIN_POLL);
+        let started = Instant::now();
+        let task = tokio::spawn(async move {
+            let mut rounds = 0;
+            loop {
+                rounds += 1;
+                for step in &steps {
+                    if let (Err(e), _) = timed(&mut fork, step, op, ready).await {
+                        return WatchOutcome {
+                            rounds,
+                            broken: Some((started.elapsed(), describe(step), e)),
+                        };
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(poll) => {}
+                    _ = stopped.wait_for(|v| *v) => return WatchOutcome { rounds, broken: None },
+                }
+            }
+        });
+        Ok(Some(InvariantWatch {
+            stop,
+            task: Some(task),
+            started,
+        }))
+    }
+
+    /// Stops polling and reports: an invariant that broke at any round fails the scenario.
+    async fn finish(
+        mut self,
+        cfg: &RunConfig,
+        ctx: &Context,
+        report: &mut ScenarioReport,
+    ) -> Result<(), StepError> {
+        let phase = "invariants during the fault";
+        let _ = self.stop.send(true);
+        let task = self.task.take().expect("finished once");
+        let outcome = task.await.map_err(|e| {
+            StepError::new(format!("the invariant watch stopped unexpectedly: {e}"))
+        })?;
+        let elapsed = self.started.elapsed();
+        let mut pr = PhaseReport::new(phase);
+        pr.elapsed = elapsed;
+        let (ok, text) = match &outcome.broken {
+            None => (
+                true,
+                format!(
+                    "held over {} rounds, {:.0}s from the fault to recovery",
+                    outcome.rounds,
+                    elapsed.as_secs_f64()
+                ),
+            ),
+            Some((at, which, e)) => (
+                false,
+                format!(
+                    "{which} broke {:.1}s after the fault began (round {}): {}",
+                    at.as_secs_f64(),
+                    outcome.rounds,
+                    e.message
+                ),
+            ),
+        };
+        (cfg.events)(Event::Step {
+            id: ctx.id.clone(),
+            phase,
+            description: text.clone(),
+            ok,
+            elapsed,
+        });
+        pr.steps.push(StepReport {
+            op: "invariants".into(),
+            description: "every invariant, polled from the fault to recovery".into(),
+            ok,
+            elapsed,
+            attempts: outcome.rounds,
+            observed: Some(match &outcome.broken {
+                Some((_, _, e)) => e.observed.clone().unwrap_or_else(|| text.clone()),
+                None => text.clone(),
+            }),
+            error: (!ok).then(|| text.clone()),
+        });
+        report.push_phase(pr);
+        match outcome.broken {
+            None => Ok(()),
+            Some((_, _, e)) => Err(StepError {
+                message: text,
+                observed: e.observed,
+            }),
+        }
+    }
+}
+
+impl Drop for InvariantWatch {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
 }
 
 async fn timed(
@@ -391,6 +537,9 @@ fn step_report(
     }
 }
 
+/// The phases the on-call performs: their steps run as the on-call unless they say otherwise.
+const ONCALL_PHASES: &[&str] = &["diagnosis", "remedy"];
+
 /// Runs steps once each, in order; the first failure stops the phase.
 async fn act(
     cfg: &RunConfig,
@@ -405,6 +554,7 @@ async fn act(
         id: ctx.id.clone(),
         phase,
     });
+    ctx.oncall_phase = ONCALL_PHASES.contains(&phase);
     let t = Instant::now();
     let mut pr = PhaseReport::new(phase);
     let mut result = Ok(());
@@ -446,6 +596,7 @@ async fn observe(
         id: ctx.id.clone(),
         phase,
     });
+    ctx.oncall_phase = false;
     let t = Instant::now();
     let end = t + obs.within.as_duration();
     let mut attempts = 0;
@@ -685,6 +836,7 @@ async fn hold_symptom(
 
 /// catch / finally: every step runs, failures are recorded but do not stop the phase.
 async fn collect(ctx: &mut Context, phase: &'static str, steps: &[Step]) -> PhaseReport {
+    ctx.oncall_phase = false;
     let t = Instant::now();
     let mut pr = PhaseReport::new(phase);
     for step in steps {
@@ -731,7 +883,7 @@ async fn collect_evidence(ctx: &mut Context) {
             if let Ok(out) = env
                 .kubectl(
                     Some(&ns),
-                    Identity::Admin,
+                    &Caller::Admin,
                     &args,
                     None,
                     Duration::from_secs(20),
@@ -755,7 +907,7 @@ async fn collect_evidence(ctx: &mut Context) {
         .map(String::from)
         .to_vec();
         if let Ok(out) = env
-            .kubectl(None, Identity::Admin, &ctl, None, Duration::from_secs(20))
+            .kubectl(None, &Caller::Admin, &ctl, None, Duration::from_secs(20))
             .await
         {
             ctx.add_evidence("controller log", format!("{}{}", out.stdout, out.stderr));
@@ -763,27 +915,40 @@ async fn collect_evidence(ctx: &mut Context) {
     }
 }
 
-/// A namespace for the scenario with the on-call identity (least privilege).
+/// A namespace for the scenario with its two identities: the on-call (least privilege) and
+/// the harness's scoped one (everything here, nothing elsewhere).
 async fn prepare_namespace(ctx: &mut Context, op: Duration) -> Result<(), StepError> {
     let env = ctx
         .cluster
         .clone()
         .ok_or_else(|| StepError::new("no cluster"))?;
     let ns = ctx.namespace.clone().expect("cluster scenario");
-    let rbac = std::fs::read_to_string(env.manifests.join("harness/oncall-rbac.yaml"))
-        .map_err(|e| StepError::new(format!("on-call RBAC manifest: {e}")))?;
+    let read = |name: &str| {
+        std::fs::read_to_string(env.manifests.join("harness").join(name))
+            .map_err(|e| StepError::new(format!("harness manifest {name}: {e}")))
+    };
     let manifest = format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    app.kubernetes.io/managed-by: veritas-harness\n---\n{}",
-        rbac.replace("${namespace}", &ns).replace("${oncall}", ONCALL_SA)
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels:\n    app.kubernetes.io/managed-by: veritas-harness\n---\n{}\n---\n{}",
+        read("oncall-rbac.yaml")?
+            .replace("${namespace}", &ns)
+            .replace("${oncall}", ONCALL_SA),
+        read("scoped-rbac.yaml")?
+            .replace("${namespace}", &ns)
+            .replace("${user}", &scoped_user(&ns)),
     );
+    // Server-side: runs side by side create the shared reader role at once without conflict.
+    let args: Vec<String> = [
+        "apply",
+        "--server-side",
+        "--field-manager=veritas-harness",
+        "--force-conflicts",
+        "-f",
+        "-",
+    ]
+    .map(String::from)
+    .to_vec();
     let out = env
-        .kubectl(
-            None,
-            Identity::Admin,
-            &["apply".into(), "-f".into(), "-".into()],
-            Some(&manifest),
-            op,
-        )
+        .kubectl(None, &Caller::Admin, &args, Some(&manifest), op)
         .await?;
     if out.exit != Some(0) {
         return Err(StepError::observed(
@@ -832,13 +997,46 @@ async fn audit_and_release(ctx: &mut Context, cfg: &RunConfig) -> Vec<String> {
                 .map(String::from)
                 .to_vec();
             match env
-                .kubectl(None, Identity::Admin, &args, None, Duration::from_secs(130))
+                .kubectl(None, &Caller::Admin, &args, None, Duration::from_secs(130))
                 .await
             {
                 Ok(out) if out.exit == Some(0) => {}
                 Ok(out) => leaks.push(format!("namespace {ns} not deleted: {}", out.summary())),
                 Err(e) => leaks.push(format!("namespace {ns} not deleted: {e}")),
             }
+        }
+    }
+    leaks
+}
+
+/// Every object outside the namespace the run changed must be as it was before its first
+/// change, once `finally` has run: what differs is named, field by field.
+async fn audit_outside(ctx: &Context) -> Vec<String> {
+    let Some(env) = ctx.cluster.clone() else {
+        return Vec::new();
+    };
+    let mut leaks = Vec::new();
+    for (target, before) in &ctx.touched {
+        let now = match crate::cluster::current(&env, target, Duration::from_secs(20)).await {
+            Ok(now) => now,
+            Err(e) => {
+                leaks.push(format!("{target}: cannot read it back: {e}"));
+                continue;
+            }
+        };
+        match (before, now) {
+            (Some(b), Some(n)) => {
+                let diff = crate::scope::differences(b, &n, 5);
+                if !diff.is_empty() {
+                    leaks.push(format!(
+                        "{target} differs from before the run: {}",
+                        diff.join(", ")
+                    ));
+                }
+            }
+            (Some(_), None) => leaks.push(format!("{target} was deleted and not restored")),
+            (None, Some(_)) => leaks.push(format!("{target} was created and not removed")),
+            (None, None) => {}
         }
     }
     leaks

@@ -31,14 +31,14 @@ fn main() {
         panic!("invalid scenario files");
     });
     let cluster = std::env::var_os("VERITAS_KUBECONFIG").map(|k| {
-        Arc::new(ClusterEnv {
-            kubeconfig: PathBuf::from(k),
-            kubectl: std::env::var_os("VERITAS_KUBECTL")
+        Arc::new(ClusterEnv::new(
+            PathBuf::from(k),
+            std::env::var_os("VERITAS_KUBECTL")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| "kubectl".into()),
-            manifests: repo.join("fixtures/manifests"),
-            allow_cluster_wide: allow_cluster_wide(),
-        })
+            repo.join("fixtures/manifests"),
+            allow_cluster_wide(),
+        ))
     });
     // What the cluster has: a scenario needing anything else is listed ignored (skipped),
     // never run to a failure and never passed.

@@ -387,6 +387,33 @@ impl Validator {
                 );
             }
         }
+        if let Some((identity, because)) = step.identity() {
+            let on_call_phase = field.starts_with("diagnosis") || field.starts_with("remedy");
+            match (identity, because) {
+                (Some(Identity::Admin), None) if on_call_phase => self.push(
+                    &format!("{field}.as"),
+                    "diagnosis and remedy run as the on-call: say in `because` why this step needs admin"
+                        .into(),
+                ),
+                (Some(Identity::Admin), Some(_)) if on_call_phase => {}
+                (_, Some(_)) => self.push(
+                    &format!("{field}.because"),
+                    "only with `as: admin` in diagnosis or remedy (why the on-call is not enough)"
+                        .into(),
+                ),
+                _ => {}
+            }
+        }
+        if matches!(step, Step::Exec(_))
+            && class == DriverClass::Cluster
+            && !s.requires.cluster_wide
+        {
+            self.push(
+                field,
+                "a host command is outside every namespace: a cluster scenario needs `requires.clusterWide: true` for it"
+                    .into(),
+            );
+        }
         if let Some(e) = step.expect() {
             self.code(&format!("{field}.expect.code"), &e.code);
             let any = matches!(e.exit, Some(ExitExpect::Any(_)));
@@ -546,9 +573,12 @@ impl Validator {
                     );
                 }
                 match (&g.equals, &g.value) {
-                    (None, None) | (Some(_), Some(_)) => {
-                        self.push(field, "exactly one of `equals` or `value`".into())
-                    }
+                    // A capture alone asserts the field is there (its value is what it keeps).
+                    (None, None) if g.capture.is_some() => {}
+                    (None, None) | (Some(_), Some(_)) => self.push(
+                        field,
+                        "exactly one of `equals` or `value` (or only `capture`)".into(),
+                    ),
                     (None, Some(ve)) => self.value(&format!("{field}.value"), ve),
                     _ => {}
                 }

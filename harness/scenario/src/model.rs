@@ -46,8 +46,9 @@ pub struct Scenario {
     pub remedy: Vec<Step>,
     /// The system is back, within a deadline.
     pub recovery: Observation,
-    /// What must hold outside the fault window (the active Service has ready endpoints, weights
-    /// stay within 0..=100): checked once the setup is up, before the fault, and again once
+    /// What must hold throughout (the active Service has ready endpoints, weights stay within
+    /// 0..=100): the fault breaks one thing, not everything. Checked once the setup is up,
+    /// polled in the background from the fault until recovery, and checked again once
     /// recovered. A broken invariant fails the scenario even when the row's checks pass.
     #[serde(default)]
     pub invariants: Vec<Step>,
@@ -288,6 +289,17 @@ impl Step {
             | Step::Rollout(_) => Some(DriverClass::Cluster),
             // `spark` runs locally on the process driver and in a pod (`pod:`) on clusters.
             Step::Spark(_) | Step::Exec(_) | Step::Note(_) | Step::Wait(_) => None,
+        }
+    }
+
+    /// The identity a cluster step asks for and why, if it can name one.
+    pub fn identity(&self) -> Option<(Option<Identity>, Option<&str>)> {
+        match self {
+            Step::Kubectl(s) => Some((s.identity, s.because.as_deref())),
+            Step::Apply(s) => Some((s.identity, s.because.as_deref())),
+            Step::Delete(s) => Some((s.identity, s.because.as_deref())),
+            Step::Patch(s) => Some((s.identity, s.because.as_deref())),
+            _ => None,
         }
     }
 
@@ -639,7 +651,8 @@ impl ExitExpect {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Identity {
-    /// The harness's own identity (cluster-admin on kind).
+    /// The harness's own identity: full rights in the run's namespace and reads everywhere;
+    /// cluster-admin only in a `requires.clusterWide` scenario.
     #[default]
     Admin,
     /// The least-privilege on-call ServiceAccount: only what the guide's commands need.
@@ -651,8 +664,14 @@ pub enum Identity {
 pub struct KubectlStep {
     /// Arguments after `kubectl`; `-n <scenario namespace>` is added unless `-n`/`-A` is given.
     pub args: Vec<String>,
-    #[serde(default, rename = "as")]
-    pub identity: Identity,
+    /// Who runs the step: the on-call in `diagnosis` and `remedy`, the harness elsewhere,
+    /// unless set.
+    #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+    /// Why a `diagnosis` or `remedy` step runs as `admin` and not as the on-call (a
+    /// cluster-wide read, the platform team's action, the world rather than the on-call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub because: Option<String>,
     #[serde(default)]
     pub expect: Expect,
     #[serde(default)]
@@ -676,8 +695,14 @@ pub struct ApplyStep {
     /// `namespace: <it>` is moved to the scenario's own namespace.
     #[serde(default)]
     pub from_namespace: Option<String>,
-    #[serde(default, rename = "as")]
-    pub identity: Identity,
+    /// Who runs the step: the on-call in `diagnosis` and `remedy`, the harness elsewhere,
+    /// unless set.
+    #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+    /// Why a `diagnosis` or `remedy` step runs as `admin` and not as the on-call (a
+    /// cluster-wide read, the platform team's action, the world rather than the on-call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub because: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -693,8 +718,14 @@ pub struct DeleteStep {
     /// Another namespace (e.g. `kube-system`); needs `requires.clusterWide`.
     #[serde(default)]
     pub namespace: Option<String>,
-    #[serde(default, rename = "as")]
-    pub identity: Identity,
+    /// Who runs the step: the on-call in `diagnosis` and `remedy`, the harness elsewhere,
+    /// unless set.
+    #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+    /// Why a `diagnosis` or `remedy` step runs as `admin` and not as the on-call (a
+    /// cluster-wide read, the platform team's action, the world rather than the on-call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub because: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -706,8 +737,14 @@ pub struct PatchStep {
     pub namespace: Option<String>,
     /// Merge patch, as YAML or JSON.
     pub patch: serde_json::Value,
-    #[serde(default, rename = "as")]
-    pub identity: Identity,
+    /// Who runs the step: the on-call in `diagnosis` and `remedy`, the harness elsewhere,
+    /// unless set.
+    #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
+    /// Why a `diagnosis` or `remedy` step runs as `admin` and not as the on-call (a
+    /// cluster-wide read, the platform team's action, the world rather than the on-call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub because: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -277,3 +277,54 @@ fn a_symptom_check_that_setup_already_checks_is_warned_about() {
     assert_eq!(w.len(), 1, "{w:?}");
     assert_eq!(w[0].field, "symptom.checks[0].spark");
 }
+
+#[test]
+fn diagnosis_and_remedy_run_as_the_on_call_unless_a_reason_says_admin() {
+    let cluster = |remedy: &str, setup: &str, wide: bool| {
+        format!(
+            "apiVersion: harness.veritas.hearthlink.ai/v1alpha1\nid: T-1\ntitle: t\nguide: {{section: s, cause: c, remedy: r}}\nrequires: {{driver: cluster, clusterWide: {wide}}}\nsetup:\n  - {setup}\nfault:\n  - note: {{text: x}}\nsymptom: {{within: 1s, holdFor: 1s, checks: [{{note: {{text: x}}}}]}}\nremedy:\n  - {remedy}\nrecovery: {{within: 1s, checks: [{{note: {{text: x}}}}]}}\n"
+        )
+    };
+    let note = "note: {text: s}";
+    for ok in [
+        "delete: {kind: pod, name: x}",
+        "delete: {kind: pod, name: x, as: oncall}",
+        "delete: {kind: pod, name: x, as: admin, because: the platform team's}",
+    ] {
+        let text = cluster(ok, note, false);
+        assert!(
+            parse(&text, Some("T-1")).is_ok(),
+            "{ok}: {:?}",
+            problems(&text)
+        );
+    }
+    let p = problems(&cluster(
+        "delete: {kind: pod, name: x, as: admin}",
+        note,
+        false,
+    ));
+    assert_eq!(p[0].field, "remedy[0].delete.as", "{p:?}");
+    assert!(p[0].message.contains("`because`"), "{p:?}");
+    // `because` explains an exception; outside diagnosis and remedy admin is the rule.
+    let p = problems(&cluster(
+        "delete: {kind: pod, name: x, as: oncall, because: x}",
+        note,
+        false,
+    ));
+    assert_eq!(p[0].field, "remedy[0].delete.because", "{p:?}");
+    let p = problems(&cluster(
+        "delete: {kind: pod, name: x}",
+        "kubectl: {args: [get, pods], as: admin, because: x}",
+        false,
+    ));
+    assert_eq!(p[0].field, "setup[0].kubectl.because", "{p:?}");
+    // A host command on a cluster scenario reaches outside every namespace.
+    let exec = "exec: {command: [docker, ps]}";
+    let p = problems(&cluster("delete: {kind: pod, name: x}", exec, false));
+    assert!(p[0].message.contains("clusterWide"), "{p:?}");
+    assert!(parse(
+        &cluster("delete: {kind: pod, name: x}", exec, true),
+        Some("T-1")
+    )
+    .is_ok());
+}
