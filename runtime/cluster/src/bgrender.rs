@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::{json, Value};
 use veritas_controller::bluegreen::decide::{rollback_target, EnvObs, ServiceObs};
+use veritas_controller::bluegreen::drift::is_unknown;
 use veritas_crds::reasons::environment_types as types;
 use veritas_crds::{
     find_condition, Drift, EnvironmentName, EnvironmentPhase, ModelIdentity, SwitchKind,
@@ -215,11 +216,19 @@ pub fn diff(drift: &[Drift]) -> String {
         );
         return o;
     }
-    let _ = writeln!(
-        o,
-        "{} difference(s) between blue and green (Secrets compared by sha256, values never shown):",
-        drift.len()
-    );
+    let unknown = drift.iter().filter(|d| is_unknown(d)).count();
+    if unknown == drift.len() {
+        let _ = writeln!(
+            o,
+            "blue and green match in everything readable, but {unknown} Secret(s) could not be read: in sync is unknown"
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "{} difference(s) between blue and green (Secrets compared by a keyed hash, values never shown):",
+            drift.len() - unknown
+        );
+    }
     let w = drift.iter().map(|d| d.key.len()).max().unwrap_or(0).min(48);
     let _ = writeln!(o, "  {:<9} {:<w$}  {:<30} GREEN", "KIND", "KEY", "BLUE");
     for d in drift {
@@ -240,6 +249,7 @@ pub fn diff(drift: &[Drift]) -> String {
             "ConfigMap" => "ConfigMap not synced: apply the same data to veritas-config-blue and veritas-config-green",
             "Model" => "model versions mismatched: load the same model in both (veritas-spark models list in a pod of each)",
             "Volume" => "model mount different: make the PVC mounts identical",
+            "Secret" if unknown > 0 => "Secrets mismatch, or not: this identity may not read Secrets (kubectl auth can-i get secrets); compare them as one that can",
             "Secret" => "Secrets mismatch: sync the Secrets between the environments",
             _ => "environment variable drift: update the Deployment manifests",
         };

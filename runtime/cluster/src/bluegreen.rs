@@ -12,7 +12,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
 use serde_json::json;
 use veritas_controller::bluegreen::decide::{max_move_seconds, rollback_target};
-use veritas_controller::bluegreen::drift::diff;
+use veritas_controller::bluegreen::drift::{diff, is_unknown};
 use veritas_controller::bluegreen::probe::PodHttp;
 use veritas_crds::{annotations, EnvironmentName, EnvironmentPhase, VeritasEnvironment};
 use veritas_vocab::{labels, ErrorCode};
@@ -42,8 +42,9 @@ pub enum BluegreenCommand {
     Inspect(EnvTarget),
     /// Configuration drift between blue and green: ConfigMap data (veritas-config-blue /
     /// veritas-config-green), the model each environment's pods report (name, version,
-    /// sha256), env vars, volumes and PVC mounts, Secrets compared by sha256 (values are never
-    /// printed). Exit 0 in sync, 1 when they differ.
+    /// sha256), env vars, volumes and PVC mounts, Secrets compared by a keyed hash (values are
+    /// never printed). Exit 0 in sync, 1 when they differ, 3 when everything readable matches
+    /// but some Secrets could not be read (unknown is not "in sync").
     Diff(EnvTarget),
     /// Switch traffic to the other environment (or --to). The controller verifies the target
     /// (all replicas ready, minReadySeconds, health probe on every pod) before the active
@@ -217,17 +218,25 @@ pub async fn run(
         }
         BluegreenCommand::Diff(t) => {
             let (e, f) = diff_facts(client, &t).await?;
+            let differs = f.drift.iter().any(|d| !is_unknown(d));
+            let unknown = f.drift.iter().any(is_unknown);
+            // `inSync` is null when it cannot be told.
+            let in_sync = match (differs, unknown) {
+                (true, _) => Some(false),
+                (false, true) => None,
+                (false, false) => Some(true),
+            };
             if json_out {
                 print_json(
-                    json!({"schema": 1, "environment": e.name_any(), "inSync": f.drift.is_empty(), "drift": f.drift}),
+                    json!({"schema": 1, "environment": e.name_any(), "inSync": in_sync, "drift": f.drift}),
                 );
             } else {
                 print!("{}", bgrender::diff(&f.drift));
             }
-            Ok(if f.drift.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
+            Ok(match in_sync {
+                Some(true) => ExitCode::SUCCESS,
+                Some(false) => ExitCode::from(1),
+                None => ExitCode::from(3),
             })
         }
         BluegreenCommand::Switch(a) => switch(client, a, json_out).await,

@@ -119,17 +119,33 @@ fn diff_of_drifted_environments_never_shows_a_secret() {
         .insert("spark:/models".into(), "pvc models-v2 (ro)".into());
     blue.secrets.insert(
         "api-{env}".into(),
-        [("token".to_string(), drift::secret_digest(b"s3cr3t-blue"))].into(),
+        [(
+            "token".to_string(),
+            drift::keyed_digest(&[7; 32], b"s3cr3t-blue"),
+        )]
+        .into(),
     );
     green.secrets.insert(
         "api-{env}".into(),
-        [("token".to_string(), drift::secret_digest(b"s3cr3t-green"))].into(),
+        [(
+            "token".to_string(),
+            drift::keyed_digest(&[7; 32], b"s3cr3t-green"),
+        )]
+        .into(),
     );
     let d = drift::diff(&blue, &green);
     let out = bgrender::diff(&d);
     assert!(!out.contains("s3cr3t"));
     snap("bluegreen_diff_drift", out);
     snap("bluegreen_diff_in_sync", bgrender::diff(&[]));
+    // An identity that may not read Secrets: unknown, never "in sync".
+    let mut blue = base();
+    let mut green = base();
+    blue.unreadable_secrets.insert("api-{env}".into());
+    green.unreadable_secrets.insert("api-{env}".into());
+    let out = bgrender::diff(&drift::diff(&blue, &green));
+    assert!(!out.contains("in sync:"), "{out}");
+    snap("bluegreen_diff_secrets_unreadable", out);
 }
 
 #[test]

@@ -440,6 +440,21 @@ pub(crate) fn set_condition(
     message: String,
 ) -> bool {
     let status = if ok { "True" } else { "False" };
+    set_condition_status(conds, now, generation, type_, status, reason, message)
+}
+
+/// [`set_condition`] with the status spelled out: `Unknown` when the controller cannot tell
+/// (what it would have to read, it may not).
+pub(crate) fn set_condition_status(
+    conds: &mut Vec<Condition>,
+    now: Timestamp,
+    generation: Option<i64>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+) -> bool {
+    let ok = status == "True";
     match conds.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             let flipped = c.status != status;

@@ -537,6 +537,39 @@ fn drift_is_a_condition_and_in_status() {
 }
 
 #[test]
+fn secrets_the_controller_may_not_read_leave_in_sync_unknown() {
+    let mut w = stable_on_blue();
+    let mut blue = snap();
+    let mut green = snap();
+    blue.unreadable_secrets.insert("api-{env}".into());
+    green.unreadable_secrets.insert("api-{env}".into());
+    w.drift = drift::diff(&blue, &green);
+    w.pass();
+    let c = cond(&w, types::IN_SYNC);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("Unknown", reasons::SECRETS_UNREADABLE),
+        "{}",
+        c.message
+    );
+    assert!(c.message.contains("secret api-{env}"), "{}", c.message);
+    // A real difference beside it: False, and the unknown is still named.
+    w.drift.push(Drift {
+        kind: "ConfigMap".into(),
+        key: "data.VERITAS_THREADS".into(),
+        blue: "1".into(),
+        green: "4".into(),
+    });
+    w.pass();
+    let c = cond(&w, types::IN_SYNC);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", reasons::CONFIG_MAP_DRIFT)
+    );
+    assert!(c.message.contains("not compared"), "{}", c.message);
+}
+
+#[test]
 fn model_versions_reported_by_the_pods_are_in_status() {
     let mut w = stable_on_blue();
     w.env_mut(Green).model = Some(tiny_model("2.0.0"));
@@ -636,7 +669,7 @@ fn secrets_are_compared_by_digest_and_never_shown() {
     assert_eq!(d[0].kind, "Secret");
     let shown = format!("{d:?}");
     assert!(!shown.contains(secret_value));
-    assert!(d[0].blue.starts_with("sha256:") && d[0].blue.len() == 19);
+    assert!(d[0].blue.starts_with("hmac:") && d[0].blue.len() == 17);
     b.missing_secrets.insert("api-{env}".into());
     b.secrets.clear();
     let d = drift::diff(&a, &b);

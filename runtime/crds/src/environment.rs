@@ -384,8 +384,10 @@ impl EnvironmentsObserved {
 }
 
 /// One difference between the environments (`veritas-spark bluegreen diff`). Secret values
-/// never appear: a Secret's key is compared by the sha256 of its value, and only a short
-/// prefix of that digest is kept.
+/// never appear: a Secret's key is compared by a keyed hash of its value (HMAC-SHA256 under a
+/// key that lives only in the comparing process, so a reader of this status cannot test
+/// guesses against it), and only a short prefix is kept. A side that could not be read says
+/// so (`<unknown: ...>`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Drift {

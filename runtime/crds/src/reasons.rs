@@ -158,6 +158,9 @@ pub const ENV_VAR_DRIFT: &str = "EnvVarDrift";
 pub const VOLUME_DRIFT: &str = "VolumeDrift";
 /// Row "Secrets mismatch" (compared by hash).
 pub const SECRET_DRIFT: &str = "SecretDrift";
+/// Row "Secrets mismatch", undecided: the reader may not get the Secrets (RBAC), so whether
+/// they match is unknown, never reported as a match.
+pub const SECRETS_UNREADABLE: &str = "SecretsUnreadable";
 pub const IN_SYNC: &str = "InSync";
 
 /// Every reason, for tests and docs.
@@ -219,5 +222,6 @@ pub const ALL: &[&str] = &[
     ENV_VAR_DRIFT,
     VOLUME_DRIFT,
     SECRET_DRIFT,
+    SECRETS_UNREADABLE,
     IN_SYNC,
 ];

@@ -37,7 +37,8 @@ use veritas_crds::{
 };
 use veritas_vocab::labels;
 
-use crate::decide::{fmt_labels, set_condition, EventKind};
+use super::drift::is_unknown;
+use crate::decide::{fmt_labels, set_condition, set_condition_status, EventKind};
 
 /// A Deployment of one environment as observed.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -958,32 +959,46 @@ impl Pass<'_> {
             );
         }
 
-        let (ok, reason, msg) = match self.obs.drift.first() {
-            None => (
-                true,
+        let (known, unknown): (Vec<&Drift>, Vec<&Drift>) =
+            self.obs.drift.iter().partition(|d| !is_unknown(d));
+        let not_compared = || {
+            format!(
+                "{} Secret(s) not compared, the controller may not read them ({}): compare them as an identity that can, or grant `get` on Secrets",
+                unknown.len(),
+                unknown.iter().map(|d| d.key.as_str()).collect::<Vec<_>>().join(", ")
+            )
+        };
+        let (status, reason, msg) = match (known.first(), unknown.is_empty()) {
+            (None, true) => (
+                "True",
                 reasons::IN_SYNC,
                 "blue and green have the same configuration".to_string(),
             ),
-            Some(first) => {
-                let mut kinds: Vec<&str> = self.obs.drift.iter().map(|d| d.kind.as_str()).collect();
+            (None, false) => (
+                "Unknown",
+                reasons::SECRETS_UNREADABLE,
+                format!("everything readable matches; {}", not_compared()),
+            ),
+            (Some(first), _) => {
+                let mut kinds: Vec<&str> = known.iter().map(|d| d.kind.as_str()).collect();
                 kinds.dedup();
-                (
-                    false,
-                    drift_reason(&first.kind),
-                    format!(
-                        "{} difference(s) between blue and green ({}): veritas-spark bluegreen diff",
-                        self.obs.drift.len(),
-                        kinds.join(", ")
-                    ),
-                )
+                let mut msg = format!(
+                    "{} difference(s) between blue and green ({}): veritas-spark bluegreen diff",
+                    known.len(),
+                    kinds.join(", ")
+                );
+                if !unknown.is_empty() {
+                    msg.push_str(&format!("; {}", not_compared()));
+                }
+                ("False", drift_reason(&first.kind), msg)
             }
         };
-        if set_condition(
+        if set_condition_status(
             &mut self.st.conditions,
             now,
             gen,
             types::IN_SYNC,
-            ok,
+            status,
             reason,
             msg.clone(),
         ) {

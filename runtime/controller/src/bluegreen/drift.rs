@@ -1,12 +1,16 @@
 //! Drift between the blue and green environments (the guide's "State Not Syncing"): ConfigMap
 //! data, the model each environment's pods report, env vars, volumes and mounts (PVC claims),
-//! and Secrets compared by the sha256 of each value. Pure: the reconcile and `veritas-spark
+//! and Secrets compared by a keyed hash of each value. Pure: the reconcile and `veritas-spark
 //! bluegreen diff` build an [`EnvSnapshot`] per environment and call [`diff`].
 //!
 //! Names that differ only by the environment (`veritas-config-blue` / `veritas-config-green`,
 //! `models-blue` / `models-green`) are the same reference: they are compared as
 //! `veritas-config-{env}`. A Secret's value never leaves [`secret_digest`]: only a 12-hex-digit
-//! prefix of its sha256 is kept, enough to tell two values apart.
+//! prefix of its HMAC-SHA256 is kept, enough to tell two values apart. The key is drawn at
+//! random by each process and never written anywhere: an unsalted hash of a short token in a
+//! status anyone with `get` on the CR can read would let them test guesses offline; a keyed
+//! one compares within one observation and says nothing else. Secrets the reader may not get
+//! are *unknown*, never "the same".
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,10 +33,20 @@ pub struct EnvSnapshot {
     /// entry in the inner map and is listed in `missing_secrets`.
     pub secrets: BTreeMap<String, BTreeMap<String, String>>,
     pub missing_secrets: BTreeSet<String>,
+    /// Referenced Secrets the reader was not allowed to get (403).
+    pub unreadable_secrets: BTreeSet<String>,
 }
 
 /// Shown for a side that lacks the item.
 pub const ABSENT: &str = "<absent>";
+
+/// Shown for a side that could not be read.
+pub const UNKNOWN: &str = "<unknown: not allowed to read Secrets>";
+
+/// A difference that is not known to be one: a side could not be read.
+pub fn is_unknown(d: &Drift) -> bool {
+    d.blue == UNKNOWN || d.green == UNKNOWN
+}
 
 /// `veritas-config-blue` → `veritas-config-{env}` (segments split on `-`, `.`, `_`).
 pub fn normalise(name: &str, env: EnvironmentName) -> String {
@@ -58,10 +72,33 @@ pub fn normalise(name: &str, env: EnvironmentName) -> String {
     out
 }
 
-/// The sha256 prefix a Secret value is compared and shown by.
+/// The keyed-hash prefix a Secret value is compared and shown by, under this process's key.
 pub fn secret_digest(value: &[u8]) -> String {
-    let h = Sha256::digest(value);
-    format!("sha256:{}", &hex::encode(h)[..12])
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    keyed_digest(KEY.get_or_init(rand::random), value)
+}
+
+/// [`secret_digest`] under a given key (tests pin it).
+pub fn keyed_digest(key: &[u8; 32], value: &[u8]) -> String {
+    format!("hmac:{}", &hex::encode(hmac_sha256(key, value))[..12])
+}
+
+/// HMAC-SHA256 (RFC 2104) with a key no longer than a block.
+fn hmac_sha256(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
+    let (mut inner_pad, mut outer_pad) = ([0x36u8; 64], [0x5cu8; 64]);
+    for (i, k) in key.iter().enumerate() {
+        inner_pad[i] ^= k;
+        outer_pad[i] ^= k;
+    }
+    let inner = Sha256::new()
+        .chain_update(inner_pad)
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(outer_pad)
+        .chain_update(inner)
+        .finalize()
+        .into()
 }
 
 fn volume_source(v: &Volume, env: EnvironmentName) -> String {
@@ -254,6 +291,8 @@ pub fn diff(blue: &EnvSnapshot, green: &EnvSnapshot) -> Vec<Drift> {
         .chain(green.secrets.keys())
         .chain(blue.missing_secrets.iter())
         .chain(green.missing_secrets.iter())
+        .chain(blue.unreadable_secrets.iter())
+        .chain(green.unreadable_secrets.iter())
         .collect();
     let empty = BTreeMap::new();
     fn side<'a>(
@@ -268,6 +307,28 @@ pub fn diff(blue: &EnvSnapshot, green: &EnvSnapshot) -> Vec<Drift> {
         }
     }
     for n in names {
+        let (bu, gu) = (
+            blue.unreadable_secrets.contains(n),
+            green.unreadable_secrets.contains(n),
+        );
+        if bu || gu {
+            let shown = |unreadable: bool, s: &EnvSnapshot| {
+                if unreadable {
+                    UNKNOWN
+                } else if s.missing_secrets.contains(n) {
+                    ABSENT
+                } else {
+                    "present"
+                }
+            };
+            out.push(Drift {
+                kind: "Secret".into(),
+                key: format!("secret {n}"),
+                blue: shown(bu, blue).into(),
+                green: shown(gu, green).into(),
+            });
+            continue;
+        }
         match (side(blue, n, &empty), side(green, n, &empty)) {
             (Some(a), Some(b)) => map_diff(&mut out, "Secret", &format!("secret {n}: "), a, b),
             (a, b) => out.push(Drift {
@@ -279,4 +340,48 @@ pub fn diff(blue: &EnvSnapshot, green: &EnvSnapshot) -> Vec<Drift> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_keyed_hash_is_hmac_sha256() {
+        // RFC 4231 test case 2 (a key shorter than a block is zero-padded either way).
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(b"Jefe");
+        assert_eq!(
+            hex::encode(hmac_sha256(&key, b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Not the unkeyed sha256 a reader could test guesses against.
+        let plain = hex::encode(Sha256::digest(b"s3cr3t"));
+        assert!(!plain.starts_with(&keyed_digest(&[7; 32], b"s3cr3t")[5..]));
+        assert_ne!(
+            keyed_digest(&[1; 32], b"s3cr3t"),
+            keyed_digest(&[2; 32], b"s3cr3t")
+        );
+        assert_eq!(secret_digest(b"s3cr3t"), secret_digest(b"s3cr3t"));
+    }
+
+    #[test]
+    fn an_unreadable_secret_is_unknown_never_the_same() {
+        let mut blue = EnvSnapshot::default();
+        let mut green = EnvSnapshot::default();
+        blue.unreadable_secrets.insert("api-{env}".into());
+        green.unreadable_secrets.insert("api-{env}".into());
+        let d = diff(&blue, &green);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(is_unknown(&d[0]));
+        assert_eq!(
+            (d[0].blue.as_str(), d[0].green.as_str()),
+            (UNKNOWN, UNKNOWN)
+        );
+        // One side readable: still unknown, the readable side shown as what it is.
+        blue.unreadable_secrets.clear();
+        blue.missing_secrets.insert("api-{env}".into());
+        let d = diff(&blue, &green);
+        assert_eq!((d[0].blue.as_str(), d[0].green.as_str()), (ABSENT, UNKNOWN));
+    }
 }

@@ -172,8 +172,10 @@ pub async fn observe(
                 Ok(None) => {
                     snap.missing_secrets.insert(norm);
                 }
-                // Not allowed to read Secrets: they are not compared rather than reported.
-                Err(kube::Error::Api(s)) if s.code == 403 => {}
+                // Not allowed to read Secrets: whether they match is unknown, and said so.
+                Err(kube::Error::Api(s)) if s.code == 403 => {
+                    snap.unreadable_secrets.insert(norm);
+                }
                 Err(e) => return Err(e),
             }
         }
