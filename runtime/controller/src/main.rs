@@ -113,7 +113,7 @@ async fn main() -> Result<()> {
     ready.store(true, Ordering::SeqCst);
     tracing::info!(identity = %identity, prometheus = ?prometheus, "waiting for the leader lease");
     elector
-        .acquire(Duration::from_secs(2))
+        .acquire(elector.retry_period())
         .await
         .context("failed to acquire the leader lease")?;
     metrics.leader.set(1);
