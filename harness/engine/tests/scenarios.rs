@@ -92,6 +92,50 @@ fn main() {
     libtest_mimic::run(&args, trials).exit();
 }
 
+/// Each test's report, as the CLI writes a run's: `<id>[.without-remedy].{json,html}`, and one
+/// tab-separated line (id, mode, verdict, detect s, recover s, total s) that `.ci/run` gathers
+/// into the per-row table of times. Under `VERITAS_REPORT_DIR`, or `target/scenario-reports`.
+fn keep_report(
+    report: &veritas_harness::report::ScenarioReport,
+    without_remedy: bool,
+    seed: u64,
+) -> std::io::Result<()> {
+    use veritas_harness::report::RunReport;
+    let dir = std::env::var_os("VERITAS_REPORT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| veritas_harness::repo_root().join("target/scenario-reports"));
+    std::fs::create_dir_all(&dir)?;
+    let mode = if without_remedy {
+        "without-remedy"
+    } else {
+        "with-remedy"
+    };
+    let stem = if without_remedy {
+        format!("{}.without-remedy", report.id)
+    } else {
+        report.id.clone()
+    };
+    let secs = |d: Option<std::time::Duration>| {
+        d.map_or("-".into(), |d| format!("{:.1}", d.as_secs_f64()))
+    };
+    let line = format!(
+        "{}\t{mode}\t{}\t{}\t{}\t{:.1}\n",
+        report.id,
+        report.verdict.as_str(),
+        secs(report.time_to_detect),
+        secs(report.time_to_recover),
+        report.duration.as_secs_f64()
+    );
+    std::fs::write(dir.join(format!("{stem}.tsv")), line)?;
+    let run = RunReport::new("nextest", seed, 1, report.duration, vec![report.clone()]);
+    let json = serde_json::to_string_pretty(&run).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join(format!("{stem}.json")), json)?;
+    std::fs::write(
+        dir.join(format!("{stem}.html")),
+        veritas_harness::html::render(&run),
+    )
+}
+
 /// Cluster-wide faults (CoreDNS, the controller, node resources) only when the caller says so:
 /// `.ci/run` sets `VERITAS_ALLOW_CLUSTER_WIDE=1` on its own kind cluster.
 fn allow_cluster_wide() -> bool {
@@ -151,6 +195,9 @@ fn run_one(
         }
         runner::run(&s, &cfg).await
     });
+    if let Err(e) = keep_report(&report, without_remedy, seed) {
+        eprintln!("{}: report not written: {e}", s.id);
+    }
     if without_remedy {
         return match (report.verdict, report.failed_phase.as_deref()) {
             (Verdict::Failed, Some("recovery")) => {
