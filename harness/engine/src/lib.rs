@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod context;
+pub mod coverage;
 pub mod expect;
 pub mod html;
 pub mod journal;

@@ -58,10 +58,37 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The coverage gate: every row of the troubleshooting guide (Cause/Resolution tables,
+    /// error codes and the resolutions under them, Symptom to Action Map, Health Status
+    /// Matrix, Prometheus queries) against the scenarios, with the verdicts and times of the
+    /// given reports. Exit 1 when a row has no scenario and is not a listed gap, a scenario's
+    /// row is gone from the guide, or a listed gap is covered now (the gaps file only shrinks).
+    Coverage(CoverageArgs),
     /// Performance regression benchmark: the raw llama-cpp-2 loop, our daemon (IPC and
     /// HTTP) and llama.cpp's llama-server on one generated model, interleaved; table, JSON
     /// and SVG plot under --out.
     Bench(veritas_bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct CoverageArgs {
+    /// The guide (default: ../shared/guide/deployment-troubleshooting.md beside the repository).
+    #[arg(long)]
+    guide: Option<PathBuf>,
+    /// Rows known to have no scenario yet, one `section / cause` per line (default:
+    /// scenarios/coverage-gaps.txt).
+    #[arg(long)]
+    gaps: Option<PathBuf>,
+    /// JSON reports to read verdicts and times from: `report.json` of a run, or directories
+    /// of them (nextest keeps one per scenario test in target/scenario-reports).
+    #[arg(long)]
+    reports: Vec<PathBuf>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -141,6 +168,68 @@ fn load_all(dir: &std::path::Path) -> Result<Vec<Scenario>> {
     })
 }
 
+fn coverage(dir: &std::path::Path, args: &CoverageArgs) -> Result<i32> {
+    use veritas_harness::coverage;
+    let repo = veritas_harness::repo_root();
+    let guide = args
+        .guide
+        .clone()
+        .unwrap_or_else(|| repo.join("../shared/guide/deployment-troubleshooting.md"));
+    let text = std::fs::read_to_string(&guide)
+        .with_context(|| format!("read the guide {} (--guide PATH)", guide.display()))?;
+    let gaps_path = args
+        .gaps
+        .clone()
+        .unwrap_or_else(|| dir.join("coverage-gaps.txt"));
+    let gaps = match std::fs::read_to_string(&gaps_path) {
+        Ok(t) => coverage::parse_gaps(&t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("read {}", gaps_path.display())),
+    };
+    let mut reports = Vec::new();
+    for p in &args.reports {
+        let files: Vec<PathBuf> = if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("read {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                // The remedied runs: an ablation's verdict is not the row's.
+                .filter(|f| {
+                    f.extension().is_some_and(|e| e == "json")
+                        && !f.to_string_lossy().contains(".without-remedy.")
+                })
+                .collect();
+            v.sort();
+            v
+        } else {
+            vec![p.clone()]
+        };
+        for f in files {
+            let text =
+                std::fs::read_to_string(&f).with_context(|| format!("read {}", f.display()))?;
+            reports.push(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a JSON report", f.display()))?,
+            );
+        }
+    }
+    let scenarios = load_all(dir)?;
+    let rows = coverage::parse_guide(&text);
+    if rows.is_empty() {
+        anyhow::bail!("{} has no rows the gate knows (is it the troubleshooting guide?)", guide.display());
+    }
+    let c = coverage::check(&rows, &scenarios, &gaps, &coverage::outcomes(&reports));
+    let json = serde_json::to_string_pretty(&c)?;
+    if let Some(out) = &args.out {
+        std::fs::write(out, &json).with_context(|| format!("write {}", out.display()))?;
+    }
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{}", coverage::table(&c));
+    }
+    Ok(if c.passed() { 0 } else { 1 })
+}
+
 fn real_main(cli: Cli) -> Result<i32> {
     let dir = scenario_dir(&cli);
     match &cli.command {
@@ -155,6 +244,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             );
             Ok(0)
         }
+        Cmd::Coverage(args) => coverage(&dir, args),
         Cmd::Validate => match veritas_scenario::load_dir(&dir) {
             Ok(all) => {
                 for s in &all {
