@@ -49,8 +49,12 @@ enum Cmd {
     Explain { id: String },
     /// Check every scenario file (errors name file, line and field).
     Validate,
-    /// Print the JSON Schema of scenario files.
-    Schema,
+    /// Print the JSON Schema of scenario files (`scenarios/scenario.schema.json`).
+    Schema {
+        /// The schema of fragment files instead (`scenarios/fragment.schema.json`).
+        #[arg(long)]
+        fragment: bool,
+    },
     /// Revert what killed runs left behind: replays each revert journal whose harness is dead
     /// (its `finally` steps with the variables it had captured, its namespace deleted, its
     /// daemons stopped). `run` does this first on its own.
@@ -148,11 +152,13 @@ fn real_main(cli: Cli) -> Result<i32> {
             veritas_bench::cli(args).context("benchmark run")?;
             Ok(0)
         }
-        Cmd::Schema => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&veritas_scenario::json_schema())?
-            );
+        Cmd::Schema { fragment } => {
+            let schema = if *fragment {
+                veritas_scenario::fragment_json_schema()
+            } else {
+                veritas_scenario::json_schema()
+            };
+            println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(0)
         }
         Cmd::Validate => match veritas_scenario::load_dir(&dir) {

@@ -123,17 +123,25 @@ fn load_reports_the_path() {
     assert!(err.contains("symptom.within"), "{err}");
 }
 
-/// The committed schema is what the types generate (`veritas-harness schema` rewrites it).
+/// The committed schemas are what the types generate (`veritas-harness schema` and
+/// `veritas-harness schema --fragment` rewrite them).
 #[test]
-fn committed_schema_matches_the_types() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios/scenario.schema.json");
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    let generated = serde_json::to_string_pretty(&json_schema()).unwrap() + "\n";
-    assert!(
-        committed == generated,
-        "{} drifted from the types: run `cargo run -p veritas-harness -- schema > scenarios/scenario.schema.json`",
-        path.display()
-    );
+fn committed_schemas_match_the_types() {
+    for (file, schema, flag) in [
+        ("scenario.schema.json", json_schema(), ""),
+        ("fragment.schema.json", fragment_json_schema(), " --fragment"),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../scenarios")
+            .join(file);
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        let generated = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+        assert!(
+            committed == generated,
+            "{} drifted from the types: run `cargo run -p veritas-harness -- schema{flag} > scenarios/{file}`",
+            path.display()
+        );
+    }
 }
 
 /// Every scenario in the repository is valid.
