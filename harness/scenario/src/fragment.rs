@@ -712,7 +712,8 @@ fn inline(
     for st in &f.steps {
         let st = substitute(st, &params);
         if let Some(inner) = as_use(&st) {
-            let inner: UseStep = serde_json::from_value(inner.clone()).map_err(|e| e.to_string())?;
+            let inner: UseStep =
+                serde_json::from_value(inner.clone()).map_err(|e| e.to_string())?;
             let problems = fragments.check_use(&inner);
             if !problems.is_empty() {
                 return Err(problems.join("; "));

@@ -72,8 +72,8 @@ impl LoadError {
 /// fragments of `<its directory>/fragments/`.
 pub fn load(path: &Path) -> Result<Scenario, LoadError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let fragments = load_fragments(&dir.join(FRAGMENTS_DIR))
-        .map_err(|mut errors| errors.swap_remove(0))?;
+    let fragments =
+        load_fragments(&dir.join(FRAGMENTS_DIR)).map_err(|mut errors| errors.swap_remove(0))?;
     load_with(path, &fragments)
 }
 
@@ -125,8 +125,8 @@ pub fn parse_with(
                 return Err(expansion.problems);
             }
             let origins = expansion.origins;
-            let scenario: Scenario = serde_path_to_error::deserialize(expansion.value)
-                .map_err(|e| {
+            let scenario: Scenario =
+                serde_path_to_error::deserialize(expansion.value).map_err(|e| {
                     let mut p = Problem {
                         field: e.path().to_string(),
                         line: None,
