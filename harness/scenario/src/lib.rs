@@ -111,7 +111,11 @@ pub fn parse_with(
 ) -> Result<Scenario, Vec<Problem>> {
     // A scenario without `use` is parsed straight from the text (serde's errors keep their
     // lines); one with `use` is expanded first, and its errors located in the text.
-    let doc: Option<serde_json::Value> = serde_yaml::from_str(text).ok();
+    let doc: Option<serde_json::Value> = if text.contains("use:") {
+        serde_yaml::from_str(text).ok()
+    } else {
+        None
+    };
     let (scenario, origins) = match doc.filter(fragment::uses_fragments) {
         None => {
             let de = serde_yaml::Deserializer::from_str(text);
