@@ -41,6 +41,18 @@ impl GuideRow {
     }
 }
 
+/// The guide: the specification beside the repository (`../shared/guide/`) where it is there,
+/// else the copy committed in `docs/guide/` (a test keeps the two equal).
+pub fn default_guide() -> std::path::PathBuf {
+    let root = crate::repo_root();
+    let shared = root.join("../shared/guide/deployment-troubleshooting.md");
+    if shared.exists() {
+        shared
+    } else {
+        root.join("docs/guide/deployment-troubleshooting.md")
+    }
+}
+
 /// Section title prefixes a scenario's `guide.section` uses for the guide's reference parts.
 pub const ERROR_CODES: &str = "Common Error Codes";
 pub const SYMPTOM_MAP: &str = "Symptom to Action Map";
@@ -148,7 +160,11 @@ pub fn parse_guide(text: &str) -> Vec<GuideRow> {
         };
         let (section, cause) = match kind {
             RowKind::ErrorCode => (
-                format!("{ERROR_CODES}: {} {}", c[0], c.get(1).cloned().unwrap_or_default()),
+                format!(
+                    "{ERROR_CODES}: {} {}",
+                    c[0],
+                    c.get(1).cloned().unwrap_or_default()
+                ),
                 c.get(2).cloned().unwrap_or_default(),
             ),
             RowKind::SymptomMap => (SYMPTOM_MAP.into(), c[0].clone()),
@@ -253,7 +269,8 @@ pub fn check(
             c.missing.push(format!("line {}: {key}", row.line));
         }
         if !ids.is_empty() && known_gap {
-            c.stale_gaps.push(format!("{key} (covered by {})", ids.join(", ")));
+            c.stale_gaps
+                .push(format!("{key} (covered by {})", ids.join(", ")));
         }
         let outcome = ids.first().and_then(|id| outcomes.get(id)).cloned();
         c.rows.push(Covered {
@@ -427,18 +444,31 @@ histogram_quantile(0.99, y)
                 (RowKind::SymptomMap, "Symptom to Action Map / All pods down".into()),
             ]
         );
-        assert_eq!(rows[1].line, 15);
+        assert_eq!(rows[1].line, 17);
+    }
+
+    #[test]
+    fn the_committed_copy_is_the_guide() {
+        let root = crate::repo_root();
+        let copy = std::fs::read_to_string(root.join("docs/guide/deployment-troubleshooting.md"))
+            .expect("docs/guide/deployment-troubleshooting.md");
+        // Beside the repository on a development machine; a bare clone has only the copy.
+        if let Ok(spec) =
+            std::fs::read_to_string(root.join("../shared/guide/deployment-troubleshooting.md"))
+        {
+            assert!(
+                spec == copy,
+                "docs/guide/ differs from ../shared/guide/: copy the specification again"
+            );
+        }
     }
 
     #[test]
     fn the_real_guide_has_every_part() {
-        let path = crate::repo_root().join("../shared/guide/deployment-troubleshooting.md");
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            return; // the guide lives beside the repository, not in a packaged crate
-        };
+        let text = std::fs::read_to_string(default_guide()).expect("the guide");
         let rows = parse_guide(&text);
         let count = |k| rows.iter().filter(|r| r.kind == k).count();
-        assert_eq!(count(RowKind::Cause), 38, "{rows:#?}");
+        assert_eq!(count(RowKind::Cause), 39, "{rows:#?}");
         assert_eq!(count(RowKind::ErrorCode), 15);
         assert_eq!(count(RowKind::CodeResolution), 16);
         assert_eq!(count(RowKind::SymptomMap), 6);

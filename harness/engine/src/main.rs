@@ -49,8 +49,12 @@ enum Cmd {
     Explain { id: String },
     /// Check every scenario file (errors name file, line and field).
     Validate,
-    /// Print the JSON Schema of scenario files.
-    Schema,
+    /// Print the JSON Schema of scenario files (`scenarios/scenario.schema.json`).
+    Schema {
+        /// The schema of fragment files instead (`scenarios/fragment.schema.json`).
+        #[arg(long)]
+        fragment: bool,
+    },
     /// Revert what killed runs left behind: replays each revert journal whose harness is dead
     /// (its `finally` steps with the variables it had captured, its namespace deleted, its
     /// daemons stopped). `run` does this first on its own.
@@ -72,7 +76,8 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct CoverageArgs {
-    /// The guide (default: ../shared/guide/deployment-troubleshooting.md beside the repository).
+    /// The guide (default: ../shared/guide/deployment-troubleshooting.md beside the repository,
+    /// else the copy committed in docs/guide/).
     #[arg(long)]
     guide: Option<PathBuf>,
     /// Rows known to have no scenario yet, one `section / cause` per line (default:
@@ -170,11 +175,7 @@ fn load_all(dir: &std::path::Path) -> Result<Vec<Scenario>> {
 
 fn coverage(dir: &std::path::Path, args: &CoverageArgs) -> Result<i32> {
     use veritas_harness::coverage;
-    let repo = veritas_harness::repo_root();
-    let guide = args
-        .guide
-        .clone()
-        .unwrap_or_else(|| repo.join("../shared/guide/deployment-troubleshooting.md"));
+    let guide = args.guide.clone().unwrap_or_else(coverage::default_guide);
     let text = std::fs::read_to_string(&guide)
         .with_context(|| format!("read the guide {} (--guide PATH)", guide.display()))?;
     let gaps_path = args
@@ -215,7 +216,10 @@ fn coverage(dir: &std::path::Path, args: &CoverageArgs) -> Result<i32> {
     let scenarios = load_all(dir)?;
     let rows = coverage::parse_guide(&text);
     if rows.is_empty() {
-        anyhow::bail!("{} has no rows the gate knows (is it the troubleshooting guide?)", guide.display());
+        anyhow::bail!(
+            "{} has no rows the gate knows (is it the troubleshooting guide?)",
+            guide.display()
+        );
     }
     let c = coverage::check(&rows, &scenarios, &gaps, &coverage::outcomes(&reports));
     let json = serde_json::to_string_pretty(&c)?;
@@ -237,11 +241,13 @@ fn real_main(cli: Cli) -> Result<i32> {
             veritas_bench::cli(args).context("benchmark run")?;
             Ok(0)
         }
-        Cmd::Schema => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&veritas_scenario::json_schema())?
-            );
+        Cmd::Schema { fragment } => {
+            let schema = if *fragment {
+                veritas_scenario::fragment_json_schema()
+            } else {
+                veritas_scenario::json_schema()
+            };
+            println!("{}", serde_json::to_string_pretty(&schema)?);
             Ok(0)
         }
         Cmd::Coverage(args) => coverage(&dir, args),

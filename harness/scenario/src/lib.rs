@@ -6,8 +6,11 @@
 //! lives in `veritas-harness`; a new guide row needs a new file here, not new Rust.
 
 pub mod duration;
+pub mod fragment;
 pub mod model;
 mod step_de;
+
+pub use fragment::{fragment_json_schema, load_fragments, Fragment, Fragments, UseStep};
 
 pub use step_de::OPERATIONS;
 
@@ -65,8 +68,20 @@ impl LoadError {
     }
 }
 
-/// Reads, parses and validates one scenario file.
+/// Reads, parses and validates one scenario file, its `use` steps expanded from the
+/// fragments of `<its directory>/fragments/`.
 pub fn load(path: &Path) -> Result<Scenario, LoadError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let fragments =
+        load_fragments(&dir.join(FRAGMENTS_DIR)).map_err(|mut errors| errors.swap_remove(0))?;
+    load_with(path, &fragments)
+}
+
+/// The subdirectory of a scenario directory that holds fragments.
+pub const FRAGMENTS_DIR: &str = "fragments";
+
+/// [`load`] with fragments already loaded.
+pub fn load_with(path: &Path, fragments: &Fragments) -> Result<Scenario, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: path.to_owned(),
         source,
@@ -76,42 +91,60 @@ pub fn load(path: &Path) -> Result<Scenario, LoadError> {
         .and_then(|s| s.to_str())
         .unwrap_or_default()
         .to_string();
-    parse(&text, Some(&stem)).map_err(|problems| LoadError::Invalid {
+    parse_with(&text, Some(&stem), fragments).map_err(|problems| LoadError::Invalid {
         path: path.to_owned(),
         problems,
     })
 }
 
-/// Parses and validates scenario text; `file_id` is the file stem the ID must equal.
+/// Parses and validates scenario text; `file_id` is the file stem the ID must equal. A `use`
+/// step is refused (no fragments): see [`parse_with`].
 pub fn parse(text: &str, file_id: Option<&str>) -> Result<Scenario, Vec<Problem>> {
-    let de = serde_yaml::Deserializer::from_str(text);
-    let scenario: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let line = e.inner().location().map(|l| l.line());
-        // serde_yaml appends "at line L column C" itself; the line is reported separately.
-        let message = e.inner().to_string();
-        let message = match message.rfind(" at line ") {
-            Some(i) => message[..i].to_string(),
-            None => message,
-        };
-        // serde_yaml prefixes its own copy of the path; the field is reported separately.
-        let message = match message.split_once(": ") {
-            Some((prefix, rest)) if !prefix.contains(' ') => rest.to_string(),
-            _ => message,
-        };
-        vec![Problem {
-            field: if field == "." {
-                "(document)".into()
-            } else {
-                field
-            },
-            line,
-            message,
-        }]
-    })?;
+    parse_with(text, file_id, &Fragments::default())
+}
+
+/// Parses scenario text, expands its `use` steps from `fragments`, and validates the result.
+pub fn parse_with(
+    text: &str,
+    file_id: Option<&str>,
+    fragments: &Fragments,
+) -> Result<Scenario, Vec<Problem>> {
+    // A scenario without `use` is parsed straight from the text (serde's errors keep their
+    // lines); one with `use` is expanded first, and its errors located in the text.
+    let doc: Option<serde_json::Value> = if text.contains("use:") {
+        serde_yaml::from_str(text).ok()
+    } else {
+        None
+    };
+    let (scenario, origins) = match doc.filter(fragment::uses_fragments) {
+        None => {
+            let de = serde_yaml::Deserializer::from_str(text);
+            let scenario: Scenario = serde_path_to_error::deserialize(de)
+                .map_err(|e| vec![fragment::serde_problem(&e)])?;
+            (scenario, Vec::new())
+        }
+        Some(doc) => {
+            let expansion = fragment::expand(&doc, text, fragments);
+            if !expansion.problems.is_empty() {
+                return Err(expansion.problems);
+            }
+            let origins = expansion.origins;
+            let scenario: Scenario =
+                serde_path_to_error::deserialize(expansion.value).map_err(|e| {
+                    let mut p = Problem {
+                        field: e.path().to_string(),
+                        line: None,
+                        message: e.inner().to_string(),
+                    };
+                    place(&mut p, text, &origins);
+                    vec![p]
+                })?;
+            (scenario, origins)
+        }
+    };
     let mut problems = validate(&scenario, file_id);
     for p in &mut problems {
-        p.line = locate(text, &p.field);
+        place(p, text, &origins);
     }
     if problems.is_empty() {
         Ok(scenario)
@@ -120,9 +153,26 @@ pub fn parse(text: &str, file_id: Option<&str>) -> Result<Scenario, Vec<Problem>
     }
 }
 
+/// Sets a problem's line: a step that came from a fragment is reported at its `use`, with the
+/// fragment named; any other field is located in the text.
+fn place(p: &mut Problem, text: &str, origins: &[fragment::Origin]) {
+    let origin = origins.iter().find(|o| {
+        p.field
+            .strip_prefix(&o.field)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    });
+    match origin {
+        Some(o) => {
+            p.line = o.line;
+            p.message = format!("{} ({})", p.message, o.from);
+        }
+        None => p.line = locate(text, &p.field),
+    }
+}
+
 /// Best-effort line of a dotted field path: walks the keys of the path in order through the
 /// text, so `symptom.checks[0].spark.expect.code` lands on the `code:` under that `symptom:`.
-fn locate(text: &str, field: &str) -> Option<usize> {
+pub(crate) fn locate(text: &str, field: &str) -> Option<usize> {
     let keys: Vec<&str> = field
         .split('.')
         .map(|k| k.split('[').next().unwrap_or(k))
@@ -630,7 +680,7 @@ pub const BUILTIN_VARS: &[&str] = &["work", "models", "seed", "namespace"];
 /// The JSON Schema of scenario files (committed as `scenarios/scenario.schema.json`).
 pub fn json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(Scenario);
-    serde_json::to_value(schema).expect("a schema serializes")
+    fragment::with_use_step(serde_json::to_value(schema).expect("a schema serializes"))
 }
 
 impl fmt::Display for Problem {
@@ -642,8 +692,10 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Loads every `*.yaml` under `dir`, sorted by ID.
+/// Loads every `*.yaml` under `dir`, sorted by ID, their `use` steps expanded from the
+/// fragments of `dir/fragments/` (which are not scenarios).
 pub fn load_dir(dir: &Path) -> Result<Vec<Scenario>, Vec<LoadError>> {
+    let fragments = load_fragments(&dir.join(FRAGMENTS_DIR))?;
     let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -659,7 +711,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Scenario>, Vec<LoadError>> {
     files.sort();
     let (mut ok, mut errors) = (Vec::new(), Vec::new());
     for f in files {
-        match load(&f) {
+        match load_with(&f, &fragments) {
             Ok(s) => ok.push(s),
             Err(e) => errors.push(e),
         }
