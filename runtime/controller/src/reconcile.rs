@@ -149,6 +149,10 @@ pub async fn apply(canary: Arc<VeritasCanary>, ctx: &Context) -> Result<Requeue,
             .inc();
         tracing::info!(canary = %name, namespace = %ns, verdict = ?verdict, reason, "analysis: {message}");
         if let AnalysisSample::Unreachable(why) = &s {
+            ctx.metrics
+                .prometheus_errors
+                .with_label_values(&[ns.as_str(), name.as_str()])
+                .inc();
             tracing::warn!(canary = %name, namespace = %ns, "prometheus unreachable: {why}");
         }
         Some(s)
@@ -189,6 +193,7 @@ pub async fn apply(canary: Arc<VeritasCanary>, ctx: &Context) -> Result<Requeue,
         .weight
         .with_label_values(&[ns.as_str(), name.as_str()])
         .set(d.status.actual_weight as i64);
+    ctx.metrics.set_phase(&ns, &name, d.status.phase);
     crate::act::act(&ctx.client, &ctx.recorder, &canary, &d.actions).await?;
     Ok(Requeue::requeue(Duration::from_secs(
         d.requeue_after_secs.max(1),
@@ -204,6 +209,7 @@ async fn reconcile(canary: Arc<VeritasCanary>, ctx: Arc<Context>) -> Result<Requ
             Finalizer::Apply(c) => apply(c, &ctx).await,
             Finalizer::Cleanup(c) => {
                 crate::act::release(&ctx.client, &c).await?;
+                ctx.metrics.forget(&ns, &c.name_any());
                 tracing::info!(canary = %c.name_any(), namespace = %ns, "canary deleted: released the shared service");
                 Ok(Requeue::await_change())
             }
@@ -279,11 +285,20 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             refs(s.namespace(), s.name_any(), false, &store2)
         })
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|res| {
+            // A failing watch is the controller's health; a failing reconcile is the object's.
+            match &res {
+                Err(kube::runtime::controller::Error::QueueError(e)) => ctx
+                    .metrics
+                    .watch
+                    .failed(std::time::Instant::now(), e.to_string()),
+                _ => ctx.metrics.watch.working(),
+            }
             if let Err(e) = res {
                 tracing::debug!(error = %e, "reconcile error");
             }
+            async {}
         })
         .await;
 }

@@ -4,6 +4,7 @@
 use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+use veritas_crds::Phase;
 use veritas_vocab::metrics as m;
 
 #[derive(Clone)]
@@ -17,6 +18,46 @@ pub struct Metrics {
     pub leader: IntGauge,
     pub switches: IntCounterVec,
     pub switch_duration: HistogramVec,
+    pub phase: IntGaugeVec,
+    pub prometheus_errors: IntCounterVec,
+    /// Whether the watches keep working (`/healthz`).
+    pub watch: WatchHealth,
+}
+
+/// How the controller's watches are doing: failing since when, and why. A watch that keeps
+/// failing (API server unreachable, RBAC revoked) leaves the controller deciding nothing while
+/// it looks alive; `/healthz` says so, and the kubelet restarts it.
+#[derive(Clone, Default)]
+pub struct WatchHealth(std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, String)>>>);
+
+impl WatchHealth {
+    /// How long a watch may fail before the controller counts as unhealthy.
+    pub const GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// A watch (or the reconcile it fed) worked.
+    pub fn working(&self) {
+        *self.0.lock().expect("not poisoned") = None;
+    }
+
+    /// A watch failed; the first failure of a run starts the clock.
+    pub fn failed(&self, at: std::time::Instant, why: String) {
+        let mut state = self.0.lock().expect("not poisoned");
+        match state.as_mut() {
+            Some((_, last)) => *last = why,
+            None => *state = Some((at, why)),
+        }
+    }
+
+    /// `Err(why)` when the watches have failed without a break for longer than `grace`.
+    pub fn check(&self, now: std::time::Instant, grace: std::time::Duration) -> Result<(), String> {
+        match self.0.lock().expect("not poisoned").as_ref() {
+            Some((since, why)) if now.duration_since(*since) > grace => Err(format!(
+                "watches failing for {}s: {why}",
+                now.duration_since(*since).as_secs()
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -84,6 +125,22 @@ impl Default for Metrics {
             &[m::LABEL_KIND],
         )
         .expect("valid");
+        let phase = IntGaugeVec::new(
+            Opts::new(
+                m::CONTROLLER_CANARY_PHASE,
+                "1 for the phase each canary is in, 0 for the others.",
+            ),
+            &[m::LABEL_NAMESPACE, m::LABEL_CANARY, m::LABEL_PHASE],
+        )
+        .expect("valid");
+        let prometheus_errors = IntCounterVec::new(
+            Opts::new(
+                m::CONTROLLER_PROMETHEUS_ERRORS_TOTAL,
+                "Analyses that could not ask Prometheus (unreachable, refused, timed out).",
+            ),
+            &[m::LABEL_NAMESPACE, m::LABEL_CANARY],
+        )
+        .expect("valid");
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(failures.clone()),
@@ -93,6 +150,8 @@ impl Default for Metrics {
             Box::new(leader.clone()),
             Box::new(switches.clone()),
             Box::new(switch_duration.clone()),
+            Box::new(phase.clone()),
+            Box::new(prometheus_errors.clone()),
         ] {
             registry.register(c).expect("unique names");
         }
@@ -106,6 +165,9 @@ impl Default for Metrics {
             leader,
             switches,
             switch_duration,
+            phase,
+            prometheus_errors,
+            watch: WatchHealth::default(),
         }
     }
 }
@@ -121,11 +183,80 @@ impl Metrics {
             .inc();
     }
 
+    /// A canary's phase now: its phase's series 1, every other phase's 0.
+    pub fn set_phase(&self, ns: &str, canary: &str, phase: Phase) {
+        for p in Phase::ALL {
+            self.phase
+                .with_label_values(&[ns, canary, p.as_str()])
+                .set(i64::from(*p == phase));
+        }
+    }
+
+    /// A deleted canary's series go with it (a gauge left behind would keep alerting).
+    pub fn forget(&self, ns: &str, canary: &str) {
+        let _ = self.weight.remove_label_values(&[ns, canary]);
+        let _ = self.prometheus_errors.remove_label_values(&[ns, canary]);
+        for p in Phase::ALL {
+            let _ = self.phase.remove_label_values(&[ns, canary, p.as_str()]);
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         let enc = prometheus::TextEncoder::new();
         enc.encode_utf8(&self.registry.gather(), &mut out)
             .expect("text encoding");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_phase_gauge_has_one_phase_set_and_a_deleted_canary_leaves_no_series() {
+        let m = Metrics::default();
+        m.set_phase("ns", "c", Phase::Progressing);
+        m.set_phase("ns", "c", Phase::Succeeded);
+        m.weight.with_label_values(&["ns", "c"]).set(100);
+        m.prometheus_errors.with_label_values(&["ns", "c"]).inc();
+        let text = m.render();
+        assert!(
+            text.contains(
+                r#"veritas_controller_canary_phase{canary="c",namespace="ns",phase="Succeeded"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"veritas_controller_canary_phase{canary="c",namespace="ns",phase="Progressing"} 0"#),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("veritas_controller_canary_phase{").count(),
+            Phase::ALL.len()
+        );
+        m.forget("ns", "c");
+        let text = m.render();
+        assert!(!text.contains(r#"canary="c""#), "{text}");
+    }
+
+    #[test]
+    fn watch_health_fails_only_after_the_grace_and_recovers_on_the_next_success() {
+        let h = WatchHealth::default();
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(60);
+        assert!(h.check(t0, grace).is_ok());
+        h.failed(t0, "connection refused".into());
+        h.failed(t0 + Duration::from_secs(30), "403 forbidden".into());
+        assert!(h.check(t0 + Duration::from_secs(59), grace).is_ok());
+        let why = h.check(t0 + Duration::from_secs(61), grace).unwrap_err();
+        assert!(
+            why.contains("61s") && why.contains("403 forbidden"),
+            "{why}"
+        );
+        h.working();
+        assert!(h.check(t0 + Duration::from_secs(120), grace).is_ok());
     }
 }

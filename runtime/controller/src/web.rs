@@ -1,5 +1,6 @@
-//! `/metrics`, `/healthz` (the process answers) and `/readyz` (the API server and the CRD
-//! were reachable at start and the controller loop is running or standing by).
+//! `/metrics`, `/healthz` (the process answers and its watches have not been failing for more
+//! than a minute) and `/readyz` (the API server and the CRD were reachable at start and the
+//! controller loop is running or standing by).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, WatchHealth};
 
 #[derive(Clone)]
 pub struct WebState {
@@ -23,7 +24,22 @@ pub fn router(state: WebState) -> Router {
             "/metrics",
             get(|State(s): State<WebState>| async move { s.metrics.render() }),
         )
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/healthz",
+            get(|State(s): State<WebState>| async move {
+                match s
+                    .metrics
+                    .watch
+                    .check(std::time::Instant::now(), WatchHealth::GRACE)
+                {
+                    Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+                    Err(why) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("unhealthy: {why}\n"),
+                    ),
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(|State(s): State<WebState>| async move {

@@ -342,6 +342,18 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// Every phase (the controller's phase gauge has a series for each). `as_str` matches every
+    /// variant, and a test checks each is here.
+    pub const ALL: &'static [Phase] = &[
+        Phase::Progressing,
+        Phase::Paused,
+        Phase::WaitingForApproval,
+        Phase::Promoting,
+        Phase::Succeeded,
+        Phase::RollingBack,
+        Phase::Failed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Progressing => "Progressing",

@@ -130,3 +130,23 @@ fn environment_defaults_name_the_guides_objects() {
         .is_err()
     );
 }
+
+/// `Phase::ALL` lists every phase the CRD's schema allows (a new phase needs its gauge series).
+#[test]
+fn every_phase_is_listed() {
+    let schema = serde_json::to_value(schemars::schema_for!(veritas_crds::Phase)).unwrap();
+    let mut allowed: Vec<String> = schema["enum"]
+        .as_array()
+        .or_else(|| schema["oneOf"].as_array())
+        .expect("an enum schema")
+        .iter()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    allowed.sort();
+    let mut listed: Vec<String> = veritas_crds::Phase::ALL
+        .iter()
+        .map(|p| p.as_str().to_string())
+        .collect();
+    listed.sort();
+    assert_eq!(allowed, listed);
+}

@@ -48,6 +48,11 @@ pub const CONTROLLER_LEADER: &str = "veritas_controller_leader";
 pub const CONTROLLER_SWITCHES_TOTAL: &str = "veritas_controller_switches_total";
 /// Seconds from the start of a blue-green move to traffic on its target (completed moves).
 pub const CONTROLLER_SWITCH_DURATION: &str = "veritas_controller_switch_duration_seconds";
+/// 1 for the phase each canary is in, 0 for the others (one series per phase, as
+/// kube-state-metrics shows a pod's phase).
+pub const CONTROLLER_CANARY_PHASE: &str = "veritas_controller_canary_phase";
+/// Analyses that could not ask Prometheus (unreachable, refused, timed out).
+pub const CONTROLLER_PROMETHEUS_ERRORS_TOTAL: &str = "veritas_controller_prometheus_errors_total";
 
 /// Label names of the controller's metrics.
 pub const LABEL_ERROR: &str = "error";
@@ -55,5 +60,6 @@ pub const LABEL_VERDICT: &str = "verdict";
 pub const LABEL_REASON: &str = "reason";
 pub const LABEL_NAMESPACE: &str = "namespace";
 pub const LABEL_CANARY: &str = "canary";
+pub const LABEL_PHASE: &str = "phase";
 pub const LABEL_KIND: &str = "kind";
 pub const LABEL_OUTCOME: &str = "outcome";
