@@ -7,6 +7,7 @@
 //! every broken reference as a condition instead of repairing it.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::core::Rule;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -33,7 +34,21 @@ use crate::Condition;
     printcolumn = r#"{"name":"Successes","type":"integer","jsonPath":".status.consecutiveSuccesses","priority":1}"#,
     printcolumn = r#"{"name":"Failures","type":"integer","jsonPath":".status.failedAnalyses","description":"Failed analyses in this run (failureLimit counts these)","priority":1}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.reason","priority":1}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    // Admission refuses what the controller could only report after the fact (CEL, checked by
+    // the API server on create and update; `kubectl apply` shows the message).
+    validation = Rule::new(
+        "!has(self.spec.routing) || [has(self.spec.routing.replicas), has(self.spec.routing.gatewayAPI), has(self.spec.routing.istio)].filter(x, x).size() <= 1"
+    ).message("spec.routing: set one router of replicas, gatewayAPI, istio").field_path(".spec.routing"),
+    validation = Rule::new(
+        "!has(self.spec.promotion) || !has(self.spec.promotion.steps) || self.spec.promotion.steps.map(s, s.weight).isSorted()"
+    ).message("spec.promotion.steps: weights must not decrease (the canary climbs to 100)").field_path(".spec.promotion.steps"),
+    validation = Rule::new(
+        "!has(self.spec.promotion) || !has(self.spec.promotion.steps) || self.spec.promotion.steps.all(s, s.weight >= self.spec.trafficWeight)"
+    ).message("spec.promotion.steps: every step's weight is at least spec.trafficWeight (step 0)").field_path(".spec.promotion.steps"),
+    validation = Rule::new(
+        "!has(self.spec.analysis) || !has(self.spec.progressDeadlineSeconds) || (self.spec.analysis.intervalSeconds < self.spec.progressDeadlineSeconds && self.spec.analysis.windowSeconds + self.spec.analysis.intervalSeconds <= self.spec.progressDeadlineSeconds)"
+    ).message("spec.analysis: the first analysis (a whole window, then an interval) must fit in spec.progressDeadlineSeconds, or every run fails with ProgressDeadlineExceeded before it is judged").field_path(".spec.analysis")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VeritasCanarySpec {
