@@ -147,6 +147,21 @@ fn ns<'a>(ctx: &'a Context, own: &'a Option<String>) -> Option<&'a str> {
     own.as_deref().or(ctx.namespace.as_deref())
 }
 
+/// `kubectl apply` of stdin, server-side, as the harness's field manager (conflicts forced:
+/// the harness owns what it applies).
+pub fn server_side_apply_args() -> Vec<String> {
+    [
+        "apply",
+        "--server-side",
+        "--field-manager=veritas-harness",
+        "--force-conflicts",
+        "-f",
+        "-",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn run_namespace(ctx: &Context) -> Result<String, StepError> {
     ctx.namespace
         .clone()
@@ -327,16 +342,7 @@ pub async fn apply(
     if let (Some(from), Some(ns)) = (&a.from_namespace, &ctx.namespace) {
         text = move_namespace(&text, from, ns);
     }
-    let args: Vec<String> = [
-        "apply",
-        "--server-side",
-        "--field-manager=veritas-harness",
-        "--force-conflicts",
-        "-f",
-        "-",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = server_side_apply_args();
     let run_ns = run_namespace(ctx)?;
     let targets = match scope::manifest_targets(&*env.catalog(false).await?, &text, &run_ns) {
         // A type this run has not seen: a CRD installed since the last discovery.

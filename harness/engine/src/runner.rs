@@ -937,16 +937,7 @@ async fn prepare_namespace(ctx: &mut Context, op: Duration) -> Result<(), StepEr
             .replace("${user}", &scoped_user(&ns)),
     );
     // Server-side: runs side by side create the shared reader role at once without conflict.
-    let args: Vec<String> = [
-        "apply",
-        "--server-side",
-        "--field-manager=veritas-harness",
-        "--force-conflicts",
-        "-f",
-        "-",
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = crate::cluster::server_side_apply_args();
     let out = env
         .kubectl(None, &Caller::Admin, &args, Some(&manifest), op)
         .await?;

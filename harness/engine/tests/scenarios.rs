@@ -118,10 +118,19 @@ fn keep_report(
     let secs = |d: Option<std::time::Duration>| {
         d.map_or("-".into(), |d| format!("{:.1}", d.as_secs_f64()))
     };
+    // An ablation passes when recovery never came: say that, not the scenario's FAIL.
+    let outcome = match (
+        without_remedy,
+        report.verdict,
+        report.failed_phase.as_deref(),
+    ) {
+        (true, Verdict::Failed, Some("recovery")) => "stayed-broken",
+        (true, Verdict::Passed, _) => "RECOVERED",
+        _ => report.verdict.as_str(),
+    };
     let line = format!(
-        "{}\t{mode}\t{}\t{}\t{}\t{:.1}\n",
+        "{}\t{mode}\t{outcome}\t{}\t{}\t{:.1}\n",
         report.id,
-        report.verdict.as_str(),
         secs(report.time_to_detect),
         secs(report.time_to_recover),
         report.duration.as_secs_f64()

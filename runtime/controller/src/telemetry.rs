@@ -48,6 +48,21 @@ impl WatchHealth {
         }
     }
 
+    /// One item of a controller's stream: a failing watch is the controller's health, a failing
+    /// reconcile is the object's.
+    pub fn record<T, R, Q>(&self, res: &Result<T, kube::runtime::controller::Error<R, Q>>)
+    where
+        R: std::error::Error + 'static,
+        Q: std::error::Error + 'static,
+    {
+        match res {
+            Err(kube::runtime::controller::Error::QueueError(e)) => {
+                self.failed(std::time::Instant::now(), e.to_string())
+            }
+            _ => self.working(),
+        }
+    }
+
     /// `Err(why)` when the watches have failed without a break for longer than `grace`.
     pub fn check(&self, now: std::time::Instant, grace: std::time::Duration) -> Result<(), String> {
         match self.0.lock().expect("not poisoned").as_ref() {

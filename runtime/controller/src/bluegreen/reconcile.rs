@@ -242,14 +242,7 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|res| {
-            // A failing watch is the controller's health; a failing reconcile is the object's.
-            match &res {
-                Err(kube::runtime::controller::Error::QueueError(e)) => ctx
-                    .metrics
-                    .watch
-                    .failed(std::time::Instant::now(), e.to_string()),
-                _ => ctx.metrics.watch.working(),
-            }
+            ctx.metrics.watch.record(&res);
             if let Err(e) = res {
                 tracing::debug!(error = %e, "switch: reconcile error");
             }
