@@ -7,7 +7,6 @@
 //! every broken reference as a condition instead of repairing it.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::core::Rule;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
