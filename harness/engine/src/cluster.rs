@@ -199,8 +199,15 @@ async fn selected(
     let out = env
         .kubectl(namespace, &Caller::Admin, &args, None, deadline)
         .await?;
-    let names = must_succeed(&format!("kubectl get {} -l {selector}", r.plural), out)?;
-    Ok(names
+    // Every name (must_succeed clips its output for messages).
+    if out.exit != Some(0) {
+        return Err(StepError::observed(
+            format!("kubectl get {} -l {selector} failed", r.plural),
+            out.summary(),
+        ));
+    }
+    Ok(out
+        .stdout
         .split_whitespace()
         .map(|n| Target::new(r, n, namespace))
         .collect())
@@ -252,7 +259,7 @@ pub async fn current(
     t: &Target,
     deadline: Duration,
 ) -> Result<Option<serde_json::Value>, StepError> {
-    let mut args: Vec<String> = vec![
+    let args: Vec<String> = vec![
         "get".into(),
         t.resource.clone(),
         t.name.clone(),
@@ -260,11 +267,14 @@ pub async fn current(
         "json".into(),
         "--ignore-not-found".into(),
     ];
-    if let Some(ns) = &t.namespace {
-        args.extend(["-n".into(), ns.clone()]);
-    }
     let out = env
-        .kubectl(None, &Caller::Admin, &args, None, deadline)
+        .kubectl(
+            t.namespace.as_deref(),
+            &Caller::Admin,
+            &args,
+            None,
+            deadline,
+        )
         .await?;
     if out.exit != Some(0) {
         return Err(StepError::observed(

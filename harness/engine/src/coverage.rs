@@ -317,12 +317,7 @@ pub fn table(c: &Coverage) -> String {
         "LINE", "GUIDE ROW", "SCENARIO", "VERDICT", "DETECT", "RECOVER"
     );
     for r in &c.rows {
-        let key = r.row.key();
-        let shown: String = if key.chars().count() > 58 {
-            format!("{}…", key.chars().take(57).collect::<String>())
-        } else {
-            key
-        };
+        let shown = crate::expect::clip(&r.row.key(), 57);
         let (id, verdict) = match (r.scenarios.first(), &r.outcome) {
             (Some(id), Some(o)) => (id.clone(), o.verdict.clone()),
             (Some(id), None) => (id.clone(), "not run".into()),

@@ -294,48 +294,41 @@ pub fn diff(blue: &EnvSnapshot, green: &EnvSnapshot) -> Vec<Drift> {
         .chain(blue.unreadable_secrets.iter())
         .chain(green.unreadable_secrets.iter())
         .collect();
-    let empty = BTreeMap::new();
-    fn side<'a>(
-        s: &'a EnvSnapshot,
-        n: &str,
-        empty: &'a BTreeMap<String, String>,
-    ) -> Option<&'a BTreeMap<String, String>> {
-        if s.missing_secrets.contains(n) {
-            None
+    /// What one environment shows of a referenced Secret.
+    enum Side<'a> {
+        Unknown,
+        Absent,
+        Keys(Option<&'a BTreeMap<String, String>>),
+    }
+    fn side<'a>(s: &'a EnvSnapshot, n: &str) -> Side<'a> {
+        if s.unreadable_secrets.contains(n) {
+            Side::Unknown
+        } else if s.missing_secrets.contains(n) {
+            Side::Absent
         } else {
-            Some(s.secrets.get(n).unwrap_or(empty))
+            Side::Keys(s.secrets.get(n))
         }
     }
+    let shown = |s: &Side| match s {
+        Side::Unknown => UNKNOWN,
+        Side::Absent => ABSENT,
+        Side::Keys(_) => "present",
+    };
+    let empty = BTreeMap::new();
     for n in names {
-        let (bu, gu) = (
-            blue.unreadable_secrets.contains(n),
-            green.unreadable_secrets.contains(n),
-        );
-        if bu || gu {
-            let shown = |unreadable: bool, s: &EnvSnapshot| {
-                if unreadable {
-                    UNKNOWN
-                } else if s.missing_secrets.contains(n) {
-                    ABSENT
-                } else {
-                    "present"
-                }
-            };
-            out.push(Drift {
-                kind: "Secret".into(),
-                key: format!("secret {n}"),
-                blue: shown(bu, blue).into(),
-                green: shown(gu, green).into(),
-            });
-            continue;
-        }
-        match (side(blue, n, &empty), side(green, n, &empty)) {
-            (Some(a), Some(b)) => map_diff(&mut out, "Secret", &format!("secret {n}: "), a, b),
+        match (side(blue, n), side(green, n)) {
+            (Side::Keys(a), Side::Keys(b)) => map_diff(
+                &mut out,
+                "Secret",
+                &format!("secret {n}: "),
+                a.unwrap_or(&empty),
+                b.unwrap_or(&empty),
+            ),
             (a, b) => out.push(Drift {
                 kind: "Secret".into(),
                 key: format!("secret {n}"),
-                blue: if a.is_some() { "present" } else { ABSENT }.into(),
-                green: if b.is_some() { "present" } else { ABSENT }.into(),
+                blue: shown(&a).into(),
+                green: shown(&b).into(),
             }),
         }
     }
