@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource};
 use serde_json::json;
@@ -124,6 +124,36 @@ pub async fn act(
                 )
                 .await?;
                 tracing::info!(canary = %name, namespace = %ns, route = %route_name, kind = %obj["kind"], "applied route weights");
+            }
+            Action::PromoteTemplate {
+                deployment,
+                template,
+            } => {
+                let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+                let mut d = api.get(deployment).await?;
+                let mut t: k8s_openapi::api::core::v1::PodTemplateSpec =
+                    serde_json::from_value(template.clone()).map_err(kube::Error::SerdeError)?;
+                // Stable keeps its own track label and selector labels (its pods must still
+                // match its selector and be counted as stable).
+                let spec = d.spec.get_or_insert_with(Default::default);
+                let mut keep = spec.selector.match_labels.clone().unwrap_or_default();
+                if let Some(track) = spec
+                    .template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.labels.as_ref())
+                    .and_then(|l| l.get(veritas_vocab::labels::DEPLOYMENT))
+                {
+                    keep.insert(veritas_vocab::labels::DEPLOYMENT.into(), track.clone());
+                }
+                t.metadata
+                    .get_or_insert_with(Default::default)
+                    .labels
+                    .get_or_insert_with(Default::default)
+                    .extend(keep);
+                spec.template = t;
+                api.replace(deployment, &PostParams::default(), &d).await?;
+                tracing::info!(canary = %name, namespace = %ns, deployment = %deployment, "promoted canary pod template into deployment");
             }
             Action::ClearAnnotation(key) => {
                 clear_annotation::<VeritasCanary>(client, &ns, &name, key).await?;

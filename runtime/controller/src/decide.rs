@@ -40,6 +40,66 @@ pub struct DeploymentObs {
     pub ready: i32,
     /// Labels of the pod template.
     pub template_labels: BTreeMap<String, String>,
+    /// [`template_hash`] of `spec.template` (`None`: not observed).
+    pub template_hash: Option<String>,
+    /// `spec.template` without the track label the controller owns (what a promotion writes
+    /// into stable).
+    pub template: Option<Value>,
+    /// Why the Deployment's rollout is not finished (`None`: rolled out and available), as
+    /// [`crate::bluegreen::observe::rollout_pending`] says.
+    pub rollout_pending: Option<String>,
+}
+
+/// `spec.template` without the track label (`deployment=stable|canary`) the controller owns:
+/// the part of a pod template that makes a revision.
+pub fn release_template(template: &Value) -> Value {
+    let mut t = template.clone();
+    if let Some(labels) = t
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
+        labels.remove(labels::DEPLOYMENT);
+    }
+    t
+}
+
+/// The revision of a pod template: sha256 of the canonical JSON (keys sorted) of
+/// [`release_template`], first 16 hex digits. The one place a revision is computed.
+pub fn template_hash(template: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    fn canonical(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canonical(&m[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical(x, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut s = String::new();
+    canonical(&release_template(template), &mut s);
+    let digest = Sha256::digest(s.as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// The canary Service as observed.
@@ -129,6 +189,12 @@ pub enum Action {
     },
     /// Server-side apply this HTTPRoute / VirtualService (its weights).
     ApplyRoute(Value),
+    /// Promotion: write this pod template (a [`release_template`]) into a Deployment, keeping
+    /// that Deployment's own track label and selector labels.
+    PromoteTemplate {
+        deployment: String,
+        template: Value,
+    },
     /// Remove an annotation the controller has acted on.
     ClearAnnotation(String),
     /// Publish an Event (only on transitions).
@@ -800,26 +866,56 @@ fn decide_inner(
     if retry {
         actions.push(Action::ClearAnnotation(annotations::RETRY.into()));
     }
-    if st.phase.is_terminal() && (new_generation || (retry && st.phase == Phase::Failed)) {
-        let why = if new_generation {
-            "spec changed"
+    // Revisions: a new canary pod template is a new release, analysed from step 0. A promoted
+    // canary (new model: `desiredWeight` 0, stable carries the release) restarts only for a new
+    // template; an edit of analysis settings, steps or thresholds moves nothing.
+    let canary_rev = obs.canary.as_ref().and_then(|c| c.template_hash.clone());
+    let legacy_succeeded = st.phase == Phase::Succeeded && st.desired_weight == 100;
+    if st.phase == Phase::Succeeded && st.stable_revision.is_none() {
+        st.stable_revision = st.canary_revision.clone().or_else(|| canary_rev.clone());
+    }
+    let new_revision = match st.phase {
+        Phase::Succeeded => canary_rev.is_some() && canary_rev != st.stable_revision,
+        Phase::RollingBack => false,
+        _ => canary_rev.is_some() && st.canary_revision.is_some() && canary_rev != st.canary_revision,
+    };
+    let restart_terminal = match st.phase {
+        Phase::Succeeded => new_revision || (legacy_succeeded && new_generation),
+        Phase::Failed => new_generation || retry || new_revision,
+        _ => false,
+    };
+    if restart_terminal || (new_revision && !st.phase.is_terminal()) {
+        let (reason, why) = if new_revision {
+            (
+                reasons::NEW_REVISION,
+                format!(
+                    "new canary revision {}",
+                    canary_rev.as_deref().unwrap_or("?")
+                ),
+            )
+        } else if new_generation {
+            (reasons::RESTARTED, "spec changed".to_string())
         } else {
-            "retry annotation"
+            (reasons::RESTARTED, "retry annotation".to_string())
         };
         st = VeritasCanaryStatus {
             conditions: std::mem::take(&mut st.conditions),
             analysis_history: std::mem::take(&mut st.analysis_history),
+            stable_revision: st.stable_revision.take(),
             last_progress_time: Some(time(now)),
-            reason: Some(reasons::RESTARTED.into()),
+            reason: Some(reason.into()),
             message: Some(format!("restarted from step 0 ({why})")),
             ..Default::default()
         };
         event(
             &mut actions,
             EventKind::Normal,
-            reasons::RESTARTED,
+            reason,
             format!("canary {name} restarted from step 0 ({why})"),
         );
+    }
+    if st.canary_revision.is_none() || (st.phase != Phase::Succeeded && canary_rev.is_some() && st.phase != Phase::RollingBack) {
+        st.canary_revision = canary_rev.clone().or(st.canary_revision.take());
     }
     st.observed_generation = obs.generation;
 
@@ -850,6 +946,21 @@ fn decide_inner(
         actions.push(Action::ClearAnnotation(annotations::ROLLBACK.into()));
         let forced = value == annotations::FORCE;
         match st.phase {
+            // Promoted: stable runs the release and carries all traffic; moving traffic would
+            // only take it off ready pods.
+            Phase::Succeeded if !legacy_succeeded => {
+                let msg = format!(
+                    "rollback ignored: nothing to roll back, stable already runs the promoted revision {} with all traffic",
+                    st.stable_revision.as_deref().unwrap_or("?")
+                );
+                st.message = Some(msg.clone());
+                event(
+                    &mut actions,
+                    EventKind::Normal,
+                    reasons::NOTHING_TO_ROLL_BACK,
+                    format!("canary {name}: {msg}"),
+                );
+            }
             Phase::Succeeded if !forced => event(
                 &mut actions,
                 EventKind::Warning,
@@ -1029,6 +1140,23 @@ fn decide_inner(
                 requeue_after_secs: if back { 60 } else { 5 },
             };
         }
+        Phase::Succeeded if !legacy_succeeded => {
+            // Promoted into stable: nothing to do until a new revision.
+            st.desired_weight = 0;
+            st.actual_weight = match kind {
+                RoutingKind::Replicas => obs
+                    .shared_service
+                    .as_ref()
+                    .map(|s| ratio_weight(s.ready_stable, s.ready_canary))
+                    .unwrap_or(0),
+                _ => obs.route.map(|(_, c)| c).unwrap_or(0),
+            };
+            return Decision {
+                status: st,
+                actions,
+                requeue_after_secs: 300,
+            };
+        }
         Phase::Succeeded => {
             st.desired_weight = 100;
             let (_, actual, _, _) = route(namespace, spec, obs, kind, 100, &mut actions);
@@ -1105,11 +1233,35 @@ fn decide_inner(
         st.last_progress_time = Some(time(now));
     }
 
-    // 7. Promoting: 100 % realised means done.
+    // 7. Promoting: 100 % on the canary, then its template into stable, stable rolled out and
+    // ready, traffic back on stable, the canary scaled to 0.
     if st.current_step >= fin || st.phase == Phase::Promoting {
         st.phase = Phase::Promoting;
         st.reason = Some(reasons::PROMOTING.into());
         st.message = Some("canary taking all traffic".into());
+        let stable = obs.stable.as_ref().expect("references present");
+        let canary = obs.canary.as_ref().expect("references present");
+        let in_stable = stable.template_hash == canary.template_hash;
+        if realised && !in_stable {
+            if let Some(t) = &canary.template {
+                actions.push(Action::PromoteTemplate {
+                    deployment: spec.stable.deployment.clone(),
+                    template: t.clone(),
+                });
+            }
+            let msg = format!(
+                "writing canary revision {} into Deployment {}",
+                canary.template_hash.as_deref().unwrap_or("?"),
+                spec.stable.deployment
+            );
+            st.reason = Some(reasons::STABLE_ROLLOUT_PENDING.into());
+            st.message = Some(msg.clone());
+            set_condition(&mut st.conditions, now, obs.generation, types::PROGRESSING, true, reasons::STABLE_ROLLOUT_PENDING, msg);
+            return deadline(spec, name, st, actions, now, was_held, 5);
+        }
+        if in_stable && canary.template_hash.is_some() {
+            return promote_into_stable(namespace, name, spec, obs, kind, st, actions, was_held);
+        }
         if realised {
             st.phase = Phase::Succeeded;
             st.reason = Some(reasons::PROMOTED.into());
@@ -1538,6 +1690,142 @@ fn decide_inner(
         was_held,
         next_analysis.min(requeue),
     )
+}
+
+/// The promotion after 100 %: stable runs the canary's template. Waits for stable's rollout
+/// (scaled to `spec.replicas`), then moves traffic onto it, then scales the canary to 0, then
+/// `Succeeded`. Traffic moves only onto ready stable pods of the promoted revision.
+#[allow(clippy::too_many_arguments)]
+fn promote_into_stable(
+    namespace: &str,
+    name: &str,
+    spec: &VeritasCanarySpec,
+    obs: &Observed,
+    kind: RoutingKind,
+    mut st: VeritasCanaryStatus,
+    mut actions: Vec<Action>,
+    was_held: bool,
+) -> Decision {
+    let now = obs.now;
+    let stable = obs.stable.as_ref().expect("references present");
+    let canary = obs.canary.as_ref().expect("references present");
+    let rev = canary.template_hash.clone().unwrap_or_default();
+    // The 100 % route of step 6 no longer applies: stable gets the traffic back.
+    actions.retain(|a| {
+        !matches!(
+            a,
+            Action::Scale { .. } | Action::SetSelector { .. } | Action::ApplyRoute(_)
+        )
+    });
+    st.desired_weight = 0;
+    let want_stable = match kind {
+        RoutingKind::Replicas => spec.replicas.max(1),
+        _ => stable.replicas.max(if stable.replicas == 0 { spec.replicas.max(1) } else { 1 }),
+    };
+    let progress = |st: &mut VeritasCanaryStatus, reason: &'static str, msg: String| {
+        st.reason = Some(reason.into());
+        st.message = Some(msg.clone());
+        set_condition(&mut st.conditions, now, obs.generation, types::PROGRESSING, true, reason, msg);
+    };
+    // 1. Stable rolled out with the promoted template and ready.
+    if stable.replicas != want_stable {
+        actions.push(Action::Scale {
+            deployment: spec.stable.deployment.clone(),
+            replicas: want_stable,
+        });
+    }
+    let stable_ready = stable.replicas == want_stable
+        && stable.rollout_pending.is_none()
+        && stable.ready >= want_stable;
+    if !stable_ready {
+        let why = stable
+            .rollout_pending
+            .clone()
+            .unwrap_or_else(|| format!("{} of {want_stable} stable pods ready", stable.ready));
+        progress(
+            &mut st,
+            reasons::STABLE_ROLLOUT_PENDING,
+            format!("Deployment {} rolling out revision {rev}: {why}; traffic stays on the canary", spec.stable.deployment),
+        );
+        return deadline(spec, name, st, actions, now, was_held, 5);
+    }
+    // 2. Traffic onto stable.
+    let back = match kind {
+        RoutingKind::Replicas => {
+            let shared = obs.shared_service.as_ref().expect("references present");
+            let on_stable = shared.selector.get(OWNED_SELECTOR_KEY).map(String::as_str)
+                == Some(labels::DEPLOYMENT_STABLE);
+            if !on_stable && shared.ready_stable >= want_stable {
+                actions.push(Action::SetSelector {
+                    service: spec.shared_service.clone(),
+                    value: Some(labels::DEPLOYMENT_STABLE.into()),
+                });
+            }
+            st.actual_weight = ratio_weight(shared.ready_stable, shared.ready_canary);
+            on_stable && shared.ready_canary == 0 && shared.ready_stable > 0
+        }
+        RoutingKind::GatewayApi | RoutingKind::Istio => {
+            let obj = if kind == RoutingKind::GatewayApi {
+                http_route(namespace, spec, 0)
+            } else {
+                virtual_service(namespace, spec, 0)
+            };
+            st.actual_weight = obs.route.map(|(_, c)| c).unwrap_or(0);
+            let back = obs.route == Some((100, 0));
+            if !back {
+                if let Some(obj) = obj {
+                    actions.push(Action::ApplyRoute(obj));
+                }
+            }
+            back
+        }
+    };
+    if !back {
+        progress(
+            &mut st,
+            reasons::TRAFFIC_TO_STABLE,
+            format!("stable runs revision {rev} and is ready: moving traffic onto it"),
+        );
+        return deadline(spec, name, st, actions, now, was_held, 5);
+    }
+    set_condition(
+        &mut st.conditions,
+        now,
+        obs.generation,
+        types::TRAFFIC_ROUTED,
+        true,
+        reasons::PROMOTED,
+        format!("all traffic on stable (revision {rev})"),
+    );
+    // 3. The canary scaled to 0 (it carries nothing now).
+    if canary.replicas != 0 {
+        actions.push(Action::Scale {
+            deployment: spec.canary.deployment.clone(),
+            replicas: 0,
+        });
+        progress(
+            &mut st,
+            reasons::CANARY_SCALING_DOWN,
+            format!("traffic on stable (revision {rev}): scaling Deployment {} to 0", spec.canary.deployment),
+        );
+        return deadline(spec, name, st, actions, now, was_held, 5);
+    }
+    let msg = format!("revision {rev} promoted into Deployment {}, which carries all traffic", spec.stable.deployment);
+    st.phase = Phase::Succeeded;
+    st.reason = Some(reasons::PROMOTED.into());
+    st.message = Some(msg.clone());
+    st.stable_revision = Some(rev.clone());
+    set_condition(&mut st.conditions, now, obs.generation, types::PROGRESSING, true, reasons::PROMOTED, msg.clone());
+    actions.push(Action::Event {
+        kind: EventKind::Normal,
+        reason: reasons::PROMOTED,
+        message: format!("canary {name}: {msg}"),
+    });
+    Decision {
+        status: st,
+        actions,
+        requeue_after_secs: 300,
+    }
 }
 
 /// Applies the progress deadline to a canary the controller is moving.

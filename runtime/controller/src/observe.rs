@@ -47,6 +47,7 @@ pub struct Observation {
 
 fn deployment_obs(d: &Deployment) -> DeploymentObs {
     let spec = d.spec.as_ref();
+    let template = spec.and_then(|s| serde_json::to_value(&s.template).ok());
     DeploymentObs {
         replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
         ready: d
@@ -58,6 +59,9 @@ fn deployment_obs(d: &Deployment) -> DeploymentObs {
             .and_then(|s| s.template.metadata.as_ref())
             .and_then(|m| m.labels.clone())
             .unwrap_or_default(),
+        template_hash: template.as_ref().map(crate::decide::template_hash),
+        template: template.as_ref().map(crate::decide::release_template),
+        rollout_pending: crate::bluegreen::observe::rollout_pending(d),
     }
 }
 

@@ -11,7 +11,7 @@ use veritas_vocab::labels;
 
 use crate::decide::{
     analysis_due, decide, route_weights, Action, AnalysisSample, Decision, DeploymentObs,
-    MonitorObs, Observed, ServiceObs, SharedServiceObs, TrackMetrics,
+    MonitorObs, Observed, ServiceObs, SharedServiceObs, TrackMetrics, release_template, template_hash,
 };
 
 /// The modelled world of one canary.
@@ -34,6 +34,10 @@ pub struct World {
     pub pods_become_ready: bool,
     pub events: Vec<(&'static str, String)>,
     pub passes: u64,
+    /// Passes after a scale or a template change before the pods are ready (0: at once).
+    pub ready_delay: u32,
+    /// Passes left before `(stable, canary)` finish their rollout.
+    pub starting: [u32; 2],
 }
 
 /// A canary spec as the guide's fixtures write it.
@@ -63,11 +67,13 @@ impl World {
                 replicas: total,
                 ready: total,
                 template_labels: labels_of(labels::DEPLOYMENT_STABLE),
+                ..Default::default()
             }),
             canary: Some(DeploymentObs {
                 replicas: 1,
                 ready: 1,
                 template_labels: labels_of(labels::DEPLOYMENT_CANARY),
+                ..Default::default()
             }),
             canary_service: Some(ServiceObs {
                 selector: labels_of(labels::DEPLOYMENT_CANARY),
@@ -82,7 +88,70 @@ impl World {
             pods_become_ready: true,
             events: Vec::new(),
             passes: 0,
+            ready_delay: 0,
+            starting: [0, 0],
             spec,
+        }
+    }
+
+    /// A world with pod templates (revisions): stable runs image `stable_image`, the canary
+    /// `canary_image`; pods become ready `ready_delay` passes after a scale or template change.
+    pub fn with_revisions(
+        spec: VeritasCanarySpec,
+        stable_image: &str,
+        canary_image: &str,
+        ready_delay: u32,
+    ) -> World {
+        let mut w = World::new(spec);
+        w.ready_delay = ready_delay;
+        if let Some(d) = &mut w.stable {
+            set_template(d, labels::DEPLOYMENT_STABLE, &pod_template(stable_image));
+        }
+        w.set_canary_image(canary_image);
+        w
+    }
+
+    /// A new canary revision (`kubectl set image` on the canary Deployment): its pods restart.
+    pub fn set_canary_image(&mut self, image: &str) {
+        if let Some(d) = &mut self.canary {
+            set_template(d, labels::DEPLOYMENT_CANARY, &pod_template(image));
+        }
+        self.start(1);
+    }
+
+    /// The image the stable Deployment's template runs.
+    pub fn stable_image(&self) -> Option<String> {
+        self.stable
+            .as_ref()
+            .and_then(|d| d.template.as_ref())
+            .and_then(|t| t.pointer("/spec/containers/0/image"))
+            .and_then(|v| v.as_str())
+            .map(String::from)
+    }
+
+    fn start(&mut self, i: usize) {
+        if self.ready_delay == 0 {
+            return;
+        }
+        self.starting[i] = self.ready_delay;
+        let d = if i == 0 { &mut self.stable } else { &mut self.canary };
+        if let Some(d) = d {
+            d.rollout_pending = Some("pods starting".into());
+        }
+    }
+
+    /// One pass of time for pods being started.
+    fn tick(&mut self) {
+        for (i, d) in [&mut self.stable, &mut self.canary].into_iter().enumerate() {
+            if self.starting[i] > 0 {
+                self.starting[i] -= 1;
+                if self.starting[i] == 0 {
+                    if let Some(d) = d {
+                        d.ready = d.replicas;
+                        d.rollout_pending = None;
+                    }
+                }
+            }
         }
     }
 
@@ -179,6 +248,7 @@ impl World {
 
     /// One reconcile pass: decide, then carry out the actions in the model.
     pub fn pass(&mut self, analysis: Option<AnalysisSample>) -> Decision {
+        self.tick();
         let obs = self.observe(analysis);
         let d = decide(
             &self.namespace,
@@ -222,14 +292,23 @@ impl World {
                     deployment,
                     replicas,
                 } => {
-                    let target = if *deployment == self.spec.canary.deployment {
+                    let i = usize::from(*deployment == self.spec.canary.deployment);
+                    let target = if i == 1 {
                         &mut self.canary
                     } else {
                         &mut self.stable
                     };
+                    let delay = self.ready_delay;
                     if let Some(d) = target {
+                        let up = *replicas > d.replicas;
                         d.replicas = *replicas;
-                        if self.pods_become_ready {
+                        if delay > 0 && up {
+                            // New pods start; the ready ones keep serving.
+                            d.rollout_pending = Some("pods starting".into());
+                            self.starting[i] = delay;
+                        } else if delay > 0 {
+                            d.ready = d.ready.min(*replicas);
+                        } else if self.pods_become_ready {
                             d.ready = *replicas;
                         } else {
                             d.ready = d.ready.min(*replicas);
@@ -245,6 +324,15 @@ impl World {
                     }
                 }
                 Action::ApplyRoute(obj) => self.route = route_weights(obj, &self.spec),
+                Action::PromoteTemplate { template, .. } => {
+                    if let Some(d) = &mut self.stable {
+                        set_template(d, labels::DEPLOYMENT_STABLE, template);
+                        if self.ready_delay > 0 {
+                            d.rollout_pending = Some("rolling out the promoted template".into());
+                            self.starting[0] = self.ready_delay;
+                        }
+                    }
+                }
                 Action::ClearAnnotation(k) => {
                     self.annotations.remove(k);
                 }
@@ -254,6 +342,24 @@ impl World {
             }
         }
     }
+}
+
+/// A pod template running `image`.
+pub fn pod_template(image: &str) -> serde_json::Value {
+    serde_json::json!({
+        "metadata": {"labels": {labels::APP: labels::APP_SPARK}},
+        "spec": {"containers": [{"name": "spark", "image": image}]}
+    })
+}
+
+fn set_template(d: &mut DeploymentObs, track: &str, template: &serde_json::Value) {
+    let mut t = release_template(template);
+    d.template_hash = Some(template_hash(&t));
+    d.template = Some(t.clone());
+    if let Some(l) = t.pointer_mut("/metadata/labels").and_then(|l| l.as_object_mut()) {
+        l.insert(labels::DEPLOYMENT.into(), track.into());
+    }
+    d.template_labels = labels_of(track);
 }
 
 /// A healthy canary sample.

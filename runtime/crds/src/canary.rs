@@ -33,6 +33,8 @@ use crate::Condition;
     printcolumn = r#"{"name":"Successes","type":"integer","jsonPath":".status.consecutiveSuccesses","priority":1}"#,
     printcolumn = r#"{"name":"Failures","type":"integer","jsonPath":".status.failedAnalyses","description":"Failed analyses in this run (failureLimit counts these)","priority":1}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.reason","priority":1}"#,
+    printcolumn = r#"{"name":"Stable-Rev","type":"string","jsonPath":".status.stableRevision","description":"Pod-template hash last promoted into stable","priority":1}"#,
+    printcolumn = r#"{"name":"Canary-Rev","type":"string","jsonPath":".status.canaryRevision","description":"Pod-template hash the current run analyses","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     // Admission refuses what the controller could only report after the fact (CEL, checked by
     // the API server on create and update; `kubectl apply` shows the message).
@@ -471,6 +473,12 @@ pub struct VeritasCanaryStatus {
     /// When the current step's pause started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause_start_time: Option<Time>,
+    /// Pod-template hash of the revision last promoted into the stable Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision: Option<String>,
+    /// Pod-template hash of the canary revision the current run analyses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_revision: Option<String>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
     #[serde(default)]

@@ -83,7 +83,19 @@ pub const SUCCESS_LIMIT_NOT_MET: &str = "SuccessLimitNotMet";
 pub const WAITING_FOR_APPROVAL: &str = "WaitingForApproval";
 pub const STEP_ADVANCED: &str = "StepAdvanced";
 pub const PROMOTING: &str = "Promoting";
+/// `Succeeded`: the analysed revision runs in the stable Deployment, which carries all traffic.
 pub const PROMOTED: &str = "Promoted";
+/// `Promoting`: the canary's pod template is written into stable; waiting for its rollout.
+pub const STABLE_ROLLOUT_PENDING: &str = "StableRolloutPending";
+/// `Promoting`: stable runs the promoted revision and is ready; traffic is moving onto it.
+pub const TRAFFIC_TO_STABLE: &str = "TrafficToStable";
+/// `Promoting`: traffic is on stable; the canary Deployment is scaled to 0.
+pub const CANARY_SCALING_DOWN: &str = "CanaryScalingDown";
+/// A new pod template of the canary (a new revision) started a new analysed run at step 0.
+pub const NEW_REVISION: &str = "NewRevision";
+/// A rollback of a promoted canary: stable already runs the promoted revision with all
+/// traffic, so there is nothing to roll back (traffic does not move).
+pub const NOTHING_TO_ROLL_BACK: &str = "NothingToRollBack";
 /// A new generation of the spec (or the retry annotation) restarted a finished canary.
 pub const RESTARTED: &str = "Restarted";
 pub const ANALYSIS_PENDING: &str = "AnalysisPending";
@@ -195,6 +207,11 @@ pub const ALL: &[&str] = &[
     STEP_ADVANCED,
     PROMOTING,
     PROMOTED,
+    STABLE_ROLLOUT_PENDING,
+    TRAFFIC_TO_STABLE,
+    CANARY_SCALING_DOWN,
+    NEW_REVISION,
+    NOTHING_TO_ROLL_BACK,
     RESTARTED,
     ANALYSIS_PENDING,
     HEALTH_CHECK_FAILED,
