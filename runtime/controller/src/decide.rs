@@ -191,10 +191,7 @@ pub enum Action {
     ApplyRoute(Value),
     /// Promotion: write this pod template (a [`release_template`]) into a Deployment, keeping
     /// that Deployment's own track label and selector labels.
-    PromoteTemplate {
-        deployment: String,
-        template: Value,
-    },
+    PromoteTemplate { deployment: String, template: Value },
     /// Remove an annotation the controller has acted on.
     ClearAnnotation(String),
     /// Publish an Event (only on transitions).
@@ -711,13 +708,17 @@ fn route(
                     });
                 }
             } else {
-                if canary.replicas != want_canary {
+                // Surge before shrink: a track is scaled down only once the other one has its
+                // wanted pods ready, so capacity never dips below the split being left.
+                let canary_grows = want_canary > canary.replicas;
+                let stable_grows = want_stable > stable.replicas;
+                if canary.replicas != want_canary && (canary_grows || stable.ready >= want_stable) {
                     actions.push(Action::Scale {
                         deployment: spec.canary.deployment.clone(),
                         replicas: want_canary,
                     });
                 }
-                if stable.replicas != want_stable {
+                if stable.replicas != want_stable && (stable_grows || canary.ready >= want_canary) {
                     actions.push(Action::Scale {
                         deployment: spec.stable.deployment.clone(),
                         replicas: want_stable,
@@ -776,6 +777,29 @@ fn route(
                 "VirtualService"
             };
             let want = (100 - weight, weight);
+            // A promoted canary is at 0 replicas: a new revision gets its pods back (stable's
+            // size, so it can carry any step) and no weight until one of them is ready.
+            if let (true, Some(canary)) = (weight > 0, obs.canary.as_ref()) {
+                let size = obs.stable.as_ref().map_or(1, |s| s.replicas.max(1));
+                if canary.replicas == 0 {
+                    actions.push(Action::Scale {
+                        deployment: spec.canary.deployment.clone(),
+                        replicas: size,
+                    });
+                }
+                if canary.ready == 0 {
+                    let actual = obs.route.map(|(_, c)| c).unwrap_or(0);
+                    return (
+                        false,
+                        actual,
+                        reasons::WAITING_FOR_PODS,
+                        format!(
+                            "weight {weight}%: Deployment {} has no ready pod yet; the {what} keeps its weights",
+                            spec.canary.deployment
+                        ),
+                    );
+                }
+            }
             let (realised, actual, msg) = match obs.route {
                 Some(have) if have == want => (
                     true,
@@ -877,7 +901,9 @@ fn decide_inner(
     let new_revision = match st.phase {
         Phase::Succeeded => canary_rev.is_some() && canary_rev != st.stable_revision,
         Phase::RollingBack => false,
-        _ => canary_rev.is_some() && st.canary_revision.is_some() && canary_rev != st.canary_revision,
+        _ => {
+            canary_rev.is_some() && st.canary_revision.is_some() && canary_rev != st.canary_revision
+        }
     };
     let restart_terminal = match st.phase {
         Phase::Succeeded => new_revision || (legacy_succeeded && new_generation),
@@ -914,7 +940,9 @@ fn decide_inner(
             format!("canary {name} restarted from step 0 ({why})"),
         );
     }
-    if st.canary_revision.is_none() || (st.phase != Phase::Succeeded && canary_rev.is_some() && st.phase != Phase::RollingBack) {
+    if st.canary_revision.is_none()
+        || (st.phase != Phase::Succeeded && canary_rev.is_some() && st.phase != Phase::RollingBack)
+    {
         st.canary_revision = canary_rev.clone().or(st.canary_revision.take());
     }
     st.observed_generation = obs.generation;
@@ -1256,7 +1284,15 @@ fn decide_inner(
             );
             st.reason = Some(reasons::STABLE_ROLLOUT_PENDING.into());
             st.message = Some(msg.clone());
-            set_condition(&mut st.conditions, now, obs.generation, types::PROGRESSING, true, reasons::STABLE_ROLLOUT_PENDING, msg);
+            set_condition(
+                &mut st.conditions,
+                now,
+                obs.generation,
+                types::PROGRESSING,
+                true,
+                reasons::STABLE_ROLLOUT_PENDING,
+                msg,
+            );
             return deadline(spec, name, st, actions, now, was_held, 5);
         }
         if in_stable && canary.template_hash.is_some() {
@@ -1720,12 +1756,24 @@ fn promote_into_stable(
     st.desired_weight = 0;
     let want_stable = match kind {
         RoutingKind::Replicas => spec.replicas.max(1),
-        _ => stable.replicas.max(if stable.replicas == 0 { spec.replicas.max(1) } else { 1 }),
+        _ => stable.replicas.max(if stable.replicas == 0 {
+            spec.replicas.max(1)
+        } else {
+            1
+        }),
     };
     let progress = |st: &mut VeritasCanaryStatus, reason: &'static str, msg: String| {
         st.reason = Some(reason.into());
         st.message = Some(msg.clone());
-        set_condition(&mut st.conditions, now, obs.generation, types::PROGRESSING, true, reason, msg);
+        set_condition(
+            &mut st.conditions,
+            now,
+            obs.generation,
+            types::PROGRESSING,
+            true,
+            reason,
+            msg,
+        );
     };
     // 1. Stable rolled out with the promoted template and ready.
     if stable.replicas != want_stable {
@@ -1745,7 +1793,10 @@ fn promote_into_stable(
         progress(
             &mut st,
             reasons::STABLE_ROLLOUT_PENDING,
-            format!("Deployment {} rolling out revision {rev}: {why}; traffic stays on the canary", spec.stable.deployment),
+            format!(
+                "Deployment {} rolling out revision {rev}: {why}; traffic stays on the canary",
+                spec.stable.deployment
+            ),
         );
         return deadline(spec, name, st, actions, now, was_held, 5);
     }
@@ -1806,16 +1857,30 @@ fn promote_into_stable(
         progress(
             &mut st,
             reasons::CANARY_SCALING_DOWN,
-            format!("traffic on stable (revision {rev}): scaling Deployment {} to 0", spec.canary.deployment),
+            format!(
+                "traffic on stable (revision {rev}): scaling Deployment {} to 0",
+                spec.canary.deployment
+            ),
         );
         return deadline(spec, name, st, actions, now, was_held, 5);
     }
-    let msg = format!("revision {rev} promoted into Deployment {}, which carries all traffic", spec.stable.deployment);
+    let msg = format!(
+        "revision {rev} promoted into Deployment {}, which carries all traffic",
+        spec.stable.deployment
+    );
     st.phase = Phase::Succeeded;
     st.reason = Some(reasons::PROMOTED.into());
     st.message = Some(msg.clone());
     st.stable_revision = Some(rev.clone());
-    set_condition(&mut st.conditions, now, obs.generation, types::PROGRESSING, true, reasons::PROMOTED, msg.clone());
+    set_condition(
+        &mut st.conditions,
+        now,
+        obs.generation,
+        types::PROGRESSING,
+        true,
+        reasons::PROMOTED,
+        msg.clone(),
+    );
     actions.push(Action::Event {
         kind: EventKind::Normal,
         reason: reasons::PROMOTED,

@@ -10,8 +10,8 @@ use veritas_crds::{VeritasCanarySpec, VeritasCanaryStatus, OWNED_SELECTOR_KEY};
 use veritas_vocab::labels;
 
 use crate::decide::{
-    analysis_due, decide, route_weights, Action, AnalysisSample, Decision, DeploymentObs,
-    MonitorObs, Observed, ServiceObs, SharedServiceObs, TrackMetrics, release_template, template_hash,
+    analysis_due, decide, release_template, route_weights, template_hash, Action, AnalysisSample,
+    Decision, DeploymentObs, MonitorObs, Observed, ServiceObs, SharedServiceObs, TrackMetrics,
 };
 
 /// The modelled world of one canary.
@@ -134,7 +134,11 @@ impl World {
             return;
         }
         self.starting[i] = self.ready_delay;
-        let d = if i == 0 { &mut self.stable } else { &mut self.canary };
+        let d = if i == 0 {
+            &mut self.stable
+        } else {
+            &mut self.canary
+        };
         if let Some(d) = d {
             d.rollout_pending = Some("pods starting".into());
         }
@@ -356,7 +360,10 @@ fn set_template(d: &mut DeploymentObs, track: &str, template: &serde_json::Value
     let mut t = release_template(template);
     d.template_hash = Some(template_hash(&t));
     d.template = Some(t.clone());
-    if let Some(l) = t.pointer_mut("/metadata/labels").and_then(|l| l.as_object_mut()) {
+    if let Some(l) = t
+        .pointer_mut("/metadata/labels")
+        .and_then(|l| l.as_object_mut())
+    {
         l.insert(labels::DEPLOYMENT.into(), track.into());
     }
     d.template_labels = labels_of(track);

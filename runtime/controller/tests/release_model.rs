@@ -34,9 +34,15 @@ fn check(w: &World, trace: &mut Vec<String>) {
         st.desired_weight,
         w.stable.as_ref().map(|d| (d.replicas, d.ready)),
         w.canary.as_ref().map(|d| (d.replicas, d.ready)),
-        w.shared_selector.as_ref().and_then(|s| s.get(OWNED_SELECTOR_KEY).cloned()),
+        w.shared_selector
+            .as_ref()
+            .and_then(|s| s.get(OWNED_SELECTOR_KEY).cloned()),
     ));
-    assert!(w.serving() > 0, "no ready pod behind the shared Service:\n{}", trace.join("\n"));
+    assert!(
+        w.serving() > 0,
+        "no ready pod behind the shared Service:\n{}",
+        trace.join("\n")
+    );
     let pinned = w
         .shared_selector
         .as_ref()
