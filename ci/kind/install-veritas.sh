@@ -17,6 +17,11 @@ fi
 "$KUBECTL" wait --for=condition=Established --timeout=60s crd/veritascanaries.veritas.hearthlink.ai crd/veritasenvironments.veritas.hearthlink.ai >&2
 "$KUBECTL" apply --server-side -f "$REPO/fixtures/manifests/controller/" >&2 \
   || die "controller manifests did not apply"
+# The image keeps its :dev tag across builds, so a rebuilt controller would not roll out by
+# itself: the image's ID in the pod template rolls it exactly when the image changed.
+image_id=$(docker image inspect -f '{{.Id}}' veritas.local/veritas-controller:dev)
+"$KUBECTL" -n veritas-system patch deployment veritas-controller --type merge \
+  -p "{\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"veritas.hearthlink.ai/image-id\":\"$image_id\"}}}}}" >&2
 "$KUBECTL" -n veritas-system rollout status deployment/veritas-controller --timeout=180s >&2 \
   || die "veritas-controller not ready within 180s (kubectl -n veritas-system logs -l app=veritas-controller)"
 timing "install-veritas" "$t"

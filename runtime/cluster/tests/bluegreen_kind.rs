@@ -17,9 +17,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 use veritas_cluster::{run, ClusterCommand, RollbackArgs, Target};
@@ -30,70 +30,16 @@ use veritas_vocab::{labels, metrics};
 const ENV: &str = "veritas-spark";
 
 mod common;
-use common::{apply_bluegreen, create_namespace, kubeconfig_from, rt, unique};
+use common::{
+    apply_bluegreen, client, controller_installed, create_namespace, eventually, kubeconfig_from,
+    rt, traffic_pod, traffic_so_far, unique, NamespaceGuard,
+};
 
 fn kubeconfig() -> String {
     kubeconfig_from(
         "VERITAS_KUBECONFIG",
         "/var/cache/veritas-kind/kubeconfig-<cluster>",
     )
-}
-
-async fn client() -> Client {
-    Client::try_default().await.expect("kube client")
-}
-
-async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let last = match f().await {
-            Ok(v) => return v,
-            Err(seen) => seen,
-        };
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs}s waiting for {what}; last seen: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Deletes the test's namespace however the test ends.
-struct NamespaceGuard(String);
-
-impl Drop for NamespaceGuard {
-    fn drop(&mut self) {
-        let ns = self.0.clone();
-        // A thread of its own: the test may be unwinding inside a runtime.
-        let _ = std::thread::spawn(move || {
-            rt().block_on(async {
-                let nss: Api<Namespace> = Api::all(client().await);
-                let _ = nss.delete(&ns, &DeleteParams::background()).await;
-            })
-        })
-        .join();
-    }
-}
-
-/// The installed controller must be there: these tests never start one.
-async fn controller_installed(client: &Client) {
-    let deps: Api<Deployment> = Api::namespaced(client.clone(), labels::CONTROLLER_NAMESPACE);
-    let d = deps.get_opt(labels::APP_CONTROLLER).await.unwrap();
-    let ready = d
-        .as_ref()
-        .and_then(|d| d.status.as_ref())
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
-    assert!(
-        ready >= 1,
-        "no ready {} in {}: install it first (KUBECONFIG=... VERITAS_BIN_DIR=target/debug ci/kind/install-veritas.sh)",
-        labels::APP_CONTROLLER,
-        labels::CONTROLLER_NAMESPACE
-    );
 }
 
 /// A namespace of its own with `fixtures/manifests/bluegreen` in it: `replicas` pods per
@@ -231,38 +177,6 @@ async fn requests_served(client: &Client, ns: &str, pods: &[Pod]) -> f64 {
     total
 }
 
-/// A pod inside the cluster sending `n` generation requests to the active Service, one every
-/// 50 ms, each bounded to 5 s; one line per request (`ok` / `fail <curl exit>`), then `done`.
-fn traffic_pod(n: u32) -> Pod {
-    let script = format!(
-        "i=0; while [ $i -lt {n} ]; do \
-         if curl -sf -o /dev/null --max-time 5 -H 'Content-Type: application/json' -d '{{\"prompt\":\"Hello\",\"max_tokens\":2}}' http://{ENV}:8080/v1/generate; \
-         then echo ok; else echo \"fail $?\"; fi; i=$((i+1)); sleep 0.05; done; echo done"
-    );
-    serde_json::from_value(json!({
-        "metadata": {"name": "traffic", "labels": {"app": "veritas-traffic"}},
-        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0, "containers": [{
-            "name": "traffic", "image": "veritas.local/veritas-spark:dev", "imagePullPolicy": "IfNotPresent",
-            "command": ["sh", "-c", script]}]}
-    }))
-    .unwrap()
-}
-
-/// `(ok, failed, finished)` so far, from the traffic pod's log.
-async fn traffic_so_far(pods: &Api<Pod>) -> Result<(u32, Vec<String>, bool), String> {
-    let log = pods
-        .logs("traffic", &LogParams::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let ok = log.lines().filter(|l| *l == "ok").count() as u32;
-    let failed = log
-        .lines()
-        .filter(|l| l.starts_with("fail"))
-        .map(str::to_string)
-        .collect();
-    Ok((ok, failed, log.lines().any(|l| l == "done")))
-}
-
 fn rollback_bluegreen(ns: &str) -> ExitCode {
     run(
         ClusterCommand::Rollback(RollbackArgs {
@@ -317,7 +231,7 @@ fn switch_and_rollback_under_steady_traffic_fail_no_request() {
     // (the pod ends by itself; both are checked to happen before it does).
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let requests = 1200;
-    rt.block_on(pods.create(&PostParams::default(), &traffic_pod(requests)))
+    rt.block_on(pods.create(&PostParams::default(), &traffic_pod(ENV, requests)))
         .unwrap();
     // Traffic flows on blue before anything moves.
     rt.block_on(eventually("20 requests answered on blue", 120, || {

@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource};
 use serde_json::json;
@@ -151,8 +151,15 @@ pub async fn act(
                     .labels
                     .get_or_insert_with(Default::default)
                     .extend(keep);
-                spec.template = t;
-                api.replace(deployment, &PostParams::default(), &d).await?;
+                // One JSON patch (RBAC `patch`, not `update`), guarded by the version read so
+                // a concurrent edit of stable is never overwritten.
+                let patch: json_patch::Patch = serde_json::from_value(json!([
+                    {"op": "test", "path": "/metadata/resourceVersion", "value": d.metadata.resource_version},
+                    {"op": "replace", "path": "/spec/template", "value": t},
+                ]))
+                .map_err(kube::Error::SerdeError)?;
+                api.patch(deployment, &PatchParams::default(), &Patch::Json::<()>(patch))
+                    .await?;
                 tracing::info!(canary = %name, namespace = %ns, deployment = %deployment, "promoted canary pod template into deployment");
             }
             Action::ClearAnnotation(key) => {
