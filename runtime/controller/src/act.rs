@@ -158,8 +158,12 @@ pub async fn act(
                     {"op": "replace", "path": "/spec/template", "value": t},
                 ]))
                 .map_err(kube::Error::SerdeError)?;
-                api.patch(deployment, &PatchParams::default(), &Patch::Json::<()>(patch))
-                    .await?;
+                api.patch(
+                    deployment,
+                    &PatchParams::default(),
+                    &Patch::Json::<()>(patch),
+                )
+                .await?;
                 tracing::info!(canary = %name, namespace = %ns, deployment = %deployment, "promoted canary pod template into deployment");
             }
             Action::ClearAnnotation(key) => {

@@ -709,16 +709,19 @@ fn route(
                 }
             } else {
                 // Surge before shrink: a track is scaled down only once the other one has its
-                // wanted pods ready, so capacity never dips below the split being left.
+                // wanted pods ready (its Deployment's count or its pods behind the shared
+                // Service), so capacity never dips below the split being left.
                 let canary_grows = want_canary > canary.replicas;
                 let stable_grows = want_stable > stable.replicas;
-                if canary.replicas != want_canary && (canary_grows || stable.ready >= want_stable) {
+                let stable_ready = stable.ready.max(shared.ready_stable);
+                let canary_ready = canary.ready.max(shared.ready_canary);
+                if canary.replicas != want_canary && (canary_grows || stable_ready >= want_stable) {
                     actions.push(Action::Scale {
                         deployment: spec.canary.deployment.clone(),
                         replicas: want_canary,
                     });
                 }
-                if stable.replicas != want_stable && (stable_grows || canary.ready >= want_canary) {
+                if stable.replicas != want_stable && (stable_grows || canary_ready >= want_canary) {
                     actions.push(Action::Scale {
                         deployment: spec.stable.deployment.clone(),
                         replicas: want_stable,
