@@ -63,7 +63,10 @@ pub fn inspect(c: &VeritasCanary) -> String {
     let routing = match s.routing.kind() {
         Ok(veritas_crds::RoutingKind::Replicas) => format!(
             "replicas (replica ratio of {} pods behind Service {})",
-            s.replicas, s.shared_service
+            s.replicas
+                .or(st.replicas)
+                .map_or("the stable Deployment's".to_string(), |n| n.to_string()),
+            s.shared_service
         ),
         Ok(veritas_crds::RoutingKind::GatewayApi) => format!(
             "gatewayAPI (HTTPRoute {})",

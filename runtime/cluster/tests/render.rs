@@ -117,8 +117,9 @@ fn cli_errors_carry_deployment_codes() {
 #[test]
 fn rollback_status_past_its_deadline_is_failed_not_in_progress() {
     let mut w = World::new(spec(50));
-    w.pods_become_ready = false;
     w.settle(3);
+    // Stable shrank for the 50 % split; the pods it needs back never become ready.
+    w.pods_become_ready = false;
     w.annotate(
         veritas_crds::annotations::ROLLBACK,
         veritas_crds::annotations::TRUE,

@@ -276,7 +276,7 @@ pub fn analysis_due(
     }
     // Routed at this run's weight: the `RolledBack` a restarted canary keeps does not count.
     let routed = veritas_crds::find_condition(&st.conditions, types::TRAFFIC_ROUTED)
-        .is_some_and(|c| c.is_true() && c.reason == reasons::WEIGHT_REALISED);
+        .is_some_and(|c| c.is_true() && weight_in_place(&c.reason));
     routed && secs_to_next_analysis(spec, st, now) <= 0
 }
 
@@ -654,17 +654,38 @@ pub(crate) fn fmt_labels(m: &BTreeMap<String, String>) -> String {
 
 /// Emits the actions realising `weight` and says whether it is realised now, with the
 /// weight achieved.
+/// Whether the `TrafficRouted` reason says the step's weight is in place (exactly, or as
+/// closely as the replica split can).
+pub fn weight_in_place(reason: &str) -> bool {
+    reason == reasons::WEIGHT_REALISED || reason == reasons::WEIGHT_APPROXIMATED
+}
+
+/// Pods the replicas router splits in this run: `spec.replicas`, else the run's remembered
+/// size, else the larger track now (a new run: stable's size as the user gave it; a canary
+/// promoted under the old model holds them all).
+fn total_replicas(spec: &VeritasCanarySpec, st: &VeritasCanaryStatus, obs: &Observed) -> i32 {
+    spec.replicas
+        .or(st.replicas)
+        .unwrap_or_else(|| {
+            let size = |d: &Option<DeploymentObs>| d.as_ref().map_or(0, |d| d.replicas);
+            size(&obs.stable).max(size(&obs.canary))
+        })
+        .max(1)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn route(
     namespace: &str,
     spec: &VeritasCanarySpec,
     obs: &Observed,
     kind: RoutingKind,
     weight: i32,
+    total: i32,
     actions: &mut Vec<Action>,
 ) -> (bool, i32, &'static str, String) {
     match kind {
         RoutingKind::Replicas => {
-            let (want_stable, want_canary) = replica_split(spec.replicas, weight);
+            let (want_stable, want_canary) = replica_split(total, weight);
             let (stable, canary, shared) = (
                 obs.stable.as_ref(),
                 obs.canary.as_ref(),
@@ -748,20 +769,26 @@ fn route(
                 _ => shared.ready_canary >= want_canary && shared.ready_stable >= want_stable,
             };
             let realised = selector_ok && replicas_ok && ready_ok;
-            let msg = format!(
+            // What the split can give: 4 pods move in 25 % steps, so 10 % asked is 25 % served.
+            let split = match weight {
+                0 => 0,
+                _ => ratio_weight(want_stable, want_canary),
+            };
+            let mut msg = format!(
                 "weight {weight}%: want {want_stable} stable / {want_canary} canary pods; ready behind {}: {} stable / {} canary (actual {actual}%)",
                 spec.shared_service, shared.ready_stable, shared.ready_canary
             );
-            (
-                realised,
-                actual,
-                if realised {
-                    reasons::WEIGHT_REALISED
-                } else {
-                    reasons::WAITING_FOR_PODS
-                },
-                msg,
-            )
+            let reason = match (realised, split == weight) {
+                (false, _) => reasons::WAITING_FOR_PODS,
+                (true, true) => reasons::WEIGHT_REALISED,
+                (true, false) => {
+                    msg = format!(
+                        "weight {weight}% asked, {split}% served: {total} pods split {want_stable} stable / {want_canary} canary (more pods in spec.replicas, or a gatewayAPI/istio router, give finer weights)"
+                    );
+                    reasons::WEIGHT_APPROXIMATED
+                }
+            };
+            (realised, actual, reason, msg)
         }
         RoutingKind::GatewayApi | RoutingKind::Istio => {
             let obj = if kind == RoutingKind::GatewayApi {
@@ -949,6 +976,9 @@ fn decide_inner(
         st.canary_revision = canary_rev.clone().or(st.canary_revision.take());
     }
     st.observed_generation = obs.generation;
+    // Sizes of this run (fixed at its start, since the split then resizes the tracks).
+    let total = total_replicas(spec, &st, obs);
+    st.replicas = Some(total);
 
     let kind = match spec.routing.kind() {
         Ok(k) => k,
@@ -1091,7 +1121,7 @@ fn decide_inner(
     match st.phase {
         Phase::RollingBack | Phase::Failed => {
             st.desired_weight = 0;
-            let (_, actual, _, msg) = route(namespace, spec, obs, kind, 0, &mut actions);
+            let (_, actual, _, msg) = route(namespace, spec, obs, kind, 0, total, &mut actions);
             // Rollback never scales the canary: its pods stay for `kubectl logs -l deployment=canary`.
             actions.retain(|a| !matches!(a, Action::Scale { deployment, .. } if *deployment == spec.canary.deployment));
             st.actual_weight = actual;
@@ -1190,7 +1220,7 @@ fn decide_inner(
         }
         Phase::Succeeded => {
             st.desired_weight = 100;
-            let (_, actual, _, _) = route(namespace, spec, obs, kind, 100, &mut actions);
+            let (_, actual, _, _) = route(namespace, spec, obs, kind, 100, total, &mut actions);
             st.actual_weight = actual;
             return Decision {
                 status: st,
@@ -1207,10 +1237,10 @@ fn decide_inner(
     let weight = step_weight(spec, st.current_step);
     st.desired_weight = weight;
     let (realised, actual, route_reason, route_msg) =
-        route(namespace, spec, obs, kind, weight, &mut actions);
+        route(namespace, spec, obs, kind, weight, total, &mut actions);
     st.actual_weight = actual;
     let was_routed = veritas_crds::find_condition(&st.conditions, types::TRAFFIC_ROUTED)
-        .is_some_and(|c| c.is_true() && c.reason == reasons::WEIGHT_REALISED);
+        .is_some_and(|c| c.is_true() && weight_in_place(&c.reason));
     if weight == 0 {
         // Name the field that is 0: step 0 is spec.trafficWeight, a later step its own weight.
         let (field, fix) = if st.current_step == 0 {
@@ -1542,7 +1572,7 @@ fn decide_inner(
             );
             // Start the rollback in this same pass.
             let mut rb = Vec::new();
-            route(namespace, spec, obs, kind, 0, &mut rb);
+            route(namespace, spec, obs, kind, 0, total, &mut rb);
             rb.retain(|a| !matches!(a, Action::Scale { deployment, .. } if *deployment == spec.canary.deployment));
             actions.retain(|a| {
                 !matches!(
@@ -1614,7 +1644,7 @@ fn decide_inner(
                 Action::Scale { .. } | Action::SetSelector { .. } | Action::ApplyRoute(_)
             )
         });
-        let (_, _, _, msg) = route(namespace, spec, obs, kind, next, &mut actions);
+        let (_, _, _, msg) = route(namespace, spec, obs, kind, next, total, &mut actions);
         set_condition(
             &mut st.conditions,
             now,
@@ -1757,13 +1787,13 @@ fn promote_into_stable(
         )
     });
     st.desired_weight = 0;
+    let total = total_replicas(spec, &st, obs);
     let want_stable = match kind {
-        RoutingKind::Replicas => spec.replicas.max(1),
-        _ => stable.replicas.max(if stable.replicas == 0 {
-            spec.replicas.max(1)
-        } else {
-            1
-        }),
+        RoutingKind::Replicas => total,
+        // A router leaves the sizes to the user: stable keeps its own, or gets the run's
+        // size back if it was at 0.
+        _ if stable.replicas == 0 => total,
+        _ => stable.replicas,
     };
     let progress = |st: &mut VeritasCanaryStatus, reason: &'static str, msg: String| {
         st.reason = Some(reason.into());

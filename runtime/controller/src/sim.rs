@@ -55,7 +55,7 @@ fn labels_of(track: &str) -> BTreeMap<String, String> {
 impl World {
     /// A healthy starting point: both Deployments, both Services, the ServiceMonitor.
     pub fn new(spec: VeritasCanarySpec) -> World {
-        let total = spec.replicas;
+        let total = spec.replicas.unwrap_or(4);
         World {
             namespace: "veritas".into(),
             name: "spark".into(),

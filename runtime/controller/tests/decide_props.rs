@@ -64,7 +64,7 @@ fn world() -> impl Strategy<Value = World> {
         .prop_map(
             |(weight, replicas, success_limit, failure_limit, auto, manual, steps)| {
                 let mut s = spec(weight);
-                s.replicas = replicas;
+                s.replicas = Some(replicas);
                 s.promotion.success_limit = success_limit;
                 s.promotion.auto = auto;
                 s.promotion.manual_approval = manual;

@@ -453,7 +453,7 @@ fn rolled_back(w: &World) {
         w.canary.as_ref().unwrap().ready >= 1,
         "canary pods kept for their logs"
     );
-    assert_eq!(w.stable.as_ref().unwrap().replicas, w.spec.replicas);
+    assert_eq!(w.stable.as_ref().unwrap().replicas, 4);
 }
 
 #[test]
@@ -886,7 +886,7 @@ fn pst_5_manual_approval_waits_and_the_annotation_approves_one_step() {
 #[test]
 fn full_promotion_step_by_step_to_100_percent() {
     let mut s = spec(10);
-    s.replicas = 10;
+    s.replicas = Some(10);
     s.promotion.success_limit = 2;
     s.promotion.steps = vec![
         Step {
@@ -975,7 +975,7 @@ fn forced_rollback_after_promotion_moves_traffic_only_to_ready_stable_pods() {
             "pass {pass}: rolled back onto no ready pod"
         );
     }
-    assert_eq!(w.stable.as_ref().unwrap().replicas, w.spec.replicas);
+    assert_eq!(w.stable.as_ref().unwrap().replicas, 4);
     assert_eq!(
         cond(&w, types::TRAFFIC_ROUTED).reason,
         reasons::WAITING_FOR_PODS
@@ -1071,4 +1071,59 @@ fn leaving_a_long_hold_does_not_trip_the_deadline() {
     w.advance(601);
     w.settle(3);
     assert_eq!(reason(&w), reasons::PROGRESS_DEADLINE_EXCEEDED);
+}
+
+// ---------------- Sizes: the user's Deployment, and the weight a split can serve ----------------
+
+#[test]
+fn unset_replicas_split_the_stable_deployments_own_size_and_never_resize_it_to_a_default() {
+    let mut w = World::new(spec(10));
+    assert_eq!(w.spec.replicas, None);
+    // The user runs 20 stable pods.
+    for d in [&mut w.stable] {
+        let d = d.as_mut().unwrap();
+        (d.replicas, d.ready) = (20, 20);
+    }
+    w.settle(3);
+    let st = w.status.clone().unwrap();
+    assert_eq!(st.replicas, Some(20));
+    // 10 % of 20 is 2 canary pods, 18 stable: exact, so WeightRealised.
+    assert_eq!(
+        (
+            w.stable.as_ref().unwrap().replicas,
+            w.canary.as_ref().unwrap().replicas
+        ),
+        (18, 2)
+    );
+    assert_eq!(
+        cond(&w, types::TRAFFIC_ROUTED).reason,
+        reasons::WEIGHT_REALISED
+    );
+    assert_eq!(st.actual_weight, 10);
+    // Rolled back, stable is back at the user's 20 (not a default of 4).
+    w.annotate(annotations::ROLLBACK, annotations::TRUE);
+    w.settle(5);
+    assert_eq!(phase(&w), Phase::Failed);
+    assert_eq!(w.stable.as_ref().unwrap().replicas, 20);
+}
+
+#[test]
+fn a_weight_the_split_cannot_serve_exactly_is_reported_as_served_with_its_reason() {
+    let mut s = spec(10);
+    s.replicas = Some(4);
+    let mut w = World::new(s);
+    w.settle(3);
+    let st = w.status.clone().unwrap();
+    let c = cond(&w, types::TRAFFIC_ROUTED);
+    assert!(c.is_true());
+    assert_eq!(c.reason, reasons::WEIGHT_APPROXIMATED);
+    assert!(
+        c.message.contains("10% asked, 25% served") && c.message.contains("spec.replicas"),
+        "{}",
+        c.message
+    );
+    assert_eq!((st.desired_weight, st.actual_weight), (10, 25));
+    // The weight is in place as closely as it can be: the analysis runs on it.
+    w.advance(w.spec.analysis.window_seconds + 1);
+    assert!(analysis_due(&w.spec, w.status.as_ref(), w.now));
 }

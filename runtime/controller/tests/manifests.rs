@@ -100,7 +100,7 @@ fn controller_pods_are_labelled_for_the_guides_log_grep() {
     );
     let role = find(&d, "ClusterRole", labels::APP_CONTROLLER);
     let rules = role["rules"].as_array().unwrap();
-    // Least privilege: never delete or create workloads, never write pods.
+    // Least privilege: never delete or create workloads, never write pods, only patch Deployments.
     for r in rules {
         let verbs: Vec<&str> = r["verbs"]
             .as_array()
@@ -115,9 +115,18 @@ fn controller_pods_are_labelled_for_the_guides_log_grep() {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        if res.contains(&"pods") || res.contains(&"deployments") {
+        if res.contains(&"pods") {
             assert!(
                 verbs.iter().all(|v| ["get", "list", "watch"].contains(v)),
+                "{r}"
+            );
+        }
+        // Deployments: read, and patch (a promotion writes the pod template into stable).
+        if res.contains(&"deployments") {
+            assert!(
+                verbs
+                    .iter()
+                    .all(|v| ["get", "list", "watch", "patch"].contains(v)),
                 "{r}"
             );
         }

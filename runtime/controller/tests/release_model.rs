@@ -13,7 +13,7 @@ use veritas_vocab::labels;
 
 fn world(delay: u32) -> World {
     let mut s = spec(20);
-    s.replicas = 4;
+    s.replicas = Some(4);
     s.promotion.success_limit = 1;
     s.promotion.steps = vec![Step {
         weight: 50,

@@ -57,10 +57,12 @@ pub struct VeritasCanarySpec {
     /// running but out of the shared Service: nothing reaches them and analysis is held.
     #[schemars(range(min = 0, max = 100))]
     pub traffic_weight: i32,
-    /// Total number of runtime pods shared by stable and canary (routing `replicas`).
-    #[serde(default = "default_replicas")]
+    /// Total number of runtime pods shared by stable and canary (routing `replicas`). Unset:
+    /// the size the stable Deployment had when the run started (`status.replicas` keeps it), so
+    /// the controller never resizes a user's workload to a default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
-    pub replicas: i32,
+    pub replicas: Option<i32>,
     /// How the weight is realised. Default: replica ratio behind the shared Service.
     #[serde(default)]
     pub routing: Routing,
@@ -89,9 +91,6 @@ pub struct VeritasCanarySpec {
     pub progress_deadline_seconds: i64,
 }
 
-fn default_replicas() -> i32 {
-    4
-}
 fn default_shared_service() -> String {
     labels::SERVICE_SPARK.to_string()
 }
@@ -473,6 +472,10 @@ pub struct VeritasCanaryStatus {
     /// When the current step's pause started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause_start_time: Option<Time>,
+    /// Pods the replicas router splits in this run: `spec.replicas`, or the stable
+    /// Deployment's size when the run started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
     /// Pod-template hash of the revision last promoted into the stable Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_revision: Option<String>,

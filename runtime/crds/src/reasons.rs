@@ -39,6 +39,9 @@ pub const INVALID_SPEC: &str = "InvalidSpec";
 pub const WAITING_FOR_PODS: &str = "WaitingForPods";
 /// The weight is realised.
 pub const WEIGHT_REALISED: &str = "WeightRealised";
+/// `TrafficRouted`: the replica split is in place but cannot realise the asked weight exactly
+/// (4 pods give 25 % steps); the message says the weight realised and how to get finer steps.
+pub const WEIGHT_APPROXIMATED: &str = "WeightApproximated";
 
 // --- Metrics Not Reporting ---
 /// Row "ServiceMonitor missing".
@@ -186,6 +189,7 @@ pub const ALL: &[&str] = &[
     INVALID_SPEC,
     WAITING_FOR_PODS,
     WEIGHT_REALISED,
+    WEIGHT_APPROXIMATED,
     SERVICE_MONITOR_MISSING,
     NO_METRICS_DATA,
     PROMETHEUS_UNREACHABLE,
