@@ -280,8 +280,13 @@ async fn comparison(
         let prom = prom.clone();
         let ns = ns.clone();
         let address = address.clone();
+        let deployment = if track == labels::DEPLOYMENT_CANARY {
+            c.spec.canary.deployment.clone()
+        } else {
+            c.spec.stable.deployment.clone()
+        };
         async move {
-            prom.track(&ns, track, w, timeout)
+            prom.track(&ns, track, &deployment, w, timeout)
                 .await
                 .map_err(|e| deployment_failed(format!("{e} (prometheus {address})")))
         }

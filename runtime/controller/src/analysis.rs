@@ -28,6 +28,20 @@ pub fn promql_duration(seconds: i64) -> String {
     }
 }
 
+/// `s` as a literal inside a PromQL regex in a double-quoted string (Deployment names are DNS
+/// labels, so only `.` could be special; escaped anyway).
+fn regex_literal(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| match c {
+            '.' | '+' | '*' | '?' | '(' | ')' | '[' | ']' | '{' | '}' | '|' | '^' | '$' => {
+                vec!['\\', '\\', c]
+            }
+            '\\' | '"' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect()
+}
+
 /// The three queries of one track.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrackQueries {
@@ -36,12 +50,20 @@ pub struct TrackQueries {
     pub latency_p99: String,
 }
 
-/// Queries for `track` (`canary` or `stable`) in `namespace` over `window_seconds`.
-pub fn track_queries(namespace: &str, track: &str, window_seconds: i64) -> TrackQueries {
+/// Queries for `track` (`canary` or `stable`) in `namespace` over `window_seconds`: the
+/// guide's, with the pods of `deployment` only (its pods are `<deployment>-<hash>-<id>`), so two
+/// canaries in one namespace never read each other's series.
+pub fn track_queries(
+    namespace: &str,
+    track: &str,
+    deployment: &str,
+    window_seconds: i64,
+) -> TrackQueries {
     let w = promql_duration(window_seconds);
     let sel = format!(
-        "namespace=\"{namespace}\",{}=\"{track}\"",
-        m::LABEL_DEPLOYMENT
+        "namespace=\"{namespace}\",{}=\"{track}\",pod=~\"{}-[a-z0-9]+-[a-z0-9]+\"",
+        m::LABEL_DEPLOYMENT,
+        regex_literal(deployment)
     );
     TrackQueries {
         requests: format!("sum(increase({}{{{sel}}}[{w}]))", m::REQUESTS_TOTAL),
@@ -251,10 +273,11 @@ impl Prometheus {
         &self,
         namespace: &str,
         track: &str,
+        deployment: &str,
         window_seconds: i64,
         timeout: Duration,
     ) -> Result<TrackMetrics, PromError> {
-        let q = track_queries(namespace, track, window_seconds);
+        let q = track_queries(namespace, track, deployment, window_seconds);
         let (requests, error_rate, latency_p99) = futures::try_join!(
             self.query(&q.requests, timeout),
             self.query(&q.error_rate, timeout),
@@ -277,12 +300,24 @@ impl Prometheus {
     ) -> AnalysisSample {
         let w = spec.analysis.window_seconds;
         let canary = self
-            .track(namespace, labels::DEPLOYMENT_CANARY, w, timeout)
+            .track(
+                namespace,
+                labels::DEPLOYMENT_CANARY,
+                &spec.canary.deployment,
+                w,
+                timeout,
+            )
             .await;
         let stable = if spec.analysis.compare_with_stable {
             Some(
-                self.track(namespace, labels::DEPLOYMENT_STABLE, w, timeout)
-                    .await,
+                self.track(
+                    namespace,
+                    labels::DEPLOYMENT_STABLE,
+                    &spec.stable.deployment,
+                    w,
+                    timeout,
+                )
+                .await,
             )
         } else {
             None
@@ -303,17 +338,44 @@ mod tests {
 
     #[test]
     fn queries_are_the_guides_with_namespace_and_track() {
-        let q = track_queries("shop", "canary", 300);
+        let q = track_queries("shop", "canary", "spark-canary", 300);
+        let sel = r#"namespace="shop",deployment="canary",pod=~"spark-canary-[a-z0-9]+-[a-z0-9]+""#;
         assert_eq!(
             q.error_rate,
-            "sum(rate(veritas_spark_requests_total{status=\"error\",namespace=\"shop\",deployment=\"canary\"}[5m])) /\nsum(rate(veritas_spark_requests_total{namespace=\"shop\",deployment=\"canary\"}[5m]))"
+            format!("sum(rate(veritas_spark_requests_total{{status=\"error\",{sel}}}[5m])) /\nsum(rate(veritas_spark_requests_total{{{sel}}}[5m]))")
         );
         assert_eq!(
             q.latency_p99,
-            "histogram_quantile(0.99, sum(rate(veritas_spark_request_duration_bucket{namespace=\"shop\",deployment=\"canary\"}[5m])) by (le))"
+            format!("histogram_quantile(0.99, sum(rate(veritas_spark_request_duration_bucket{{{sel}}}[5m])) by (le))")
         );
-        assert_eq!(q.requests, "sum(increase(veritas_spark_requests_total{namespace=\"shop\",deployment=\"canary\"}[5m]))");
+        assert_eq!(
+            q.requests,
+            format!("sum(increase(veritas_spark_requests_total{{{sel}}}[5m]))")
+        );
         assert_eq!(promql_duration(45), "45s");
+    }
+
+    /// Two canaries in one namespace: each one's pod matcher (anchored, as PromQL's `=~` is)
+    /// takes its own Deployment's pods and never the other's, even when one name extends the
+    /// other.
+    #[test]
+    fn the_pod_matcher_separates_two_canaries_in_one_namespace() {
+        let matcher = |deployment: &str| {
+            let q = track_queries("shop", "canary", deployment, 60);
+            let re = q.requests.split("pod=~\"").nth(1).unwrap();
+            let re = &re[..re.find("\"}").unwrap()];
+            // The PromQL string literal unescaped (\\ is one backslash), then anchored.
+            regex::Regex::new(&format!("^(?:{})$", re.replace("\\\\", "\\"))).unwrap()
+        };
+        let (a, b) = (matcher("spark-canary"), matcher("spark-canary-2"));
+        assert!(a.is_match("spark-canary-7d9f8b6c5-x2x9k"));
+        assert!(!a.is_match("spark-canary-2-5c8d7f6b4-q8w7e"));
+        assert!(b.is_match("spark-canary-2-5c8d7f6b4-q8w7e"));
+        assert!(!b.is_match("spark-canary-7d9f8b6c5-x2x9k"));
+        // A dot in a name is a literal, not "any character".
+        let dotted = matcher("spark.canary");
+        assert!(dotted.is_match("spark.canary-7d9f8b6c5-x2x9k"));
+        assert!(!dotted.is_match("sparkxcanary-7d9f8b6c5-x2x9k"));
     }
 
     #[test]
