@@ -272,7 +272,8 @@ async fn comparison(
     stable: bool,
 ) -> Result<Comparison, CliError> {
     let address = t.prometheus_address();
-    let prom = Prometheus::from_spec(&address, client.clone()).map_err(deployment_failed)?;
+    let prom = Prometheus::from_spec(&address, client.clone(), &Default::default())
+        .map_err(deployment_failed)?;
     let ns = c.namespace().unwrap_or_default();
     let w = c.spec.analysis.window_seconds;
     let timeout = Duration::from_secs(15);

@@ -177,7 +177,8 @@ fn switch_and_rollback_commands_wait_for_the_controller() {
     });
     let ctx = veritas_controller::reconcile::Context::new(
         client,
-        veritas_controller::analysis::Prometheus::direct("http://127.0.0.1:9"),
+        veritas_controller::analysis::Prometheus::direct("http://127.0.0.1:9", &Default::default())
+            .unwrap(),
         veritas_controller::telemetry::Metrics::default(),
         Some("cli-test".into()),
     );

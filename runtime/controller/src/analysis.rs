@@ -8,10 +8,9 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client as HyperClient};
-use hyper_util::rt::TokioExecutor;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 use serde_json::Value;
 use veritas_crds::VeritasCanarySpec;
 use veritas_vocab::{labels, metrics as m};
@@ -78,6 +77,19 @@ pub fn track_queries(
             m::REQUEST_DURATION
         ),
     }
+}
+
+/// An error with its causes (reqwest's own message hides why a connection failed: refused,
+/// certificate unknown...).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// Errors of a Prometheus query.
@@ -153,10 +165,13 @@ pub fn parse_scalar(body: &[u8]) -> Result<Option<f64>, PromError> {
 /// How to reach Prometheus.
 #[derive(Clone)]
 pub enum Prometheus {
-    /// `http://prometheus-operated.monitoring:9090` (plain HTTP inside the cluster).
+    /// `http://prometheus-operated.monitoring:9090`, or `https://...` with the CA bundle and
+    /// bearer token of [`PrometheusAuth`] (as Prometheus behind an auth proxy needs).
     Direct {
         base: String,
-        http: HyperClient<HttpConnector, Full<Bytes>>,
+        http: reqwest::Client,
+        /// Read at every query: projected ServiceAccount tokens rotate.
+        token_file: Option<PathBuf>,
     },
     /// Through the API server's service proxy:
     /// `/api/v1/namespaces/{ns}/services/{svc}:{port}/proxy/api/v1/query`.
@@ -166,6 +181,16 @@ pub enum Prometheus {
         service: String,
         port: u16,
     },
+}
+
+/// How to reach a Prometheus that wants TLS or a token (`--prometheus-ca-file`,
+/// `--prometheus-bearer-token-file`).
+#[derive(Clone, Debug, Default)]
+pub struct PrometheusAuth {
+    /// PEM bundle of the CAs that sign Prometheus's certificate, trusted besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// File holding a bearer token sent as `Authorization: Bearer ...`.
+    pub token_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Prometheus {
@@ -187,17 +212,68 @@ pub const DEFAULT_PROMETHEUS_NAMESPACE: &str = "monitoring";
 pub const DEFAULT_PROMETHEUS_SERVICE: &str = "prometheus-operated";
 pub const DEFAULT_PROMETHEUS_PORT: u16 = 9090;
 
-impl Prometheus {
-    pub fn direct(base: &str) -> Prometheus {
-        let http = HyperClient::builder(TokioExecutor::new()).build_http();
-        Prometheus::Direct {
-            base: base.trim_end_matches('/').to_string(),
-            http,
+/// The TLS setup of the direct client: the system's roots plus `ca_file`'s, rustls on ring (the
+/// provider the kube client already uses).
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A system certificate rustls cannot parse is skipped, as curl does.
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("prometheus CA file {}: {e}", path.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("prometheus CA file {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "prometheus CA file {}: no PEM certificate in it",
+                path.display()
+            ));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("prometheus CA file {}: {e}", path.display()))?;
         }
     }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
 
-    /// Parses `http://host:port` (direct) or `proxy:NAMESPACE/SERVICE:PORT` (API server proxy).
-    pub fn from_spec(spec: &str, client: kube::Client) -> Result<Prometheus, String> {
+impl Prometheus {
+    /// A direct client for `base` (`http://` or `https://`).
+    pub fn direct(base: &str, auth: &PrometheusAuth) -> Result<Prometheus, String> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("veritas-controller/", env!("CARGO_PKG_VERSION")));
+        if auth.ca_file.is_some() && !base.starts_with("https://") {
+            return Err(format!(
+                "prometheus address {base}: a CA file is given but the address is not https://"
+            ));
+        }
+        // Always ours, so no process-wide rustls provider is needed even for http://.
+        builder = builder.tls_backend_preconfigured(tls_config(auth.ca_file.as_deref())?);
+        let http = builder
+            .build()
+            .map_err(|e| format!("prometheus client: {e}"))?;
+        Ok(Prometheus::Direct {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+            token_file: auth.token_file.clone(),
+        })
+    }
+
+    /// Parses `http(s)://host:port` (direct) or `proxy:NAMESPACE/SERVICE:PORT` (API server proxy).
+    pub fn from_spec(
+        spec: &str,
+        client: kube::Client,
+        auth: &PrometheusAuth,
+    ) -> Result<Prometheus, String> {
         if let Some(rest) = spec.strip_prefix("proxy:") {
             let (ns, svc) = rest.split_once('/').ok_or("proxy:NAMESPACE/SERVICE:PORT")?;
             let (svc, port) = svc.split_once(':').unwrap_or((svc, "9090"));
@@ -208,10 +284,10 @@ impl Prometheus {
                 service: svc.into(),
                 port,
             })
-        } else if spec.starts_with("http://") {
-            Ok(Prometheus::direct(spec))
+        } else if spec.starts_with("http://") || spec.starts_with("https://") {
+            Prometheus::direct(spec, auth)
         } else {
-            Err(format!("prometheus address {spec:?}: want http://HOST:PORT or proxy:NAMESPACE/SERVICE:PORT"))
+            Err(format!("prometheus address {spec:?}: want http(s)://HOST:PORT or proxy:NAMESPACE/SERVICE:PORT"))
         }
     }
 
@@ -222,21 +298,31 @@ impl Prometheus {
             .finish();
         let fut = async {
             match self {
-                Prometheus::Direct { base, http } => {
-                    let uri: http::Uri = format!("{base}/api/v1/query?{qs}")
-                        .parse()
-                        .map_err(|e: http::uri::InvalidUri| PromError::Transport(e.to_string()))?;
-                    let resp = http
-                        .get(uri)
+                Prometheus::Direct {
+                    base,
+                    http,
+                    token_file,
+                } => {
+                    let mut req = http.get(format!("{base}/api/v1/query?{qs}"));
+                    if let Some(path) = token_file {
+                        let token = std::fs::read_to_string(path).map_err(|e| {
+                            PromError::Transport(format!(
+                                "bearer token file {}: {e}",
+                                path.display()
+                            ))
+                        })?;
+                        req = req.bearer_auth(token.trim());
+                    }
+                    let resp = req
+                        .send()
                         .await
-                        .map_err(|e| PromError::Transport(e.to_string()))?;
+                        .map_err(|e| PromError::Transport(error_chain(&e)))?;
                     let status = resp.status().as_u16();
                     let body = resp
-                        .into_body()
-                        .collect()
+                        .bytes()
                         .await
-                        .map_err(|e| PromError::Transport(e.to_string()))?
-                        .to_bytes();
+                        .map_err(|e| PromError::Transport(error_chain(&e)))?;
+                    // 400/422 carry Prometheus's own error JSON (a bad query), read below.
                     if status != 200 && status != 400 && status != 422 {
                         return Err(PromError::Http {
                             status,

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use veritas_controller::analysis::{
-    Prometheus, DEFAULT_PROMETHEUS_NAMESPACE, DEFAULT_PROMETHEUS_PORT, DEFAULT_PROMETHEUS_SERVICE,
+    Prometheus, PrometheusAuth, DEFAULT_PROMETHEUS_NAMESPACE, DEFAULT_PROMETHEUS_PORT,
+    DEFAULT_PROMETHEUS_SERVICE,
 };
 use veritas_controller::leader::LeaderElector;
 use veritas_controller::reconcile::{crd_installed, run, Context};
@@ -24,9 +25,18 @@ use veritas_vocab::labels;
     about = "Reconciles VeritasCanary resources (canary weights, analysis, promotion, rollback) and VeritasEnvironment resources (blue-green switches, health gate, rollback, drift)."
 )]
 struct Args {
-    /// Prometheus: http://HOST:PORT, or proxy:NAMESPACE/SERVICE:PORT through the API server.
+    /// Prometheus: http://HOST:PORT, https://HOST:PORT, or proxy:NAMESPACE/SERVICE:PORT
+    /// through the API server.
     #[arg(long, env = "VERITAS_PROMETHEUS_URL", default_value_t = format!("http://{DEFAULT_PROMETHEUS_SERVICE}.{DEFAULT_PROMETHEUS_NAMESPACE}.svc:{DEFAULT_PROMETHEUS_PORT}"))]
     prometheus: String,
+    /// PEM bundle of the CAs that sign an https:// Prometheus's certificate (trusted besides
+    /// the system's).
+    #[arg(long, env = "VERITAS_PROMETHEUS_CA_FILE")]
+    prometheus_ca_file: Option<std::path::PathBuf>,
+    /// File with a bearer token for Prometheus (e.g. a projected ServiceAccount token behind
+    /// kube-rbac-proxy); read at every query, so a rotated token is picked up.
+    #[arg(long, env = "VERITAS_PROMETHEUS_BEARER_TOKEN_FILE")]
+    prometheus_bearer_token_file: Option<std::path::PathBuf>,
     /// Address of /metrics, /healthz, /readyz.
     #[arg(long, env = "VERITAS_CONTROLLER_ADDR", default_value = "0.0.0.0:8080")]
     listen: String,
@@ -96,8 +106,15 @@ async fn main() -> Result<()> {
     });
     tokio::spawn(async move { axum::serve(listener, web).await });
 
-    let prometheus =
-        Prometheus::from_spec(&args.prometheus, client.clone()).map_err(anyhow::Error::msg)?;
+    let prometheus = Prometheus::from_spec(
+        &args.prometheus,
+        client.clone(),
+        &PrometheusAuth {
+            ca_file: args.prometheus_ca_file.clone(),
+            token_file: args.prometheus_bearer_token_file.clone(),
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
     let identity = args
         .identity
         .clone()

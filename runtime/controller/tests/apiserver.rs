@@ -123,7 +123,7 @@ fn canary_obj(name: &str, spec: Value) -> VeritasCanary {
 
 async fn start_controller(client: &Client, ns: &str) -> tokio::task::JoinHandle<()> {
     // Nothing listens there: every analysis is `PrometheusUnreachable`, never a pass.
-    let prom = Prometheus::direct("http://127.0.0.1:9");
+    let prom = Prometheus::direct("http://127.0.0.1:9", &Default::default()).unwrap();
     let ctx = Arc::new(Context::new(
         client.clone(),
         prom,
@@ -579,8 +579,12 @@ async fn manual_approval_by_annotation() {
     api.create(&PostParams::default(), &canary_obj("spark", spec))
         .await
         .unwrap();
-    let ctl =
-        start_controller_with(&client, ns, Prometheus::direct(&healthy_prometheus().await)).await;
+    let ctl = start_controller_with(
+        &client,
+        ns,
+        Prometheus::direct(&healthy_prometheus().await, &Default::default()).unwrap(),
+    )
+    .await;
 
     let c = status_where(&api, "spark", 60, "WaitingForApproval", |c| {
         c.status

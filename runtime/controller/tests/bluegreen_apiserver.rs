@@ -168,7 +168,7 @@ async fn ready_pod(client: &Client, ns: &str, name: &str, e: EnvironmentName, re
 fn start(client: &Client, ns: &str, freeze: Option<FreezeHook>) -> tokio::task::JoinHandle<()> {
     let mut ctx = Context::new(
         client.clone(),
-        Prometheus::direct("http://127.0.0.1:9"),
+        Prometheus::direct("http://127.0.0.1:9", &Default::default()).unwrap(),
         Metrics::default(),
         Some("test".into()),
     );
