@@ -16,6 +16,10 @@ use common::*;
 use futures_util::StreamExt;
 
 fn client(d: &Daemon) -> Client<OpenAIConfig> {
+    // The workspace's reqwest has rustls without a built-in crypto provider (the controller
+    // brings its own, on ring); async-openai builds reqwest's default client, which then needs
+    // a process-wide provider even for http://.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Client::with_config(
         OpenAIConfig::new()
             .with_api_base(format!("http://127.0.0.1:{}/v1", d.http))
