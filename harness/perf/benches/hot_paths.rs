@@ -127,7 +127,6 @@ fn analysis_decision(
 ) -> veritas_controller::decide::Decision {
     let (w, obs) = input;
     black_box(veritas_controller::decide::decide(
-        black_box("veritas"),
         "spark",
         black_box(&w.spec),
         w.status.as_ref(),

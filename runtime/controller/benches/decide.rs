@@ -28,7 +28,6 @@ fn bench(c: &mut Criterion) {
     c.bench_function("decide/one pass with analysis", |b| {
         b.iter(|| {
             decide(
-                black_box("veritas"),
                 "spark",
                 black_box(&w.spec),
                 w.status.as_ref(),
@@ -40,7 +39,6 @@ fn bench(c: &mut Criterion) {
     c.bench_function("decide/one idle pass", |b| {
         b.iter(|| {
             decide(
-                "veritas",
                 "spark",
                 &w.spec,
                 w.status.as_ref(),

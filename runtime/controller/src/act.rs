@@ -8,9 +8,9 @@ use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource};
 use serde_json::json;
-use veritas_crds::{VeritasCanary, FIELD_MANAGER, OWNED_SELECTOR_KEY};
+use veritas_crds::{VeritasCanary, OWNED_SELECTOR_KEY};
 
-use crate::decide::{Action, EventKind};
+use crate::decide::{route_weight_patch, Action, EventKind};
 use crate::observe::{http_route_resource, virtual_service_resource};
 
 /// Removes one annotation (the user's request, once acted on) of a namespaced resource; a JSON
@@ -106,24 +106,29 @@ pub async fn act(
                 .await?;
                 tracing::info!(canary = %name, namespace = %ns, service = %service, key = OWNED_SELECTOR_KEY, value = ?value, "set shared service selector key");
             }
-            Action::ApplyRoute(obj) => {
-                let ar = if obj["kind"] == "HTTPRoute" {
-                    http_route_resource()
-                } else {
-                    virtual_service_resource()
+            Action::SetRouteWeights {
+                stable,
+                canary: to_canary,
+            } => {
+                let spec = &canary.spec;
+                let (ar, route_name) = match (&spec.routing.gateway_api, &spec.routing.istio) {
+                    (Some(g), _) => (http_route_resource(), g.http_route.clone()),
+                    (None, Some(i)) => (virtual_service_resource(), i.virtual_service.clone()),
+                    (None, None) => continue,
                 };
                 let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
-                let route_name = obj["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                api.patch(
-                    &route_name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(obj),
-                )
-                .await?;
-                tracing::info!(canary = %name, namespace = %ns, route = %route_name, kind = %obj["kind"], "applied route weights");
+                let route = serde_json::to_value(api.get(&route_name).await?)
+                    .map_err(kube::Error::SerdeError)?;
+                // Observed a moment ago with such a rule; gone now, the next pass says so.
+                let Some(patch) = route_weight_patch(&route, spec, *stable, *to_canary) else {
+                    tracing::warn!(canary = %name, namespace = %ns, route = %route_name, "route lost its rule for the two Services; weights not set");
+                    continue;
+                };
+                let patch: json_patch::Patch =
+                    serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
+                api.patch(&route_name, &merge, &Patch::Json::<()>(patch))
+                    .await?;
+                tracing::info!(canary = %name, namespace = %ns, route = %route_name, kind = %ar.kind, stable, canary = to_canary, "set route weights");
             }
             Action::PromoteTemplate {
                 deployment,

@@ -187,8 +187,9 @@ pub enum Action {
         service: String,
         value: Option<String>,
     },
-    /// Server-side apply this HTTPRoute / VirtualService (its weights).
-    ApplyRoute(Value),
+    /// Set the two weights of the canary's route (see [`route_weight_patch`]); nothing else
+    /// of the route is touched.
+    SetRouteWeights { stable: i32, canary: i32 },
     /// Promotion: write this pod template (a [`release_template`]) into a Deployment, keeping
     /// that Deployment's own track label and selector labels.
     PromoteTemplate { deployment: String, template: Value },
@@ -423,67 +424,74 @@ pub fn judge(
     )
 }
 
-/// The generated HTTPRoute carrying `weight` (Gateway API).
-pub fn http_route(namespace: &str, spec: &VeritasCanarySpec, weight: i32) -> Option<Value> {
-    let g = spec.routing.gateway_api.as_ref()?;
-    let w = weight.clamp(0, 100);
-    Some(json!({
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "HTTPRoute",
-        "metadata": {"name": g.http_route, "namespace": namespace},
-        "spec": {"rules": [{"backendRefs": [
-            {"group": "", "kind": "Service", "name": spec.stable.service, "port": g.port, "weight": 100 - w},
-            {"group": "", "kind": "Service", "name": spec.canary.service, "port": g.port, "weight": w},
-        ]}]}
-    }))
+/// Where a route's two weights live: the first rule that sends to both the stable and the
+/// canary Service (HTTPRoute `spec.rules[i].backendRefs`, VirtualService `spec.http[i].route`),
+/// as JSON pointers to each entry's `weight`. Everything else in the route is the user's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteSlots {
+    pub stable: String,
+    pub canary: String,
+    pub stable_weight: i32,
+    pub canary_weight: i32,
 }
 
-/// The generated Istio VirtualService carrying `weight`.
-pub fn virtual_service(namespace: &str, spec: &VeritasCanarySpec, weight: i32) -> Option<Value> {
-    let i = spec.routing.istio.as_ref()?;
-    let w = weight.clamp(0, 100);
-    let hosts = if i.hosts.is_empty() {
-        vec![spec.shared_service.clone()]
-    } else {
-        i.hosts.clone()
-    };
-    Some(json!({
-        "apiVersion": "networking.istio.io/v1",
-        "kind": "VirtualService",
-        "metadata": {"name": i.virtual_service, "namespace": namespace},
-        "spec": {"hosts": hosts, "http": [{"route": [
-            {"destination": {"host": spec.stable.service, "port": {"number": i.port}}, "weight": 100 - w},
-            {"destination": {"host": spec.canary.service, "port": {"number": i.port}}, "weight": w},
-        ]}]}
-    }))
-}
-
-/// Reads the weights back from a generated or observed route object: `(stable, canary)`.
-pub fn route_weights(route: &Value, spec: &VeritasCanarySpec) -> Option<(i32, i32)> {
-    let entries = route["spec"]["rules"][0]["backendRefs"]
-        .as_array()
-        .map(|refs| {
-            refs.iter()
-                .map(|r| (r["name"].as_str(), r["weight"].as_i64()))
-                .collect::<Vec<_>>()
-        })
-        .or_else(|| {
-            route["spec"]["http"][0]["route"].as_array().map(|rs| {
-                rs.iter()
-                    .map(|r| (r["destination"]["host"].as_str(), r["weight"].as_i64()))
-                    .collect()
+/// Finds the rule carrying both tracks in an observed HTTPRoute or VirtualService.
+pub fn route_slots(route: &Value, spec: &VeritasCanarySpec) -> Option<RouteSlots> {
+    let (rules, list, rules_at, name_of): (_, _, _, fn(&Value) -> Option<&str>) =
+        if let Some(rules) = route["spec"]["rules"].as_array() {
+            (rules, "backendRefs", "/spec/rules", |r| r["name"].as_str())
+        } else {
+            (route["spec"]["http"].as_array()?, "route", "/spec/http", |r| {
+                r["destination"]["host"].as_str()
             })
-        })?;
-    let find = |svc: &str| {
-        entries
-            .iter()
-            .find(|(n, _)| *n == Some(svc))
-            .map(|(_, w)| w.unwrap_or(1) as i32)
-    };
-    Some((
-        find(&spec.stable.service).unwrap_or(0),
-        find(&spec.canary.service).unwrap_or(0),
-    ))
+        };
+    rules.iter().enumerate().find_map(|(i, rule)| {
+        let entries = rule[list].as_array()?;
+        let at = |svc: &str| entries.iter().position(|e| name_of(e) == Some(svc));
+        let (s, c) = (at(&spec.stable.service)?, at(&spec.canary.service)?);
+        // Gateway API: an entry without a weight weighs 1.
+        let weight = |j: usize| entries[j]["weight"].as_i64().unwrap_or(1) as i32;
+        Some(RouteSlots {
+            stable: format!("{rules_at}/{i}/{list}/{s}/weight"),
+            canary: format!("{rules_at}/{i}/{list}/{c}/weight"),
+            stable_weight: weight(s),
+            canary_weight: weight(c),
+        })
+    })
+}
+
+/// The weights an observed route carries: `(stable, canary)`, `None` when no rule sends to both.
+pub fn route_weights(route: &Value, spec: &VeritasCanarySpec) -> Option<(i32, i32)> {
+    route_slots(route, spec).map(|s| (s.stable_weight, s.canary_weight))
+}
+
+/// The JSON patch that sets only the two weights of `route`, refused by the API server if the
+/// route changed since it was read (`test` of its resourceVersion). Routes' rule lists are
+/// atomic in their CRDs' schemas, so server-side apply could not own just these fields: it
+/// would replace the user's rules, matches, filters and hosts.
+pub fn route_weight_patch(
+    route: &Value,
+    spec: &VeritasCanarySpec,
+    stable: i32,
+    canary: i32,
+) -> Option<Value> {
+    let slots = route_slots(route, spec)?;
+    Some(json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": route["metadata"]["resourceVersion"]},
+        {"op": "add", "path": slots.stable, "value": stable.clamp(0, 100)},
+        {"op": "add", "path": slots.canary, "value": canary.clamp(0, 100)},
+    ]))
+}
+
+/// The route a router canary names: (`HTTPRoute`/`VirtualService`, its name).
+fn route_name(spec: &VeritasCanarySpec, kind: RoutingKind) -> (&'static str, String) {
+    if kind == RoutingKind::GatewayApi {
+        let name = spec.routing.gateway_api.as_ref().map(|g| g.http_route.clone());
+        ("HTTPRoute", name.unwrap_or_default())
+    } else {
+        let name = spec.routing.istio.as_ref().map(|i| i.virtual_service.clone());
+        ("VirtualService", name.unwrap_or_default())
+    }
 }
 
 fn time(now: Timestamp) -> Time {
@@ -673,9 +681,7 @@ fn total_replicas(spec: &VeritasCanarySpec, st: &VeritasCanaryStatus, obs: &Obse
         .max(1)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn route(
-    namespace: &str,
     spec: &VeritasCanarySpec,
     obs: &Observed,
     kind: RoutingKind,
@@ -791,21 +797,7 @@ fn route(
             (realised, actual, reason, msg)
         }
         RoutingKind::GatewayApi | RoutingKind::Istio => {
-            let obj = if kind == RoutingKind::GatewayApi {
-                http_route(namespace, spec, weight)
-            } else {
-                virtual_service(namespace, spec, weight)
-            }
-            .expect("kind matches the field set");
-            let name = obj["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let what = if kind == RoutingKind::GatewayApi {
-                "HTTPRoute"
-            } else {
-                "VirtualService"
-            };
+            let (what, name) = route_name(spec, kind);
             let want = (100 - weight, weight);
             // A promoted canary is at 0 replicas: a new revision gets its pods back (stable's
             // size, so it can carry any step) and no weight until one of them is ready.
@@ -844,10 +836,21 @@ fn route(
                         have.0, have.1, want.0, want.1
                     ),
                 ),
-                None => (false, 0, format!("{what} {name} not found")),
+                // Never created: a route's parents, hosts and matches are the user's to choose.
+                None => (
+                    false,
+                    0,
+                    format!(
+                        "{what} {name} not found, or none of its rules sends to both Service {} and Service {}: create it with such a rule (parentRefs, hostnames, matches are yours); the controller sets only those two weights",
+                        spec.stable.service, spec.canary.service
+                    ),
+                ),
             };
-            if !realised {
-                actions.push(Action::ApplyRoute(obj));
+            if !realised && obs.route.is_some() {
+                actions.push(Action::SetRouteWeights {
+                    stable: want.0,
+                    canary: want.1,
+                });
             }
             (
                 realised,
@@ -879,7 +882,6 @@ fn secs_since(now: Timestamp, t: &Option<Time>) -> i64 {
 
 /// Decides one pass. `old` is the status as read (None for a new canary).
 fn decide_inner(
-    namespace: &str,
     name: &str,
     spec: &VeritasCanarySpec,
     old: Option<&VeritasCanaryStatus>,
@@ -1121,7 +1123,7 @@ fn decide_inner(
     match st.phase {
         Phase::RollingBack | Phase::Failed => {
             st.desired_weight = 0;
-            let (_, actual, _, msg) = route(namespace, spec, obs, kind, 0, total, &mut actions);
+            let (_, actual, _, msg) = route(spec, obs, kind, 0, total, &mut actions);
             // Rollback never scales the canary: its pods stay for `kubectl logs -l deployment=canary`.
             actions.retain(|a| !matches!(a, Action::Scale { deployment, .. } if *deployment == spec.canary.deployment));
             st.actual_weight = actual;
@@ -1220,7 +1222,7 @@ fn decide_inner(
         }
         Phase::Succeeded => {
             st.desired_weight = 100;
-            let (_, actual, _, _) = route(namespace, spec, obs, kind, 100, total, &mut actions);
+            let (_, actual, _, _) = route(spec, obs, kind, 100, total, &mut actions);
             st.actual_weight = actual;
             return Decision {
                 status: st,
@@ -1237,7 +1239,7 @@ fn decide_inner(
     let weight = step_weight(spec, st.current_step);
     st.desired_weight = weight;
     let (realised, actual, route_reason, route_msg) =
-        route(namespace, spec, obs, kind, weight, total, &mut actions);
+        route(spec, obs, kind, weight, total, &mut actions);
     st.actual_weight = actual;
     let was_routed = veritas_crds::find_condition(&st.conditions, types::TRAFFIC_ROUTED)
         .is_some_and(|c| c.is_true() && weight_in_place(&c.reason));
@@ -1329,7 +1331,7 @@ fn decide_inner(
             return deadline(spec, name, st, actions, now, was_held, 5);
         }
         if in_stable && canary.template_hash.is_some() {
-            return promote_into_stable(namespace, name, spec, obs, kind, st, actions, was_held);
+            return promote_into_stable(name, spec, obs, kind, st, actions, was_held);
         }
         if realised {
             st.phase = Phase::Succeeded;
@@ -1572,12 +1574,12 @@ fn decide_inner(
             );
             // Start the rollback in this same pass.
             let mut rb = Vec::new();
-            route(namespace, spec, obs, kind, 0, total, &mut rb);
+            route(spec, obs, kind, 0, total, &mut rb);
             rb.retain(|a| !matches!(a, Action::Scale { deployment, .. } if *deployment == spec.canary.deployment));
             actions.retain(|a| {
                 !matches!(
                     a,
-                    Action::Scale { .. } | Action::SetSelector { .. } | Action::ApplyRoute(_)
+                    Action::Scale { .. } | Action::SetSelector { .. } | Action::SetRouteWeights { .. }
                 )
             });
             actions.extend(rb);
@@ -1641,10 +1643,10 @@ fn decide_inner(
         actions.retain(|a| {
             !matches!(
                 a,
-                Action::Scale { .. } | Action::SetSelector { .. } | Action::ApplyRoute(_)
+                Action::Scale { .. } | Action::SetSelector { .. } | Action::SetRouteWeights { .. }
             )
         });
-        let (_, _, _, msg) = route(namespace, spec, obs, kind, next, total, &mut actions);
+        let (_, _, _, msg) = route(spec, obs, kind, next, total, &mut actions);
         set_condition(
             &mut st.conditions,
             now,
@@ -1764,9 +1766,7 @@ fn decide_inner(
 /// The promotion after 100 %: stable runs the canary's template. Waits for stable's rollout
 /// (scaled to `spec.replicas`), then moves traffic onto it, then scales the canary to 0, then
 /// `Succeeded`. Traffic moves only onto ready stable pods of the promoted revision.
-#[allow(clippy::too_many_arguments)]
 fn promote_into_stable(
-    namespace: &str,
     name: &str,
     spec: &VeritasCanarySpec,
     obs: &Observed,
@@ -1783,7 +1783,7 @@ fn promote_into_stable(
     actions.retain(|a| {
         !matches!(
             a,
-            Action::Scale { .. } | Action::SetSelector { .. } | Action::ApplyRoute(_)
+            Action::Scale { .. } | Action::SetSelector { .. } | Action::SetRouteWeights { .. }
         )
     });
     st.desired_weight = 0;
@@ -1849,17 +1849,13 @@ fn promote_into_stable(
             on_stable && shared.ready_canary == 0 && shared.ready_stable > 0
         }
         RoutingKind::GatewayApi | RoutingKind::Istio => {
-            let obj = if kind == RoutingKind::GatewayApi {
-                http_route(namespace, spec, 0)
-            } else {
-                virtual_service(namespace, spec, 0)
-            };
             st.actual_weight = obs.route.map(|(_, c)| c).unwrap_or(0);
             let back = obs.route == Some((100, 0));
-            if !back {
-                if let Some(obj) = obj {
-                    actions.push(Action::ApplyRoute(obj));
-                }
+            if !back && obs.route.is_some() {
+                actions.push(Action::SetRouteWeights {
+                    stable: 100,
+                    canary: 0,
+                });
             }
             back
         }
@@ -1963,7 +1959,7 @@ fn deadline(
         actions.retain(|a| {
             !matches!(
                 a,
-                Action::Scale { .. } | Action::SetSelector { .. } | Action::ApplyRoute(_)
+                Action::Scale { .. } | Action::SetSelector { .. } | Action::SetRouteWeights { .. }
             )
         });
         actions.push(Action::Event {
@@ -2005,7 +2001,6 @@ fn is_held(st: &VeritasCanaryStatus) -> bool {
 /// for auto promotion) and restarts when the hold ends, so a status under a hold is written
 /// once, not on every pass.
 pub fn decide(
-    namespace: &str,
     name: &str,
     spec: &VeritasCanarySpec,
     old: Option<&VeritasCanaryStatus>,
@@ -2014,12 +2009,12 @@ pub fn decide(
     let was_held = old.is_some_and(is_held);
     let refused = annotations::refused(&obs.annotations);
     let mut d = if refused.is_empty() {
-        decide_inner(namespace, name, spec, old, obs, was_held)
+        decide_inner(name, spec, old, obs, was_held)
     } else {
         let mut read = obs.clone();
         read.annotations
             .retain(|k, _| !refused.iter().any(|r| r.key == *k));
-        decide_inner(namespace, name, spec, old, &read, was_held)
+        decide_inner(name, spec, old, &read, was_held)
     };
     for r in refused {
         d.actions.push(Action::Event {

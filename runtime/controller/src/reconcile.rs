@@ -171,7 +171,7 @@ pub async fn apply(canary: Arc<VeritasCanary>, ctx: &Context) -> Result<Requeue,
         route: o.route,
         analysis,
     };
-    let d = decide(&ns, &name, &canary.spec, canary.status.as_ref(), &obs);
+    let d = decide(&name, &canary.spec, canary.status.as_ref(), &obs);
     // The status goes first, guarded by the version this pass read: a pass on a stale copy
     // stops here, before its actions (a stale `Failed` would route traffic back to stable).
     if canary.status.as_ref() != Some(&d.status) {

@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use veritas_crds::{VeritasCanarySpec, VeritasCanaryStatus, OWNED_SELECTOR_KEY};
+use veritas_crds::{RoutingKind, VeritasCanarySpec, VeritasCanaryStatus, OWNED_SELECTOR_KEY};
 use veritas_vocab::labels;
 
 use crate::decide::{
-    analysis_due, decide, release_template, route_weights, template_hash, Action, AnalysisSample,
+    analysis_due, decide, release_template, template_hash, Action, AnalysisSample,
     Decision, DeploymentObs, MonitorObs, Observed, ServiceObs, SharedServiceObs, TrackMetrics,
 };
 
@@ -84,7 +84,12 @@ impl World {
                 labels::APP_SPARK.to_string(),
             )])),
             service_monitor: MonitorObs::Present,
-            route: None,
+            // A router's route is the user's: it exists before the canary, all traffic on stable.
+            route: matches!(
+                spec.routing.kind(),
+                Ok(RoutingKind::GatewayApi | RoutingKind::Istio)
+            )
+            .then_some((100, 0)),
             pods_become_ready: true,
             events: Vec::new(),
             passes: 0,
@@ -255,7 +260,6 @@ impl World {
         self.tick();
         let obs = self.observe(analysis);
         let d = decide(
-            &self.namespace,
             &self.name,
             &self.spec,
             self.status.as_ref(),
@@ -327,7 +331,11 @@ impl World {
                         };
                     }
                 }
-                Action::ApplyRoute(obj) => self.route = route_weights(obj, &self.spec),
+                Action::SetRouteWeights { stable, canary } => {
+                    if self.route.is_some() {
+                        self.route = Some((*stable, *canary));
+                    }
+                }
                 Action::PromoteTemplate { template, .. } => {
                     if let Some(d) = &mut self.stable {
                         set_template(d, labels::DEPLOYMENT_STABLE, template);

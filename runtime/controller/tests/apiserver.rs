@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{json, Value};
 use veritas_controller::analysis::Prometheus;
@@ -30,7 +30,7 @@ use veritas_crds::{
 use veritas_vocab::labels;
 
 mod common;
-use common::{client, eventually, install_crds, unique};
+use common::{client, eventually, install_crd_file, install_crds, unique};
 
 async fn namespace(client: &Client, name: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
@@ -682,4 +682,144 @@ async fn leader_election_two_candidates_never_both_lead() {
         leader.try_acquire().await.unwrap(),
         Attempt::HeldBy(standby.identity().to_string())
     );
+}
+
+/// The Gateway API's own HTTPRoute CRD (its schema, CEL rules and list types), from the
+/// `sigs.k8s.io/gateway-api` Go module: `ci/kind/gateway-api-crds.sh` prints the directory.
+async fn install_http_route_crd(client: &Client) {
+    let dir = std::env::var("VERITAS_GATEWAY_API_CRDS")
+        .expect("VERITAS_GATEWAY_API_CRDS=$(ci/kind/gateway-api-crds.sh)");
+    let path = std::path::Path::new(&dir).join("gateway.networking.k8s.io_httproutes.yaml");
+    install_crd_file(client, &path).await;
+}
+
+/// Reads `(stable, canary)` weights of the route's second rule (the one splitting the tracks).
+async fn split_weights(api: &Api<DynamicObject>) -> Result<(Value, Value), String> {
+    let r = serde_json::to_value(api.get("veritas-spark").await.map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let refs = &r["spec"]["rules"][1]["backendRefs"];
+    Ok((refs[0]["weight"].clone(), refs[1]["weight"].clone()))
+}
+
+#[tokio::test]
+#[ignore = "needs a real API server: VERITAS_TEST_KUBECONFIG=$(ci/kind/apiserver.sh start | tail -1) VERITAS_GATEWAY_API_CRDS=$(ci/kind/gateway-api-crds.sh)"]
+async fn gateway_api_route_weights_leave_the_rest_of_the_users_route_alone() {
+    let client = client().await;
+    install_crds(&client).await;
+    install_http_route_crd(&client).await;
+    let ns = &unique("gateway");
+    namespace(&client, ns).await;
+    runtime_objects(&client, ns, 2, 1).await;
+    // The canary's pod is ready (the Deployment status a controller-manager would write).
+    let d: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    d.patch_status(
+        "veritas-spark-canary",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}})),
+    )
+    .await
+    .unwrap();
+
+    // The user's route: parents, hosts, a rule of their own, and a rule with matches and a
+    // filter that splits the tracks.
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &veritas_controller::observe::http_route_resource());
+    let users = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "veritas-spark"},
+        "spec": {
+            "parentRefs": [{"name": "edge"}],
+            "hostnames": ["spark.example.com"],
+            "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
+                 "backendRefs": [{"name": "admin", "port": 8080}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
+                 "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "x-env", "value": "prod"}]}}],
+                 "backendRefs": [
+                    {"name": "veritas-spark-stable", "port": 8080, "weight": 100},
+                    {"name": labels::SERVICE_CANARY, "port": 8080, "weight": 0}]}
+            ]
+        }
+    });
+    routes
+        .create(&PostParams::default(), &serde_json::from_value(users).unwrap())
+        .await
+        .unwrap();
+    let before = serde_json::to_value(routes.get("veritas-spark").await.unwrap()).unwrap();
+
+    let api: Api<VeritasCanary> = Api::namespaced(client.clone(), ns);
+    let spec = |route: &str, weight: i32| {
+        json!({"trafficWeight": weight, "promotion": {"auto": false},
+               "routing": {"gatewayAPI": {"httpRoute": route}},
+               "analysis": {"intervalSeconds": 60, "windowSeconds": 60}})
+    };
+    api.create(&PostParams::default(), &canary_obj("spark", spec("veritas-spark", 30)))
+        .await
+        .unwrap();
+    // A canary whose route nobody created.
+    api.create(&PostParams::default(), &canary_obj("ghost", spec("no-such-route", 30)))
+        .await
+        .unwrap();
+    let ctl = start_controller(&client, ns).await;
+
+    eventually("the split rule at 70/30", 60, || async {
+        match split_weights(&routes).await? {
+            (s, c) if s == 70 && c == 30 => Ok(()),
+            seen => Err(format!("{seen:?}")),
+        }
+    })
+    .await;
+    // Only the two weights changed: parents, hosts, the other rule, matches, filters stay.
+    let after = serde_json::to_value(routes.get("veritas-spark").await.unwrap()).unwrap();
+    let mut expected = before["spec"].clone();
+    expected["rules"][1]["backendRefs"][0]["weight"] = 70.into();
+    expected["rules"][1]["backendRefs"][1]["weight"] = 30.into();
+    assert_eq!(after["spec"], expected);
+    status_where(&api, "spark", 30, "TrafficRouted=True", |c| {
+        c.status.as_ref().is_some_and(|s| {
+            find_condition(&s.conditions, types::TRAFFIC_ROUTED)
+                .is_some_and(|t| t.is_true() && t.reason == reasons::WEIGHT_REALISED)
+        })
+    })
+    .await;
+
+    // The user edits their route; the next weight change keeps the edit.
+    routes
+        .patch(
+            "veritas-spark",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"hostnames": ["spark.example.com", "spark.internal"]}})),
+        )
+        .await
+        .unwrap();
+    api.patch("spark", &PatchParams::default(), &Patch::Merge(json!({"spec": {"trafficWeight": 40}})))
+        .await
+        .unwrap();
+    eventually("the split rule at 60/40", 60, || async {
+        match split_weights(&routes).await? {
+            (s, c) if s == 60 && c == 40 => Ok(()),
+            seen => Err(format!("{seen:?}")),
+        }
+    })
+    .await;
+    let after = serde_json::to_value(routes.get("veritas-spark").await.unwrap()).unwrap();
+    assert_eq!(after["spec"]["hostnames"], json!(["spark.example.com", "spark.internal"]));
+    assert_eq!(after["spec"]["rules"][0], before["spec"]["rules"][0]);
+    assert_eq!(after["spec"]["parentRefs"], before["spec"]["parentRefs"]);
+
+    // The missing route is reported, never created.
+    let c = status_where(&api, "ghost", 30, "RouteMisconfigured", |c| {
+        c.status.as_ref().is_some_and(|s| {
+            find_condition(&s.conditions, types::TRAFFIC_ROUTED)
+                .is_some_and(|t| t.reason == reasons::ROUTE_MISCONFIGURED)
+        })
+    })
+    .await;
+    let msg = find_condition(&c.status.unwrap().conditions, types::TRAFFIC_ROUTED)
+        .unwrap()
+        .message
+        .clone();
+    assert!(msg.contains("HTTPRoute no-such-route not found"), "{msg}");
+    assert!(routes.get_opt("no-such-route").await.unwrap().is_none());
+    ctl.abort();
 }

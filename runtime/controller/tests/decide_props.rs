@@ -125,9 +125,8 @@ proptest! {
             for a in &d.actions {
                 match a {
                     Action::Scale { replicas, .. } => prop_assert!(*replicas >= 0),
-                    Action::ApplyRoute(v) => {
-                        let (s, c) = veritas_controller::decide::route_weights(v, &w.spec).unwrap();
-                        prop_assert!((0..=100).contains(&s) && (0..=100).contains(&c) && s + c == 100);
+                    Action::SetRouteWeights { stable, canary } => {
+                        prop_assert!((0..=100).contains(stable) && (0..=100).contains(canary) && stable + canary == 100);
                     }
                     _ => {}
                 }
@@ -137,7 +136,7 @@ proptest! {
             if paused_before {
                 prop_assert_eq!(new.phase, Phase::Paused);
                 prop_assert_eq!(new.current_step, old.current_step);
-                let moved = d.actions.iter().any(|a| matches!(a, Action::Scale { .. } | Action::SetSelector { .. } | Action::ApplyRoute(_)));
+                let moved = d.actions.iter().any(|a| matches!(a, Action::Scale { .. } | Action::SetSelector { .. } | Action::SetRouteWeights { .. }));
                 prop_assert!(!moved, "paused canary acted: {:?}", d.actions);
                 prop_assert_eq!(new.consecutive_successes, old.consecutive_successes);
             }

@@ -130,9 +130,16 @@ fn cnt_3_no_endpoints_when_canary_pods_ready_but_service_has_none() {
     let mut obs = w.observe(None);
     obs.canary_service.as_mut().unwrap().ready_endpoints = 0;
     let d =
-        veritas_controller::decide::decide("veritas", "spark", &w.spec, w.status.as_ref(), &obs);
+        veritas_controller::decide::decide("spark", &w.spec, w.status.as_ref(), &obs);
     let c = veritas_crds::find_condition(&d.status.conditions, types::REFERENCES_VALID).unwrap();
     assert_eq!(c.reason, reasons::NO_ENDPOINTS);
+}
+
+fn route_weights_set(d: &veritas_controller::decide::Decision) -> Option<(i32, i32)> {
+    d.actions.iter().find_map(|a| match a {
+        Action::SetRouteWeights { stable, canary } => Some((*stable, *canary)),
+        _ => None,
+    })
 }
 
 #[test]
@@ -146,25 +153,7 @@ fn cnt_4_service_mesh_misconfigured_virtualservice_is_reported_and_reset() {
         cond(&w, types::TRAFFIC_ROUTED).reason,
         reasons::ROUTE_MISCONFIGURED
     );
-    let vs = d
-        .actions
-        .iter()
-        .find_map(|a| {
-            if let Action::ApplyRoute(v) = a {
-                Some(v.clone())
-            } else {
-                None
-            }
-        })
-        .expect("VirtualService applied");
-    assert_eq!(vs["kind"], "VirtualService");
-    assert_eq!(vs["metadata"]["name"], labels::SERVICE_SPARK);
-    assert_eq!(vs["spec"]["http"][0]["route"][0]["weight"], 80);
-    assert_eq!(
-        vs["spec"]["http"][0]["route"][1]["destination"]["host"],
-        labels::SERVICE_CANARY
-    );
-    assert_eq!(vs["spec"]["http"][0]["route"][1]["weight"], 20);
+    assert_eq!(route_weights_set(&d), Some((80, 20)));
     w.pass(None);
     assert_eq!(
         cond(&w, types::TRAFFIC_ROUTED).reason,
@@ -180,30 +169,86 @@ fn cnt_4_gateway_api_httproute_carries_the_weights() {
         Some(serde_json::from_value(serde_json::json!({"httpRoute": "veritas-spark"})).unwrap());
     let mut w = World::new(s);
     let d = w.pass(None);
-    let r = d
-        .actions
-        .iter()
-        .find_map(|a| {
-            if let Action::ApplyRoute(v) = a {
-                Some(v.clone())
-            } else {
-                None
-            }
-        })
-        .unwrap();
-    assert_eq!(r["apiVersion"], "gateway.networking.k8s.io/v1");
-    assert_eq!(r["kind"], "HTTPRoute");
-    let refs = &r["spec"]["rules"][0]["backendRefs"];
-    assert_eq!(
-        (refs[0]["weight"].as_i64(), refs[1]["weight"].as_i64()),
-        (Some(70), Some(30))
-    );
-    assert_eq!(refs[1]["name"], labels::SERVICE_CANARY);
+    assert_eq!(route_weights_set(&d), Some((70, 30)));
     // No replica changes with a router.
     assert!(!d
         .actions
         .iter()
         .any(|a| matches!(a, Action::Scale { .. } | Action::SetSelector { .. })));
+}
+
+#[test]
+fn cnt_4_a_missing_route_is_reported_never_created() {
+    let mut s = spec(30);
+    s.routing.gateway_api =
+        Some(serde_json::from_value(serde_json::json!({"httpRoute": "veritas-spark"})).unwrap());
+    let mut w = World::new(s);
+    w.route = None;
+    let d = w.pass(None);
+    assert_eq!(route_weights_set(&d), None);
+    let c = cond(&w, types::TRAFFIC_ROUTED);
+    assert_eq!(c.reason, reasons::ROUTE_MISCONFIGURED);
+    assert!(c.message.contains("HTTPRoute veritas-spark not found"), "{}", c.message);
+    assert!(c.message.contains(labels::SERVICE_CANARY), "{}", c.message);
+}
+
+/// A user's HTTPRoute: parents, hosts, a rule of their own, matches and filters around the
+/// rule that splits the tracks.
+fn users_http_route(s: &veritas_crds::VeritasCanarySpec) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "veritas-spark", "resourceVersion": "42"},
+        "spec": {
+            "parentRefs": [{"name": "edge"}],
+            "hostnames": ["spark.example.com"],
+            "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
+                 "backendRefs": [{"name": "admin", "port": 8080}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
+                 "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "x-env", "value": "prod"}]}}],
+                 "backendRefs": [
+                    {"name": s.stable.service, "port": 8080},
+                    {"name": s.canary.service, "port": 8080, "weight": 0}]}
+            ]
+        }
+    })
+}
+
+#[test]
+fn cnt_4_route_weights_are_read_from_the_rule_that_sends_to_both_tracks() {
+    let s = spec(30);
+    let route = users_http_route(&s);
+    let slots = veritas_controller::decide::route_slots(&route, &s).unwrap();
+    assert_eq!(slots.stable, "/spec/rules/1/backendRefs/0/weight");
+    assert_eq!(slots.canary, "/spec/rules/1/backendRefs/1/weight");
+    // No weight on an entry is weight 1 (Gateway API).
+    assert_eq!(veritas_controller::decide::route_weights(&route, &s), Some((1, 0)));
+    let mut only_stable = route.clone();
+    only_stable["spec"]["rules"][1]["backendRefs"]
+        .as_array_mut()
+        .unwrap()
+        .pop();
+    assert_eq!(veritas_controller::decide::route_weights(&only_stable, &s), None);
+}
+
+#[test]
+fn cnt_4_the_weight_patch_changes_the_two_weights_and_nothing_else() {
+    let s = spec(30);
+    let route = users_http_route(&s);
+    let patch: json_patch::Patch = serde_json::from_value(
+        veritas_controller::decide::route_weight_patch(&route, &s, 70, 30).unwrap(),
+    )
+    .unwrap();
+    let mut patched = route.clone();
+    json_patch::patch(&mut patched, &patch).unwrap();
+    let mut expected = route.clone();
+    expected["spec"]["rules"][1]["backendRefs"][0]["weight"] = 70.into();
+    expected["spec"]["rules"][1]["backendRefs"][1]["weight"] = 30.into();
+    assert_eq!(patched, expected);
+    // Written against the route as read: a route changed since is refused, not overwritten.
+    let mut changed = route.clone();
+    changed["metadata"]["resourceVersion"] = "43".into();
+    assert!(json_patch::patch(&mut changed, &patch).is_err());
 }
 
 #[test]
@@ -735,7 +780,7 @@ fn pst_2_spec_paused_freezes_everything() {
     );
     assert!(!d.actions.iter().any(|a| matches!(
         a,
-        Action::Scale { .. } | Action::SetSelector { .. } | Action::ApplyRoute(_)
+        Action::Scale { .. } | Action::SetSelector { .. } | Action::SetRouteWeights { .. }
     )));
     w.edit(|s| s.promotion.paused = false);
     w.settle(5);
@@ -750,9 +795,9 @@ fn pst_3_controller_restart_resumes_from_status() {
     w.analyses(healthy(), 2);
     let obs = w.observe(None);
     let a =
-        veritas_controller::decide::decide("veritas", "spark", &w.spec, w.status.as_ref(), &obs);
+        veritas_controller::decide::decide("spark", &w.spec, w.status.as_ref(), &obs);
     let b =
-        veritas_controller::decide::decide("veritas", "spark", &w.spec, w.status.as_ref(), &obs);
+        veritas_controller::decide::decide("spark", &w.spec, w.status.as_ref(), &obs);
     assert_eq!(a, b);
     assert_eq!(a.status.consecutive_successes, 2);
 }

@@ -177,28 +177,21 @@ pub struct ReplicaRouting {}
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayApiRouting {
-    /// Name of the HTTPRoute (same namespace) whose first rule's backendRefs carry the weights.
+    /// Name of the HTTPRoute (same namespace). The route is the user's (parentRefs,
+    /// hostnames, matches, filters, other rules); the controller sets only the weights of the
+    /// first rule whose backendRefs name both the stable and the canary Service, and never
+    /// creates the route.
     pub http_route: String,
-    /// Port of the backend Services.
-    #[serde(default = "default_http_port")]
-    pub port: i32,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IstioRouting {
-    /// Name of the VirtualService (same namespace), `veritas-spark` in the guide.
+    /// Name of the VirtualService (same namespace), `veritas-spark` in the guide. As with an
+    /// HTTPRoute, the controller sets only the weights of the first `http` route whose
+    /// destinations are the stable and the canary Service.
     #[serde(default = "default_shared_service")]
     pub virtual_service: String,
-    /// Hosts of the VirtualService; default: the shared Service.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hosts: Vec<String>,
-    #[serde(default = "default_http_port")]
-    pub port: i32,
-}
-
-fn default_http_port() -> i32 {
-    labels::DEFAULT_HTTP_PORT as i32
 }
 
 /// How the canary climbs to 100 %.

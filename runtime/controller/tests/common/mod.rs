@@ -41,40 +41,46 @@ where
 }
 
 pub async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let dir =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/manifests/crds");
     for e in std::fs::read_dir(dir).unwrap() {
-        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
-        let name = crd.metadata.name.clone().unwrap();
-        api.patch(
-            &name,
-            &PatchParams::apply("veritas-test").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .expect("apply CRD");
-        eventually(&format!("CRD {name} Established"), 30, || {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                let c = api.get(&name).await.map_err(|e| e.to_string())?;
-                let est = c
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                if est {
-                    Ok(())
-                } else {
-                    Err("not established".into())
-                }
-            }
-        })
-        .await;
+        install_crd_file(client, &e.unwrap().path()).await;
     }
+}
+
+/// Applies one CRD manifest and waits until the API server serves it.
+pub async fn install_crd_file(client: &Client, path: &std::path::Path) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("CRD manifest {}: {e}", path.display()));
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+    let name = crd.metadata.name.clone().unwrap();
+    api.patch(
+        &name,
+        &PatchParams::apply("veritas-test").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("apply CRD");
+    eventually(&format!("CRD {name} Established"), 30, || {
+        let api = api.clone();
+        let name = name.clone();
+        async move {
+            let c = api.get(&name).await.map_err(|e| e.to_string())?;
+            let est = c
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if est {
+                Ok(())
+            } else {
+                Err("not established".into())
+            }
+        }
+    })
+    .await;
 }
 
 /// A namespace name of its own per run, so runs on one API server never meet.
