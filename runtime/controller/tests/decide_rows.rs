@@ -1125,10 +1125,8 @@ fn unset_replicas_split_the_stable_deployments_own_size_and_never_resize_it_to_a
     let mut w = World::new(spec(10));
     assert_eq!(w.spec.replicas, None);
     // The user runs 20 stable pods.
-    for d in [&mut w.stable] {
-        let d = d.as_mut().unwrap();
-        (d.replicas, d.ready) = (20, 20);
-    }
+    let stable = w.stable.as_mut().unwrap();
+    (stable.replicas, stable.ready) = (20, 20);
     w.settle(3);
     let st = w.status.clone().unwrap();
     assert_eq!(st.replicas, Some(20));
