@@ -45,6 +45,28 @@ pub fn spec(weight: i32) -> VeritasCanarySpec {
     serde_json::from_value(serde_json::json!({ "trafficWeight": weight })).expect("defaults")
 }
 
+/// A user's HTTPRoute for `spec`'s tracks: parents, hosts, a rule of their own, and a rule with
+/// matches and a filter that splits the tracks (100 / 0).
+pub fn users_http_route(spec: &VeritasCanarySpec) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "veritas-spark"},
+        "spec": {
+            "parentRefs": [{"name": "edge"}],
+            "hostnames": ["spark.example.com"],
+            "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
+                 "backendRefs": [{"name": "admin", "port": 8080}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
+                 "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "x-env", "value": "prod"}]}}],
+                 "backendRefs": [
+                    {"name": spec.stable.service, "port": 8080, "weight": 100},
+                    {"name": spec.canary.service, "port": 8080, "weight": 0}]}
+            ]
+        }
+    })
+}
+
 fn labels_of(track: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (labels::APP.to_string(), labels::APP_SPARK.to_string()),

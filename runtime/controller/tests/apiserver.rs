@@ -720,27 +720,10 @@ async fn gateway_api_route_weights_leave_the_rest_of_the_users_route_alone() {
     .await
     .unwrap();
 
-    // The user's route: parents, hosts, a rule of their own, and a rule with matches and a
-    // filter that splits the tracks.
+    // The user's route: parents, hosts, a rule of their own, matches and a filter.
     let routes: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), ns, &veritas_controller::observe::http_route_resource());
-    let users = json!({
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-        "metadata": {"name": "veritas-spark"},
-        "spec": {
-            "parentRefs": [{"name": "edge"}],
-            "hostnames": ["spark.example.com"],
-            "rules": [
-                {"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
-                 "backendRefs": [{"name": "admin", "port": 8080}]},
-                {"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
-                 "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "x-env", "value": "prod"}]}}],
-                 "backendRefs": [
-                    {"name": "veritas-spark-stable", "port": 8080, "weight": 100},
-                    {"name": labels::SERVICE_CANARY, "port": 8080, "weight": 0}]}
-            ]
-        }
-    });
+    let users = veritas_controller::sim::users_http_route(&veritas_controller::sim::spec(0));
     routes
         .create(&PostParams::default(), &serde_json::from_value(users).unwrap())
         .await

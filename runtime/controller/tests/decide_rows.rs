@@ -192,26 +192,10 @@ fn cnt_4_a_missing_route_is_reported_never_created() {
     assert!(c.message.contains(labels::SERVICE_CANARY), "{}", c.message);
 }
 
-/// A user's HTTPRoute: parents, hosts, a rule of their own, matches and filters around the
-/// rule that splits the tracks.
 fn users_http_route(s: &veritas_crds::VeritasCanarySpec) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-        "metadata": {"name": "veritas-spark", "resourceVersion": "42"},
-        "spec": {
-            "parentRefs": [{"name": "edge"}],
-            "hostnames": ["spark.example.com"],
-            "rules": [
-                {"matches": [{"path": {"type": "PathPrefix", "value": "/admin"}}],
-                 "backendRefs": [{"name": "admin", "port": 8080}]},
-                {"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
-                 "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "x-env", "value": "prod"}]}}],
-                 "backendRefs": [
-                    {"name": s.stable.service, "port": 8080},
-                    {"name": s.canary.service, "port": 8080, "weight": 0}]}
-            ]
-        }
-    })
+    let mut route = veritas_controller::sim::users_http_route(s);
+    route["metadata"]["resourceVersion"] = "42".into();
+    route
 }
 
 #[test]
@@ -221,8 +205,14 @@ fn cnt_4_route_weights_are_read_from_the_rule_that_sends_to_both_tracks() {
     let slots = veritas_controller::decide::route_slots(&route, &s).unwrap();
     assert_eq!(slots.stable, "/spec/rules/1/backendRefs/0/weight");
     assert_eq!(slots.canary, "/spec/rules/1/backendRefs/1/weight");
+    assert_eq!(veritas_controller::decide::route_weights(&route, &s), Some((100, 0)));
     // No weight on an entry is weight 1 (Gateway API).
-    assert_eq!(veritas_controller::decide::route_weights(&route, &s), Some((1, 0)));
+    let mut unweighted = route.clone();
+    unweighted["spec"]["rules"][1]["backendRefs"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("weight");
+    assert_eq!(veritas_controller::decide::route_weights(&unweighted, &s), Some((1, 0)));
     let mut only_stable = route.clone();
     only_stable["spec"]["rules"][1]["backendRefs"]
         .as_array_mut()
