@@ -424,9 +424,9 @@ pub fn judge(
     )
 }
 
-/// Where a route's two weights live: the first rule that sends to both the stable and the
-/// canary Service (HTTPRoute `spec.rules[i].backendRefs`, VirtualService `spec.http[i].route`),
-/// as JSON pointers to each entry's `weight`. Everything else in the route is the user's.
+/// Where the weights of one rule that sends to both the stable and the canary Service live
+/// (HTTPRoute `spec.rules[i].backendRefs`, VirtualService `spec.http[i].route`), as JSON
+/// pointers to each entry's `weight`. Everything else in the route is the user's.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteSlots {
     pub stable: String,
@@ -435,52 +435,101 @@ pub struct RouteSlots {
     pub canary_weight: i32,
 }
 
-/// Finds the rule carrying both tracks in an observed HTTPRoute or VirtualService.
-pub fn route_slots(route: &Value, spec: &VeritasCanarySpec) -> Option<RouteSlots> {
-    let (rules, list, rules_at, name_of): (_, _, _, fn(&Value) -> Option<&str>) =
-        if let Some(rules) = route["spec"]["rules"].as_array() {
-            (rules, "backendRefs", "/spec/rules", |r| r["name"].as_str())
+/// Every rule of an observed HTTPRoute or VirtualService that sends to both tracks (several
+/// rules, e.g. one per path, may each split them; all of them carry the canary's weight).
+pub fn route_slots(route: &Value, spec: &VeritasCanarySpec) -> Vec<RouteSlots> {
+    let ns = route["metadata"]["namespace"].as_str().unwrap_or_default();
+    let gateway = route["spec"]["rules"].as_array();
+    let (rules, list, rules_at) = match gateway {
+        Some(rules) => (rules, "backendRefs", "/spec/rules"),
+        None => match route["spec"]["http"].as_array() {
+            Some(rules) => (rules, "route", "/spec/http"),
+            None => return Vec::new(),
+        },
+    };
+    // A backendRef to a Service of this namespace; an Istio host as a short name or
+    // qualified with this namespace (`svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local`).
+    let names = |e: &Value, svc: &str| -> bool {
+        if gateway.is_some() {
+            e["name"].as_str() == Some(svc)
+                && e["kind"].as_str().is_none_or(|k| k == "Service")
+                && e["group"].as_str().is_none_or(str::is_empty)
+                && e["namespace"].as_str().is_none_or(|n| n == ns)
         } else {
-            (route["spec"]["http"].as_array()?, "route", "/spec/http", |r| {
-                r["destination"]["host"].as_str()
+            e["destination"]["host"].as_str().is_some_and(|h| {
+                h == svc
+                    || h.strip_prefix(svc)
+                        .and_then(|rest| rest.strip_prefix('.'))
+                        .and_then(|rest| rest.strip_prefix(ns))
+                        .is_some_and(|q| matches!(q, "" | ".svc" | ".svc.cluster.local"))
             })
-        };
-    rules.iter().enumerate().find_map(|(i, rule)| {
-        let entries = rule[list].as_array()?;
-        let at = |svc: &str| entries.iter().position(|e| name_of(e) == Some(svc));
-        let (s, c) = (at(&spec.stable.service)?, at(&spec.canary.service)?);
-        // Gateway API: an entry without a weight weighs 1.
-        let weight = |j: usize| entries[j]["weight"].as_i64().unwrap_or(1) as i32;
-        Some(RouteSlots {
-            stable: format!("{rules_at}/{i}/{list}/{s}/weight"),
-            canary: format!("{rules_at}/{i}/{list}/{c}/weight"),
-            stable_weight: weight(s),
-            canary_weight: weight(c),
+        }
+    };
+    // Without a weight, a Gateway API backendRef weighs 1; an Istio destination 0.
+    let unweighted = if gateway.is_some() { 1 } else { 0 };
+    rules
+        .iter()
+        .enumerate()
+        .filter_map(|(i, rule)| {
+            let entries = rule[list].as_array()?;
+            let at = |svc: &str| entries.iter().position(|e| names(e, svc));
+            let (s, c) = (at(&spec.stable.service)?, at(&spec.canary.service)?);
+            let weight = |j: usize| entries[j]["weight"].as_i64().unwrap_or(unweighted) as i32;
+            Some(RouteSlots {
+                stable: format!("{rules_at}/{i}/{list}/{s}/weight"),
+                canary: format!("{rules_at}/{i}/{list}/{c}/weight"),
+                stable_weight: weight(s),
+                canary_weight: weight(c),
+            })
         })
-    })
+        .collect()
 }
 
-/// The weights an observed route carries: `(stable, canary)`, `None` when no rule sends to both.
+/// The weights an observed route carries: `(stable, canary)`; `None` when no rule sends to
+/// both. Rules that disagree read as `(0, 0)`, a split no step asks for, so they are all set.
 pub fn route_weights(route: &Value, spec: &VeritasCanarySpec) -> Option<(i32, i32)> {
-    route_slots(route, spec).map(|s| (s.stable_weight, s.canary_weight))
+    let slots = route_slots(route, spec);
+    let first = slots.first()?;
+    let split = (first.stable_weight, first.canary_weight);
+    Some(
+        if slots
+            .iter()
+            .all(|s| (s.stable_weight, s.canary_weight) == split)
+        {
+            split
+        } else {
+            (0, 0)
+        },
+    )
 }
 
-/// The JSON patch that sets only the two weights of `route`, refused by the API server if the
-/// route changed since it was read (`test` of its resourceVersion). Routes' rule lists are
-/// atomic in their CRDs' schemas, so server-side apply could not own just these fields: it
-/// would replace the user's rules, matches, filters and hosts.
+/// The JSON patch that sets only the weights of the rules that split the tracks, refused by the
+/// API server if the route changed since it was read (`test` of its resourceVersion). Routes'
+/// rule lists are atomic in their CRDs' schemas, so server-side apply could not own just these
+/// fields: it would replace the user's rules, matches, filters and hosts.
 pub fn route_weight_patch(
     route: &Value,
     spec: &VeritasCanarySpec,
     stable: i32,
     canary: i32,
 ) -> Option<Value> {
-    let slots = route_slots(route, spec)?;
-    Some(json!([
-        {"op": "test", "path": "/metadata/resourceVersion", "value": route["metadata"]["resourceVersion"]},
-        {"op": "add", "path": slots.stable, "value": stable.clamp(0, 100)},
-        {"op": "add", "path": slots.canary, "value": canary.clamp(0, 100)},
-    ]))
+    let slots = route_slots(route, spec);
+    if slots.is_empty() {
+        return None;
+    }
+    let mut ops = vec![
+        json!({"op": "test", "path": "/metadata/resourceVersion", "value": route["metadata"]["resourceVersion"]}),
+    ];
+    for s in slots {
+        ops.push(json!({"op": "add", "path": s.stable, "value": stable.clamp(0, 100)}));
+        ops.push(json!({"op": "add", "path": s.canary, "value": canary.clamp(0, 100)}));
+    }
+    Some(Value::Array(ops))
+}
+
+/// Whether a route's split sends everything to stable (the rules agree, canary at 0).
+fn on_stable_only(route: RouteWeights) -> bool {
+    matches!(route, Some((stable, 0)) if stable > 0)
 }
 
 /// The route a router canary names: (`HTTPRoute`/`VirtualService`, its name).
@@ -1123,7 +1172,7 @@ fn decide_inner(
     match st.phase {
         Phase::RollingBack | Phase::Failed => {
             st.desired_weight = 0;
-            let (_, actual, _, msg) = route(spec, obs, kind, 0, total, &mut actions);
+            let (_, actual, route_reason, msg) = route(spec, obs, kind, 0, total, &mut actions);
             // Rollback never scales the canary: its pods stay for `kubectl logs -l deployment=canary`.
             actions.retain(|a| !matches!(a, Action::Scale { deployment, .. } if *deployment == spec.canary.deployment));
             st.actual_weight = actual;
@@ -1134,7 +1183,7 @@ fn decide_inner(
                         && s.selector.get(OWNED_SELECTOR_KEY).map(String::as_str)
                             == Some(labels::DEPLOYMENT_STABLE)
                 }),
-                _ => obs.route.is_some_and(|(_, c)| c == 0),
+                _ => on_stable_only(obs.route),
             };
             set_condition(
                 &mut st.conditions,
@@ -1144,8 +1193,11 @@ fn decide_inner(
                 back,
                 if back {
                     reasons::ROLLED_BACK
-                } else {
+                } else if kind == RoutingKind::Replicas {
                     reasons::WAITING_FOR_PODS
+                } else {
+                    // A route that is missing (or lost its split) says so.
+                    route_reason
                 },
                 msg.clone(),
             );
@@ -1850,8 +1902,17 @@ fn promote_into_stable(
         }
         RoutingKind::GatewayApi | RoutingKind::Istio => {
             st.actual_weight = obs.route.map(|(_, c)| c).unwrap_or(0);
-            let back = obs.route == Some((100, 0));
-            if !back && obs.route.is_some() {
+            let back = on_stable_only(obs.route);
+            if obs.route.is_none() {
+                let (what, route) = route_name(spec, kind);
+                progress(
+                    &mut st,
+                    reasons::ROUTE_MISCONFIGURED,
+                    format!("stable runs revision {rev} and is ready, but {what} {route} is gone (or lost its rule for the two Services): traffic cannot move onto stable"),
+                );
+                return deadline(spec, name, st, actions, now, was_held, 5);
+            }
+            if !back {
                 actions.push(Action::SetRouteWeights {
                     stable: 100,
                     canary: 0,

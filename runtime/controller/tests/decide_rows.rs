@@ -202,9 +202,10 @@ fn users_http_route(s: &veritas_crds::VeritasCanarySpec) -> serde_json::Value {
 fn cnt_4_route_weights_are_read_from_the_rule_that_sends_to_both_tracks() {
     let s = spec(30);
     let route = users_http_route(&s);
-    let slots = veritas_controller::decide::route_slots(&route, &s).unwrap();
-    assert_eq!(slots.stable, "/spec/rules/1/backendRefs/0/weight");
-    assert_eq!(slots.canary, "/spec/rules/1/backendRefs/1/weight");
+    let slots = veritas_controller::decide::route_slots(&route, &s);
+    assert_eq!(slots.len(), 1);
+    assert_eq!(slots[0].stable, "/spec/rules/1/backendRefs/0/weight");
+    assert_eq!(slots[0].canary, "/spec/rules/1/backendRefs/1/weight");
     assert_eq!(veritas_controller::decide::route_weights(&route, &s), Some((100, 0)));
     // No weight on an entry is weight 1 (Gateway API).
     let mut unweighted = route.clone();
@@ -219,6 +220,84 @@ fn cnt_4_route_weights_are_read_from_the_rule_that_sends_to_both_tracks() {
         .unwrap()
         .pop();
     assert_eq!(veritas_controller::decide::route_weights(&only_stable, &s), None);
+}
+
+#[test]
+fn cnt_4_every_rule_that_splits_the_tracks_carries_the_weight() {
+    let s = spec(30);
+    let mut route = users_http_route(&s);
+    // A second path split between the tracks, at another weight.
+    let mut v2 = route["spec"]["rules"][1].clone();
+    v2["matches"][0]["path"]["value"] = "/v2".into();
+    v2["backendRefs"][1]["weight"] = 20.into();
+    route["spec"]["rules"].as_array_mut().unwrap().push(v2);
+    // Rules that disagree are no split at all: never "realised", never "rolled back".
+    assert_eq!(veritas_controller::decide::route_weights(&route, &s), Some((0, 0)));
+    let patch: json_patch::Patch = serde_json::from_value(
+        veritas_controller::decide::route_weight_patch(&route, &s, 100, 0).unwrap(),
+    )
+    .unwrap();
+    json_patch::patch(&mut route, &patch).unwrap();
+    for rule in [1, 2] {
+        let refs = &route["spec"]["rules"][rule]["backendRefs"];
+        assert_eq!((&refs[0]["weight"], &refs[1]["weight"]), (&100.into(), &0.into()));
+    }
+    assert_eq!(veritas_controller::decide::route_weights(&route, &s), Some((100, 0)));
+}
+
+#[test]
+fn cnt_4_only_this_namespaces_services_are_the_tracks() {
+    let s = spec(30);
+    let mut route = users_http_route(&s);
+    route["metadata"]["namespace"] = "veritas".into();
+    // The canary's name, but another namespace's Service, or not a Service at all.
+    for (k, v) in [("namespace", "elsewhere"), ("kind", "ServiceImport")] {
+        let mut r = route.clone();
+        r["spec"]["rules"][1]["backendRefs"][1][k] = v.into();
+        assert_eq!(veritas_controller::decide::route_weights(&r, &s), None, "{k}={v}");
+    }
+    let mut same_ns = route.clone();
+    same_ns["spec"]["rules"][1]["backendRefs"][1]["namespace"] = "veritas".into();
+    assert_eq!(veritas_controller::decide::route_weights(&same_ns, &s), Some((100, 0)));
+}
+
+#[test]
+fn cnt_4_istio_hosts_may_be_qualified_and_an_unweighted_destination_weighs_0() {
+    let s = spec(30);
+    let vs = serde_json::json!({
+        "metadata": {"name": "veritas-spark", "namespace": "veritas", "resourceVersion": "7"},
+        "spec": {"hosts": ["spark.example.com"], "http": [{"route": [
+            {"destination": {"host": format!("{}.veritas.svc.cluster.local", s.stable.service)}, "weight": 100},
+            {"destination": {"host": format!("{}.veritas", s.canary.service)}},
+        ]}]}
+    });
+    assert_eq!(veritas_controller::decide::route_weights(&vs, &s), Some((100, 0)));
+    let mut other_ns = vs.clone();
+    other_ns["spec"]["http"][0]["route"][1]["destination"]["host"] =
+        format!("{}.elsewhere.svc.cluster.local", s.canary.service).into();
+    assert_eq!(veritas_controller::decide::route_weights(&other_ns, &s), None);
+}
+
+#[test]
+fn cnt_4_a_rollback_onto_a_missing_route_says_so() {
+    let mut s = spec(30);
+    s.routing.gateway_api =
+        Some(serde_json::from_value(serde_json::json!({"httpRoute": "veritas-spark"})).unwrap());
+    let mut w = World::new(s);
+    w.settle(3);
+    w.route = None;
+    w.annotations.insert(
+        veritas_crds::annotations::ROLLBACK.into(),
+        veritas_crds::annotations::TRUE.into(),
+    );
+    w.pass(None);
+    w.pass(None);
+    let st = w.status.clone().unwrap();
+    assert_eq!(st.phase, Phase::RollingBack);
+    assert_eq!(
+        cond(&w, types::TRAFFIC_ROUTED).reason,
+        reasons::ROUTE_MISCONFIGURED
+    );
 }
 
 #[test]
