@@ -37,14 +37,7 @@ fn bench(c: &mut Criterion) {
     });
     let idle = w.observe(None);
     c.bench_function("decide/one idle pass", |b| {
-        b.iter(|| {
-            decide(
-                "spark",
-                &w.spec,
-                w.status.as_ref(),
-                black_box(&idle),
-            )
-        })
+        b.iter(|| decide("spark", &w.spec, w.status.as_ref(), black_box(&idle)))
     });
     c.bench_function("decide/full promotion 10%->100% (model)", |b| {
         b.iter(|| {

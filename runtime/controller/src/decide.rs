@@ -535,10 +535,18 @@ fn on_stable_only(route: RouteWeights) -> bool {
 /// The route a router canary names: (`HTTPRoute`/`VirtualService`, its name).
 fn route_name(spec: &VeritasCanarySpec, kind: RoutingKind) -> (&'static str, String) {
     if kind == RoutingKind::GatewayApi {
-        let name = spec.routing.gateway_api.as_ref().map(|g| g.http_route.clone());
+        let name = spec
+            .routing
+            .gateway_api
+            .as_ref()
+            .map(|g| g.http_route.clone());
         ("HTTPRoute", name.unwrap_or_default())
     } else {
-        let name = spec.routing.istio.as_ref().map(|i| i.virtual_service.clone());
+        let name = spec
+            .routing
+            .istio
+            .as_ref()
+            .map(|i| i.virtual_service.clone());
         ("VirtualService", name.unwrap_or_default())
     }
 }
@@ -1631,7 +1639,9 @@ fn decide_inner(
             actions.retain(|a| {
                 !matches!(
                     a,
-                    Action::Scale { .. } | Action::SetSelector { .. } | Action::SetRouteWeights { .. }
+                    Action::Scale { .. }
+                        | Action::SetSelector { .. }
+                        | Action::SetRouteWeights { .. }
                 )
             });
             actions.extend(rb);

@@ -10,8 +10,8 @@ use veritas_crds::{RoutingKind, VeritasCanarySpec, VeritasCanaryStatus, OWNED_SE
 use veritas_vocab::labels;
 
 use crate::decide::{
-    analysis_due, decide, release_template, template_hash, Action, AnalysisSample,
-    Decision, DeploymentObs, MonitorObs, Observed, ServiceObs, SharedServiceObs, TrackMetrics,
+    analysis_due, decide, release_template, template_hash, Action, AnalysisSample, Decision,
+    DeploymentObs, MonitorObs, Observed, ServiceObs, SharedServiceObs, TrackMetrics,
 };
 
 /// The modelled world of one canary.
@@ -281,12 +281,7 @@ impl World {
     pub fn pass(&mut self, analysis: Option<AnalysisSample>) -> Decision {
         self.tick();
         let obs = self.observe(analysis);
-        let d = decide(
-            &self.name,
-            &self.spec,
-            self.status.as_ref(),
-            &obs,
-        );
+        let d = decide(&self.name, &self.spec, self.status.as_ref(), &obs);
         self.apply(&d.actions);
         self.status = Some(d.status.clone());
         self.passes += 1;

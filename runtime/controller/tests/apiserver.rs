@@ -715,17 +715,25 @@ async fn gateway_api_route_weights_leave_the_rest_of_the_users_route_alone() {
     d.patch_status(
         "veritas-spark-canary",
         &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}})),
+        &Patch::Merge(
+            json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}}),
+        ),
     )
     .await
     .unwrap();
 
     // The user's route: parents, hosts, a rule of their own, matches and a filter.
-    let routes: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), ns, &veritas_controller::observe::http_route_resource());
+    let routes: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &veritas_controller::observe::http_route_resource(),
+    );
     let users = veritas_controller::sim::users_http_route(&veritas_controller::sim::spec(0));
     routes
-        .create(&PostParams::default(), &serde_json::from_value(users).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(users).unwrap(),
+        )
         .await
         .unwrap();
     let before = serde_json::to_value(routes.get("veritas-spark").await.unwrap()).unwrap();
@@ -736,13 +744,19 @@ async fn gateway_api_route_weights_leave_the_rest_of_the_users_route_alone() {
                "routing": {"gatewayAPI": {"httpRoute": route}},
                "analysis": {"intervalSeconds": 60, "windowSeconds": 60}})
     };
-    api.create(&PostParams::default(), &canary_obj("spark", spec("veritas-spark", 30)))
-        .await
-        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &canary_obj("spark", spec("veritas-spark", 30)),
+    )
+    .await
+    .unwrap();
     // A canary whose route nobody created.
-    api.create(&PostParams::default(), &canary_obj("ghost", spec("no-such-route", 30)))
-        .await
-        .unwrap();
+    api.create(
+        &PostParams::default(),
+        &canary_obj("ghost", spec("no-such-route", 30)),
+    )
+    .await
+    .unwrap();
     let ctl = start_controller(&client, ns).await;
 
     eventually("the split rule at 70/30", 60, || async {
@@ -775,9 +789,13 @@ async fn gateway_api_route_weights_leave_the_rest_of_the_users_route_alone() {
         )
         .await
         .unwrap();
-    api.patch("spark", &PatchParams::default(), &Patch::Merge(json!({"spec": {"trafficWeight": 40}})))
-        .await
-        .unwrap();
+    api.patch(
+        "spark",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"trafficWeight": 40}})),
+    )
+    .await
+    .unwrap();
     eventually("the split rule at 60/40", 60, || async {
         match split_weights(&routes).await? {
             (s, c) if s == 60 && c == 40 => Ok(()),
@@ -786,7 +804,10 @@ async fn gateway_api_route_weights_leave_the_rest_of_the_users_route_alone() {
     })
     .await;
     let after = serde_json::to_value(routes.get("veritas-spark").await.unwrap()).unwrap();
-    assert_eq!(after["spec"]["hostnames"], json!(["spark.example.com", "spark.internal"]));
+    assert_eq!(
+        after["spec"]["hostnames"],
+        json!(["spark.example.com", "spark.internal"])
+    );
     assert_eq!(after["spec"]["rules"][0], before["spec"]["rules"][0]);
     assert_eq!(after["spec"]["parentRefs"], before["spec"]["parentRefs"]);
 

@@ -129,8 +129,7 @@ fn cnt_3_no_endpoints_when_canary_pods_ready_but_service_has_none() {
     w.settle(5);
     let mut obs = w.observe(None);
     obs.canary_service.as_mut().unwrap().ready_endpoints = 0;
-    let d =
-        veritas_controller::decide::decide("spark", &w.spec, w.status.as_ref(), &obs);
+    let d = veritas_controller::decide::decide("spark", &w.spec, w.status.as_ref(), &obs);
     let c = veritas_crds::find_condition(&d.status.conditions, types::REFERENCES_VALID).unwrap();
     assert_eq!(c.reason, reasons::NO_ENDPOINTS);
 }
@@ -188,7 +187,11 @@ fn cnt_4_a_missing_route_is_reported_never_created() {
     assert_eq!(route_weights_set(&d), None);
     let c = cond(&w, types::TRAFFIC_ROUTED);
     assert_eq!(c.reason, reasons::ROUTE_MISCONFIGURED);
-    assert!(c.message.contains("HTTPRoute veritas-spark not found"), "{}", c.message);
+    assert!(
+        c.message.contains("HTTPRoute veritas-spark not found"),
+        "{}",
+        c.message
+    );
     assert!(c.message.contains(labels::SERVICE_CANARY), "{}", c.message);
 }
 
@@ -206,20 +209,29 @@ fn cnt_4_route_weights_are_read_from_the_rule_that_sends_to_both_tracks() {
     assert_eq!(slots.len(), 1);
     assert_eq!(slots[0].stable, "/spec/rules/1/backendRefs/0/weight");
     assert_eq!(slots[0].canary, "/spec/rules/1/backendRefs/1/weight");
-    assert_eq!(veritas_controller::decide::route_weights(&route, &s), Some((100, 0)));
+    assert_eq!(
+        veritas_controller::decide::route_weights(&route, &s),
+        Some((100, 0))
+    );
     // No weight on an entry is weight 1 (Gateway API).
     let mut unweighted = route.clone();
     unweighted["spec"]["rules"][1]["backendRefs"][0]
         .as_object_mut()
         .unwrap()
         .remove("weight");
-    assert_eq!(veritas_controller::decide::route_weights(&unweighted, &s), Some((1, 0)));
+    assert_eq!(
+        veritas_controller::decide::route_weights(&unweighted, &s),
+        Some((1, 0))
+    );
     let mut only_stable = route.clone();
     only_stable["spec"]["rules"][1]["backendRefs"]
         .as_array_mut()
         .unwrap()
         .pop();
-    assert_eq!(veritas_controller::decide::route_weights(&only_stable, &s), None);
+    assert_eq!(
+        veritas_controller::decide::route_weights(&only_stable, &s),
+        None
+    );
 }
 
 #[test]
@@ -232,7 +244,10 @@ fn cnt_4_every_rule_that_splits_the_tracks_carries_the_weight() {
     v2["backendRefs"][1]["weight"] = 20.into();
     route["spec"]["rules"].as_array_mut().unwrap().push(v2);
     // Rules that disagree are no split at all: never "realised", never "rolled back".
-    assert_eq!(veritas_controller::decide::route_weights(&route, &s), Some((0, 0)));
+    assert_eq!(
+        veritas_controller::decide::route_weights(&route, &s),
+        Some((0, 0))
+    );
     let patch: json_patch::Patch = serde_json::from_value(
         veritas_controller::decide::route_weight_patch(&route, &s, 100, 0).unwrap(),
     )
@@ -240,9 +255,15 @@ fn cnt_4_every_rule_that_splits_the_tracks_carries_the_weight() {
     json_patch::patch(&mut route, &patch).unwrap();
     for rule in [1, 2] {
         let refs = &route["spec"]["rules"][rule]["backendRefs"];
-        assert_eq!((&refs[0]["weight"], &refs[1]["weight"]), (&100.into(), &0.into()));
+        assert_eq!(
+            (&refs[0]["weight"], &refs[1]["weight"]),
+            (&100.into(), &0.into())
+        );
     }
-    assert_eq!(veritas_controller::decide::route_weights(&route, &s), Some((100, 0)));
+    assert_eq!(
+        veritas_controller::decide::route_weights(&route, &s),
+        Some((100, 0))
+    );
 }
 
 #[test]
@@ -254,11 +275,18 @@ fn cnt_4_only_this_namespaces_services_are_the_tracks() {
     for (k, v) in [("namespace", "elsewhere"), ("kind", "ServiceImport")] {
         let mut r = route.clone();
         r["spec"]["rules"][1]["backendRefs"][1][k] = v.into();
-        assert_eq!(veritas_controller::decide::route_weights(&r, &s), None, "{k}={v}");
+        assert_eq!(
+            veritas_controller::decide::route_weights(&r, &s),
+            None,
+            "{k}={v}"
+        );
     }
     let mut same_ns = route.clone();
     same_ns["spec"]["rules"][1]["backendRefs"][1]["namespace"] = "veritas".into();
-    assert_eq!(veritas_controller::decide::route_weights(&same_ns, &s), Some((100, 0)));
+    assert_eq!(
+        veritas_controller::decide::route_weights(&same_ns, &s),
+        Some((100, 0))
+    );
 }
 
 #[test]
@@ -271,11 +299,17 @@ fn cnt_4_istio_hosts_may_be_qualified_and_an_unweighted_destination_weighs_0() {
             {"destination": {"host": format!("{}.veritas", s.canary.service)}},
         ]}]}
     });
-    assert_eq!(veritas_controller::decide::route_weights(&vs, &s), Some((100, 0)));
+    assert_eq!(
+        veritas_controller::decide::route_weights(&vs, &s),
+        Some((100, 0))
+    );
     let mut other_ns = vs.clone();
     other_ns["spec"]["http"][0]["route"][1]["destination"]["host"] =
         format!("{}.elsewhere.svc.cluster.local", s.canary.service).into();
-    assert_eq!(veritas_controller::decide::route_weights(&other_ns, &s), None);
+    assert_eq!(
+        veritas_controller::decide::route_weights(&other_ns, &s),
+        None
+    );
 }
 
 #[test]
@@ -863,10 +897,8 @@ fn pst_3_controller_restart_resumes_from_status() {
     let mut w = started(25);
     w.analyses(healthy(), 2);
     let obs = w.observe(None);
-    let a =
-        veritas_controller::decide::decide("spark", &w.spec, w.status.as_ref(), &obs);
-    let b =
-        veritas_controller::decide::decide("spark", &w.spec, w.status.as_ref(), &obs);
+    let a = veritas_controller::decide::decide("spark", &w.spec, w.status.as_ref(), &obs);
+    let b = veritas_controller::decide::decide("spark", &w.spec, w.status.as_ref(), &obs);
     assert_eq!(a, b);
     assert_eq!(a.status.consecutive_successes, 2);
 }

@@ -41,12 +41,13 @@ async fn serve(
     key: PrivateKeyDer<'static>,
     want: &'static str,
 ) -> (String, Arc<Mutex<Vec<String>>>) {
-    let cfg = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
+    let cfg =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
     let acceptor = TlsAcceptor::from(Arc::new(cfg));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -55,12 +56,16 @@ async fn serve(
     tokio::spawn(async move {
         // Bounded: the tests make a handful of connections.
         for _ in 0..32 {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             let acceptor = acceptor.clone();
             let log = log.clone();
             tokio::spawn(async move {
                 // A client that refuses our certificate ends the handshake: nothing to serve.
-                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
                 while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -74,13 +79,17 @@ async fn serve(
                     .lines()
                     .find_map(|l| {
                         let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("authorization").then(|| v.trim().to_string())
+                        k.eq_ignore_ascii_case("authorization")
+                            .then(|| v.trim().to_string())
                     })
                     .unwrap_or_default();
                 let ok = auth == format!("Bearer {want}");
                 log.lock().unwrap().push(auth);
                 let (status, body) = if ok {
-                    ("200 OK", r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"42"]}]}}"#)
+                    (
+                        "200 OK",
+                        r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"42"]}]}}"#,
+                    )
                 } else {
                     ("401 Unauthorized", "Unauthorized\n")
                 };
@@ -130,7 +139,10 @@ async fn https_with_our_ca_and_a_token_read_at_every_query() {
     assert_eq!(prom.query(Q, T).await.unwrap(), Some(42.0));
     assert_eq!(
         *seen.lock().unwrap(),
-        vec!["Bearer first-token".to_string(), "Bearer rotated-token".to_string()]
+        vec![
+            "Bearer first-token".to_string(),
+            "Bearer rotated-token".to_string()
+        ]
     );
 
     // A token file that went away is a transport error naming the file, not an empty token.
@@ -152,7 +164,10 @@ async fn a_certificate_from_a_ca_we_were_not_given_is_refused() {
         }
         other => panic!("want a certificate error, got {other:?}"),
     }
-    assert!(seen.lock().unwrap().is_empty(), "no request may reach an untrusted server");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "no request may reach an untrusted server"
+    );
 
     // Another CA's bundle does not help either.
     let (other_ca, _, _) = pki();
@@ -167,7 +182,10 @@ async fn a_certificate_from_a_ca_we_were_not_given_is_refused() {
         },
     )
     .unwrap();
-    assert!(matches!(prom.query(Q, T).await, Err(PromError::Transport(_))));
+    assert!(matches!(
+        prom.query(Q, T).await,
+        Err(PromError::Transport(_))
+    ));
 }
 
 #[test]
@@ -181,8 +199,11 @@ fn bad_tls_settings_are_refused_when_the_client_is_built() {
     };
     let e = Prometheus::direct("https://127.0.0.1:9090", &auth(&empty)).unwrap_err();
     assert!(e.contains("no PEM certificate"), "{e}");
-    let e = Prometheus::direct("https://127.0.0.1:9090", &auth(&dir.path().join("missing.pem")))
-        .unwrap_err();
+    let e = Prometheus::direct(
+        "https://127.0.0.1:9090",
+        &auth(&dir.path().join("missing.pem")),
+    )
+    .unwrap_err();
     assert!(e.contains("missing.pem"), "{e}");
     // A CA for a plain-HTTP address is a mistake worth saying, not ignoring.
     let e = Prometheus::direct("http://127.0.0.1:9090", &auth(&empty)).unwrap_err();
