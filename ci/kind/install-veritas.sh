@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install Veritas into the running kind cluster: our images (built by build-veritas-images.sh,
 # from the debug binaries the tests already built when VERITAS_BIN_DIR is set, else release),
-# the CRDs, and the controller (namespace veritas-system), then wait for the controller.
+# the CRDs, and the controller (namespace veritas-system) watching every namespace, then wait
+# for the controller.
 # Env: CLUSTER_NAME, KUBECONFIG (default: the cluster's kubeconfig in the cache).
 . "$(dirname "$0")/lib.sh"
 REPO="$(cd "$KIND_DIR/../.." && pwd)"
@@ -15,8 +16,18 @@ else
 fi
 "$KUBECTL" apply --server-side -f "$REPO/fixtures/manifests/crds/" >&2
 "$KUBECTL" wait --for=condition=Established --timeout=60s crd/veritascanaries.veritas.hearthlink.ai crd/veritasenvironments.veritas.hearthlink.ai >&2
-"$KUBECTL" apply --server-side -f "$REPO/fixtures/manifests/controller/" >&2 \
+# Cluster-wide: the harness makes a namespace per scenario. The default install's one watched
+# namespace (controller/11-watch-namespace.yaml) is left out, and undone if an earlier install
+# applied it.
+controller_files=()
+for f in "$REPO"/fixtures/manifests/controller/*.yaml; do
+  case $f in */11-watch-namespace.yaml) continue ;; esac
+  controller_files+=(-f "$f")
+done
+"$KUBECTL" apply --server-side "${controller_files[@]}" -f "$REPO/fixtures/manifests/controller-cluster-wide/" >&2 \
   || die "controller manifests did not apply"
+"$KUBECTL" -n veritas-system delete configmap veritas-controller-scope --ignore-not-found >&2
+"$KUBECTL" -n veritas delete rolebinding veritas-controller --ignore-not-found >&2
 # The image keeps its :dev tag across builds, so a rebuilt controller would not roll out by
 # itself: the image's ID in the pod template rolls it exactly when the image changed.
 image_id=$(docker image inspect -f '{{.Id}}' veritas.local/veritas-controller:dev)

@@ -70,17 +70,73 @@ pub(crate) async fn publish<K>(
     }
 }
 
-/// Carries out `actions` in order; the first failure stops the rest (the next pass retries).
+/// An action the API server refused (or that could not be sent), named as a human reads it.
+#[derive(Debug, thiserror::Error)]
+#[error("{action}: {source}")]
+pub struct ActFailed {
+    pub action: String,
+    #[source]
+    pub source: kube::Error,
+}
+
+/// What an action does, for status messages and logs.
+pub fn describe(a: &Action, spec: &veritas_crds::VeritasCanarySpec) -> String {
+    match a {
+        Action::Scale {
+            deployment,
+            replicas,
+        } => format!("scaling Deployment {deployment} to {replicas} replicas"),
+        Action::SetSelector { service, value } => match value {
+            Some(v) => {
+                format!("setting {OWNED_SELECTOR_KEY}={v} in the selector of Service {service}")
+            }
+            None => format!("removing {OWNED_SELECTOR_KEY} from the selector of Service {service}"),
+        },
+        Action::SetRouteWeights { stable, canary } => {
+            let route = match (&spec.routing.gateway_api, &spec.routing.istio) {
+                (Some(g), _) => format!("HTTPRoute {}", g.http_route),
+                (None, Some(i)) => format!("VirtualService {}", i.virtual_service),
+                (None, None) => "the route".into(),
+            };
+            format!("setting the weights of {route} to stable {stable} / canary {canary}")
+        }
+        Action::PromoteTemplate { deployment, .. } => {
+            format!("promoting the canary's pod template into Deployment {deployment}")
+        }
+        Action::ClearAnnotation(key) => format!("removing annotation {key}"),
+        Action::Event { reason, .. } => format!("publishing Event {reason}"),
+    }
+}
+
+/// Carries out `actions` in order; the first failure stops the rest (the next pass retries)
+/// and is returned with the action it stopped at.
 pub async fn act(
     client: &Client,
     recorder: &Recorder,
     canary: &VeritasCanary,
     actions: &[Action],
+) -> Result<(), ActFailed> {
+    for a in actions {
+        act_one(client, recorder, canary, a)
+            .await
+            .map_err(|source| ActFailed {
+                action: describe(a, &canary.spec),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+async fn act_one(
+    client: &Client,
+    recorder: &Recorder,
+    canary: &VeritasCanary,
+    a: &Action,
 ) -> Result<(), kube::Error> {
     let ns = canary.metadata.namespace.clone().unwrap_or_default();
     let name = canary.metadata.name.clone().unwrap_or_default();
     let merge = PatchParams::default();
-    for a in actions {
+    {
         match a {
             Action::Scale {
                 deployment,
@@ -114,7 +170,7 @@ pub async fn act(
                 let (ar, route_name) = match (&spec.routing.gateway_api, &spec.routing.istio) {
                     (Some(g), _) => (http_route_resource(), g.http_route.clone()),
                     (None, Some(i)) => (virtual_service_resource(), i.virtual_service.clone()),
-                    (None, None) => continue,
+                    (None, None) => return Ok(()),
                 };
                 let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
                 let route = serde_json::to_value(api.get(&route_name).await?)
@@ -122,7 +178,7 @@ pub async fn act(
                 // Observed a moment ago with such a rule; gone now, the next pass says so.
                 let Some(patch) = route_weight_patch(&route, spec, *stable, *to_canary) else {
                     tracing::warn!(canary = %name, namespace = %ns, route = %route_name, "route lost its rule for the two Services; weights not set");
-                    continue;
+                    return Ok(());
                 };
                 let patch: json_patch::Patch =
                     serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;

@@ -158,15 +158,10 @@ pub async fn observe(
         Api::namespaced_with(client.clone(), ns, &service_monitor_resource());
     let service_monitor = match monitors.get_opt(&spec.service_monitor).await {
         Ok(Some(_)) => MonitorObs::Present,
-        // A 404 is either "no such object" or "no such resource": ask which.
-        Ok(None) | Err(kube::Error::Api(_)) => {
-            let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-            match crds.get_opt("servicemonitors.monitoring.coreos.com").await {
-                Ok(Some(_)) => MonitorObs::Missing,
-                Ok(None) => MonitorObs::CrdMissing,
-                Err(e) => return Err(e),
-            }
-        }
+        // A 404 is either "no such object" or "no such resource": ask which. Any other refusal
+        // (403...) is an error, never read as "missing".
+        Ok(None) => monitor_missing_or_no_crd(client).await?,
+        Err(kube::Error::Api(e)) if e.code == 404 => monitor_missing_or_no_crd(client).await?,
         Err(e) => return Err(e),
     };
 
@@ -197,7 +192,10 @@ pub async fn observe(
                     &serde_json::to_value(&obj).unwrap_or_default(),
                     spec,
                 ),
-                Ok(None) | Err(kube::Error::Api(_)) => None,
+                // No such route, or no such resource (CRD absent): RouteMisconfigured. Any
+                // other refusal (403...) is an error, never read as "missing".
+                Ok(None) => None,
+                Err(kube::Error::Api(e)) if e.code == 404 => None,
                 Err(e) => return Err(e),
             }
         }
@@ -212,4 +210,18 @@ pub async fn observe(
         service_monitor,
         route,
     })
+}
+
+/// The ServiceMonitor is not there: is it the object or the whole resource (CRD)?
+async fn monitor_missing_or_no_crd(client: &Client) -> Result<MonitorObs, kube::Error> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    Ok(
+        match crds
+            .get_opt("servicemonitors.monitoring.coreos.com")
+            .await?
+        {
+            Some(_) => MonitorObs::Missing,
+            None => MonitorObs::CrdMissing,
+        },
+    )
 }

@@ -16,10 +16,13 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, CustomResourceExt, Resource, ResourceExt};
 use serde_json::json;
-use veritas_crds::{VeritasCanary, FIELD_MANAGER, FINALIZER};
+use veritas_crds::reasons::{self, types};
+use veritas_crds::{
+    find_condition, Condition, VeritasCanary, VeritasCanaryStatus, FIELD_MANAGER, FINALIZER,
+};
 
 use crate::analysis::Prometheus;
-use crate::decide::{analysis_due, decide, judge, AnalysisSample, Observed};
+use crate::decide::{analysis_due, decide, judge, AnalysisSample, EventKind, Observed};
 use crate::telemetry::Metrics;
 
 /// Errors of one pass, each with a stable label for the failure metric.
@@ -28,6 +31,8 @@ use crate::telemetry::Metrics;
 pub enum Error {
     #[error("kubernetes api: {0}")]
     Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Act(#[from] crate::act::ActFailed),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("resource has no namespace")]
@@ -39,6 +44,8 @@ impl Error {
         match self {
             Error::Kube(kube::Error::Api(_)) => "kube_api",
             Error::Kube(_) => "kube_client",
+            Error::Act(f) if matches!(f.source, kube::Error::Api(_)) => "kube_api",
+            Error::Act(_) => "kube_client",
             Error::Finalizer(_) => "finalizer",
             Error::NoNamespace => "no_namespace",
         }
@@ -136,7 +143,15 @@ pub async fn apply(canary: Arc<VeritasCanary>, ctx: &Context) -> Result<Requeue,
     let ns = canary.namespace().ok_or(Error::NoNamespace)?;
     let name = canary.name_any();
     let now = Timestamp::now();
-    let o = crate::observe::observe(&ctx.client, &ns, &canary.spec).await?;
+    let o = match crate::observe::observe(&ctx.client, &ns, &canary.spec).await {
+        Ok(o) => o,
+        Err(e) => {
+            let status = canary.status.clone().unwrap_or_default();
+            let message = format!("reading the canary's objects failed, nothing decided: {e}");
+            report_failure(ctx, &canary, status, reasons::OBSERVE_FAILED, message).await;
+            return Err(e.into());
+        }
+    };
     let analysis = if analysis_due(&canary.spec, canary.status.as_ref(), now) {
         let s = ctx
             .prometheus
@@ -194,10 +209,68 @@ pub async fn apply(canary: Arc<VeritasCanary>, ctx: &Context) -> Result<Requeue,
         .with_label_values(&[ns.as_str(), name.as_str()])
         .set(d.status.actual_weight as i64);
     ctx.metrics.set_phase(&ns, &name, d.status.phase);
-    crate::act::act(&ctx.client, &ctx.recorder, &canary, &d.actions).await?;
+    if let Err(e) = crate::act::act(&ctx.client, &ctx.recorder, &canary, &d.actions).await {
+        let message = format!("{e} (retried in {}s)", ERROR_REQUEUE.as_secs());
+        report_failure(ctx, &canary, d.status, reasons::ACTION_FAILED, message).await;
+        return Err(e.into());
+    }
+    if find_condition(&d.status.conditions, types::RECONCILED).is_some() {
+        let mut conditions = d.status.conditions;
+        conditions.retain(|c| c.type_ != types::RECONCILED);
+        write_conditions(ctx, &canary, &conditions).await;
+        tracing::info!(canary = %name, namespace = %ns, "a pass succeeded again: Reconciled condition removed");
+    }
     Ok(Requeue::requeue(Duration::from_secs(
         d.requeue_after_secs.max(1),
     )))
+}
+
+/// A pass that could not read or act says so in the status (condition `Reconciled=False`, the
+/// call and the server's answer) and in a warning Event: a 403 or a webhook's refusal is
+/// otherwise only in the controller's log, and the status would describe a world the
+/// controller failed to make.
+async fn report_failure(
+    ctx: &Context,
+    canary: &VeritasCanary,
+    mut status: VeritasCanaryStatus,
+    reason: &str,
+    message: String,
+) {
+    tracing::warn!(canary = %canary.name_any(), namespace = ?canary.namespace(), reason, "{message}");
+    crate::decide::set_condition(
+        &mut status.conditions,
+        Timestamp::now(),
+        canary.metadata.generation,
+        types::RECONCILED,
+        false,
+        reason,
+        message.clone(),
+    );
+    write_conditions(ctx, canary, &status.conditions).await;
+    crate::act::publish(
+        &ctx.recorder,
+        canary,
+        EventKind::Warning,
+        reason,
+        &message,
+        "Reconcile",
+    )
+    .await;
+}
+
+/// Writes the status conditions alone (a merge patch, not guarded by the version read: it
+/// follows this pass's own guarded write, which moved the version). Best effort: the failure
+/// that brought us here is returned by the pass either way.
+async fn write_conditions(ctx: &Context, canary: &VeritasCanary, conditions: &[Condition]) {
+    let ns = canary.namespace().unwrap_or_default();
+    let api: Api<VeritasCanary> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = Patch::Merge(json!({"status": {"conditions": conditions}}));
+    if let Err(e) = api
+        .patch_status(&canary.name_any(), &PatchParams::default(), &patch)
+        .await
+    {
+        tracing::warn!(canary = %canary.name_any(), namespace = %ns, error = %e, "status conditions not written");
+    }
 }
 
 async fn reconcile(canary: Arc<VeritasCanary>, ctx: Arc<Context>) -> Result<Requeue, Error> {
@@ -227,8 +300,11 @@ fn error_policy(canary: Arc<VeritasCanary>, err: &Error, ctx: Arc<Context>) -> R
         .with_label_values(&[err.metric_label()])
         .inc();
     tracing::warn!(canary = %canary.name_any(), namespace = ?canary.namespace(), error = %err, kind = err.metric_label(), "reconcile failed");
-    Requeue::requeue(Duration::from_secs(5))
+    Requeue::requeue(ERROR_REQUEUE)
 }
+
+/// How soon a failed pass runs again.
+const ERROR_REQUEUE: Duration = Duration::from_secs(5);
 
 /// Whether the VeritasCanary CRD is installed (the binary exits with a hint when not).
 pub async fn crd_installed(client: &Client) -> Result<bool, kube::Error> {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{json, Value};
 use veritas_controller::analysis::Prometheus;
@@ -826,4 +826,322 @@ async fn gateway_api_route_weights_leave_the_rest_of_the_users_route_alone() {
     assert!(msg.contains("HTTPRoute no-such-route not found"), "{msg}");
     assert!(routes.get_opt("no-such-route").await.unwrap().is_none());
     ctl.abort();
+}
+
+/// A ValidatingAdmissionPolicy (CEL, in the API server itself: the change freeze an admission
+/// webhook or policy engine enforces in real clusters) refusing every scale in one namespace.
+async fn freeze_scaling(client: &Client, ns: &str) -> (String, String) {
+    let policy = format!("{ns}-scale-freeze");
+    let vap = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingAdmissionPolicy",
+        ),
+        "validatingadmissionpolicies",
+    );
+    let binding = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingAdmissionPolicyBinding",
+        ),
+        "validatingadmissionpolicybindings",
+    );
+    let pp = PatchParams::apply("veritas-test").force();
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &vap);
+    api.patch(&policy, &pp, &Patch::Apply(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": policy},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["deployments/scale"]}]},
+            "validations": [{"expression": "false", "message": "change freeze: scaling is suspended in this namespace"}]
+        }
+    })))
+    .await
+    .unwrap();
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &binding);
+    api.patch(&policy, &pp, &Patch::Apply(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": policy},
+        "spec": {
+            "policyName": policy,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+        }
+    })))
+    .await
+    .unwrap();
+    // In force once a scale of ours is refused (the policy is compiled asynchronously).
+    let d: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    eventually("the freeze refuses a scale", 30, || {
+        let d = d.clone();
+        async move {
+            match d
+                .patch_scale(
+                    "veritas-spark-canary",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"replicas": 1}})),
+                )
+                .await
+            {
+                Err(kube::Error::Api(e)) if e.message.contains("change freeze") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    (policy.clone(), policy)
+}
+
+#[tokio::test]
+#[ignore = "needs a real API server: VERITAS_TEST_KUBECONFIG=$(ci/kind/apiserver.sh start | tail -1)"]
+async fn an_action_the_api_server_refuses_is_in_the_status_until_a_pass_succeeds() {
+    let client = client().await;
+    install_crds(&client).await;
+    let ns = &unique("refused");
+    namespace(&client, ns).await;
+    runtime_objects(&client, ns, 4, 1).await;
+    for i in 0..3 {
+        ready_pod(
+            &client,
+            ns,
+            &format!("stable-{i}"),
+            labels::DEPLOYMENT_STABLE,
+        )
+        .await;
+    }
+    ready_pod(&client, ns, "canary-0", labels::DEPLOYMENT_CANARY).await;
+    let (policy, binding) = freeze_scaling(&client, ns).await;
+
+    let api: Api<VeritasCanary> = Api::namespaced(client.clone(), ns);
+    api.create(
+        &PostParams::default(),
+        &canary_obj(
+            "spark",
+            json!({"trafficWeight": 25, "analysis": {"intervalSeconds": 1, "windowSeconds": 10, "failureLimit": 100, "errorLimit": 100}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let ctl = start_controller(&client, ns).await;
+
+    // Scaling stable to 3 (25 % of 4) is refused: the status names the action and the answer.
+    let c = status_where(&api, "spark", 30, "Reconciled=False ActionFailed", |c| {
+        c.status.as_ref().is_some_and(|s| {
+            find_condition(&s.conditions, types::RECONCILED)
+                .is_some_and(|r| !r.is_true() && r.reason == reasons::ACTION_FAILED)
+        })
+    })
+    .await;
+    let st = c.status.unwrap();
+    let r = find_condition(&st.conditions, types::RECONCILED).unwrap();
+    assert!(
+        r.message
+            .contains("scaling Deployment veritas-spark-stable to 3 replicas")
+            && r.message.contains("change freeze"),
+        "{}",
+        r.message
+    );
+    let d: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let stable = d.get("veritas-spark-stable").await.unwrap();
+    assert_eq!(stable.spec.and_then(|s| s.replicas), Some(4));
+    // A warning Event says the same to `kubectl describe`.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    eventually("an ActionFailed event", 30, || {
+        let events = events.clone();
+        async move {
+            let l = events
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            l.items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some(reasons::ACTION_FAILED))
+                .then_some(())
+                .ok_or_else(|| format!("{} events, none ActionFailed", l.items.len()))
+        }
+    })
+    .await;
+
+    // The freeze lifted: the next pass scales, the weight is realised, the condition is gone.
+    let b = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingAdmissionPolicyBinding",
+        ),
+        "validatingadmissionpolicybindings",
+    );
+    Api::<DynamicObject>::all_with(client.clone(), &b)
+        .delete(&binding, &Default::default())
+        .await
+        .unwrap();
+    status_where(&api, "spark", 60, "Reconciled gone", |c| {
+        c.status
+            .as_ref()
+            .is_some_and(|s| find_condition(&s.conditions, types::RECONCILED).is_none())
+    })
+    .await;
+    let stable = d.get("veritas-spark-stable").await.unwrap();
+    assert_eq!(stable.spec.and_then(|s| s.replicas), Some(3));
+    let p = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(
+            "admissionregistration.k8s.io",
+            "v1",
+            "ValidatingAdmissionPolicy",
+        ),
+        "validatingadmissionpolicies",
+    );
+    let _ = Api::<DynamicObject>::all_with(client.clone(), &p)
+        .delete(&policy, &Default::default())
+        .await;
+    ctl.abort();
+}
+
+/// Applies a manifest file of `fixtures/manifests/` (each document by server-side apply, its
+/// resource found by discovery), with `veritas` namespaces renamed to `ns`.
+async fn apply_manifest(client: &Client, file: &str, ns: &str) {
+    use serde::Deserialize;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/manifests")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let mut v = Value::deserialize(doc).unwrap();
+        if v.is_null() {
+            continue;
+        }
+        let rename = |s: &mut Value| {
+            if s == "veritas" {
+                *s = Value::String(ns.to_string());
+            }
+        };
+        if v["kind"] == "Namespace" {
+            rename(&mut v["metadata"]["name"]);
+        }
+        rename(&mut v["metadata"]["namespace"]);
+        if v["kind"] == "ConfigMap" {
+            rename(&mut v["data"]["watchNamespace"]);
+        }
+        let obj: DynamicObject = serde_json::from_value(v.clone()).unwrap();
+        let types = obj.types.clone().unwrap();
+        let gvk = GroupVersionKind::try_from(&types).unwrap();
+        let (ar, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+        let api: Api<DynamicObject> = match (caps.scope, obj.metadata.namespace.as_deref()) {
+            (kube::discovery::Scope::Namespaced, Some(n)) => {
+                Api::namespaced_with(client.clone(), n, &ar)
+            }
+            _ => Api::all_with(client.clone(), &ar),
+        };
+        let name = obj.metadata.name.clone().unwrap();
+        api.patch(
+            &name,
+            &PatchParams::apply("veritas-test").force(),
+            &Patch::Apply(v),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{file}: {} {name}: {e}", types.kind));
+    }
+}
+
+/// A client of the test API server acting as veritas-controller's ServiceAccount (RBAC applies).
+async fn controller_sa_client() -> Client {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let path = std::env::var("VERITAS_TEST_KUBECONFIG").unwrap();
+    let kc = Kubeconfig::read_from(&path).unwrap();
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    cfg.auth_info.impersonate = Some(format!(
+        "system:serviceaccount:{}:{}",
+        labels::CONTROLLER_NAMESPACE,
+        labels::APP_CONTROLLER
+    ));
+    Client::try_from(cfg).unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs a real API server: VERITAS_TEST_KUBECONFIG=$(ci/kind/apiserver.sh start | tail -1)"]
+async fn the_default_install_reconciles_its_namespace_as_its_serviceaccount_and_reads_no_secret_elsewhere(
+) {
+    let admin = client().await;
+    install_crds(&admin).await;
+    let ns = &unique("watched");
+    // The default install's RBAC, as shipped (its watched namespace renamed to ours).
+    apply_manifest(&admin, "controller/00-namespace.yaml", ns).await;
+    apply_manifest(&admin, "controller/10-rbac.yaml", ns).await;
+    apply_manifest(&admin, "controller/11-watch-namespace.yaml", ns).await;
+    let other = &unique("unwatched");
+    namespace(&admin, other).await;
+
+    runtime_objects(&admin, ns, 4, 1).await;
+    for i in 0..3 {
+        ready_pod(
+            &admin,
+            ns,
+            &format!("stable-{i}"),
+            labels::DEPLOYMENT_STABLE,
+        )
+        .await;
+    }
+    ready_pod(&admin, ns, "canary-0", labels::DEPLOYMENT_CANARY).await;
+    let api: Api<VeritasCanary> = Api::namespaced(admin.clone(), ns);
+    api.create(
+        &PostParams::default(),
+        &canary_obj(
+            "spark",
+            json!({"trafficWeight": 25, "analysis": {"intervalSeconds": 1, "windowSeconds": 10, "failureLimit": 100, "errorLimit": 100}}),
+        ),
+    )
+    .await
+    .unwrap();
+
+    // The controller, as its ServiceAccount, on the namespace the ConfigMap names.
+    let sa = controller_sa_client().await;
+    assert!(crd_installed(&sa).await.unwrap(), "the CRD check at start");
+    let ctl = start_controller(&sa, ns).await;
+    let d: Api<Deployment> = Api::namespaced(admin.clone(), ns);
+    eventually("stable scaled to 3 by the ServiceAccount", 30, || {
+        let d = d.clone();
+        async move {
+            let r = d
+                .get("veritas-spark-stable")
+                .await
+                .map_err(|e| e.to_string())?
+                .spec
+                .and_then(|s| s.replicas);
+            (r == Some(3)).then_some(()).ok_or(format!("{r:?}"))
+        }
+    })
+    .await;
+    let c = status_where(&api, "spark", 30, "weight realised, nothing refused", |c| {
+        c.status.as_ref().is_some_and(|s| {
+            s.actual_weight == 25
+                && find_condition(&s.conditions, types::TRAFFIC_ROUTED).is_some_and(|c| c.is_true())
+        })
+    })
+    .await;
+    assert!(
+        find_condition(&c.status.unwrap().conditions, types::RECONCILED).is_none(),
+        "every read and write of the pass was allowed"
+    );
+    ctl.abort();
+
+    // Secrets: by name in the watched namespace (404: allowed to look), never elsewhere (403).
+    use k8s_openapi::api::core::v1::Secret;
+    let code = |r: Result<Secret, kube::Error>| match r {
+        Err(kube::Error::Api(e)) => e.code,
+        Ok(_) => 200,
+        Err(e) => panic!("{e}"),
+    };
+    let mine: Api<Secret> = Api::namespaced(sa.clone(), ns);
+    assert_eq!(code(mine.get("absent").await), 404);
+    let theirs: Api<Secret> = Api::namespaced(sa.clone(), other);
+    assert_eq!(code(theirs.get("absent").await), 403);
+    assert!(
+        mine.list(&Default::default()).await.is_err(),
+        "Secrets are never listed"
+    );
 }

@@ -209,3 +209,49 @@ fn controller_may_read_what_bluegreen_drift_compares() {
     }
     assert!(!can("secrets", "list"), "secrets are read by name only");
 }
+
+#[test]
+fn the_default_install_grants_the_controller_one_namespace_and_the_cluster_wide_one_all() {
+    let d = docs("controller");
+    // Nothing in the default install binds the controller's permissions cluster-wide: only
+    // the CRD check is cluster-scoped.
+    for b in d.iter().filter(|d| d["kind"] == "ClusterRoleBinding") {
+        assert_ne!(b["roleRef"]["name"], labels::APP_CONTROLLER, "{b}");
+        let role = find(&d, "ClusterRole", b["roleRef"]["name"].as_str().unwrap());
+        for r in role["rules"].as_array().unwrap() {
+            assert_eq!(
+                r["resources"],
+                serde_json::json!(["customresourcedefinitions"]),
+                "{r}"
+            );
+            assert_eq!(r["verbs"], serde_json::json!(["get"]), "{r}");
+        }
+    }
+    // A RoleBinding in the watched namespace, which the controller is told to watch.
+    let rb = find(&d, "RoleBinding", labels::APP_CONTROLLER);
+    assert_eq!(rb["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(rb["roleRef"]["name"], labels::APP_CONTROLLER);
+    let scope = find(&d, "ConfigMap", "veritas-controller-scope");
+    assert_eq!(scope["data"]["watchNamespace"], rb["metadata"]["namespace"]);
+    let dep = find(&d, "Deployment", labels::APP_CONTROLLER);
+    let env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    let watch = env
+        .iter()
+        .find(|e| e["name"] == "VERITAS_WATCH_NAMESPACE")
+        .expect("VERITAS_WATCH_NAMESPACE");
+    assert_eq!(
+        watch["valueFrom"]["configMapKeyRef"]["name"],
+        "veritas-controller-scope"
+    );
+    assert_eq!(watch["valueFrom"]["configMapKeyRef"]["optional"], true);
+    // The cluster-wide variant: the same ClusterRole, bound everywhere.
+    let wide = docs("controller-cluster-wide");
+    let crb = find(&wide, "ClusterRoleBinding", labels::APP_CONTROLLER);
+    assert_eq!(crb["roleRef"]["name"], labels::APP_CONTROLLER);
+    assert_eq!(
+        crb["subjects"][0]["namespace"],
+        labels::CONTROLLER_NAMESPACE
+    );
+}

@@ -16,6 +16,10 @@ pub mod types {
     pub const ANALYSIS_SUCCESSFUL: &str = "AnalysisSuccessful";
     /// The canary advances (or why not).
     pub const PROGRESSING: &str = "Progressing";
+    /// Present only while the controller cannot carry out a pass: `False`, with the API call
+    /// that failed and the server's answer (RBAC, an admission webhook, a conflict). The next
+    /// pass that succeeds removes it.
+    pub const RECONCILED: &str = "Reconciled";
 }
 
 // --- Canary Not Receiving Traffic ---
@@ -102,6 +106,11 @@ pub const NOTHING_TO_ROLL_BACK: &str = "NothingToRollBack";
 /// A new generation of the spec (or the retry annotation) restarted a finished canary.
 pub const RESTARTED: &str = "Restarted";
 pub const ANALYSIS_PENDING: &str = "AnalysisPending";
+/// Reading the canary's objects failed with something other than "not found" (e.g. 403):
+/// nothing is decided on what could not be read.
+pub const OBSERVE_FAILED: &str = "ObserveFailed";
+/// Writing a decision failed (a scale, a selector, route weights, a promotion refused).
+pub const ACTION_FAILED: &str = "ActionFailed";
 
 /// Condition types of a `VeritasEnvironment`.
 pub mod environment_types {
@@ -218,6 +227,8 @@ pub const ALL: &[&str] = &[
     NOTHING_TO_ROLL_BACK,
     RESTARTED,
     ANALYSIS_PENDING,
+    OBSERVE_FAILED,
+    ACTION_FAILED,
     HEALTH_CHECK_FAILED,
     HEALTH_CHECK_TIMEOUT,
     HEALTH_CHECK_PENDING,
