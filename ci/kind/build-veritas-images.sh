@@ -2,7 +2,7 @@
 # Container images of our own binaries, built without any registry, and loaded into the kind
 # cluster when one is running:
 #   veritas.local/veritas-spark:dev       the runtime daemon + CLI, a generated tiny model in
-#                                         /models, curl (the guide execs `curl` in runtime pods)
+#                                         /models (and tiny 1.1.0 in /models-next), curl (the guide execs `curl` in runtime pods)
 #   veritas.local/veritas-controller:dev  the controller
 # Base: a Debian rootfs of the same suite as the host that built the binaries (glibc, libstdc++),
 # made by debootstrap like the other offline images (ci/kind/build-images.sh).
@@ -80,16 +80,21 @@ runtime_base
 [ $base_only = 1 ] && { echo "$RUNTIME_BASE"; exit 0; }
 base_key=$(image_key "$RUNTIME_BASE")
 
-# 2. Runtime image: daemon + CLI + a generated model registry in /models (model `tiny`).
+# 2. Runtime image: daemon + CLI + a generated model registry in /models (model `tiny` 1.0.0),
+# and the next release of that model (tiny 1.1.0, other weights) in /models-next, which a
+# scenario mounts over /models in one environment only (State Not Syncing, "Model mount
+# different").
 ctx="$CACHE/ctx/veritas-spark"; rm -rf "$ctx"; mkdir -p "$ctx"
 cp "$BINDIR/veritas-spark" "$ctx/veritas-spark"
 "$BINDIR/veritas-fixtures" model-dir --out "$ctx/models" --name tiny >/dev/null
-key="$( (sha256sum "$ctx/veritas-spark"; find "$ctx/models" -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16)-$base_key"
+"$BINDIR/veritas-fixtures" model-dir --out "$ctx/models-next" --name tiny --version 1.1.0 --seed 1 >/dev/null
+key="$( (sha256sum "$ctx/veritas-spark"; find "$ctx/models" "$ctx/models-next" -type f -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16)-$base_key"
 if ! up_to_date "$SPARK_IMAGE" "$key"; then
   cat > "$ctx/Dockerfile" <<DOCKERFILE
 FROM $RUNTIME_BASE
 COPY veritas-spark /usr/local/bin/veritas-spark
 COPY models /models
+COPY models-next /models-next
 RUN mkdir -p /var/run/veritas && chown 65534:65534 /var/run/veritas
 USER 65534
 EXPOSE 8080 9090
