@@ -527,6 +527,18 @@ pub fn route_weight_patch(
     Some(Value::Array(ops))
 }
 
+/// The canary's share of a route's traffic, in percent. Gateway API weights are relative (3 and
+/// 1 send 25 % to the second); Istio's sum to 100, where this is the canary's weight itself.
+fn route_share(route: RouteWeights) -> i32 {
+    match route {
+        Some((stable, canary)) if stable.max(0) + canary.max(0) > 0 => {
+            let (stable, canary) = (i64::from(stable.max(0)), i64::from(canary.max(0)));
+            ((100 * canary + (stable + canary) / 2) / (stable + canary)) as i32
+        }
+        _ => 0,
+    }
+}
+
 /// Whether a route's split sends everything to stable (the rules agree, canary at 0).
 fn on_stable_only(route: RouteWeights) -> bool {
     matches!(route, Some((stable, 0)) if stable > 0)
@@ -867,7 +879,7 @@ fn route(
                     });
                 }
                 if canary.ready == 0 {
-                    let actual = obs.route.map(|(_, c)| c).unwrap_or(0);
+                    let actual = route_share(obs.route);
                     return (
                         false,
                         actual,
@@ -882,12 +894,12 @@ fn route(
             let (realised, actual, msg) = match obs.route {
                 Some(have) if have == want => (
                     true,
-                    have.1,
+                    route_share(Some(have)),
                     format!("{what} {name}: stable {} / canary {}", have.0, have.1),
                 ),
                 Some(have) => (
                     false,
-                    have.1,
+                    route_share(Some(have)),
                     format!(
                         "{what} {name} splits stable {} / canary {}, want {} / {}",
                         have.0, have.1, want.0, want.1
@@ -937,7 +949,9 @@ fn secs_since(now: Timestamp, t: &Option<Time>) -> i64 {
         .unwrap_or(0)
 }
 
-/// Decides one pass. `old` is the status as read (None for a new canary).
+/// Decides one pass. `old` is the status as read (None for a new canary). Reads as the state
+/// diagram in the README: each numbered stage is a method of [`Pass`], and each stage that ends
+/// the pass returns its [`Decision`].
 fn decide_inner(
     name: &str,
     spec: &VeritasCanarySpec,
@@ -945,160 +959,310 @@ fn decide_inner(
     obs: &Observed,
     was_held: bool,
 ) -> Decision {
-    let now = obs.now;
-    let mut st = old.cloned().unwrap_or_default();
-    let mut actions = Vec::new();
-    let mut requeue: u64 = 60;
+    let mut p = Pass {
+        name,
+        spec,
+        obs,
+        was_held,
+        st: old.cloned().unwrap_or_default(),
+        actions: Vec::new(),
+        requeue: 60,
+    };
     let first = old.is_none();
-    let annotation = |k: &str| obs.annotations.get(k).map(String::as_str);
-    let event = |actions: &mut Vec<Action>, kind, reason, message: String| {
-        actions.push(Action::Event {
-            kind,
-            reason,
-            message,
-        })
-    };
-
     if first {
-        st = VeritasCanaryStatus {
-            last_progress_time: Some(time(now)),
-            ..Default::default()
-        };
-        event(
-            &mut actions,
-            EventKind::Normal,
-            reasons::ANALYSIS_PENDING,
-            format!("canary {name} started at {}%", step_weight(spec, 0)),
-        );
+        p.start();
     }
 
-    // 1. Restart of a finished canary.
-    let new_generation =
-        !first && obs.generation.is_some() && obs.generation != st.observed_generation;
-    let retry = annotation(annotations::RETRY).is_some();
-    if retry {
-        actions.push(Action::ClearAnnotation(annotations::RETRY.into()));
-    }
-    // Revisions: a new canary pod template is a new release, analysed from step 0. A promoted
-    // canary (new model: `desiredWeight` 0, stable carries the release) restarts only for a new
-    // template; an edit of analysis settings, steps or thresholds moves nothing.
-    let canary_rev = obs.canary.as_ref().and_then(|c| c.template_hash.clone());
-    let legacy_succeeded = st.phase == Phase::Succeeded && st.desired_weight == 100;
-    if st.phase == Phase::Succeeded && st.stable_revision.is_none() {
-        st.stable_revision = st.canary_revision.clone().or_else(|| canary_rev.clone());
-    }
-    let new_revision = match st.phase {
-        Phase::Succeeded => canary_rev.is_some() && canary_rev != st.stable_revision,
-        Phase::RollingBack => false,
-        _ => {
-            canary_rev.is_some() && st.canary_revision.is_some() && canary_rev != st.canary_revision
-        }
-    };
-    let restart_terminal = match st.phase {
-        Phase::Succeeded => new_revision || (legacy_succeeded && new_generation),
-        Phase::Failed => new_generation || retry || new_revision,
-        _ => false,
-    };
-    if restart_terminal || (new_revision && !st.phase.is_terminal()) {
-        let (reason, why) = if new_revision {
-            (
-                reasons::NEW_REVISION,
-                format!(
-                    "new canary revision {}",
-                    canary_rev.as_deref().unwrap_or("?")
-                ),
-            )
-        } else if new_generation {
-            (reasons::RESTARTED, "spec changed".to_string())
-        } else {
-            (reasons::RESTARTED, "retry annotation".to_string())
-        };
-        st = VeritasCanaryStatus {
-            conditions: std::mem::take(&mut st.conditions),
-            analysis_history: std::mem::take(&mut st.analysis_history),
-            stable_revision: st.stable_revision.take(),
-            last_progress_time: Some(time(now)),
-            reason: Some(reason.into()),
-            message: Some(format!("restarted from step 0 ({why})")),
-            ..Default::default()
-        };
-        event(
-            &mut actions,
-            EventKind::Normal,
-            reason,
-            format!("canary {name} restarted from step 0 ({why})"),
-        );
-    }
-    if st.canary_revision.is_none()
-        || (st.phase != Phase::Succeeded && canary_rev.is_some() && st.phase != Phase::RollingBack)
-    {
-        st.canary_revision = canary_rev.clone().or(st.canary_revision.take());
-    }
-    st.observed_generation = obs.generation;
+    // 1. A new run: a finished canary restarted, or a new canary revision.
+    let legacy_succeeded = p.restart_when_due(first);
     // Sizes of this run (fixed at its start, since the split then resizes the tracks).
-    let total = total_replicas(spec, &st, obs);
-    st.replicas = Some(total);
-
+    let total = total_replicas(spec, &p.st, obs);
+    p.st.replicas = Some(total);
     let kind = match spec.routing.kind() {
         Ok(k) => k,
-        Err(msg) => {
-            set_condition(
-                &mut st.conditions,
-                now,
-                obs.generation,
-                types::REFERENCES_VALID,
-                false,
-                reasons::INVALID_SPEC,
-                msg.clone(),
-            );
-            st.reason = Some(reasons::INVALID_SPEC.into());
-            st.message = Some(msg);
-            return Decision {
-                status: st,
-                actions,
-                requeue_after_secs: requeue,
-            };
-        }
+        Err(msg) => return p.invalid_spec(msg),
     };
 
     // 2. Rollback asked for by a person (or the CLI).
-    if let Some(value) = annotation(annotations::ROLLBACK) {
-        actions.push(Action::ClearAnnotation(annotations::ROLLBACK.into()));
+    if let Some(value) = p.annotation(annotations::ROLLBACK) {
+        p.rollback_requested(value, legacy_succeeded);
+    }
+
+    // 3. References (reported, never repaired).
+    if !p.references_present(kind) {
+        return p.references_missing();
+    }
+
+    // 4. Frozen by the spec: nothing moves, nothing is counted.
+    if spec.promotion.paused
+        && !matches!(p.st.phase, Phase::RollingBack)
+        && !p.st.phase.is_terminal()
+    {
+        return p.paused_by_spec();
+    }
+    if p.st.phase == Phase::Paused && p.st.reason.as_deref() == Some(reasons::PAUSED_BY_SPEC) {
+        p.st.phase = Phase::Progressing;
+    }
+
+    // 5. Rolling back / finished: traffic to stable, or stays at 100 %.
+    match p.st.phase {
+        Phase::RollingBack | Phase::Failed => return p.rolling_back(kind, total),
+        Phase::Succeeded if !legacy_succeeded => return p.promoted(kind),
+        Phase::Succeeded => return p.succeeded_at_full_weight(kind, total),
+        _ => {}
+    }
+
+    // 6. Realise the current step's weight.
+    let fin = final_step(spec);
+    p.st.current_step = p.st.current_step.clamp(0, fin);
+    let weight = step_weight(spec, p.st.current_step);
+    p.st.desired_weight = weight;
+    let (realised, actual, route_reason, route_msg) =
+        route(spec, obs, kind, weight, total, &mut p.actions);
+    p.st.actual_weight = actual;
+    let was_routed = veritas_crds::find_condition(&p.st.conditions, types::TRAFFIC_ROUTED)
+        .is_some_and(|c| c.is_true() && weight_in_place(&c.reason));
+    if weight == 0 {
+        return p.zero_weight(realised, route_msg);
+    }
+    p.condition(types::TRAFFIC_ROUTED, realised, route_reason, route_msg);
+    if realised && !was_routed {
+        p.st.last_progress_time = Some(time(obs.now));
+    }
+
+    // 7. Promoting: 100 % on the canary, then its template into stable, stable rolled out and
+    // ready, traffic back on stable, the canary scaled to 0.
+    if p.st.current_step >= fin || p.st.phase == Phase::Promoting {
+        return p.promoting(kind, realised);
+    }
+    if !realised {
+        return p.waiting_for_route(route_reason);
+    }
+
+    // 8. A step's pause.
+    if p.paused_at_step(weight) {
+        let requeue = p.requeue;
+        return p.done(requeue);
+    }
+
+    // 9. Count the analysis; a limit reached starts the rollback in this same pass.
+    if p.count_analysis(weight, kind, total) {
+        return p.done(5);
+    }
+
+    // 10. Advance when allowed.
+    if let Some(requeue) = p.advance_when_allowed(fin, kind, total) {
+        return p.done(requeue);
+    }
+
+    // 11. Still counting.
+    p.still_counting()
+}
+
+/// One pass of the canary decision: what it observed, and the status and actions it builds.
+struct Pass<'a> {
+    name: &'a str,
+    spec: &'a VeritasCanarySpec,
+    obs: &'a Observed,
+    /// The status read was under a hold (the progress clock stood still).
+    was_held: bool,
+    st: VeritasCanaryStatus,
+    actions: Vec<Action>,
+    /// Seconds until the next pass, unless a stage says otherwise.
+    requeue: u64,
+}
+
+impl<'a> Pass<'a> {
+    fn annotation(&self, k: &str) -> Option<&'a str> {
+        self.obs.annotations.get(k).map(String::as_str)
+    }
+
+    fn event(&mut self, kind: EventKind, reason: &'static str, message: String) {
+        self.actions.push(Action::Event {
+            kind,
+            reason,
+            message,
+        });
+    }
+
+    /// Sets a condition at this pass's time and generation.
+    fn condition(&mut self, type_: &str, ok: bool, reason: &str, message: String) {
+        set_condition(
+            &mut self.st.conditions,
+            self.obs.now,
+            self.obs.generation,
+            type_,
+            ok,
+            reason,
+            message,
+        );
+    }
+
+    /// Ends the pass.
+    fn done(self, requeue_after_secs: u64) -> Decision {
+        Decision {
+            status: self.st,
+            actions: self.actions,
+            requeue_after_secs,
+        }
+    }
+
+    /// Ends the pass, unless the progress deadline has passed (then the rollback starts).
+    fn deadline(self, requeue: u64) -> Decision {
+        deadline(
+            self.spec,
+            self.name,
+            self.st,
+            self.actions,
+            self.obs.now,
+            self.was_held,
+            requeue,
+        )
+    }
+
+    /// A new canary: its clock starts now.
+    fn start(&mut self) {
+        self.st = VeritasCanaryStatus {
+            last_progress_time: Some(time(self.obs.now)),
+            ..Default::default()
+        };
+        let message = format!(
+            "canary {} started at {}%",
+            self.name,
+            step_weight(self.spec, 0)
+        );
+        self.event(EventKind::Normal, reasons::ANALYSIS_PENDING, message);
+    }
+
+    /// Stage 1. Restarts a finished canary (new spec generation, the retry annotation) and
+    /// starts a new run for a new canary pod template; records the revisions. Returns whether
+    /// the status is a `Succeeded` of the old model (canary at 100 %, nothing promoted).
+    fn restart_when_due(&mut self, first: bool) -> bool {
+        let (name, obs, now) = (self.name, self.obs, self.obs.now);
+        let new_generation =
+            !first && obs.generation.is_some() && obs.generation != self.st.observed_generation;
+        let retry = self.annotation(annotations::RETRY).is_some();
+        if retry {
+            self.actions
+                .push(Action::ClearAnnotation(annotations::RETRY.into()));
+        }
+        // Revisions: a new canary pod template is a new release, analysed from step 0. A
+        // promoted canary (new model: `desiredWeight` 0, stable carries the release) restarts
+        // only for a new template; an edit of analysis settings, steps or thresholds moves
+        // nothing.
+        let canary_rev = obs.canary.as_ref().and_then(|c| c.template_hash.clone());
+        let st = &mut self.st;
+        let legacy_succeeded = st.phase == Phase::Succeeded && st.desired_weight == 100;
+        if st.phase == Phase::Succeeded && st.stable_revision.is_none() {
+            st.stable_revision = st.canary_revision.clone().or_else(|| canary_rev.clone());
+        }
+        let new_revision = match st.phase {
+            Phase::Succeeded => canary_rev.is_some() && canary_rev != st.stable_revision,
+            Phase::RollingBack => false,
+            _ => {
+                canary_rev.is_some()
+                    && st.canary_revision.is_some()
+                    && canary_rev != st.canary_revision
+            }
+        };
+        let restart_terminal = match st.phase {
+            Phase::Succeeded => new_revision || (legacy_succeeded && new_generation),
+            Phase::Failed => new_generation || retry || new_revision,
+            _ => false,
+        };
+        if restart_terminal || (new_revision && !st.phase.is_terminal()) {
+            let (reason, why) = if new_revision {
+                (
+                    reasons::NEW_REVISION,
+                    format!(
+                        "new canary revision {}",
+                        canary_rev.as_deref().unwrap_or("?")
+                    ),
+                )
+            } else if new_generation {
+                (reasons::RESTARTED, "spec changed".to_string())
+            } else {
+                (reasons::RESTARTED, "retry annotation".to_string())
+            };
+            *st = VeritasCanaryStatus {
+                conditions: std::mem::take(&mut st.conditions),
+                analysis_history: std::mem::take(&mut st.analysis_history),
+                stable_revision: st.stable_revision.take(),
+                last_progress_time: Some(time(now)),
+                reason: Some(reason.into()),
+                message: Some(format!("restarted from step 0 ({why})")),
+                ..Default::default()
+            };
+            self.event(
+                EventKind::Normal,
+                reason,
+                format!("canary {name} restarted from step 0 ({why})"),
+            );
+        }
+        let st = &mut self.st;
+        if st.canary_revision.is_none()
+            || (st.phase != Phase::Succeeded
+                && canary_rev.is_some()
+                && st.phase != Phase::RollingBack)
+        {
+            st.canary_revision = canary_rev.clone().or(st.canary_revision.take());
+        }
+        st.observed_generation = obs.generation;
+        legacy_succeeded
+    }
+
+    /// A spec the controller cannot run (e.g. two routers).
+    fn invalid_spec(mut self, msg: String) -> Decision {
+        self.condition(
+            types::REFERENCES_VALID,
+            false,
+            reasons::INVALID_SPEC,
+            msg.clone(),
+        );
+        self.st.reason = Some(reasons::INVALID_SPEC.into());
+        self.st.message = Some(msg);
+        let requeue = self.requeue;
+        self.done(requeue)
+    }
+
+    /// Stage 2. The rollback annotation (consumed): `RollingBack`, unless there is nothing to
+    /// roll back or the canary already succeeded (then only `force` does).
+    fn rollback_requested(&mut self, value: &str, legacy_succeeded: bool) {
+        let (name, now) = (self.name, self.obs.now);
+        self.actions
+            .push(Action::ClearAnnotation(annotations::ROLLBACK.into()));
         let forced = value == annotations::FORCE;
-        match st.phase {
+        match self.st.phase {
             // Promoted: stable runs the release and carries all traffic; moving traffic would
             // only take it off ready pods.
             Phase::Succeeded if !legacy_succeeded => {
                 let msg = format!(
                     "rollback ignored: nothing to roll back, stable already runs the promoted revision {} with all traffic",
-                    st.stable_revision.as_deref().unwrap_or("?")
+                    self.st.stable_revision.as_deref().unwrap_or("?")
                 );
-                st.message = Some(msg.clone());
-                event(
-                    &mut actions,
+                self.st.message = Some(msg.clone());
+                self.event(
                     EventKind::Normal,
                     reasons::NOTHING_TO_ROLL_BACK,
                     format!("canary {name}: {msg}"),
                 );
             }
-            Phase::Succeeded if !forced => event(
-                &mut actions,
+            Phase::Succeeded if !forced => self.event(
                 EventKind::Warning,
                 reasons::ROLLBACK_REQUESTED,
                 "rollback refused: the canary already succeeded; use --force".into(),
             ),
             Phase::RollingBack | Phase::Failed => {}
             _ => {
-                st.phase = Phase::RollingBack;
+                self.st.phase = Phase::RollingBack;
                 // The rollback's own deadline counts from here.
-                st.last_progress_time = Some(time(now));
-                st.reason = Some(reasons::ROLLBACK_REQUESTED.into());
-                st.message = Some(format!(
+                self.st.last_progress_time = Some(time(now));
+                self.st.reason = Some(reasons::ROLLBACK_REQUESTED.into());
+                self.st.message = Some(format!(
                     "rollback requested by annotation {}={value}",
                     annotations::ROLLBACK
                 ));
-                event(
-                    &mut actions,
+                self.event(
                     EventKind::Warning,
                     reasons::ROLLBACK_REQUESTED,
                     format!("canary {name}: rollback requested"),
@@ -1107,11 +1271,12 @@ fn decide_inner(
         }
     }
 
-    // 3. References (reported, never repaired).
-    let refs_present = check_references(spec, obs, kind, &mut st);
-    match obs.service_monitor {
-        MonitorObs::Present => {}
-        MonitorObs::Missing | MonitorObs::CrdMissing => {
+    /// Stage 3. Checks the references and the ServiceMonitor; `false` when a referenced object
+    /// is missing.
+    fn references_present(&mut self, kind: RoutingKind) -> bool {
+        let (spec, obs) = (self.spec, self.obs);
+        let present = check_references(spec, obs, kind, &mut self.st);
+        if obs.service_monitor != MonitorObs::Present {
             let msg = if obs.service_monitor == MonitorObs::Missing {
                 format!(
                     "ServiceMonitor {} not found: Prometheus does not scrape the canary",
@@ -1121,253 +1286,186 @@ fn decide_inner(
                 "the ServiceMonitor CRD is not installed: Prometheus does not scrape the canary"
                     .to_string()
             };
-            set_condition(
-                &mut st.conditions,
-                now,
-                obs.generation,
+            self.condition(
                 types::METRICS_AVAILABLE,
                 false,
                 reasons::SERVICE_MONITOR_MISSING,
                 msg,
             );
         }
-    }
-    if !refs_present {
-        let c = veritas_crds::find_condition(&st.conditions, types::REFERENCES_VALID).cloned();
-        st.reason = c.as_ref().map(|c| c.reason.clone());
-        st.message = c.map(|c| c.message);
-        return Decision {
-            status: st,
-            actions,
-            requeue_after_secs: 15,
-        };
+        present
     }
 
-    // 4. Frozen by the spec: nothing moves, nothing is counted.
-    if spec.promotion.paused && !matches!(st.phase, Phase::RollingBack) && !st.phase.is_terminal() {
-        if st.phase != Phase::Paused || st.reason.as_deref() != Some(reasons::PAUSED_BY_SPEC) {
-            event(
-                &mut actions,
-                EventKind::Normal,
-                reasons::PAUSED_BY_SPEC,
-                format!("canary {name} paused by spec.promotion.paused"),
-            );
+    /// Nothing can be done until the referenced objects exist: the status says which.
+    fn references_missing(mut self) -> Decision {
+        let c = veritas_crds::find_condition(&self.st.conditions, types::REFERENCES_VALID).cloned();
+        self.st.reason = c.as_ref().map(|c| c.reason.clone());
+        self.st.message = c.map(|c| c.message);
+        self.done(15)
+    }
+
+    /// Stage 4. `spec.promotion.paused`: nothing moves, nothing is counted.
+    fn paused_by_spec(mut self) -> Decision {
+        if self.st.phase != Phase::Paused
+            || self.st.reason.as_deref() != Some(reasons::PAUSED_BY_SPEC)
+        {
+            let message = format!("canary {} paused by spec.promotion.paused", self.name);
+            self.event(EventKind::Normal, reasons::PAUSED_BY_SPEC, message);
         }
-        st.phase = Phase::Paused;
-        st.reason = Some(reasons::PAUSED_BY_SPEC.into());
-        st.message = Some("spec.promotion.paused is true: set it to false to resume".into());
-        set_condition(
-            &mut st.conditions,
-            now,
-            obs.generation,
+        self.st.phase = Phase::Paused;
+        self.st.reason = Some(reasons::PAUSED_BY_SPEC.into());
+        self.st.message = Some("spec.promotion.paused is true: set it to false to resume".into());
+        self.condition(
             types::PROGRESSING,
             false,
             reasons::PAUSED_BY_SPEC,
             "paused by spec.promotion.paused".into(),
         );
+        let requeue = self.requeue;
+        self.done(requeue)
+    }
 
-        return Decision {
-            status: st,
-            actions,
-            requeue_after_secs: requeue,
+    /// Stage 5. `RollingBack` (traffic to stable; `Failed` once stable carries it all) and
+    /// `Failed` (kept on stable). The canary is never scaled down: its pods stay for
+    /// `kubectl logs -l deployment=canary`.
+    fn rolling_back(mut self, kind: RoutingKind, total: i32) -> Decision {
+        let (name, spec, obs, now) = (self.name, self.spec, self.obs, self.obs.now);
+        self.st.desired_weight = 0;
+        let (_, actual, route_reason, msg) = route(spec, obs, kind, 0, total, &mut self.actions);
+        self.actions.retain(|a| !matches!(a, Action::Scale { deployment, .. } if *deployment == spec.canary.deployment));
+        self.st.actual_weight = actual;
+        let back = match kind {
+            RoutingKind::Replicas => obs.shared_service.as_ref().is_some_and(|s| {
+                s.ready_canary == 0
+                    && s.ready_stable > 0
+                    && s.selector.get(OWNED_SELECTOR_KEY).map(String::as_str)
+                        == Some(labels::DEPLOYMENT_STABLE)
+            }),
+            _ => on_stable_only(obs.route),
         };
-    }
-    if st.phase == Phase::Paused && st.reason.as_deref() == Some(reasons::PAUSED_BY_SPEC) {
-        st.phase = Phase::Progressing;
+        self.condition(
+            types::TRAFFIC_ROUTED,
+            back,
+            if back {
+                reasons::ROLLED_BACK
+            } else if kind == RoutingKind::Replicas {
+                reasons::WAITING_FOR_PODS
+            } else {
+                // A route that is missing (or lost its split) says so.
+                route_reason
+            },
+            msg.clone(),
+        );
+        // A rollback that cannot finish (stable never gets a ready pod) keeps trying and says
+        // so once its deadline passed: E5002, not an endless "in progress".
+        let late = secs_since(now, &self.st.last_progress_time);
+        if self.st.phase == Phase::RollingBack
+            && !back
+            && late > spec.progress_deadline_seconds
+            && self.st.reason.as_deref() != Some(reasons::ROLLBACK_FAILED)
+        {
+            self.st.reason = Some(reasons::ROLLBACK_FAILED.into());
+            self.st.message = Some(format!(
+                "rollback not complete after {late}s (progressDeadlineSeconds {}): {msg}; still trying",
+                spec.progress_deadline_seconds
+            ));
+            let message = format!(
+                "canary {name}: {}",
+                self.st.message.clone().unwrap_or_default()
+            );
+            self.event(EventKind::Warning, reasons::ROLLBACK_FAILED, message);
+        }
+        if self.st.phase == Phase::RollingBack && back {
+            if self.st.reason.as_deref() == Some(reasons::ROLLBACK_FAILED) {
+                self.st.reason = Some(reasons::ROLLED_BACK.into());
+                self.st.message = Some("rolled back, after its deadline had passed".into());
+            }
+            self.st.phase = Phase::Failed;
+            let message = format!(
+                "canary {name} rolled back: {}",
+                self.st.message.clone().unwrap_or_default()
+            );
+            self.event(EventKind::Warning, reasons::ROLLED_BACK, message);
+        }
+        let reason = self
+            .st
+            .reason
+            .clone()
+            .unwrap_or_else(|| reasons::ROLLED_BACK.into());
+        let message = self.st.message.clone().unwrap_or_default();
+        self.condition(types::PROGRESSING, false, &reason, message);
+        self.done(if back { 60 } else { 5 })
     }
 
-    // 5. Rolling back / finished: traffic to stable, or stays at 100 %.
-    match st.phase {
-        Phase::RollingBack | Phase::Failed => {
-            st.desired_weight = 0;
-            let (_, actual, route_reason, msg) = route(spec, obs, kind, 0, total, &mut actions);
-            // Rollback never scales the canary: its pods stay for `kubectl logs -l deployment=canary`.
-            actions.retain(|a| !matches!(a, Action::Scale { deployment, .. } if *deployment == spec.canary.deployment));
-            st.actual_weight = actual;
-            let back = match kind {
-                RoutingKind::Replicas => obs.shared_service.as_ref().is_some_and(|s| {
-                    s.ready_canary == 0
-                        && s.ready_stable > 0
-                        && s.selector.get(OWNED_SELECTOR_KEY).map(String::as_str)
-                            == Some(labels::DEPLOYMENT_STABLE)
-                }),
-                _ => on_stable_only(obs.route),
-            };
-            set_condition(
-                &mut st.conditions,
-                now,
-                obs.generation,
-                types::TRAFFIC_ROUTED,
-                back,
-                if back {
-                    reasons::ROLLED_BACK
-                } else if kind == RoutingKind::Replicas {
-                    reasons::WAITING_FOR_PODS
-                } else {
-                    // A route that is missing (or lost its split) says so.
-                    route_reason
-                },
-                msg.clone(),
-            );
-            // A rollback that cannot finish (stable never gets a ready pod) keeps trying and
-            // says so once its deadline passed: E5002, not an endless "in progress".
-            let late = secs_since(now, &st.last_progress_time);
-            if st.phase == Phase::RollingBack
-                && !back
-                && late > spec.progress_deadline_seconds
-                && st.reason.as_deref() != Some(reasons::ROLLBACK_FAILED)
-            {
-                st.reason = Some(reasons::ROLLBACK_FAILED.into());
-                st.message = Some(format!(
-                    "rollback not complete after {late}s (progressDeadlineSeconds {}): {msg}; still trying",
-                    spec.progress_deadline_seconds
-                ));
-                event(
-                    &mut actions,
-                    EventKind::Warning,
-                    reasons::ROLLBACK_FAILED,
-                    format!("canary {name}: {}", st.message.clone().unwrap_or_default()),
-                );
-            }
-            if st.phase == Phase::RollingBack && back {
-                if st.reason.as_deref() == Some(reasons::ROLLBACK_FAILED) {
-                    st.reason = Some(reasons::ROLLED_BACK.into());
-                    st.message = Some("rolled back, after its deadline had passed".into());
-                }
-                st.phase = Phase::Failed;
-                event(
-                    &mut actions,
-                    EventKind::Warning,
-                    reasons::ROLLED_BACK,
-                    format!(
-                        "canary {name} rolled back: {}",
-                        st.message.clone().unwrap_or_default()
-                    ),
-                );
-            }
-            set_condition(
-                &mut st.conditions,
-                now,
-                obs.generation,
-                types::PROGRESSING,
-                false,
-                st.reason
-                    .clone()
-                    .unwrap_or_else(|| reasons::ROLLED_BACK.into())
-                    .as_str(),
-                st.message.clone().unwrap_or_default(),
-            );
-            return Decision {
-                status: st,
-                actions,
-                requeue_after_secs: if back { 60 } else { 5 },
-            };
-        }
-        Phase::Succeeded if !legacy_succeeded => {
-            // Promoted into stable: nothing to do until a new revision.
-            st.desired_weight = 0;
-            st.actual_weight = match kind {
-                RoutingKind::Replicas => obs
-                    .shared_service
-                    .as_ref()
-                    .map(|s| ratio_weight(s.ready_stable, s.ready_canary))
-                    .unwrap_or(0),
-                _ => obs.route.map(|(_, c)| c).unwrap_or(0),
-            };
-            return Decision {
-                status: st,
-                actions,
-                requeue_after_secs: 300,
-            };
-        }
-        Phase::Succeeded => {
-            st.desired_weight = 100;
-            let (_, actual, _, _) = route(spec, obs, kind, 100, total, &mut actions);
-            st.actual_weight = actual;
-            return Decision {
-                status: st,
-                actions,
-                requeue_after_secs: 300,
-            };
-        }
-        _ => {}
+    /// Stage 5. Promoted into stable: nothing to do until a new revision.
+    fn promoted(mut self, kind: RoutingKind) -> Decision {
+        self.st.desired_weight = 0;
+        self.st.actual_weight = match kind {
+            RoutingKind::Replicas => self
+                .obs
+                .shared_service
+                .as_ref()
+                .map(|s| ratio_weight(s.ready_stable, s.ready_canary))
+                .unwrap_or(0),
+            _ => route_share(self.obs.route),
+        };
+        self.done(300)
     }
 
-    // 6. Realise the current step's weight.
-    let fin = final_step(spec);
-    st.current_step = st.current_step.clamp(0, fin);
-    let weight = step_weight(spec, st.current_step);
-    st.desired_weight = weight;
-    let (realised, actual, route_reason, route_msg) =
-        route(spec, obs, kind, weight, total, &mut actions);
-    st.actual_weight = actual;
-    let was_routed = veritas_crds::find_condition(&st.conditions, types::TRAFFIC_ROUTED)
-        .is_some_and(|c| c.is_true() && weight_in_place(&c.reason));
-    if weight == 0 {
+    /// Stage 5. A `Succeeded` of the old model: the canary keeps 100 %.
+    fn succeeded_at_full_weight(mut self, kind: RoutingKind, total: i32) -> Decision {
+        self.st.desired_weight = 100;
+        let (_, actual, _, _) = route(self.spec, self.obs, kind, 100, total, &mut self.actions);
+        self.st.actual_weight = actual;
+        self.done(300)
+    }
+
+    /// Stage 6. The step's weight is 0: canary pods run but get no traffic, and nothing is
+    /// analysed (a hold: the progress clock stands still).
+    fn zero_weight(mut self, realised: bool, route_msg: String) -> Decision {
         // Name the field that is 0: step 0 is spec.trafficWeight, a later step its own weight.
-        let (field, fix) = if st.current_step == 0 {
+        let (field, fix) = if self.st.current_step == 0 {
             ("spec.trafficWeight".to_string(), "set trafficWeight > 0")
         } else {
             (
-                format!("spec.promotion.steps[{}].weight", st.current_step - 1),
+                format!("spec.promotion.steps[{}].weight", self.st.current_step - 1),
                 "give the step a weight > 0 (or remove it)",
             )
         };
-        set_condition(
-            &mut st.conditions,
-            now,
-            obs.generation,
+        self.condition(
             types::TRAFFIC_ROUTED,
             false,
             reasons::ZERO_WEIGHT,
             format!("{field} is 0: canary pods run but receive no traffic; {fix} ({route_msg})"),
         );
-        st.phase = Phase::Progressing;
-        st.reason = Some(reasons::ZERO_WEIGHT.into());
-        st.message = Some(format!(
+        self.st.phase = Phase::Progressing;
+        self.st.reason = Some(reasons::ZERO_WEIGHT.into());
+        self.st.message = Some(format!(
             "{field} is 0: the canary receives no traffic and is not analysed; {fix}"
         ));
-        set_condition(
-            &mut st.conditions,
-            now,
-            obs.generation,
+        self.condition(
             types::PROGRESSING,
             false,
             reasons::ZERO_WEIGHT,
             format!("{field} is 0"),
         );
-
-        return Decision {
-            status: st,
-            actions,
-            requeue_after_secs: if realised { requeue } else { 5 },
-        };
-    }
-    set_condition(
-        &mut st.conditions,
-        now,
-        obs.generation,
-        types::TRAFFIC_ROUTED,
-        realised,
-        route_reason,
-        route_msg,
-    );
-    if realised && !was_routed {
-        st.last_progress_time = Some(time(now));
+        let requeue = if realised { self.requeue } else { 5 };
+        self.done(requeue)
     }
 
-    // 7. Promoting: 100 % on the canary, then its template into stable, stable rolled out and
-    // ready, traffic back on stable, the canary scaled to 0.
-    if st.current_step >= fin || st.phase == Phase::Promoting {
-        st.phase = Phase::Promoting;
-        st.reason = Some(reasons::PROMOTING.into());
-        st.message = Some("canary taking all traffic".into());
+    /// Stage 7. Promoting: all traffic on the canary, then its template written into stable
+    /// ([`promote_into_stable`] takes it from there).
+    fn promoting(mut self, kind: RoutingKind, realised: bool) -> Decision {
+        let (name, spec, obs) = (self.name, self.spec, self.obs);
+        self.st.phase = Phase::Promoting;
+        self.st.reason = Some(reasons::PROMOTING.into());
+        self.st.message = Some("canary taking all traffic".into());
         let stable = obs.stable.as_ref().expect("references present");
         let canary = obs.canary.as_ref().expect("references present");
         let in_stable = stable.template_hash == canary.template_hash;
         if realised && !in_stable {
             if let Some(t) = &canary.template {
-                actions.push(Action::PromoteTemplate {
+                self.actions.push(Action::PromoteTemplate {
                     deployment: spec.stable.deployment.clone(),
                     template: t.clone(),
                 });
@@ -1377,140 +1475,139 @@ fn decide_inner(
                 canary.template_hash.as_deref().unwrap_or("?"),
                 spec.stable.deployment
             );
-            st.reason = Some(reasons::STABLE_ROLLOUT_PENDING.into());
-            st.message = Some(msg.clone());
-            set_condition(
-                &mut st.conditions,
-                now,
-                obs.generation,
+            self.st.reason = Some(reasons::STABLE_ROLLOUT_PENDING.into());
+            self.st.message = Some(msg.clone());
+            self.condition(
                 types::PROGRESSING,
                 true,
                 reasons::STABLE_ROLLOUT_PENDING,
                 msg,
             );
-            return deadline(spec, name, st, actions, now, was_held, 5);
+            return self.deadline(5);
         }
         if in_stable && canary.template_hash.is_some() {
-            return promote_into_stable(name, spec, obs, kind, st, actions, was_held);
+            return promote_into_stable(
+                name,
+                spec,
+                obs,
+                kind,
+                self.st,
+                self.actions,
+                self.was_held,
+            );
         }
         if realised {
-            st.phase = Phase::Succeeded;
-            st.reason = Some(reasons::PROMOTED.into());
-            st.message = Some("canary promoted to 100%".into());
-            set_condition(
-                &mut st.conditions,
-                now,
-                obs.generation,
+            self.st.phase = Phase::Succeeded;
+            self.st.reason = Some(reasons::PROMOTED.into());
+            self.st.message = Some("canary promoted to 100%".into());
+            self.condition(
                 types::PROGRESSING,
                 true,
                 reasons::PROMOTED,
                 "canary promoted to 100%".into(),
             );
-            event(
-                &mut actions,
+            self.event(
                 EventKind::Normal,
                 reasons::PROMOTED,
                 format!("canary {name} promoted to 100%"),
             );
-            return Decision {
-                status: st,
-                actions,
-                requeue_after_secs: 300,
-            };
+            return self.done(300);
         }
-        set_condition(
-            &mut st.conditions,
-            now,
-            obs.generation,
+        self.condition(
             types::PROGRESSING,
             true,
             reasons::PROMOTING,
             "waiting for all traffic on the canary".into(),
         );
-        return deadline(spec, name, st, actions, now, was_held, 5);
+        self.deadline(5)
     }
 
-    if !realised {
-        st.phase = Phase::Progressing;
-        st.reason = Some(route_reason.into());
-        st.message = veritas_crds::find_condition(&st.conditions, types::TRAFFIC_ROUTED)
+    /// Stage 7. The step's weight is not in place yet: the routing's reason is the status.
+    fn waiting_for_route(mut self, route_reason: &str) -> Decision {
+        self.st.phase = Phase::Progressing;
+        self.st.reason = Some(route_reason.into());
+        self.st.message = veritas_crds::find_condition(&self.st.conditions, types::TRAFFIC_ROUTED)
             .map(|c| c.message.clone());
-        return deadline(spec, name, st, actions, now, was_held, 5);
+        self.deadline(5)
     }
 
-    // 8. A step's pause.
-    if let Some(started) = st.pause_start_time.clone() {
-        let pause = spec
+    /// Stage 8. A step's pause: `true` while it holds (a duration not yet over, or no
+    /// duration and no resume annotation); a pause that ends is progress.
+    fn paused_at_step(&mut self, weight: i32) -> bool {
+        let (name, now) = (self.name, self.obs.now);
+        let Some(started) = self.st.pause_start_time.clone() else {
+            if self.st.phase == Phase::Paused {
+                self.st.phase = Phase::Progressing;
+            }
+            return false;
+        };
+        let pause = self
+            .spec
             .promotion
             .steps
-            .get((st.current_step - 1).max(0) as usize)
+            .get((self.st.current_step - 1).max(0) as usize)
             .and_then(|s| s.pause.clone());
         let elapsed = now.duration_since(started.0).as_secs();
-        let resumed = annotation(annotations::RESUME).is_some();
+        let resumed = self.annotation(annotations::RESUME).is_some();
         let done = match pause.as_ref().and_then(|p| p.duration_seconds) {
             Some(d) => elapsed >= d || resumed,
             None => resumed || pause.is_none(),
         };
         if resumed {
-            actions.push(Action::ClearAnnotation(annotations::RESUME.into()));
+            self.actions
+                .push(Action::ClearAnnotation(annotations::RESUME.into()));
         }
         if !done {
-            st.phase = Phase::Paused;
-            st.reason = Some(reasons::PAUSED_AT_STEP.into());
+            self.st.phase = Phase::Paused;
+            self.st.reason = Some(reasons::PAUSED_AT_STEP.into());
             let how = match pause.and_then(|p| p.duration_seconds) {
                 Some(d) => {
-                    requeue = (d - elapsed).clamp(1, 60) as u64;
+                    self.requeue = (d - elapsed).clamp(1, 60) as u64;
                     format!("for {d}s from {}, or until resumed", started.0)
                 }
                 None => "until resumed".to_string(),
             };
             let msg = format!(
                 "paused at step {} ({}%) {how}: kubectl annotate veritascanary {name} {}=true",
-                st.current_step,
+                self.st.current_step,
                 weight,
                 annotations::RESUME
             );
-            set_condition(
-                &mut st.conditions,
-                now,
-                obs.generation,
+            self.condition(
                 types::PROGRESSING,
                 false,
                 reasons::PAUSED_AT_STEP,
                 msg.clone(),
             );
-            st.message = Some(msg);
-
-            return Decision {
-                status: st,
-                actions,
-                requeue_after_secs: requeue,
-            };
+            self.st.message = Some(msg);
+            return true;
         }
-        st.pause_start_time = None;
-        st.phase = Phase::Progressing;
-        st.last_progress_time = Some(time(now));
-        event(
-            &mut actions,
-            EventKind::Normal,
-            reasons::STEP_ADVANCED,
-            format!("canary {name}: pause at step {} ended", st.current_step),
+        self.st.pause_start_time = None;
+        self.st.phase = Phase::Progressing;
+        self.st.last_progress_time = Some(time(now));
+        let message = format!(
+            "canary {name}: pause at step {} ended",
+            self.st.current_step
         );
-    }
-    if st.phase == Phase::Paused {
-        st.phase = Phase::Progressing;
+        self.event(EventKind::Normal, reasons::STEP_ADVANCED, message);
+        false
     }
 
-    // 9. Count the analysis.
-    if let Some(sample) = &obs.analysis {
+    /// Stage 9. Counts this pass's analysis, if one ran. `true` when a limit is reached: the
+    /// canary is `RollingBack` and the rollback's first actions are taken in this pass.
+    fn count_analysis(&mut self, weight: i32, kind: RoutingKind, total: i32) -> bool {
+        let (name, spec, obs, now) = (self.name, self.spec, self.obs, self.obs.now);
+        let Some(sample) = &obs.analysis else {
+            return false;
+        };
         let (verdict, reason, message) = judge(spec, sample, obs.service_monitor);
         let (canary, stable) = match sample {
             AnalysisSample::Data { canary, stable } => (*canary, *stable),
             AnalysisSample::Unreachable(_) => (TrackMetrics::default(), None),
         };
-        let step = st.current_step;
+        let step = self.st.current_step;
         push_history(
-            &mut st,
+            &mut self.st,
             AnalysisRun {
                 time: time(now),
                 step,
@@ -1525,24 +1622,13 @@ fn decide_inner(
                 stable_latency_p99: stable.and_then(|s| s.latency_p99).filter(|v| v.is_finite()),
             },
         );
-        st.last_analysis_time = Some(time(now));
+        self.st.last_analysis_time = Some(time(now));
         let ok = verdict == Verdict::Successful;
-        set_condition(
-            &mut st.conditions,
-            now,
-            obs.generation,
-            types::ANALYSIS_SUCCESSFUL,
-            ok,
-            reason,
-            message.clone(),
-        );
+        self.condition(types::ANALYSIS_SUCCESSFUL, ok, reason, message.clone());
         if obs.service_monitor == MonitorObs::Present {
             let data =
                 reason != reasons::NO_METRICS_DATA && reason != reasons::PROMETHEUS_UNREACHABLE;
-            set_condition(
-                &mut st.conditions,
-                now,
-                obs.generation,
+            self.condition(
                 types::METRICS_AVAILABLE,
                 data,
                 if data {
@@ -1559,6 +1645,7 @@ fn decide_inner(
         }
         // Only a step advance is progress: successes that never add up to one must not hold
         // the deadline off (a flapping canary ends).
+        let st = &mut self.st;
         let limit_hit = match verdict {
             Verdict::Successful => {
                 st.consecutive_successes += 1;
@@ -1568,21 +1655,19 @@ fn decide_inner(
             }
             Verdict::Inconclusive => {
                 st.inconclusive_analyses += 1;
-                event(
-                    &mut actions,
+                let (n, limit) = (st.inconclusive_analyses, spec.analysis.error_limit);
+                self.event(
                     EventKind::Warning,
                     reason,
                     format!(
-                        "canary {name} analysis inconclusive ({}/{} in a row, errorLimit): {message}",
-                        st.inconclusive_analyses, spec.analysis.error_limit
+                        "canary {name} analysis inconclusive ({n}/{limit} in a row, errorLimit): {message}"
                     ),
                 );
-                (st.inconclusive_analyses >= spec.analysis.error_limit).then(|| {
+                (n >= limit).then(|| {
                     (
                         reasons::ERROR_LIMIT_REACHED,
                         format!(
-                            "{} analyses in a row could not measure (errorLimit {}), last: {reason}: {message}",
-                            st.inconclusive_analyses, spec.analysis.error_limit
+                            "{n} analyses in a row could not measure (errorLimit {limit}), last: {reason}: {message}"
                         ),
                     )
                 })
@@ -1592,138 +1677,110 @@ fn decide_inner(
                 st.consecutive_failures += 1;
                 st.consecutive_successes = 0;
                 st.inconclusive_analyses = 0;
-                event(
-                    &mut actions,
+                let (failed, consecutive, limit) = (
+                    st.failed_analyses,
+                    st.consecutive_failures,
+                    spec.analysis.failure_limit,
+                );
+                self.event(
                     EventKind::Warning,
                     reason,
                     format!(
-                        "canary {name} analysis failed ({}/{} in this run): {message}",
-                        st.failed_analyses, spec.analysis.failure_limit
+                        "canary {name} analysis failed ({failed}/{limit} in this run): {message}"
                     ),
                 );
-                (st.failed_analyses >= spec.analysis.failure_limit).then(|| {
+                (failed >= limit).then(|| {
                     (
                         reasons::FAILURE_LIMIT_REACHED,
                         format!(
-                            "{} failed analyses in this run ({} consecutive; failureLimit {}), last: {reason}: {message}",
-                            st.failed_analyses, st.consecutive_failures, spec.analysis.failure_limit
+                            "{failed} failed analyses in this run ({consecutive} consecutive; failureLimit {limit}), last: {reason}: {message}"
                         ),
                     )
                 })
             }
         };
-        if let Some((why, text)) = limit_hit {
-            st.phase = Phase::RollingBack;
-            st.last_progress_time = Some(time(now));
-            st.reason = Some(why.into());
-            st.message = Some(text.clone());
-            set_condition(
-                &mut st.conditions,
-                now,
-                obs.generation,
-                types::PROGRESSING,
-                false,
-                why,
-                text.clone(),
-            );
-            event(
-                &mut actions,
-                EventKind::Warning,
-                why,
-                format!("canary {name} rolling back: {text}"),
-            );
-            // Start the rollback in this same pass.
-            let mut rb = Vec::new();
-            route(spec, obs, kind, 0, total, &mut rb);
-            rb.retain(|a| !matches!(a, Action::Scale { deployment, .. } if *deployment == spec.canary.deployment));
-            actions.retain(|a| {
-                !matches!(
-                    a,
-                    Action::Scale { .. }
-                        | Action::SetSelector { .. }
-                        | Action::SetRouteWeights { .. }
-                )
-            });
-            actions.extend(rb);
-            st.desired_weight = 0;
-            return Decision {
-                status: st,
-                actions,
-                requeue_after_secs: 5,
-            };
-        }
-    }
-
-    // 10. Advance when allowed.
-    let limit = spec.promotion.success_limit.max(1);
-    let approved = annotation(annotations::APPROVE).is_some();
-    if st.consecutive_successes >= limit {
-        let blocked = if spec.promotion.manual_approval && !approved {
-            Some((Phase::WaitingForApproval, reasons::WAITING_FOR_APPROVAL, format!("waiting for manual approval of step {}: kubectl annotate veritascanary {name} {}=true", st.current_step + 1, annotations::APPROVE)))
-        } else if !spec.promotion.auto && !approved {
-            Some((Phase::Progressing, reasons::AUTO_PROMOTION_DISABLED, format!("analysis passed {}/{limit} but auto promotion is disabled (spec.promotion.auto=false): set it to true or approve with {}=true", st.consecutive_successes, annotations::APPROVE)))
-        } else {
-            None
+        let Some((why, text)) = limit_hit else {
+            return false;
         };
-        if let Some((phase, reason, message)) = blocked {
-            if st.phase != phase || st.reason.as_deref() != Some(reason) {
-                event(
-                    &mut actions,
-                    EventKind::Normal,
-                    reason,
-                    format!("canary {name}: {message}"),
-                );
-            }
-            st.phase = phase;
-            st.reason = Some(reason.into());
-            st.message = Some(message.clone());
-            set_condition(
-                &mut st.conditions,
-                now,
-                obs.generation,
-                types::PROGRESSING,
-                false,
-                reason,
-                message,
-            );
-
-            return Decision {
-                status: st,
-                actions,
-                requeue_after_secs: requeue,
-            };
-        }
-        if approved {
-            actions.push(Action::ClearAnnotation(annotations::APPROVE.into()));
-        }
-        st.current_step += 1;
-        st.consecutive_successes = 0;
-        st.consecutive_failures = 0;
-        st.last_progress_time = Some(time(now));
-        let next = step_weight(spec, st.current_step);
-        st.desired_weight = next;
-        actions.retain(|a| {
+        self.st.phase = Phase::RollingBack;
+        self.st.last_progress_time = Some(time(now));
+        self.st.reason = Some(why.into());
+        self.st.message = Some(text.clone());
+        self.condition(types::PROGRESSING, false, why, text.clone());
+        self.event(
+            EventKind::Warning,
+            why,
+            format!("canary {name} rolling back: {text}"),
+        );
+        // Start the rollback in this same pass.
+        let mut rb = Vec::new();
+        route(spec, obs, kind, 0, total, &mut rb);
+        rb.retain(|a| !matches!(a, Action::Scale { deployment, .. } if *deployment == spec.canary.deployment));
+        self.actions.retain(|a| {
             !matches!(
                 a,
                 Action::Scale { .. } | Action::SetSelector { .. } | Action::SetRouteWeights { .. }
             )
         });
-        let (_, _, _, msg) = route(spec, obs, kind, next, total, &mut actions);
-        set_condition(
-            &mut st.conditions,
-            now,
-            obs.generation,
-            types::TRAFFIC_ROUTED,
-            false,
-            reasons::WAITING_FOR_PODS,
-            msg,
-        );
-        if st.current_step >= fin {
-            st.phase = Phase::Promoting;
-            st.reason = Some(reasons::PROMOTING.into());
-            st.message = Some("promoting the canary to 100%".into());
-            event(
-                &mut actions,
+        self.actions.extend(rb);
+        self.st.desired_weight = 0;
+        true
+    }
+
+    /// Stage 10. Advances a step once `successLimit` analyses in a row passed, unless manual
+    /// approval or `auto: false` holds it. `Some(requeue)` ends the pass.
+    fn advance_when_allowed(&mut self, fin: i32, kind: RoutingKind, total: i32) -> Option<u64> {
+        let (name, spec, obs, now) = (self.name, self.spec, self.obs, self.obs.now);
+        let limit = spec.promotion.success_limit.max(1);
+        let approved = self.annotation(annotations::APPROVE).is_some();
+        if self.st.consecutive_successes < limit {
+            return None;
+        }
+        let blocked = if spec.promotion.manual_approval && !approved {
+            Some((Phase::WaitingForApproval, reasons::WAITING_FOR_APPROVAL, format!("waiting for manual approval of step {}: kubectl annotate veritascanary {name} {}=true", self.st.current_step + 1, annotations::APPROVE)))
+        } else if !spec.promotion.auto && !approved {
+            Some((Phase::Progressing, reasons::AUTO_PROMOTION_DISABLED, format!("analysis passed {}/{limit} but auto promotion is disabled (spec.promotion.auto=false): set it to true or approve with {}=true", self.st.consecutive_successes, annotations::APPROVE)))
+        } else {
+            None
+        };
+        if let Some((phase, reason, message)) = blocked {
+            if self.st.phase != phase || self.st.reason.as_deref() != Some(reason) {
+                self.event(
+                    EventKind::Normal,
+                    reason,
+                    format!("canary {name}: {message}"),
+                );
+            }
+            self.st.phase = phase;
+            self.st.reason = Some(reason.into());
+            self.st.message = Some(message.clone());
+            self.condition(types::PROGRESSING, false, reason, message);
+            return Some(self.requeue);
+        }
+        if approved {
+            self.actions
+                .push(Action::ClearAnnotation(annotations::APPROVE.into()));
+        }
+        self.st.current_step += 1;
+        self.st.consecutive_successes = 0;
+        self.st.consecutive_failures = 0;
+        self.st.last_progress_time = Some(time(now));
+        let next = step_weight(spec, self.st.current_step);
+        self.st.desired_weight = next;
+        self.actions.retain(|a| {
+            !matches!(
+                a,
+                Action::Scale { .. } | Action::SetSelector { .. } | Action::SetRouteWeights { .. }
+            )
+        });
+        let (_, _, _, msg) = route(spec, obs, kind, next, total, &mut self.actions);
+        self.condition(types::TRAFFIC_ROUTED, false, reasons::WAITING_FOR_PODS, msg);
+        let step = self.st.current_step;
+        if step >= fin {
+            self.st.phase = Phase::Promoting;
+            self.st.reason = Some(reasons::PROMOTING.into());
+            self.st.message = Some("promoting the canary to 100%".into());
+            self.event(
                 EventKind::Normal,
                 reasons::PROMOTING,
                 format!("canary {name} promoting to 100%"),
@@ -1732,97 +1789,77 @@ fn decide_inner(
             let pause = spec
                 .promotion
                 .steps
-                .get((st.current_step - 1) as usize)
+                .get((step - 1) as usize)
                 .and_then(|s| s.pause.as_ref());
-            st.phase = Phase::Progressing;
-            st.reason = Some(reasons::STEP_ADVANCED.into());
-            st.message = Some(format!("advanced to step {} ({next}%)", st.current_step));
+            self.st.phase = Phase::Progressing;
+            self.st.reason = Some(reasons::STEP_ADVANCED.into());
+            self.st.message = Some(format!("advanced to step {step} ({next}%)"));
             if pause.is_some() {
-                st.pause_start_time = Some(time(now));
+                self.st.pause_start_time = Some(time(now));
             }
-            event(
-                &mut actions,
+            self.event(
                 EventKind::Normal,
                 reasons::STEP_ADVANCED,
-                format!(
-                    "canary {name} advanced to step {} ({next}%)",
-                    st.current_step
-                ),
+                format!("canary {name} advanced to step {step} ({next}%)"),
             );
         }
-        set_condition(
-            &mut st.conditions,
-            now,
-            obs.generation,
+        self.condition(
             types::PROGRESSING,
             true,
             reasons::STEP_ADVANCED,
-            format!("step {} ({next}%)", st.current_step),
+            format!("step {step} ({next}%)"),
         );
-        return Decision {
-            status: st,
-            actions,
-            requeue_after_secs: 5,
-        };
+        Some(5)
     }
 
-    // 11. Still counting.
-    st.phase = Phase::Progressing;
-    let last_unsuccessful = st.analysis_history.last().filter(|r| {
-        (r.verdict == Verdict::Failed && st.consecutive_failures > 0)
-            || (r.verdict == Verdict::Inconclusive && st.inconclusive_analyses > 0)
-    });
-    let (reason, message) = match (
-        last_unsuccessful,
-        st.analysis_history.is_empty() || st.last_analysis_time.is_none(),
-    ) {
-        (Some(r), _) if r.verdict == Verdict::Inconclusive => (
-            r.reason.clone(),
-            format!(
-                "last analysis inconclusive ({}/{} in a row, errorLimit): {}",
-                st.inconclusive_analyses, spec.analysis.error_limit, r.message
+    /// Stage 11. Still counting: the status says what the run waits for (the first analysis,
+    /// more successes, or after a failed or inconclusive one).
+    fn still_counting(mut self) -> Decision {
+        let (spec, now) = (self.spec, self.obs.now);
+        let limit = spec.promotion.success_limit.max(1);
+        let st = &mut self.st;
+        st.phase = Phase::Progressing;
+        let last_unsuccessful = st.analysis_history.last().filter(|r| {
+            (r.verdict == Verdict::Failed && st.consecutive_failures > 0)
+                || (r.verdict == Verdict::Inconclusive && st.inconclusive_analyses > 0)
+        });
+        let (reason, message) = match (
+            last_unsuccessful,
+            st.analysis_history.is_empty() || st.last_analysis_time.is_none(),
+        ) {
+            (Some(r), _) if r.verdict == Verdict::Inconclusive => (
+                r.reason.clone(),
+                format!(
+                    "last analysis inconclusive ({}/{} in a row, errorLimit): {}",
+                    st.inconclusive_analyses, spec.analysis.error_limit, r.message
+                ),
             ),
-        ),
-        (Some(r), _) => (
-            r.reason.clone(),
-            format!(
-                "last analysis failed ({}/{} in this run, failureLimit): {}",
-                st.failed_analyses, spec.analysis.failure_limit, r.message
+            (Some(r), _) => (
+                r.reason.clone(),
+                format!(
+                    "last analysis failed ({}/{} in this run, failureLimit): {}",
+                    st.failed_analyses, spec.analysis.failure_limit, r.message
+                ),
             ),
-        ),
-        (None, true) => (
-            reasons::ANALYSIS_PENDING.to_string(),
-            "waiting for the first analysis".to_string(),
-        ),
-        (None, false) => (
-            reasons::SUCCESS_LIMIT_NOT_MET.to_string(),
-            format!(
-                "successLimit not met: {}/{limit} consecutive successful analyses",
-                st.consecutive_successes
+            (None, true) => (
+                reasons::ANALYSIS_PENDING.to_string(),
+                "waiting for the first analysis".to_string(),
             ),
-        ),
-    };
-    set_condition(
-        &mut st.conditions,
-        now,
-        obs.generation,
-        types::PROGRESSING,
-        true,
-        &reason,
-        message.clone(),
-    );
-    st.reason = Some(reason);
-    st.message = Some(message);
-    let next_analysis = secs_to_next_analysis(spec, &st, now).clamp(1, 3600) as u64;
-    deadline(
-        spec,
-        name,
-        st,
-        actions,
-        now,
-        was_held,
-        next_analysis.min(requeue),
-    )
+            (None, false) => (
+                reasons::SUCCESS_LIMIT_NOT_MET.to_string(),
+                format!(
+                    "successLimit not met: {}/{limit} consecutive successful analyses",
+                    st.consecutive_successes
+                ),
+            ),
+        };
+        self.condition(types::PROGRESSING, true, &reason, message.clone());
+        self.st.reason = Some(reason);
+        self.st.message = Some(message);
+        let next_analysis = secs_to_next_analysis(spec, &self.st, now).clamp(1, 3600) as u64;
+        let requeue = next_analysis.min(self.requeue);
+        self.deadline(requeue)
+    }
 }
 
 /// The promotion after 100 %: stable runs the canary's template. Waits for stable's rollout
@@ -1911,7 +1948,7 @@ fn promote_into_stable(
             on_stable && shared.ready_canary == 0 && shared.ready_stable > 0
         }
         RoutingKind::GatewayApi | RoutingKind::Istio => {
-            st.actual_weight = obs.route.map(|(_, c)| c).unwrap_or(0);
+            st.actual_weight = route_share(obs.route);
             let back = on_stable_only(obs.route);
             if obs.route.is_none() {
                 let (what, route) = route_name(spec, kind);

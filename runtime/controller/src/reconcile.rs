@@ -17,9 +17,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, CustomResourceExt, Resource, ResourceExt};
 use serde_json::json;
 use veritas_crds::reasons::{self, types};
-use veritas_crds::{
-    find_condition, Condition, VeritasCanary, VeritasCanaryStatus, FIELD_MANAGER, FINALIZER,
-};
+use veritas_crds::{find_condition, Condition, VeritasCanary, FIELD_MANAGER, FINALIZER};
 
 use crate::analysis::Prometheus;
 use crate::decide::{analysis_due, decide, judge, AnalysisSample, EventKind, Observed};
@@ -146,9 +144,16 @@ pub async fn apply(canary: Arc<VeritasCanary>, ctx: &Context) -> Result<Requeue,
     let o = match crate::observe::observe(&ctx.client, &ns, &canary.spec).await {
         Ok(o) => o,
         Err(e) => {
-            let status = canary.status.clone().unwrap_or_default();
+            let conditions = canary.status.clone().unwrap_or_default().conditions;
             let message = format!("reading the canary's objects failed, nothing decided: {e}");
-            report_failure(ctx, &canary, status, reasons::OBSERVE_FAILED, message).await;
+            report_failure(
+                ctx,
+                canary.as_ref(),
+                conditions,
+                reasons::OBSERVE_FAILED,
+                message,
+            )
+            .await;
             return Err(e.into());
         }
     };
@@ -211,15 +216,17 @@ pub async fn apply(canary: Arc<VeritasCanary>, ctx: &Context) -> Result<Requeue,
     ctx.metrics.set_phase(&ns, &name, d.status.phase);
     if let Err(e) = crate::act::act(&ctx.client, &ctx.recorder, &canary, &d.actions).await {
         let message = format!("{e} (retried in {}s)", ERROR_REQUEUE.as_secs());
-        report_failure(ctx, &canary, d.status, reasons::ACTION_FAILED, message).await;
+        report_failure(
+            ctx,
+            canary.as_ref(),
+            d.status.conditions,
+            reasons::ACTION_FAILED,
+            message,
+        )
+        .await;
         return Err(e.into());
     }
-    if find_condition(&d.status.conditions, types::RECONCILED).is_some() {
-        let mut conditions = d.status.conditions;
-        conditions.retain(|c| c.type_ != types::RECONCILED);
-        write_conditions(ctx, &canary, &conditions).await;
-        tracing::info!(canary = %name, namespace = %ns, "a pass succeeded again: Reconciled condition removed");
-    }
+    clear_failure(ctx, canary.as_ref(), &d.status.conditions).await;
     Ok(Requeue::requeue(Duration::from_secs(
         d.requeue_after_secs.max(1),
     )))
@@ -228,28 +235,34 @@ pub async fn apply(canary: Arc<VeritasCanary>, ctx: &Context) -> Result<Requeue,
 /// A pass that could not read or act says so in the status (condition `Reconciled=False`, the
 /// call and the server's answer) and in a warning Event: a 403 or a webhook's refusal is
 /// otherwise only in the controller's log, and the status would describe a world the
-/// controller failed to make.
-async fn report_failure(
+/// controller failed to make. Canaries and environments share it; `conditions` are those the
+/// pass ends with (written by it, or read when it wrote nothing).
+pub(crate) async fn report_failure<K>(
     ctx: &Context,
-    canary: &VeritasCanary,
-    mut status: VeritasCanaryStatus,
+    obj: &K,
+    mut conditions: Vec<Condition>,
     reason: &str,
     message: String,
-) {
-    tracing::warn!(canary = %canary.name_any(), namespace = ?canary.namespace(), reason, "{message}");
+) where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    tracing::warn!(name = %obj.name_any(), namespace = ?obj.namespace(), kind = %K::kind(&()), reason, "{message}");
     crate::decide::set_condition(
-        &mut status.conditions,
+        &mut conditions,
         Timestamp::now(),
-        canary.metadata.generation,
+        obj.meta().generation,
         types::RECONCILED,
         false,
         reason,
         message.clone(),
     );
-    write_conditions(ctx, canary, &status.conditions).await;
+    write_conditions(ctx, obj, &conditions).await;
     crate::act::publish(
         &ctx.recorder,
-        canary,
+        obj,
         EventKind::Warning,
         reason,
         &message,
@@ -258,18 +271,44 @@ async fn report_failure(
     .await;
 }
 
+/// After a pass that succeeded: a `Reconciled` condition left by an earlier failure goes.
+pub(crate) async fn clear_failure<K>(ctx: &Context, obj: &K, conditions: &[Condition])
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    if find_condition(conditions, types::RECONCILED).is_none() {
+        return;
+    }
+    let kept: Vec<Condition> = conditions
+        .iter()
+        .filter(|c| c.type_ != types::RECONCILED)
+        .cloned()
+        .collect();
+    write_conditions(ctx, obj, &kept).await;
+    tracing::info!(name = %obj.name_any(), namespace = ?obj.namespace(), kind = %K::kind(&()), "a pass succeeded again: Reconciled condition removed");
+}
+
 /// Writes the status conditions alone (a merge patch, not guarded by the version read: it
 /// follows this pass's own guarded write, which moved the version). Best effort: the failure
 /// that brought us here is returned by the pass either way.
-async fn write_conditions(ctx: &Context, canary: &VeritasCanary, conditions: &[Condition]) {
-    let ns = canary.namespace().unwrap_or_default();
-    let api: Api<VeritasCanary> = Api::namespaced(ctx.client.clone(), &ns);
+async fn write_conditions<K>(ctx: &Context, obj: &K, conditions: &[Condition])
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
     let patch = Patch::Merge(json!({"status": {"conditions": conditions}}));
     if let Err(e) = api
-        .patch_status(&canary.name_any(), &PatchParams::default(), &patch)
+        .patch_status(&obj.name_any(), &PatchParams::default(), &patch)
         .await
     {
-        tracing::warn!(canary = %canary.name_any(), namespace = %ns, error = %e, "status conditions not written");
+        tracing::warn!(name = %obj.name_any(), namespace = %ns, error = %e, "status conditions not written");
     }
 }
 

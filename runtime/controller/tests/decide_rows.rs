@@ -1271,3 +1271,27 @@ fn a_weight_the_split_cannot_serve_exactly_is_reported_as_served_with_its_reason
     w.advance(w.spec.analysis.window_seconds + 1);
     assert!(analysis_due(&w.spec, w.status.as_ref(), w.now));
 }
+
+#[test]
+fn cnt_4_gateway_api_weights_are_relative_and_reported_as_the_canarys_share() {
+    let mut s = spec(25);
+    s.routing.gateway_api =
+        Some(serde_json::from_value(serde_json::json!({"httpRoute": "veritas-spark"})).unwrap());
+    let mut w = World::new(s);
+    // The user's route splits 3:1 (relative weights): 25 % reaches the canary already.
+    w.route = Some((3, 1));
+    let d = w.pass(None);
+    assert_eq!(w.status.as_ref().unwrap().actual_weight, 25);
+    // Written as percentages; the share stays 25 %.
+    assert_eq!(route_weights_set(&d), Some((75, 25)));
+    w.pass(None);
+    assert_eq!(w.status.as_ref().unwrap().actual_weight, 25);
+    assert_eq!(
+        cond(&w, types::TRAFFIC_ROUTED).reason,
+        reasons::WEIGHT_REALISED
+    );
+    // 1:1 is half, whatever the numbers.
+    w.route = Some((7, 7));
+    w.pass(None);
+    assert_eq!(w.status.as_ref().unwrap().actual_weight, 50);
+}

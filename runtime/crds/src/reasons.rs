@@ -124,6 +124,8 @@ pub mod environment_types {
     pub const STANDBY_HEALTHY: &str = "StandbyHealthy";
     /// Blue and green run the same configuration, model, env vars, mounts and Secrets.
     pub const IN_SYNC: &str = "InSync";
+    /// As for canaries: present (`False`) only while a pass cannot read or act.
+    pub const RECONCILED: &str = super::types::RECONCILED;
 }
 
 // --- Switch Not Completing ---

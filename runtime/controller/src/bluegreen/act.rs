@@ -18,11 +18,39 @@ pub async fn act(
     recorder: &Recorder,
     env: &VeritasEnvironment,
     actions: &[Action],
+) -> Result<(), crate::act::ActFailed> {
+    for a in actions {
+        act_one(client, recorder, env, a)
+            .await
+            .map_err(|source| crate::act::ActFailed {
+                action: describe(a),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+/// What an action does, for status messages and logs.
+pub fn describe(a: &Action) -> String {
+    match a {
+        Action::SetSelector { service, env } => {
+            format!("setting {ENVIRONMENT_SELECTOR_KEY}={env} in the selector of Service {service}")
+        }
+        Action::ClearAnnotation(key) => format!("removing annotation {key}"),
+        Action::Event { reason, .. } => format!("publishing Event {reason}"),
+    }
+}
+
+async fn act_one(
+    client: &Client,
+    recorder: &Recorder,
+    env: &VeritasEnvironment,
+    a: &Action,
 ) -> Result<(), kube::Error> {
     let ns = env.metadata.namespace.clone().unwrap_or_default();
     let name = env.metadata.name.clone().unwrap_or_default();
     let merge = PatchParams::default();
-    for a in actions {
+    {
         match a {
             Action::SetSelector { service, env: e } => {
                 let api: Api<Service> = Api::namespaced(client.clone(), &ns);

@@ -23,14 +23,32 @@ use veritas_crds::{EnvironmentName, VeritasEnvironment, FINALIZER};
 
 use super::decide::{decide, Observed};
 use super::drift::diff;
-use crate::reconcile::{write_status, Context, Error, StatusWrite, STALE_REQUEUE};
+use crate::reconcile::{
+    clear_failure, report_failure, write_status, Context, Error, StatusWrite, STALE_REQUEUE,
+};
+use veritas_crds::reasons;
 
 /// Observes, probes, decides, records and acts for one `VeritasEnvironment`.
 pub async fn apply(env: Arc<VeritasEnvironment>, ctx: &Context) -> Result<Requeue, Error> {
     let ns = env.namespace().ok_or(Error::NoNamespace)?;
     let name = env.name_any();
     let spec = &env.spec;
-    let o = super::observe::observe(&ctx.client, &ns, spec).await?;
+    let o = match super::observe::observe(&ctx.client, &ns, spec).await {
+        Ok(o) => o,
+        Err(e) => {
+            let conditions = env.status.clone().unwrap_or_default().conditions;
+            let message = format!("reading the environment's objects failed, nothing decided: {e}");
+            report_failure(
+                ctx,
+                env.as_ref(),
+                conditions,
+                reasons::OBSERVE_FAILED,
+                message,
+            )
+            .await;
+            return Err(e.into());
+        }
+    };
     let hc = &spec.switch.health_check;
     let timeout = Duration::from_secs(hc.probe_timeout_seconds.max(1) as u64);
     let mut probes = BTreeMap::new();
@@ -117,7 +135,19 @@ pub async fn apply(env: Arc<VeritasEnvironment>, ctx: &Context) -> Result<Requeu
             std::future::pending::<()>().await;
         }
     }
-    super::act::act(&ctx.client, &ctx.recorder, &env, &d.actions).await?;
+    if let Err(e) = super::act::act(&ctx.client, &ctx.recorder, &env, &d.actions).await {
+        let message = format!("{e} (retried in {}s)", ERROR_REQUEUE.as_secs());
+        report_failure(
+            ctx,
+            env.as_ref(),
+            d.status.conditions,
+            reasons::ACTION_FAILED,
+            message,
+        )
+        .await;
+        return Err(e.into());
+    }
+    clear_failure(ctx, env.as_ref(), &d.status.conditions).await;
     Ok(Requeue::requeue(Duration::from_secs(
         d.requeue_after_secs.max(1),
     )))
@@ -166,8 +196,11 @@ fn error_policy(env: Arc<VeritasEnvironment>, err: &Error, ctx: Arc<Context>) ->
         .with_label_values(&[err.metric_label()])
         .inc();
     tracing::warn!(environment = %env.name_any(), namespace = ?env.namespace(), error = %err, kind = err.metric_label(), "switch: reconcile failed");
-    Requeue::requeue(Duration::from_secs(2))
+    Requeue::requeue(ERROR_REQUEUE)
 }
+
+/// How soon a failed pass runs again.
+const ERROR_REQUEUE: Duration = Duration::from_secs(2);
 
 /// Whether the VeritasEnvironment CRD is installed.
 pub async fn crd_installed(client: &Client) -> Result<bool, kube::Error> {
