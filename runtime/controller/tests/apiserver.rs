@@ -121,6 +121,51 @@ fn canary_obj(name: &str, spec: Value) -> VeritasCanary {
     serde_json::from_value(json!({"apiVersion": "veritas.hearthlink.ai/v1alpha1", "kind": "VeritasCanary", "metadata": {"name": name}, "spec": spec})).unwrap()
 }
 
+/// The runtime's objects with ready pods behind the shared Service (3 stable, 1 canary: 25 % of
+/// 4) and a canary at 25 % whose analyses never decide (Prometheus unreachable, high limits).
+async fn canary_at_25_percent(client: &Client, ns: &str) -> Api<VeritasCanary> {
+    runtime_objects(client, ns, 4, 1).await;
+    for i in 0..3 {
+        ready_pod(
+            client,
+            ns,
+            &format!("stable-{i}"),
+            labels::DEPLOYMENT_STABLE,
+        )
+        .await;
+    }
+    ready_pod(client, ns, "canary-0", labels::DEPLOYMENT_CANARY).await;
+    let api: Api<VeritasCanary> = Api::namespaced(client.clone(), ns);
+    api.create(
+        &PostParams::default(),
+        &canary_obj(
+            "spark",
+            json!({"trafficWeight": 25, "analysis": {"intervalSeconds": 1, "windowSeconds": 10, "failureLimit": 100, "errorLimit": 100}}),
+        ),
+    )
+    .await
+    .unwrap();
+    api
+}
+
+/// Waits until the stable Deployment's `spec.replicas` is `n`.
+async fn stable_replicas_become(client: &Client, ns: &str, n: i32) {
+    let d: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    eventually(&format!("stable scaled to {n}"), 30, || {
+        let d = d.clone();
+        async move {
+            let r = d
+                .get("veritas-spark-stable")
+                .await
+                .map_err(|e| e.to_string())?
+                .spec
+                .and_then(|s| s.replicas);
+            (r == Some(n)).then_some(()).ok_or(format!("{r:?}"))
+        }
+    })
+    .await;
+}
+
 async fn start_controller(client: &Client, ns: &str) -> tokio::task::JoinHandle<()> {
     // Nothing listens there: every analysis is `PrometheusUnreachable`, never a pass.
     let prom = Prometheus::direct("http://127.0.0.1:9", &Default::default()).unwrap();
@@ -471,49 +516,11 @@ async fn replica_ratio_scaling_unreachable_prometheus_and_restart_resumes() {
     install_crds(&client).await;
     let ns = &unique("replicas");
     namespace(&client, ns).await;
-    runtime_objects(&client, ns, 4, 1).await;
-    // Ready pods behind the shared Service: 3 stable, 1 canary (25 % of 4).
-    for i in 0..3 {
-        ready_pod(
-            &client,
-            ns,
-            &format!("stable-{i}"),
-            labels::DEPLOYMENT_STABLE,
-        )
-        .await;
-    }
-    ready_pod(&client, ns, "canary-0", labels::DEPLOYMENT_CANARY).await;
-    let api: Api<VeritasCanary> = Api::namespaced(client.clone(), ns);
-    api.create(
-        &PostParams::default(),
-        &canary_obj(
-            "spark",
-            json!({"trafficWeight": 25, "analysis": {"intervalSeconds": 1, "windowSeconds": 10, "failureLimit": 100, "errorLimit": 100}}),
-        ),
-    )
-    .await
-    .unwrap();
+    let api = canary_at_25_percent(&client, ns).await;
     let ctl = start_controller(&client, ns).await;
 
     // The controller scales stable to 3 (scale subresource) and the weight is realised.
-    let d: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    eventually("stable scaled to 3", 30, || {
-        let d = d.clone();
-        async move {
-            let r = d
-                .get("veritas-spark-stable")
-                .await
-                .map_err(|e| e.to_string())?
-                .spec
-                .and_then(|s| s.replicas);
-            if r == Some(3) {
-                Ok(())
-            } else {
-                Err(format!("{r:?}"))
-            }
-        }
-    })
-    .await;
+    stable_replicas_become(&client, ns, 3).await;
     status_where(&api, "spark", 30, "weight realised", |c| {
         c.status.as_ref().is_some_and(|s| {
             s.actual_weight == 25
@@ -903,28 +910,8 @@ async fn an_action_the_api_server_refuses_is_in_the_status_until_a_pass_succeeds
     let ns = &unique("refused");
     namespace(&client, ns).await;
     runtime_objects(&client, ns, 4, 1).await;
-    for i in 0..3 {
-        ready_pod(
-            &client,
-            ns,
-            &format!("stable-{i}"),
-            labels::DEPLOYMENT_STABLE,
-        )
-        .await;
-    }
-    ready_pod(&client, ns, "canary-0", labels::DEPLOYMENT_CANARY).await;
     let (policy, binding) = freeze_scaling(&client, ns).await;
-
-    let api: Api<VeritasCanary> = Api::namespaced(client.clone(), ns);
-    api.create(
-        &PostParams::default(),
-        &canary_obj(
-            "spark",
-            json!({"trafficWeight": 25, "analysis": {"intervalSeconds": 1, "windowSeconds": 10, "failureLimit": 100, "errorLimit": 100}}),
-        ),
-    )
-    .await
-    .unwrap();
+    let api = canary_at_25_percent(&client, ns).await;
     let ctl = start_controller(&client, ns).await;
 
     // Scaling stable to 3 (25 % of 4) is refused: the status names the action and the answer.
@@ -1076,46 +1063,13 @@ async fn the_default_install_reconciles_its_namespace_as_its_serviceaccount_and_
     let other = &unique("unwatched");
     namespace(&admin, other).await;
 
-    runtime_objects(&admin, ns, 4, 1).await;
-    for i in 0..3 {
-        ready_pod(
-            &admin,
-            ns,
-            &format!("stable-{i}"),
-            labels::DEPLOYMENT_STABLE,
-        )
-        .await;
-    }
-    ready_pod(&admin, ns, "canary-0", labels::DEPLOYMENT_CANARY).await;
-    let api: Api<VeritasCanary> = Api::namespaced(admin.clone(), ns);
-    api.create(
-        &PostParams::default(),
-        &canary_obj(
-            "spark",
-            json!({"trafficWeight": 25, "analysis": {"intervalSeconds": 1, "windowSeconds": 10, "failureLimit": 100, "errorLimit": 100}}),
-        ),
-    )
-    .await
-    .unwrap();
+    let api = canary_at_25_percent(&admin, ns).await;
 
     // The controller, as its ServiceAccount, on the namespace the ConfigMap names.
     let sa = controller_sa_client().await;
     assert!(crd_installed(&sa).await.unwrap(), "the CRD check at start");
     let ctl = start_controller(&sa, ns).await;
-    let d: Api<Deployment> = Api::namespaced(admin.clone(), ns);
-    eventually("stable scaled to 3 by the ServiceAccount", 30, || {
-        let d = d.clone();
-        async move {
-            let r = d
-                .get("veritas-spark-stable")
-                .await
-                .map_err(|e| e.to_string())?
-                .spec
-                .and_then(|s| s.replicas);
-            (r == Some(3)).then_some(()).ok_or(format!("{r:?}"))
-        }
-    })
-    .await;
+    stable_replicas_become(&admin, ns, 3).await;
     let c = status_where(&api, "spark", 30, "weight realised, nothing refused", |c| {
         c.status.as_ref().is_some_and(|s| {
             s.actual_weight == 25
