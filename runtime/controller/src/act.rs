@@ -8,9 +8,9 @@ use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource};
 use serde_json::json;
-use veritas_crds::{VeritasCanary, OWNED_SELECTOR_KEY};
+use veritas_crds::{RoutingKind, VeritasCanary, OWNED_SELECTOR_KEY};
 
-use crate::decide::{route_weight_patch, Action, EventKind};
+use crate::decide::{route_name, route_weight_patch, Action, EventKind};
 use crate::observe::{http_route_resource, virtual_service_resource};
 
 /// Removes one annotation (the user's request, once acted on) of a namespaced resource; a JSON
@@ -93,10 +93,12 @@ pub fn describe(a: &Action, spec: &veritas_crds::VeritasCanarySpec) -> String {
             None => format!("removing {OWNED_SELECTOR_KEY} from the selector of Service {service}"),
         },
         Action::SetRouteWeights { stable, canary } => {
-            let route = match (&spec.routing.gateway_api, &spec.routing.istio) {
-                (Some(g), _) => format!("HTTPRoute {}", g.http_route),
-                (None, Some(i)) => format!("VirtualService {}", i.virtual_service),
-                (None, None) => "the route".into(),
+            let route = match spec.routing.kind() {
+                Ok(k @ (RoutingKind::GatewayApi | RoutingKind::Istio)) => {
+                    let (what, name) = route_name(spec, k);
+                    format!("{what} {name}")
+                }
+                _ => "the route".into(),
             };
             format!("setting the weights of {route} to stable {stable} / canary {canary}")
         }
@@ -136,114 +138,112 @@ async fn act_one(
     let ns = canary.metadata.namespace.clone().unwrap_or_default();
     let name = canary.metadata.name.clone().unwrap_or_default();
     let merge = PatchParams::default();
-    {
-        match a {
-            Action::Scale {
+    match a {
+        Action::Scale {
+            deployment,
+            replicas,
+        } => {
+            let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+            api.patch_scale(
                 deployment,
-                replicas,
-            } => {
-                let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-                api.patch_scale(
-                    deployment,
-                    &merge,
-                    &Patch::Merge(json!({"spec": {"replicas": replicas}})),
-                )
-                .await?;
-                tracing::info!(canary = %name, namespace = %ns, deployment = %deployment, replicas, "scaled deployment");
-            }
-            Action::SetSelector { service, value } => {
-                let api: Api<Service> = Api::namespaced(client.clone(), &ns);
-                // A JSON merge patch with null removes the key and leaves the user's keys alone.
-                api.patch(
-                    service,
-                    &merge,
-                    &Patch::Merge(json!({"spec": {"selector": {OWNED_SELECTOR_KEY: value}}})),
-                )
-                .await?;
-                tracing::info!(canary = %name, namespace = %ns, service = %service, key = OWNED_SELECTOR_KEY, value = ?value, "set shared service selector key");
-            }
-            Action::SetRouteWeights {
-                stable,
-                canary: to_canary,
-            } => {
-                let spec = &canary.spec;
-                let (ar, route_name) = match (&spec.routing.gateway_api, &spec.routing.istio) {
-                    (Some(g), _) => (http_route_resource(), g.http_route.clone()),
-                    (None, Some(i)) => (virtual_service_resource(), i.virtual_service.clone()),
-                    (None, None) => return Ok(()),
-                };
-                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
-                let route = serde_json::to_value(api.get(&route_name).await?)
-                    .map_err(kube::Error::SerdeError)?;
-                // Observed a moment ago with such a rule; gone now, the next pass says so.
-                let Some(patch) = route_weight_patch(&route, spec, *stable, *to_canary) else {
-                    tracing::warn!(canary = %name, namespace = %ns, route = %route_name, "route lost its rule for the two Services; weights not set");
-                    return Ok(());
-                };
-                let patch: json_patch::Patch =
-                    serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
-                api.patch(&route_name, &merge, &Patch::Json::<()>(patch))
-                    .await?;
-                tracing::info!(canary = %name, namespace = %ns, route = %route_name, kind = %ar.kind, stable, canary = to_canary, "set route weights");
-            }
-            Action::PromoteTemplate {
-                deployment,
-                template,
-            } => {
-                let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-                let mut d = api.get(deployment).await?;
-                let mut t: k8s_openapi::api::core::v1::PodTemplateSpec =
-                    serde_json::from_value(template.clone()).map_err(kube::Error::SerdeError)?;
-                // Stable keeps its own track label and selector labels (its pods must still
-                // match its selector and be counted as stable).
-                let spec = d.spec.get_or_insert_with(Default::default);
-                let mut keep = spec.selector.match_labels.clone().unwrap_or_default();
-                if let Some(track) = spec
-                    .template
-                    .metadata
-                    .as_ref()
-                    .and_then(|m| m.labels.as_ref())
-                    .and_then(|l| l.get(veritas_vocab::labels::DEPLOYMENT))
-                {
-                    keep.insert(veritas_vocab::labels::DEPLOYMENT.into(), track.clone());
-                }
-                t.metadata
-                    .get_or_insert_with(Default::default)
-                    .labels
-                    .get_or_insert_with(Default::default)
-                    .extend(keep);
-                // One JSON patch (RBAC `patch`, not `update`), guarded by the version read so
-                // a concurrent edit of stable is never overwritten.
-                let patch: json_patch::Patch = serde_json::from_value(json!([
-                    {"op": "test", "path": "/metadata/resourceVersion", "value": d.metadata.resource_version},
-                    {"op": "replace", "path": "/spec/template", "value": t},
-                ]))
+                &merge,
+                &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+            )
+            .await?;
+            tracing::info!(canary = %name, namespace = %ns, deployment = %deployment, replicas, "scaled deployment");
+        }
+        Action::SetSelector { service, value } => {
+            let api: Api<Service> = Api::namespaced(client.clone(), &ns);
+            // A JSON merge patch with null removes the key and leaves the user's keys alone.
+            api.patch(
+                service,
+                &merge,
+                &Patch::Merge(json!({"spec": {"selector": {OWNED_SELECTOR_KEY: value}}})),
+            )
+            .await?;
+            tracing::info!(canary = %name, namespace = %ns, service = %service, key = OWNED_SELECTOR_KEY, value = ?value, "set shared service selector key");
+        }
+        Action::SetRouteWeights {
+            stable,
+            canary: to_canary,
+        } => {
+            let spec = &canary.spec;
+            let (ar, route_name) = match (&spec.routing.gateway_api, &spec.routing.istio) {
+                (Some(g), _) => (http_route_resource(), g.http_route.clone()),
+                (None, Some(i)) => (virtual_service_resource(), i.virtual_service.clone()),
+                (None, None) => return Ok(()),
+            };
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+            let route = serde_json::to_value(api.get(&route_name).await?)
                 .map_err(kube::Error::SerdeError)?;
-                api.patch(
-                    deployment,
-                    &PatchParams::default(),
-                    &Patch::Json::<()>(patch),
-                )
+            // Observed a moment ago with such a rule; gone now, the next pass says so.
+            let Some(patch) = route_weight_patch(&route, spec, *stable, *to_canary) else {
+                tracing::warn!(canary = %name, namespace = %ns, route = %route_name, "route lost its rule for the two Services; weights not set");
+                return Ok(());
+            };
+            let patch: json_patch::Patch =
+                serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
+            api.patch(&route_name, &merge, &Patch::Json::<()>(patch))
                 .await?;
-                tracing::info!(canary = %name, namespace = %ns, deployment = %deployment, "promoted canary pod template into deployment");
+            tracing::info!(canary = %name, namespace = %ns, route = %route_name, kind = %ar.kind, stable, canary = to_canary, "set route weights");
+        }
+        Action::PromoteTemplate {
+            deployment,
+            template,
+        } => {
+            let api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+            let mut d = api.get(deployment).await?;
+            let mut t: k8s_openapi::api::core::v1::PodTemplateSpec =
+                serde_json::from_value(template.clone()).map_err(kube::Error::SerdeError)?;
+            // Stable keeps its own track label and selector labels (its pods must still
+            // match its selector and be counted as stable).
+            let spec = d.spec.get_or_insert_with(Default::default);
+            let mut keep = spec.selector.match_labels.clone().unwrap_or_default();
+            if let Some(track) = spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.as_ref())
+                .and_then(|l| l.get(veritas_vocab::labels::DEPLOYMENT))
+            {
+                keep.insert(veritas_vocab::labels::DEPLOYMENT.into(), track.clone());
             }
-            Action::ClearAnnotation(key) => {
-                clear_annotation::<VeritasCanary>(client, &ns, &name, key).await?;
-                tracing::info!(canary = %name, namespace = %ns, annotation = %key, "consumed annotation");
-            }
-            Action::Event {
-                kind,
-                reason,
-                message,
-            } => {
-                publish(recorder, canary, *kind, reason, message, "Reconcile").await;
-                match kind {
-                    EventKind::Normal => {
-                        tracing::info!(canary = %name, namespace = %ns, reason = %reason, "{message}")
-                    }
-                    EventKind::Warning => {
-                        tracing::warn!(canary = %name, namespace = %ns, reason = %reason, "{message}")
-                    }
+            t.metadata
+                .get_or_insert_with(Default::default)
+                .labels
+                .get_or_insert_with(Default::default)
+                .extend(keep);
+            // One JSON patch (RBAC `patch`, not `update`), guarded by the version read so
+            // a concurrent edit of stable is never overwritten.
+            let patch: json_patch::Patch = serde_json::from_value(json!([
+                {"op": "test", "path": "/metadata/resourceVersion", "value": d.metadata.resource_version},
+                {"op": "replace", "path": "/spec/template", "value": t},
+            ]))
+            .map_err(kube::Error::SerdeError)?;
+            api.patch(
+                deployment,
+                &PatchParams::default(),
+                &Patch::Json::<()>(patch),
+            )
+            .await?;
+            tracing::info!(canary = %name, namespace = %ns, deployment = %deployment, "promoted canary pod template into deployment");
+        }
+        Action::ClearAnnotation(key) => {
+            clear_annotation::<VeritasCanary>(client, &ns, &name, key).await?;
+            tracing::info!(canary = %name, namespace = %ns, annotation = %key, "consumed annotation");
+        }
+        Action::Event {
+            kind,
+            reason,
+            message,
+        } => {
+            publish(recorder, canary, *kind, reason, message, "Reconcile").await;
+            match kind {
+                EventKind::Normal => {
+                    tracing::info!(canary = %name, namespace = %ns, reason = %reason, "{message}")
+                }
+                EventKind::Warning => {
+                    tracing::warn!(canary = %name, namespace = %ns, reason = %reason, "{message}")
                 }
             }
         }

@@ -545,7 +545,7 @@ fn on_stable_only(route: RouteWeights) -> bool {
 }
 
 /// The route a router canary names: (`HTTPRoute`/`VirtualService`, its name).
-fn route_name(spec: &VeritasCanarySpec, kind: RoutingKind) -> (&'static str, String) {
+pub(crate) fn route_name(spec: &VeritasCanarySpec, kind: RoutingKind) -> (&'static str, String) {
     if kind == RoutingKind::GatewayApi {
         let name = spec
             .routing

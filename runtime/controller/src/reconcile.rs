@@ -141,22 +141,15 @@ pub async fn apply(canary: Arc<VeritasCanary>, ctx: &Context) -> Result<Requeue,
     let ns = canary.namespace().ok_or(Error::NoNamespace)?;
     let name = canary.name_any();
     let now = Timestamp::now();
-    let o = match crate::observe::observe(&ctx.client, &ns, &canary.spec).await {
-        Ok(o) => o,
-        Err(e) => {
-            let conditions = canary.status.clone().unwrap_or_default().conditions;
-            let message = format!("reading the canary's objects failed, nothing decided: {e}");
-            report_failure(
-                ctx,
-                canary.as_ref(),
-                conditions,
-                reasons::OBSERVE_FAILED,
-                message,
-            )
-            .await;
-            return Err(e.into());
-        }
-    };
+    let conditions = || canary.status.clone().unwrap_or_default().conditions;
+    let o = observed_or_report(
+        ctx,
+        canary.as_ref(),
+        conditions,
+        "the canary's",
+        crate::observe::observe(&ctx.client, &ns, &canary.spec).await,
+    )
+    .await?;
     let analysis = if analysis_due(&canary.spec, canary.status.as_ref(), now) {
         let s = ctx
             .prometheus
@@ -214,22 +207,83 @@ pub async fn apply(canary: Arc<VeritasCanary>, ctx: &Context) -> Result<Requeue,
         .with_label_values(&[ns.as_str(), name.as_str()])
         .set(d.status.actual_weight as i64);
     ctx.metrics.set_phase(&ns, &name, d.status.phase);
-    if let Err(e) = crate::act::act(&ctx.client, &ctx.recorder, &canary, &d.actions).await {
-        let message = format!("{e} (retried in {}s)", ERROR_REQUEUE.as_secs());
-        report_failure(
-            ctx,
-            canary.as_ref(),
-            d.status.conditions,
-            reasons::ACTION_FAILED,
-            message,
-        )
-        .await;
-        return Err(e.into());
-    }
-    clear_failure(ctx, canary.as_ref(), &d.status.conditions).await;
+    let acted = crate::act::act(&ctx.client, &ctx.recorder, &canary, &d.actions).await;
+    report_or_clear(
+        ctx,
+        canary.as_ref(),
+        d.status.conditions,
+        acted,
+        ERROR_REQUEUE,
+    )
+    .await?;
     Ok(Requeue::requeue(Duration::from_secs(
         d.requeue_after_secs.max(1),
     )))
+}
+
+/// A namespaced resource of ours whose status the reconcilers write (canaries, environments).
+pub(crate) trait StatusObject:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> StatusObject for K where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
+/// The observation of a pass, or (when a read failed) the failure reported by
+/// [`report_failure`] and returned. `conditions`: the status's, read when needed.
+pub(crate) async fn observed_or_report<K, T>(
+    ctx: &Context,
+    obj: &K,
+    conditions: impl FnOnce() -> Vec<Condition>,
+    whose: &str,
+    observed: Result<T, kube::Error>,
+) -> Result<T, Error>
+where
+    K: StatusObject,
+{
+    match observed {
+        Ok(o) => Ok(o),
+        Err(e) => {
+            let message = format!("reading {whose} objects failed, nothing decided: {e}");
+            report_failure(ctx, obj, conditions(), reasons::OBSERVE_FAILED, message).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// After a pass's actions: a refused one is reported by [`report_failure`] and returned; when
+/// all were carried out, a `Reconciled` condition left by an earlier failure goes.
+/// `conditions`: those the pass wrote.
+pub(crate) async fn report_or_clear<K>(
+    ctx: &Context,
+    obj: &K,
+    conditions: Vec<Condition>,
+    acted: Result<(), crate::act::ActFailed>,
+    retry: Duration,
+) -> Result<(), Error>
+where
+    K: StatusObject,
+{
+    match acted {
+        Ok(()) => {
+            clear_failure(ctx, obj, &conditions).await;
+            Ok(())
+        }
+        Err(e) => {
+            let message = format!("{e} (retried in {}s)", retry.as_secs());
+            report_failure(ctx, obj, conditions, reasons::ACTION_FAILED, message).await;
+            Err(e.into())
+        }
+    }
 }
 
 /// A pass that could not read or act says so in the status (condition `Reconciled=False`, the
@@ -237,17 +291,14 @@ pub async fn apply(canary: Arc<VeritasCanary>, ctx: &Context) -> Result<Requeue,
 /// otherwise only in the controller's log, and the status would describe a world the
 /// controller failed to make. Canaries and environments share it; `conditions` are those the
 /// pass ends with (written by it, or read when it wrote nothing).
-pub(crate) async fn report_failure<K>(
+async fn report_failure<K>(
     ctx: &Context,
     obj: &K,
     mut conditions: Vec<Condition>,
     reason: &str,
     message: String,
 ) where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: StatusObject,
 {
     tracing::warn!(name = %obj.name_any(), namespace = ?obj.namespace(), kind = %K::kind(&()), reason, "{message}");
     crate::decide::set_condition(
@@ -272,12 +323,9 @@ pub(crate) async fn report_failure<K>(
 }
 
 /// After a pass that succeeded: a `Reconciled` condition left by an earlier failure goes.
-pub(crate) async fn clear_failure<K>(ctx: &Context, obj: &K, conditions: &[Condition])
+async fn clear_failure<K>(ctx: &Context, obj: &K, conditions: &[Condition])
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: StatusObject,
 {
     if find_condition(conditions, types::RECONCILED).is_none() {
         return;
@@ -296,10 +344,7 @@ where
 /// that brought us here is returned by the pass either way.
 async fn write_conditions<K>(ctx: &Context, obj: &K, conditions: &[Condition])
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: StatusObject,
 {
     let ns = obj.namespace().unwrap_or_default();
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);

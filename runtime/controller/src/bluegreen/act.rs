@@ -50,41 +50,39 @@ async fn act_one(
     let ns = env.metadata.namespace.clone().unwrap_or_default();
     let name = env.metadata.name.clone().unwrap_or_default();
     let merge = PatchParams::default();
-    {
-        match a {
-            Action::SetSelector { service, env: e } => {
-                let api: Api<Service> = Api::namespaced(client.clone(), &ns);
-                // A JSON merge patch of one key leaves the user's other keys alone.
-                api.patch(
-                    service,
-                    &merge,
-                    &Patch::Merge(
-                        json!({"spec": {"selector": {ENVIRONMENT_SELECTOR_KEY: e.as_str()}}}),
-                    ),
-                )
-                .await
-                .inspect_err(|err| {
-                    tracing::warn!(environment = %name, namespace = %ns, service = %service, error = %err, "switch: service selector update failed");
-                })?;
-                tracing::info!(environment = %name, namespace = %ns, service = %service, key = ENVIRONMENT_SELECTOR_KEY, value = %e, "switch: set service selector");
-            }
-            Action::ClearAnnotation(key) => {
-                crate::act::clear_annotation::<VeritasEnvironment>(client, &ns, &name, key).await?;
-                tracing::info!(environment = %name, namespace = %ns, annotation = %key, "consumed annotation");
-            }
-            Action::Event {
-                kind,
-                reason,
-                message,
-            } => {
-                crate::act::publish(recorder, env, *kind, reason, message, "Switch").await;
-                match kind {
-                    EventKind::Normal => {
-                        tracing::info!(environment = %name, namespace = %ns, reason = %reason, "switch: {message}")
-                    }
-                    EventKind::Warning => {
-                        tracing::warn!(environment = %name, namespace = %ns, reason = %reason, "switch: {message}")
-                    }
+    match a {
+        Action::SetSelector { service, env: e } => {
+            let api: Api<Service> = Api::namespaced(client.clone(), &ns);
+            // A JSON merge patch of one key leaves the user's other keys alone.
+            api.patch(
+                service,
+                &merge,
+                &Patch::Merge(
+                    json!({"spec": {"selector": {ENVIRONMENT_SELECTOR_KEY: e.as_str()}}}),
+                ),
+            )
+            .await
+            .inspect_err(|err| {
+                tracing::warn!(environment = %name, namespace = %ns, service = %service, error = %err, "switch: service selector update failed");
+            })?;
+            tracing::info!(environment = %name, namespace = %ns, service = %service, key = ENVIRONMENT_SELECTOR_KEY, value = %e, "switch: set service selector");
+        }
+        Action::ClearAnnotation(key) => {
+            crate::act::clear_annotation::<VeritasEnvironment>(client, &ns, &name, key).await?;
+            tracing::info!(environment = %name, namespace = %ns, annotation = %key, "consumed annotation");
+        }
+        Action::Event {
+            kind,
+            reason,
+            message,
+        } => {
+            crate::act::publish(recorder, env, *kind, reason, message, "Switch").await;
+            match kind {
+                EventKind::Normal => {
+                    tracing::info!(environment = %name, namespace = %ns, reason = %reason, "switch: {message}")
+                }
+                EventKind::Warning => {
+                    tracing::warn!(environment = %name, namespace = %ns, reason = %reason, "switch: {message}")
                 }
             }
         }

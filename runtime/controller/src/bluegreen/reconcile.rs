@@ -24,31 +24,23 @@ use veritas_crds::{EnvironmentName, VeritasEnvironment, FINALIZER};
 use super::decide::{decide, Observed};
 use super::drift::diff;
 use crate::reconcile::{
-    clear_failure, report_failure, write_status, Context, Error, StatusWrite, STALE_REQUEUE,
+    observed_or_report, report_or_clear, write_status, Context, Error, StatusWrite, STALE_REQUEUE,
 };
-use veritas_crds::reasons;
 
 /// Observes, probes, decides, records and acts for one `VeritasEnvironment`.
 pub async fn apply(env: Arc<VeritasEnvironment>, ctx: &Context) -> Result<Requeue, Error> {
     let ns = env.namespace().ok_or(Error::NoNamespace)?;
     let name = env.name_any();
     let spec = &env.spec;
-    let o = match super::observe::observe(&ctx.client, &ns, spec).await {
-        Ok(o) => o,
-        Err(e) => {
-            let conditions = env.status.clone().unwrap_or_default().conditions;
-            let message = format!("reading the environment's objects failed, nothing decided: {e}");
-            report_failure(
-                ctx,
-                env.as_ref(),
-                conditions,
-                reasons::OBSERVE_FAILED,
-                message,
-            )
-            .await;
-            return Err(e.into());
-        }
-    };
+    let conditions = || env.status.clone().unwrap_or_default().conditions;
+    let o = observed_or_report(
+        ctx,
+        env.as_ref(),
+        conditions,
+        "the environment's",
+        super::observe::observe(&ctx.client, &ns, spec).await,
+    )
+    .await?;
     let hc = &spec.switch.health_check;
     let timeout = Duration::from_secs(hc.probe_timeout_seconds.max(1) as u64);
     let mut probes = BTreeMap::new();
@@ -135,19 +127,8 @@ pub async fn apply(env: Arc<VeritasEnvironment>, ctx: &Context) -> Result<Requeu
             std::future::pending::<()>().await;
         }
     }
-    if let Err(e) = super::act::act(&ctx.client, &ctx.recorder, &env, &d.actions).await {
-        let message = format!("{e} (retried in {}s)", ERROR_REQUEUE.as_secs());
-        report_failure(
-            ctx,
-            env.as_ref(),
-            d.status.conditions,
-            reasons::ACTION_FAILED,
-            message,
-        )
-        .await;
-        return Err(e.into());
-    }
-    clear_failure(ctx, env.as_ref(), &d.status.conditions).await;
+    let acted = super::act::act(&ctx.client, &ctx.recorder, &env, &d.actions).await;
+    report_or_clear(ctx, env.as_ref(), d.status.conditions, acted, ERROR_REQUEUE).await?;
     Ok(Requeue::requeue(Duration::from_secs(
         d.requeue_after_secs.max(1),
     )))
