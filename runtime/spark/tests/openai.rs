@@ -253,8 +253,7 @@ fn chat_without_max_tokens_fills_the_window_and_stop_is_a_request_refusal() {
             let last = text
                 .lines()
                 .filter_map(|l| l.strip_prefix("data: "))
-                .filter(|l| l.contains("\"usage\""))
-                .last()
+                .rfind(|l| l.contains("\"usage\""))
                 .unwrap_or_else(|| panic!("no usage chunk: {text}"));
             serde_json::from_str::<serde_json::Value>(last).unwrap()["usage"].clone()
         } else {
