@@ -219,7 +219,8 @@ impl Engine {
         max_tokens: u32,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Generation, ErrorBody> {
-        self.slot()?.generate_until(prompt, max_tokens, cancelled)
+        self.slot()?
+            .generate_until(prompt, Budget::AtMost(max_tokens), cancelled)
     }
 
     /// A context of `n_ctx` tokens to serve requests one after another: created once (its
@@ -249,7 +250,7 @@ impl Engine {
         &self,
         ctx: &mut LlamaContext<'_>,
         prompt: &str,
-        max_tokens: u32,
+        budget: Budget,
         cancelled: &dyn Fn() -> bool,
         mut on_piece: Option<&mut dyn FnMut(&str)>,
     ) -> Result<Generation, ErrorBody> {
@@ -298,6 +299,22 @@ impl Engine {
                 ),
             ));
         }
+        let max_tokens = match budget {
+            Budget::AtMost(n) => n,
+            Budget::Fit(n) => {
+                let room = self.n_ctx - n_prompt;
+                if room == 0 {
+                    return Err(ErrorBody::new(
+                        ErrorCode::ContextOverflow,
+                        format!(
+                            "prompt is {n_prompt} tokens and fills the context window of {} tokens, leaving no room for an answer; shorten the prompt",
+                            self.n_ctx
+                        ),
+                    ));
+                }
+                n.min(room)
+            }
+        };
         // u64: a client's max_tokens may be anything up to u32::MAX.
         let needed = u64::from(n_prompt) + u64::from(max_tokens);
         if needed > u64::from(self.n_ctx) {
@@ -377,6 +394,16 @@ impl Engine {
     }
 }
 
+/// How many tokens a request may generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// At most this many: a prompt plus this above the context window is E4003.
+    AtMost(u32),
+    /// At most this many and at most what the context window leaves after the prompt's real
+    /// token count (a default length: the caller cannot know how the prompt tokenizes).
+    Fit(u32),
+}
+
 /// One reusable context: what a worker thread holds for the requests it serves.
 pub struct Slot<'a> {
     engine: &'a Engine,
@@ -388,12 +415,12 @@ impl Slot<'_> {
     pub fn generate_until(
         &mut self,
         prompt: &str,
-        max_tokens: u32,
+        budget: Budget,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Generation, ErrorBody> {
         self.ctx.clear_kv_cache();
         self.engine
-            .run(&mut self.ctx, prompt, max_tokens, cancelled, None)
+            .run(&mut self.ctx, prompt, budget, cancelled, None)
     }
 
     /// Like [`Slot::generate_until`], handing each generated piece of text to `on_piece`
@@ -402,13 +429,13 @@ impl Slot<'_> {
     pub fn generate_streaming(
         &mut self,
         prompt: &str,
-        max_tokens: u32,
+        budget: Budget,
         cancelled: &dyn Fn() -> bool,
         on_piece: &mut dyn FnMut(&str),
     ) -> Result<Generation, ErrorBody> {
         self.ctx.clear_kv_cache();
         self.engine
-            .run(&mut self.ctx, prompt, max_tokens, cancelled, Some(on_piece))
+            .run(&mut self.ctx, prompt, budget, cancelled, Some(on_piece))
     }
 }
 

@@ -10,6 +10,6 @@ pub mod verify;
 mod engine;
 
 pub use engine::{
-    default_n_ctx, Engine, EngineOptions, Generation, PieceDecoder, Slot, DEFAULT_MAX_CTX,
+    default_n_ctx, Budget, Engine, EngineOptions, Generation, PieceDecoder, Slot, DEFAULT_MAX_CTX,
 };
 pub use verify::{verify_model, verify_model_with, MemoryCheck, VerifiedModel};

@@ -81,7 +81,8 @@ pub enum Command {
     /// Internal: ask a daemon started with --enable-fault-injection to misbehave.
     #[command(hide = true)]
     Fault {
-        /// `sandbox-violation` (the worker makes a forbidden syscall) or `worker-abort`.
+        /// `sandbox-violation` (the worker makes a forbidden syscall), `worker-abort`, or
+        /// `unreadable-event` (the worker sends an event frame the daemon cannot read).
         kind: String,
     },
     /// Internal (chaos harness): run a command under the restrictions a container runtime's
@@ -264,6 +265,10 @@ pub struct WorkerArgs {
     pub parallel: u32,
     #[arg(long)]
     pub max_frame: u32,
+    /// Largest event frame the daemon reads from the worker: a larger answer is refused
+    /// (E3003) instead of being written, since the daemon could not read it.
+    #[arg(long, default_value_t = veritas_vocab::ipc::DEFAULT_MAX_FRAME)]
+    pub event_limit: u32,
     #[arg(long)]
     pub model_dir: PathBuf,
     #[arg(long)]

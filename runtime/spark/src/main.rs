@@ -117,7 +117,7 @@ fn main() -> ExitCode {
                         Ok(kind) => Op::Fault { kind },
                         Err(_) => {
                             eprintln!(
-                                "error: unknown fault {kind:?} (sandbox-violation, worker-abort)"
+                                "error: unknown fault {kind:?} (sandbox-violation, worker-abort, unreadable-event)"
                             );
                             return ExitCode::from(2);
                         }

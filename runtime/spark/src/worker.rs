@@ -9,7 +9,7 @@ use std::collections::{HashSet, VecDeque};
 use std::os::unix::io::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex};
-use veritas_engine::{Engine, EngineOptions};
+use veritas_engine::{Budget, Engine, EngineOptions};
 use veritas_sandbox::{SandboxConfig, SandboxMode};
 use veritas_vocab::ipc::{self, FaultKind, WorkerCommand, WorkerEvent};
 use veritas_vocab::{ErrorBody, ErrorCode};
@@ -43,10 +43,12 @@ pub fn run(args: WorkerArgs) -> i32 {
     let writer = Arc::new(Mutex::new(stream.try_clone().expect("clone ipc stream")));
     let send = {
         let writer = writer.clone();
+        let limit = args.event_limit;
         move |ev: &WorkerEvent| {
+            let frame = bounded_frame(ev, limit);
             let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
             // A write error means the daemon is gone; the read loop will see EOF and exit.
-            let _ = ipc::write_frame(&mut *w, ev);
+            let _ = std::io::Write::write_all(&mut *w, &frame);
         }
     };
     let (sandbox_cfg, report) = match sandbox {
@@ -128,7 +130,7 @@ pub fn run(args: WorkerArgs) -> i32 {
                     let Some(Job {
                         id,
                         prompt,
-                        max_tokens,
+                        budget,
                         stream,
                     }) = jobs.pop()
                     else {
@@ -155,9 +157,9 @@ pub fn run(args: WorkerArgs) -> i32 {
                                     text: text.to_string(),
                                 })
                             };
-                            s.generate_streaming(&prompt, max_tokens, &is_cancelled, &mut piece)
+                            s.generate_streaming(&prompt, budget, &is_cancelled, &mut piece)
                         } else {
-                            s.generate_until(&prompt, max_tokens, &is_cancelled)
+                            s.generate_until(&prompt, budget, &is_cancelled)
                         }
                     });
                     {
@@ -168,7 +170,9 @@ pub fn run(args: WorkerArgs) -> i32 {
                     let ev = match result {
                         Ok(g) => WorkerEvent::Generated {
                             id,
-                            text: g.text,
+                            // A streamed answer's text went out piece by piece: repeating it
+                            // whole could exceed the event limit, and nobody reads it.
+                            text: if stream { String::new() } else { g.text },
                             prompt_tokens: g.prompt_tokens,
                             generated_tokens: g.generated_tokens,
                             finish_reason: g.finish_reason.to_string(),
@@ -202,6 +206,7 @@ pub fn run(args: WorkerArgs) -> i32 {
                 id,
                 prompt,
                 max_tokens,
+                fit_context,
                 stream,
             }) => {
                 cancelled
@@ -209,10 +214,15 @@ pub fn run(args: WorkerArgs) -> i32 {
                     .unwrap_or_else(|p| p.into_inner())
                     .active
                     .insert(id);
+                let budget = if fit_context {
+                    Budget::Fit(max_tokens)
+                } else {
+                    Budget::AtMost(max_tokens)
+                };
                 jobs.push(Job {
                     id,
                     prompt,
-                    max_tokens,
+                    budget,
                     stream,
                 });
             }
@@ -225,7 +235,7 @@ pub fn run(args: WorkerArgs) -> i32 {
                     .collect();
                 send(&WorkerEvent::Selftest { probes, all_ok });
             }
-            Ok(WorkerCommand::Fault { kind }) => inject(kind),
+            Ok(WorkerCommand::Fault { kind }) => inject(kind, &writer),
             Ok(WorkerCommand::Cancel { id }) => {
                 let mut t = cancelled.lock().unwrap_or_else(|p| p.into_inner());
                 if t.active.contains(&id) {
@@ -243,11 +253,50 @@ pub fn run(args: WorkerArgs) -> i32 {
     0
 }
 
+/// The frame of `ev`, or, when it is larger than the daemon reads (`limit`), the frame of a
+/// refusal for the same request: an oversize answer would be unreadable for the daemon (and
+/// one it stops reading would block this worker's writes for good).
+fn bounded_frame(ev: &WorkerEvent, limit: u32) -> Vec<u8> {
+    let frame = ipc::encode(ev);
+    let len = frame.len() - ipc::HEADER_LEN;
+    if len <= limit as usize {
+        return frame;
+    }
+    let refusal = |id: u64, what: String| WorkerEvent::Failed {
+        id,
+        error: ErrorBody::new(ErrorCode::ResourceLimitExceeded, what),
+    };
+    let refused = match ev {
+        WorkerEvent::Generated {
+            id,
+            generated_tokens,
+            ..
+        } => refusal(
+            *id,
+            format!(
+                "the generated text of {generated_tokens} tokens encodes to {len} bytes, above the {limit}-byte limit of one answer from the inference worker; ask for fewer tokens (max_tokens) or raise --max-frame"
+            ),
+        ),
+        WorkerEvent::Piece { id, .. } => refusal(
+            *id,
+            format!(
+                "one streamed piece encodes to {len} bytes, above the {limit}-byte limit of one event from the inference worker; raise --max-frame"
+            ),
+        ),
+        // Never this large in practice (probes, a load error); still never sent oversize.
+        _ => {
+            tracing::error!(len, limit, "worker event too large to send; dropped");
+            return Vec::new();
+        }
+    };
+    ipc::encode(&refused)
+}
+
 /// One generation request, as the pool threads take it.
 struct Job {
     id: u64,
     prompt: String,
-    max_tokens: u32,
+    budget: Budget,
     stream: bool,
 }
 
@@ -305,8 +354,13 @@ struct Tracked {
 }
 
 /// Chaos faults, reachable only through a daemon started with fault injection enabled.
-fn inject(kind: FaultKind) {
+fn inject(kind: FaultKind, writer: &Mutex<UnixStream>) {
     match kind {
+        // A header announcing a frame above any limit: the daemon cannot read past it.
+        FaultKind::UnreadableEvent => {
+            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = std::io::Write::write_all(&mut *w, &ipc::encode_header(u32::MAX));
+        }
         // Outside the seccomp allow-list: the sandbox kills the worker with SIGSYS.
         // SAFETY: a plain syscall; its result is irrelevant.
         FaultKind::SandboxViolation => unsafe {

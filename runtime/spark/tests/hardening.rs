@@ -521,3 +521,177 @@ fn contexts_are_bounded_by_default_and_reused_cleanly() {
     assert_ne!(first, other);
     assert_eq!(gen("alpha"), first, "the reused context was cleared");
 }
+
+/// Issue 21 §3.1: an answer larger than the daemon reads from the worker (a long-token
+/// vocabulary: a few hundred tokens of 16 KiB make megabytes of text) is refused with E3003
+/// naming max_tokens; nothing wedges: the admission permits come back, later requests run.
+#[test]
+fn an_answer_too_large_for_one_worker_event_is_e3003_and_nothing_wedges() {
+    let reg = Registry::new();
+    veritas_fixtures::write_gguf_with_long_tokens(
+        &reg.path().join("long.gguf"),
+        &veritas_fixtures::TinyModelSpec::default(),
+        "long",
+        16 * 1024,
+    )
+    .unwrap();
+    reg.add_entry("long", "long.gguf", None);
+    let d = Daemon::start(
+        &reg,
+        DaemonOptions {
+            model: Some("long"),
+            extra: ["--parallel", "1", "--queue-size", "1", "--ctx-size", "256"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        },
+    );
+    let pid = d.worker_pid();
+    // More oversize answers than admission permits: a leaked permit would refuse the last.
+    for _ in 0..3 {
+        let v = expect_error(&d, &["generate", "a b", "--max-tokens", "200"], "E3003");
+        let detail = v["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("max_tokens") && detail.contains("bytes"),
+            "{detail}"
+        );
+    }
+    // Streamed, the same text goes out piece by piece, each piece one event: it is served.
+    let (status, body) = d.http_post(
+        "/v1/completions",
+        r#"{"prompt":"a b","max_tokens":200,"stream":true}"#,
+    );
+    let tail = &body[body.len().saturating_sub(1000)..];
+    assert_eq!(status, 200, "{tail}");
+    assert!(body.len() > 1 << 20, "{} bytes streamed", body.len());
+    assert!(
+        !body.contains("E3003")
+            && tail.contains("\"finish_reason\":\"length\"")
+            && tail.contains("[DONE]"),
+        "{tail}"
+    );
+    let (ok, v) = d.cli_json(&["generate", "a b", "--max-tokens", "2"]);
+    assert!(ok, "{v}");
+    assert_eq!(d.worker_pid(), pid, "refusing an answer needs no restart");
+    assert!(d.cli(&["ready"]).status.success());
+}
+
+/// Issue 21 §3.1: a worker event the daemon cannot read (here a header announcing 4 GiB)
+/// ends that worker: it is killed and restarted, its requests fail with E4001 naming the
+/// cause, and the daemon serves again, instead of every later request getting E3003.
+#[test]
+fn an_unreadable_worker_event_restarts_the_worker_and_nothing_wedges() {
+    let reg = Registry::new();
+    let d = Daemon::start(
+        &reg,
+        DaemonOptions {
+            extra: ["--parallel", "1", "--enable-fault-injection"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        },
+    );
+    let first = d.worker_pid();
+    let reqs = d.requests_in_flight("unreadable", 220, 2.0);
+    assert!(d.cli(&["fault", "unreadable-event"]).status.success());
+    let failed: Vec<serde_json::Value> = reqs
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .filter(|(s, _)| *s != 200)
+        .map(|(_, b)| serde_json::from_str(&b).unwrap())
+        .collect();
+    assert!(!failed.is_empty());
+    for v in &failed {
+        assert_eq!(v["code"], "E4001", "{v}");
+        assert!(v["detail"].as_str().unwrap().contains("cannot read"), "{v}");
+    }
+    wait_for("a new worker", Duration::from_secs(60), || {
+        (d.cli(&["ready"]).status.success() && d.worker_pid() != first).then_some(())
+    });
+    for i in 0..4 {
+        let (ok, v) = d.cli_json(&["generate", &format!("after {i}"), "--max-tokens", "3"]);
+        assert!(ok, "{v}");
+    }
+}
+
+/// Issue 21 §3.4: a request whose HTTP client hangs up before the answer is counted (status
+/// `cancelled`, with its duration), instead of vanishing from the metrics with its handler.
+#[test]
+fn requests_abandoned_by_their_http_client_are_counted_as_cancelled() {
+    use std::io::Write as _;
+    let reg = Registry::new();
+    let d = Daemon::start(
+        &reg,
+        DaemonOptions {
+            extra: vec!["--parallel".into(), "1".into()],
+            ..Default::default()
+        },
+    );
+    let body = r#"{"prompt":"abandon","max_tokens":220}"#;
+    let send = || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", d.http)).unwrap();
+        write!(
+            s,
+            "POST /v1/generate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        s
+    };
+    // Hang up while requests are in flight (a fast machine may finish a batch first: retry).
+    let mut n = 4;
+    let hung_up = (0..8).any(|_| {
+        let clients: Vec<_> = (0..n).map(|_| send()).collect();
+        let seen = (0..2000).any(|_| {
+            let inflight = metric_value(&d.scrape(), m::INFLIGHT_REQUESTS, &[]);
+            inflight.is_some_and(|v| v >= 2.0)
+        });
+        drop(clients);
+        n = (n * 2).min(32);
+        seen
+    });
+    assert!(hung_up, "never saw requests in flight");
+    let cancelled = wait_for(
+        "cancelled requests counted",
+        Duration::from_secs(60),
+        || {
+            metric_value(
+                &d.scrape(),
+                m::REQUESTS_TOTAL,
+                &[(m::LABEL_STATUS, m::STATUS_CANCELLED)],
+            )
+            .filter(|v| *v >= 1.0)
+        },
+    );
+    assert!(cancelled >= 1.0);
+    wait_for("nothing left in flight", Duration::from_secs(60), || {
+        metric_value(&d.scrape(), m::INFLIGHT_REQUESTS, &[]).filter(|v| *v == 0.0)
+    });
+}
+
+/// Issue 21 §3.5: after a failed `models load` of another model, `model_state` still names
+/// the model being served (it named the failed one as ready).
+#[test]
+fn model_state_names_the_served_model_after_a_failed_load_of_another() {
+    let reg = Registry::new();
+    reg.add_corrupt("broken", veritas_fixtures::corrupt::Corruption::BadMagic);
+    let d = Daemon::start(&reg, DaemonOptions::default());
+    let v = expect_error(&d, &["models", "load", "broken"], "E2001");
+    assert!(v["detail"].as_str().is_some(), "{v}");
+    let text = d.scrape();
+    assert_eq!(
+        metric_value(
+            &text,
+            m::MODEL_STATE,
+            &[(m::LABEL_MODEL, MODEL), (m::LABEL_STATE, "ready")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with(m::MODEL_STATE) && l.contains("\"broken\"")),
+        "{text}"
+    );
+}

@@ -207,14 +207,14 @@ fn refusals_carry_our_codes_streamed_or_not() {
             .build()
             .unwrap();
         let (status, code, _) = api_error(c.completions().create(two).await.unwrap_err());
-        assert_eq!((status, code.as_deref()), (422, Some("E1003")));
+        assert_eq!((status, code.as_deref()), (400, Some("E4001")));
     });
     // Counted like every other refusal.
     let metrics = d.scrape();
     for code in [
         veritas_vocab::ErrorCode::ModelNotFound,
         veritas_vocab::ErrorCode::ContextOverflow,
-        veritas_vocab::ErrorCode::IpcProtocolError,
+        veritas_vocab::ErrorCode::InferenceFailed,
     ] {
         let code = code.code();
         assert!(
@@ -227,4 +227,70 @@ fn refusals_carry_our_codes_streamed_or_not() {
             "{code} not counted"
         );
     }
+}
+
+/// Issue 21 §3.3: a chat request without `max_tokens` gets what the context window leaves
+/// after its prompt's real token count (it was refused with E4003, the default estimated
+/// from the prompt's bytes); `stop` is refused as an inference request naming the field,
+/// not as a malformed IPC message.
+#[test]
+fn chat_without_max_tokens_fills_the_window_and_stop_is_a_request_refusal() {
+    let reg = Registry::new();
+    let d = Daemon::start(
+        &reg,
+        DaemonOptions {
+            extra: vec!["--ctx-size".into(), "256".into()],
+            ..Default::default()
+        },
+    );
+    for stream in [false, true] {
+        let body = serde_json::json!({
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Hello"}],
+            "stream": stream,
+            "stream_options": stream.then(|| serde_json::json!({"include_usage": true})),
+        })
+        .to_string();
+        let (status, text) = d.http_post("/v1/chat/completions", &body);
+        assert_eq!(status, 200, "{text}");
+        let usage: serde_json::Value = if stream {
+            let last = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .rfind(|l| l.contains("\"usage\""))
+                .unwrap_or_else(|| panic!("no usage chunk: {text}"));
+            serde_json::from_str::<serde_json::Value>(last).unwrap()["usage"].clone()
+        } else {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            v["usage"].clone()
+        };
+        let prompt = usage["prompt_tokens"].as_u64().unwrap();
+        let completion = usage["completion_tokens"].as_u64().unwrap();
+        assert!(prompt > 1, "{usage}");
+        // The whole window, unless the model ended its answer first (then it said stop).
+        if !text.contains("\"finish_reason\":\"stop\"") {
+            assert_eq!(prompt + completion, 256, "{usage}");
+        }
+        assert!(completion > 1, "{usage}");
+    }
+    // A prompt that fills the window leaves no room for an answer: E4003 saying so.
+    let long = "x ".repeat(200);
+    let body = serde_json::json!({"messages": [{"role": "user", "content": long}]}).to_string();
+    let (status, text) = d.http_post("/v1/chat/completions", &body);
+    assert_eq!(status, 422, "{text}");
+    assert!(text.contains("E4003"), "{text}");
+
+    let body = serde_json::json!({
+        "messages": [{"role": "user", "content": "Hello"}],
+        "stop": ["\n"],
+    })
+    .to_string();
+    let (status, text) = d.http_post("/v1/chat/completions", &body);
+    assert_eq!(status, 400, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], "E4001", "{v}");
+    assert!(
+        v["error"]["detail"].as_str().unwrap().contains("`stop`"),
+        "{v}"
+    );
 }

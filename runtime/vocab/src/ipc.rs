@@ -175,6 +175,9 @@ pub enum FaultKind {
     SandboxViolation,
     /// The worker aborts (E4001 for whatever was in flight).
     WorkerAbort,
+    /// The worker sends an event frame larger than the daemon reads: the daemon must stop
+    /// and restart it (E4001 for whatever was in flight), never stay wedged behind it.
+    UnreadableEvent,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -384,6 +387,10 @@ pub enum WorkerCommand {
         id: u64,
         prompt: String,
         max_tokens: u32,
+        /// `max_tokens` is only a ceiling: lowered to what the context window leaves after
+        /// the prompt's real token count (the chat API's default length).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        fit_context: bool,
         /// Send each piece of text as it is decoded ([`WorkerEvent::Piece`]) before the
         /// final [`WorkerEvent::Generated`].
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -28,6 +28,9 @@ pub const LABEL_SYSCALL: &str = "syscall";
 /// Values of the `status` label of [`REQUESTS_TOTAL`] (the guide queries `status="error"`).
 pub const STATUS_SUCCESS: &str = "success";
 pub const STATUS_ERROR: &str = "error";
+/// A request whose caller went away before its answer (an HTTP client that hung up or timed
+/// out): neither a success nor an error of ours, but never uncounted.
+pub const STATUS_CANCELLED: &str = "cancelled";
 
 /// Values of the `state` label of [`MODEL_STATE`].
 pub const MODEL_STATES: &[&str] = &["loading", "ready", "failed", "unloaded"];

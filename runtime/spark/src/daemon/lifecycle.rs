@@ -87,6 +87,16 @@ impl Lifecycle {
         }
     }
 
+    /// The model [`Lifecycle::model_state`] is about: the one served, restarting, loading
+    /// or failed. A load of another model that is still running, or that failed, while one
+    /// is served changes nothing here: the served model's state is the one to report.
+    pub fn state_model(&self) -> Option<&str> {
+        match self {
+            Lifecycle::Loading { model } => Some(model),
+            _ => self.model().map(|m| m.name.as_str()),
+        }
+    }
+
     pub fn sandbox(&self) -> Option<&serde_json::Value> {
         match self {
             Lifecycle::Serving { sandbox, .. } => sandbox.as_ref(),
@@ -257,6 +267,27 @@ mod tests {
         // A load leaves the failed state.
         l.begin_load("tiny");
         assert_eq!(l.model_state(), ModelState::Loading);
+    }
+
+    #[test]
+    fn the_state_names_the_served_model_while_another_loads_or_fails() {
+        let mut l = Lifecycle::Restarting {
+            model: info(),
+            cause: err(ErrorCode::InferenceFailed),
+            attempt: 1,
+        };
+        l.begin_load("other");
+        l.load_failed(err(ErrorCode::ModelLoadFailed));
+        assert_eq!(l.state_model(), Some("tiny"));
+        let mut l = Lifecycle::Unloaded;
+        l.begin_load("other");
+        assert_eq!(l.state_model(), Some("other"));
+        l.load_failed(err(ErrorCode::ModelLoadFailed));
+        assert_eq!(
+            l.state_model(),
+            None,
+            "the caller names the model that failed"
+        );
     }
 
     #[test]

@@ -113,7 +113,7 @@ impl Metrics {
             .register(Box::new(worker_restarts.clone()))
             .unwrap();
         // Zero-valued series exist from the start so rate() and absent() behave in queries.
-        for status in [m::STATUS_SUCCESS, m::STATUS_ERROR] {
+        for status in [m::STATUS_SUCCESS, m::STATUS_ERROR, m::STATUS_CANCELLED] {
             requests.with_label_values(&[status, deployment]);
         }
         duration.with_label_values(&[deployment]);
@@ -180,6 +180,16 @@ impl Metrics {
             .with_label_values(&[&self.deployment])
             .observe(seconds);
         self.count_error(code);
+    }
+
+    /// A request abandoned by its caller before it was answered.
+    pub fn record_cancelled(&self, seconds: f64) {
+        self.requests
+            .with_label_values(&[m::STATUS_CANCELLED, &self.deployment])
+            .inc();
+        self.duration
+            .with_label_values(&[&self.deployment])
+            .observe(seconds);
     }
 
     /// Counts an error that is not an inference request (a failed load, a bad frame...).

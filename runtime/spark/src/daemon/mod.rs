@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use supervisor::{Startup, Worker, WorkerExit, WorkerSpec};
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use veritas_engine::VerifiedModel;
+use veritas_engine::{Budget, VerifiedModel};
 use veritas_vocab::ipc::*;
 use veritas_vocab::manifest::ModelEntry;
 use veritas_vocab::{ErrorBody, ErrorCode};
@@ -63,6 +63,32 @@ pub struct Runtime {
     /// Held (shared) by every IPC request until its answer is written; drain takes it whole.
     pub answers: tokio::sync::RwLock<()>,
     supervisor: mpsc::UnboundedSender<SupervisorMsg>,
+}
+
+/// Records a request as cancelled if its future is dropped before it is answered.
+struct Abandoned<'a> {
+    metrics: &'a Metrics,
+    started: Instant,
+    armed: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let secs = self.started.elapsed().as_secs_f64();
+            self.metrics.record_cancelled(secs);
+            tracing::info!(seconds = secs, "request abandoned by its caller");
+        }
+    }
+}
+
+/// What a request's `max_tokens` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Length {
+    /// The client's bound: a prompt plus `max_tokens` above the window is E4003.
+    AtMost,
+    /// A default (the chat API's): lowered to what the window leaves after the prompt.
+    Fit,
 }
 
 impl Runtime {
@@ -164,23 +190,34 @@ impl Runtime {
         // A failed load of another model does not take down the one being served.
         slot.life.load_failed(e.clone());
         slot.last_load_error = Some(e);
-        self.metrics.set_model_state(model, slot.life.model_state());
+        let named = slot.life.state_model().unwrap_or(model);
+        self.metrics.set_model_state(named, slot.life.model_state());
     }
 
     /// One inference request, admitted or refused at once.
     pub async fn generate(&self, req: GenerateRequest) -> Result<GenerateResponse, ErrorBody> {
-        self.generate_with(req, None).await
+        self.generate_with(req, Length::AtMost, None).await
     }
 
     /// [`Runtime::generate`], streaming the text to `pieces` as the worker decodes it (the
     /// OpenAI-compatible `stream: true`); the pieces together are the response's text.
+    /// `length` says whether `max_tokens` is a client's bound or a default to fit.
     pub async fn generate_with(
         &self,
         req: GenerateRequest,
+        length: Length,
         pieces: Option<mpsc::UnboundedSender<String>>,
     ) -> Result<GenerateResponse, ErrorBody> {
         let started = Instant::now();
-        let result = self.generate_inner(req, pieces).await;
+        // Dropped with this future when the caller goes away (an HTTP client that hung up):
+        // the request is then counted as cancelled instead of vanishing from the metrics.
+        let mut abandoned = Abandoned {
+            metrics: &self.metrics,
+            started,
+            armed: true,
+        };
+        let result = self.generate_inner(req, length, pieces).await;
+        abandoned.armed = false;
         let secs = started.elapsed().as_secs_f64();
         match &result {
             Ok(r) => self
@@ -203,7 +240,8 @@ impl Runtime {
 
     async fn generate_inner(
         &self,
-        req: GenerateRequest,
+        mut req: GenerateRequest,
+        length: Length,
         pieces: Option<mpsc::UnboundedSender<String>>,
     ) -> Result<GenerateResponse, ErrorBody> {
         let permit = admission::admit(
@@ -258,6 +296,14 @@ impl Runtime {
                 ),
             ));
         }
+        let budget = match length {
+            Length::AtMost => Budget::AtMost(req.max_tokens),
+            // A default: what the window leaves after the prompt, counted by the worker.
+            Length::Fit => {
+                req.max_tokens = req.max_tokens.min(model.n_ctx);
+                Budget::Fit(req.max_tokens)
+            }
+        };
         // Refused here, before the worker sees it: no request may ask for more tokens than
         // the context window holds, whatever the prompt (the worker checks the sum).
         if req.max_tokens > model.n_ctx {
@@ -274,7 +320,7 @@ impl Runtime {
             self.cfg.request_timeout,
             // The permit travels with the request: released when the worker is done with it,
             // not when we stop waiting, so a timed-out request still counts against the queue.
-            worker.generate(req.prompt, req.max_tokens, Some(permit), pieces),
+            worker.generate(req.prompt, budget, Some(permit), pieces),
         )
         .await
         .map_err(|_| {
@@ -462,7 +508,8 @@ async fn supervise(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<SupervisorM
                 {
                     let mut slot = rt.slot.lock().unwrap();
                     slot.life.begin_load(&model.entry.name);
-                    rt.metrics.set_model_state(&model.entry.name, slot.life.model_state());
+                    let named = slot.life.state_model().unwrap_or(&model.entry.name);
+                    rt.metrics.set_model_state(named, slot.life.model_state());
                 }
                 match start_worker(&rt, &model).await {
                     Ok(Started { info, worker, sandbox, exit: exit_rx }) => {

@@ -4,13 +4,14 @@
 //!
 //! Decoding is greedy whatever the sampling fields say (`temperature`, `top_p`, `seed` are
 //! accepted and have no effect); options that would change the shape of the answer and
-//! that the runtime cannot honour (`n` > 1, `stop`, `logprobs`, `echo`, `suffix`, token
-//! prompts) are refused with `E1003`. Errors keep the runtime's codes and HTTP statuses, in
+//! that the runtime cannot honour (`n` > 1, `stop`, `logprobs`, `echo`, `suffix`) are
+//! refused as requests the inference cannot run (`E4001`, HTTP 400, naming the field); a
+//! malformed body (or a token prompt) is `E1003`. Errors keep the runtime's codes and HTTP statuses, in
 //! the OpenAI error shape: `{"error":{"message":"E2002 MODEL_NOT_FOUND: …","type":
 //! "MODEL_NOT_FOUND","code":"E2002","param":null,"severity":…,"detail":…}}`.
 
 use super::http::{read_body, status_for};
-use super::Runtime;
+use super::{Length, Runtime};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, Sse};
@@ -66,6 +67,26 @@ fn invalid(detail: impl Into<String>) -> ErrorBody {
     ErrorBody::new(ErrorCode::IpcProtocolError, detail)
 }
 
+/// A well-formed request asking for what the inference cannot do: refused as an inference
+/// request (E4001, HTTP 400), not as a malformed IPC message.
+fn unsupported(field: &str, what: &str) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::InferenceFailed,
+        format!("{what}; remove `{field}` from the request and send it again"),
+    )
+}
+
+/// A request refused before it ran: a malformed body keeps its own code and status, an
+/// unsupported option is the client's request, never a server failure (400, not 500).
+fn refused(rt: &Runtime, e: ErrorBody) -> Response {
+    rt.metrics.count_error(e.code);
+    let status = match e.code {
+        ErrorCode::InferenceFailed => StatusCode::BAD_REQUEST,
+        other => status_for(other),
+    };
+    (status, Json(error_json(&e))).into_response()
+}
+
 /// What both endpoints accept besides their prompt or messages. Unknown fields are
 /// ignored: clients send many optional ones.
 #[derive(Debug, Deserialize)]
@@ -95,7 +116,10 @@ impl Common {
     /// Refuses the options the runtime cannot honour instead of silently ignoring them.
     fn check(&self) -> Result<(), ErrorBody> {
         if self.n.is_some_and(|n| n != 1) || self.best_of.is_some_and(|n| n != 1) {
-            return Err(invalid("only one choice per request is supported (n = 1)"));
+            return Err(unsupported(
+                "n",
+                "only one choice per request is supported (n = 1)",
+            ));
         }
         let stop_set = match &self.stop {
             None | Some(Value::Null) => false,
@@ -104,17 +128,20 @@ impl Common {
             Some(_) => true,
         };
         if stop_set {
-            return Err(invalid("stop sequences are not supported"));
+            return Err(unsupported(
+                "stop",
+                "stop sequences are not supported (generation ends at max_tokens or the model's end of sequence)",
+            ));
         }
         if matches!(&self.logprobs, Some(v) if !v.is_null() && v != &json!(false) && v != &json!(0))
         {
-            return Err(invalid("logprobs are not supported"));
+            return Err(unsupported("logprobs", "logprobs are not supported"));
         }
         if self.echo == Some(true) {
-            return Err(invalid("echo is not supported"));
+            return Err(unsupported("echo", "echo is not supported"));
         }
         if self.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
-            return Err(invalid("suffix is not supported"));
+            return Err(unsupported("suffix", "suffix is not supported"));
         }
         Ok(())
     }
@@ -231,8 +258,10 @@ pub async fn completions(State(rt): State<Arc<Runtime>>, body: axum::body::Body)
         Ok((r.common, prompt, max))
     });
     match parsed {
-        Ok((common, prompt, max)) => serve(rt, Api::Completions, common, prompt, max).await,
-        Err(e) => error_response(&rt, e, false),
+        Ok((common, prompt, max)) => {
+            serve(rt, Api::Completions, common, prompt, max, Length::AtMost).await
+        }
+        Err(e) => refused(&rt, e),
     }
 }
 
@@ -251,40 +280,21 @@ pub async fn chat_completions(State(rt): State<Arc<Runtime>>, body: axum::body::
             .iter()
             .map(|m| Ok((m.role.clone(), message_text(m)?)))
             .collect::<Result<Vec<_>, ErrorBody>>()?;
-        // No default length for chat: the rest of the context window, as OpenAI does; the
-        // runtime refuses a prompt plus max_tokens above the window, so the window is the
-        // bound here and the worker stops at it.
-        let max = r
-            .common
-            .max_completion_tokens
-            .or(r.common.max_tokens)
-            .unwrap_or(0);
-        Ok((r.common, render_chat(&messages), max))
+        // No default length for chat: the rest of the context window, as OpenAI does. Only
+        // the worker knows how many tokens the prompt really is, so it lowers the bound to
+        // what the window leaves after the prompt.
+        let (max, length) = match r.common.max_completion_tokens.or(r.common.max_tokens) {
+            Some(max) => (max, Length::AtMost),
+            None => (u32::MAX, Length::Fit),
+        };
+        Ok((r.common, render_chat(&messages), max, length))
     });
     match parsed {
-        Ok((common, prompt, max)) => {
-            let max = if max == 0 {
-                chat_default_tokens(&rt, &prompt)
-            } else {
-                max
-            };
-            serve(rt, Api::Chat, common, prompt, max).await
+        Ok((common, prompt, max, length)) => {
+            serve(rt, Api::Chat, common, prompt, max, length).await
         }
-        Err(e) => error_response(&rt, e, false),
+        Err(e) => refused(&rt, e),
     }
-}
-
-/// `max_tokens` for a chat request that names none: what the context window leaves after
-/// the prompt, estimated at one token per byte (an upper bound for byte-level vocabularies),
-/// at least one token.
-fn chat_default_tokens(rt: &Runtime, prompt: &str) -> u32 {
-    let n_ctx = rt
-        .served_model()
-        .map(|m| m.n_ctx)
-        .unwrap_or(DEFAULT_COMPLETION_TOKENS);
-    n_ctx
-        .saturating_sub(prompt.len() as u32 + 1)
-        .clamp(1, n_ctx.max(1))
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ErrorBody> {
@@ -301,14 +311,21 @@ fn too_large(rt: &Runtime, e: ErrorBody) -> Response {
 /// request that fails before its first piece (refused at admission, unknown model, prompt
 /// too long) is answered with a plain error and its status, as a client expects; a failure
 /// after that ends the stream with an error event.
-async fn serve(rt: Arc<Runtime>, api: Api, common: Common, prompt: String, max: u32) -> Response {
+async fn serve(
+    rt: Arc<Runtime>,
+    api: Api,
+    common: Common,
+    prompt: String,
+    max: u32,
+    length: Length,
+) -> Response {
     let req = GenerateRequest {
         prompt,
         max_tokens: max,
         model: common.model.clone(),
     };
     if !common.stream {
-        return match rt.generate(req).await {
+        return match rt.generate_with(req, length, None).await {
             Ok(r) => Json(answer(api, &r)).into_response(),
             // `generate` has counted it.
             Err(e) => error_response(&rt, e, true),
@@ -324,7 +341,7 @@ async fn serve(rt: Arc<Runtime>, api: Api, common: Common, prompt: String, max: 
         // A client that hangs up drops the event receiver: the generation future is dropped
         // with it, which cancels the request inside the worker within one token.
         tokio::select! {
-            r = runner.generate_with(req, Some(pieces_tx)) => { let _ = done_tx.send(r); }
+            r = runner.generate_with(req, length, Some(pieces_tx)) => { let _ = done_tx.send(r); }
             _ = gone.closed() => {}
         }
     });
@@ -570,11 +587,11 @@ mod tests {
             json!({"echo": true}),
             json!({"suffix": "x"}),
         ] {
-            assert_eq!(
-                parse(bad.clone()).unwrap_err().code,
-                ErrorCode::IpcProtocolError,
-                "{bad}"
-            );
+            let e = parse(bad.clone()).unwrap_err();
+            // A request the inference cannot run, naming the field: not a malformed message.
+            assert_eq!(e.code, ErrorCode::InferenceFailed, "{bad}");
+            let field = bad.as_object().unwrap().keys().next().unwrap().clone();
+            assert!(e.detail.contains(&format!("`{field}`")), "{e}");
         }
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use veritas_engine::Budget;
 use veritas_vocab::ipc::{self, WorkerCommand, WorkerEvent};
 use veritas_vocab::{ErrorBody, ErrorCode};
 
@@ -75,6 +76,12 @@ const COMMAND_ENVELOPE: u32 = 64 * 1024;
 /// and every request it holds).
 pub fn worker_frame_limit(max_frame: u32) -> u32 {
     max_frame.saturating_add(COMMAND_ENVELOPE)
+}
+
+/// Largest event frame the daemon reads from a worker; the worker is told, and refuses to
+/// send a larger one (a generation whose text would not fit is answered with E3003).
+pub fn worker_event_limit(max_frame: u32) -> u32 {
+    max_frame.max(ipc::DEFAULT_MAX_FRAME)
 }
 
 /// Last bytes of the worker's stderr kept for diagnosing its death.
@@ -234,6 +241,8 @@ impl Worker {
             .arg(spec.parallel.to_string())
             .arg("--max-frame")
             .arg(worker_frame_limit(spec.max_frame).to_string())
+            .arg("--event-limit")
+            .arg(worker_event_limit(spec.max_frame).to_string())
             .arg("--model-dir")
             .arg(&spec.model_dir)
             .arg("--sandbox")
@@ -317,13 +326,29 @@ impl Worker {
         let reader_selftests = selftests.clone();
         let (first_tx, first_rx) = oneshot::channel::<Startup>();
         let (exit_tx, exit_rx) = oneshot::channel();
-        let max = spec.max_frame.max(ipc::DEFAULT_MAX_FRAME);
+        let max = worker_event_limit(spec.max_frame);
         let reader_pending = pending.clone();
+        // Told when the worker's events can no longer be read (a frame or message the daemon
+        // cannot decode): the worker is then killed and restarted, never left holding its
+        // requests (and their admission permits) with nobody reading its answers.
+        let (broken_tx, broken_rx) = oneshot::channel::<ipc::FrameError>();
         let reader = tokio::spawn(async move {
             let mut first = Some(first_tx);
-            while let Ok(Some(payload)) = read_async_frame(&mut rd, max).await {
-                let Ok(ev) = ipc::decode::<WorkerEvent>(&payload) else {
-                    continue;
+            loop {
+                let payload = match read_async_frame(&mut rd, max).await {
+                    Ok(Some(p)) => p,
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = broken_tx.send(e);
+                        break;
+                    }
+                };
+                let ev = match ipc::decode::<WorkerEvent>(&payload) {
+                    Ok(ev) => ev,
+                    Err(e) => {
+                        let _ = broken_tx.send(e);
+                        break;
+                    }
                 };
                 match ev {
                     WorkerEvent::Ready {
@@ -387,9 +412,18 @@ impl Worker {
         let memory_limit = spec.memory_limit;
         let (kill_tx, kill_rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
+            // Why the daemon stopped reading the worker, when the stream was still intact
+            // (the worker said something unreadable, rather than dying mid-frame).
+            let mut unreadable = None;
             let exited = tokio::select! {
                 s = child.wait() => Some(s),
                 Ok(()) = kill_rx => None,
+                Ok(e) = broken_rx => {
+                    if !matches!(e, ipc::FrameError::Io(_) | ipc::FrameError::Truncated) {
+                        unreadable = Some(e);
+                    }
+                    None
+                }
             };
             let status = match exited {
                 Some(s) => s,
@@ -405,7 +439,14 @@ impl Worker {
             if let Some(t) = stderr_task {
                 let _ = t.await;
             }
-            let exit = classify_exit(pid, status, &tail.lock().unwrap(), memory_limit);
+            let mut exit = classify_exit(pid, status, &tail.lock().unwrap(), memory_limit);
+            if let Some(e) = unreadable {
+                tracing::error!(worker_pid = pid, error = %e, "inference worker sent an unreadable event; killed it");
+                exit.error = ErrorBody::new(
+                    ErrorCode::InferenceFailed,
+                    format!("inference worker (pid {pid}) sent an event the daemon cannot read ({e}); it was stopped and is being restarted"),
+                );
+            }
             let orphans: Vec<_> = waiter_pending.lock().unwrap().drain().collect();
             for (_, tx) in orphans {
                 let _ = tx.answer.send(Err(exit.error.clone()));
@@ -446,7 +487,7 @@ impl Worker {
     pub async fn generate(
         &self,
         prompt: String,
-        max_tokens: u32,
+        budget: Budget,
         permit: Option<OwnedSemaphorePermit>,
         pieces: Option<mpsc::UnboundedSender<String>>,
     ) -> Result<Generated, ErrorBody> {
@@ -454,10 +495,15 @@ impl Worker {
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
+        let (max_tokens, fit_context) = match budget {
+            Budget::AtMost(n) => (n, false),
+            Budget::Fit(n) => (n, true),
+        };
         let frame = self.frame(&WorkerCommand::Generate {
             id,
             prompt,
             max_tokens,
+            fit_context,
             stream: pieces.is_some(),
         })?;
         self.pending.lock().unwrap().insert(
