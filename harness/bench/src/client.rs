@@ -122,6 +122,7 @@ impl Target for IpcTarget {
             prompt: prompt.to_string(),
             max_tokens,
             model: None,
+            ..Default::default()
         }))?;
         match outcome {
             Outcome::Ok(Reply::Generated(g)) => Ok(Sample {

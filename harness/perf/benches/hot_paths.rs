@@ -27,6 +27,7 @@ fn generate_request() -> Request {
             prompt: "Explain the canary rollout of the runtime in one short paragraph.".into(),
             max_tokens: 128,
             model: Some("tiny@1.0.0".into()),
+            ..Default::default()
         }),
     }
 }

@@ -196,7 +196,7 @@ fn two_releases_promoted_then_a_forced_rollback_fail_no_request() {
                 let q = q.clone();
                 async move {
                     match promql(&client, &q).await? {
-                        Some(v) if v == 1.0 => Ok(()),
+                        Some(1.0) => Ok(()),
                         other => Err(format!("{q} = {other:?}")),
                     }
                 }

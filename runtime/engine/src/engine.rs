@@ -3,12 +3,15 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
+use llama_cpp_2::token::LlamaToken;
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
+use veritas_vocab::ipc::{ChatTurn, Decoding};
 use veritas_vocab::{ErrorBody, ErrorCode};
 
 /// The token texts of a SentencePiece or Unigram vocabulary that lacks some of the 256
@@ -89,6 +92,9 @@ pub struct Engine {
     max_token_bytes: usize,
     n_ctx: u32,
     threads: i32,
+    /// The GGUF's `tokenizer.chat_template`, or ChatML when it has none (said at load).
+    chat_template: LlamaChatTemplate,
+    chat_template_is_the_models: bool,
     // Creating contexts concurrently is unsound in llama.cpp (it may write model fields).
     context_creation: Mutex<()>,
 }
@@ -98,7 +104,7 @@ pub struct Generation {
     pub text: String,
     pub prompt_tokens: u32,
     pub generated_tokens: u32,
-    /// `length` or `eos`.
+    /// `length`, `eos` or `stop`.
     pub finish_reason: &'static str,
     pub duration_us: u64,
 }
@@ -137,12 +143,27 @@ impl Engine {
                 "the vocabulary has no byte tokens: prompts with characters outside it are refused with E4002"
             );
         }
+        let (chat_template, chat_template_is_the_models) = match model.chat_template(None) {
+            Ok(t) => (t, true),
+            Err(_) => {
+                tracing::info!(
+                    model = %path.display(),
+                    "the model has no chat template (tokenizer.chat_template): chat requests are rendered as ChatML"
+                );
+                (
+                    LlamaChatTemplate::new("chatml").expect("no NUL in a literal"),
+                    false,
+                )
+            }
+        };
         Ok(Engine {
             model,
             narrow_vocab,
             max_token_bytes,
             n_ctx,
             threads: opts.threads.max(1),
+            chat_template,
+            chat_template_is_the_models,
             context_creation: Mutex::new(()),
         })
     }
@@ -203,6 +224,82 @@ impl Engine {
         self.model.n_vocab().max(0) as u32
     }
 
+    /// Whether chat requests use the model's own template (false: ChatML, the model has none).
+    pub fn has_chat_template(&self) -> bool {
+        self.chat_template_is_the_models
+    }
+
+    /// A conversation as the prompt the model was trained on, through llama.cpp's template
+    /// code, ending where the assistant's answer begins.
+    pub fn render_chat(&self, turns: &[ChatTurn]) -> Result<String, ErrorBody> {
+        let invalid = |e: &dyn std::fmt::Display| {
+            ErrorBody::new(
+                ErrorCode::TokenizerError,
+                format!("cannot render the conversation: {e}"),
+            )
+        };
+        let messages = turns
+            .iter()
+            .map(|t| LlamaChatMessage::new(t.role.clone(), t.content.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(&e))?;
+        self.model
+            .apply_chat_template(&self.chat_template, &messages, true)
+            .map_err(|e| invalid(&e))
+    }
+
+    /// Tokens of `text` as a prompt (with the beginning-of-sequence token); `special`
+    /// parses control-token texts such as `<|im_start|>` as those tokens.
+    pub fn count_tokens(&self, text: &str, special: bool) -> usize {
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), true, special)
+            .len()
+    }
+
+    /// The sampler chain a request asks for: biases and penalties first, then greedy, or
+    /// the truncations (top-k, top-p, min-p), temperature and a seeded draw.
+    fn sampler(&self, d: &Decoding) -> LlamaSampler {
+        let n_vocab = self.model.n_vocab();
+        let mut chain = Vec::new();
+        if !d.logit_bias.is_empty() {
+            let biases: Vec<LlamaLogitBias> = d
+                .logit_bias
+                .iter()
+                .map(|&(t, b)| LlamaLogitBias::new(LlamaToken(t as i32), b))
+                .collect();
+            chain.push(LlamaSampler::logit_bias(n_vocab, &biases));
+        }
+        if d.repeat_penalty.is_some()
+            || d.frequency_penalty.is_some()
+            || d.presence_penalty.is_some()
+        {
+            chain.push(LlamaSampler::penalties(
+                n_vocab,
+                PENALTY_LAST_N,
+                d.repeat_penalty.unwrap_or(1.0),
+                d.frequency_penalty.unwrap_or(0.0),
+                d.presence_penalty.unwrap_or(0.0),
+            ));
+        }
+        if !d.samples() {
+            chain.push(LlamaSampler::greedy());
+            return LlamaSampler::chain_simple(chain);
+        }
+        if let Some(k) = d.top_k.filter(|k| *k > 0) {
+            chain.push(LlamaSampler::top_k(k));
+        }
+        if let Some(p) = d.top_p.filter(|p| *p < 1.0) {
+            chain.push(LlamaSampler::top_p(p, 1));
+        }
+        if let Some(p) = d.min_p.filter(|p| *p > 0.0) {
+            chain.push(LlamaSampler::min_p(p, 1));
+        }
+        chain.push(LlamaSampler::temp(d.temperature.unwrap_or(1.0)));
+        chain.push(LlamaSampler::dist(d.seed.unwrap_or_else(random_seed)));
+        LlamaSampler::chain_simple(chain)
+    }
+
     /// Greedy decoding of at most `max_tokens` tokens after `prompt`.
     pub fn generate(&self, prompt: &str, max_tokens: u32) -> Result<Generation, ErrorBody> {
         self.generate_until(prompt, max_tokens, &|| false)
@@ -249,12 +346,45 @@ impl Engine {
     fn run(
         &self,
         ctx: &mut LlamaContext<'_>,
-        prompt: &str,
+        prompt: Prompt<'_>,
         budget: Budget,
+        decoding: &Decoding,
         cancelled: &dyn Fn() -> bool,
         mut on_piece: Option<&mut dyn FnMut(&str)>,
     ) -> Result<Generation, ErrorBody> {
         let started = Instant::now();
+        if let Some((field, why)) = decoding.invalid_field() {
+            return Err(ErrorBody::new(
+                ErrorCode::InferenceFailed,
+                format!("invalid `{field}`: {why}"),
+            ));
+        }
+        if let Some((token, _)) = decoding
+            .logit_bias
+            .iter()
+            .find(|(t, _)| *t >= self.n_vocab())
+        {
+            return Err(ErrorBody::new(
+                ErrorCode::TokenizerError,
+                format!(
+                    "logit_bias names token {token}, the model's vocabulary has {} tokens",
+                    self.n_vocab()
+                ),
+            ));
+        }
+        // A templated prompt holds the template's control tokens (`<|im_start|>`...) as
+        // text: parsed as those tokens. The users' own text is checked on its own, and a
+        // completion prompt never has its text read as control tokens.
+        let (rendered, special) = match prompt {
+            Prompt::Text(text) => (std::borrow::Cow::Borrowed(text), false),
+            Prompt::Chat(turns) => {
+                for t in turns {
+                    self.check_representable(&t.content)?;
+                }
+                (std::borrow::Cow::Owned(self.render_chat(turns)?), true)
+            }
+        };
+        let prompt: &str = &rendered;
         // The tokenizer sees each space as U+2581 (three bytes).
         let escaped = prompt.len() + 2 * prompt.bytes().filter(|&b| b == b' ').count() + 3;
         let most = (self.n_ctx as usize).saturating_mul(self.max_token_bytes);
@@ -269,9 +399,11 @@ impl Engine {
                 ),
             ));
         }
-        self.check_representable(prompt)?;
+        if !special {
+            self.check_representable(prompt)?;
+        }
         let vocab = self.model.vocab();
-        let tokens = vocab.tokenize(prompt.as_bytes(), true, false);
+        let tokens = vocab.tokenize(prompt.as_bytes(), true, special);
         let specials = u32::from(vocab.should_add_bos());
         if tokens.len() as u32 <= specials {
             return Err(ErrorBody::new(
@@ -340,11 +472,15 @@ impl Engine {
         }
         ctx.decode(&mut batch)
             .map_err(|e| inference_failed("prompt decode failed", &e))?;
-        let mut sampler = LlamaSampler::greedy();
+        let mut sampler = self.sampler(decoding);
         // Bounded by the context window checked above, never by the client's number alone.
         let mut out = Vec::with_capacity(max_tokens.min(self.n_ctx) as usize);
         let mut finish_reason = "length";
         let mut pieces = PieceDecoder::default();
+        // The answer's bytes, piece by piece (as streamed: a detokenized whole would drop
+        // a SentencePiece answer's leading space), and how many of them went out.
+        let mut text: Vec<u8> = Vec::new();
+        let mut streamed = 0;
         for pos in (n_prompt as i32..).take(max_tokens as usize) {
             if cancelled() {
                 return Err(ErrorBody::new(
@@ -362,10 +498,21 @@ impl Engine {
                 break;
             }
             out.push(token);
+            let searched_from = text.len();
+            text.extend(vocab.token_to_piece(token, false, None));
+            if let Some(at) = find_stop(&text, searched_from, &decoding.stop) {
+                text.truncate(at);
+                finish_reason = "stop";
+                break;
+            }
             if let Some(f) = on_piece.as_mut() {
-                let bytes = vocab.token_to_piece(token, false, None);
-                if let Some(text) = pieces.push(&bytes) {
-                    f(&text);
+                // A stop string may be starting at the end: held back until it cannot be.
+                let ready = text.len() - held_back(&text, &decoding.stop);
+                if ready > streamed {
+                    if let Some(piece) = pieces.push(&text[streamed..ready]) {
+                        f(&piece);
+                    }
+                    streamed = ready;
                 }
             }
             // The last token's logits would never be read: decoding it would cost a whole
@@ -380,12 +527,17 @@ impl Engine {
             ctx.decode(&mut batch)
                 .map_err(|e| inference_failed("decode failed", &e))?;
         }
-        if let (Some(f), Some(rest)) = (on_piece.as_mut(), pieces.finish()) {
-            f(&rest);
+        if let Some(f) = on_piece.as_mut() {
+            let rest = pieces
+                .push(&text[streamed.min(text.len())..])
+                .into_iter()
+                .chain(pieces.finish());
+            for piece in rest {
+                f(&piece);
+            }
         }
-        let bytes = vocab.detokenize(&out, false, false);
         Ok(Generation {
-            text: String::from_utf8_lossy(&bytes).into_owned(),
+            text: String::from_utf8_lossy(&text).into_owned(),
             prompt_tokens: n_prompt,
             generated_tokens: out.len() as u32,
             finish_reason,
@@ -411,32 +563,95 @@ pub struct Slot<'a> {
 }
 
 impl Slot<'_> {
-    /// Greedy decoding in this slot's context, emptied of the previous request first.
+    /// Greedy decoding of a text prompt in this slot's context.
     pub fn generate_until(
         &mut self,
         prompt: &str,
         budget: Budget,
         cancelled: &dyn Fn() -> bool,
     ) -> Result<Generation, ErrorBody> {
-        self.ctx.clear_kv_cache();
-        self.engine
-            .run(&mut self.ctx, prompt, budget, cancelled, None)
+        self.generate(
+            Prompt::Text(prompt),
+            budget,
+            &Decoding::default(),
+            cancelled,
+            None,
+        )
     }
 
-    /// Like [`Slot::generate_until`], handing each generated piece of text to `on_piece`
-    /// as it is decoded (whole UTF-8 characters only: a character split across tokens is
-    /// handed over once its last byte arrives).
-    pub fn generate_streaming(
+    /// One request in this slot's context, emptied of the previous request first. With
+    /// `on_piece`, each generated piece of text is handed over as it is decoded (whole UTF-8
+    /// characters only, and never a piece of a stop string: text that may be the start of
+    /// one is held back until it cannot be).
+    pub fn generate(
         &mut self,
-        prompt: &str,
+        prompt: Prompt<'_>,
         budget: Budget,
+        decoding: &Decoding,
         cancelled: &dyn Fn() -> bool,
-        on_piece: &mut dyn FnMut(&str),
+        on_piece: Option<&mut dyn FnMut(&str)>,
     ) -> Result<Generation, ErrorBody> {
         self.ctx.clear_kv_cache();
         self.engine
-            .run(&mut self.ctx, prompt, budget, cancelled, Some(on_piece))
+            .run(&mut self.ctx, prompt, budget, decoding, cancelled, on_piece)
     }
+}
+
+/// What a request asks the model to continue.
+#[derive(Debug, Clone, Copy)]
+pub enum Prompt<'a> {
+    /// A completion prompt, tokenized as plain text.
+    Text(&'a str),
+    /// A conversation, rendered with the model's chat template.
+    Chat(&'a [ChatTurn]),
+}
+
+/// Tokens the repetition penalties look back over (llama.cpp's default).
+const PENALTY_LAST_N: i32 = 64;
+
+/// A seed for a request that names none: different for each request.
+fn random_seed() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish() as u32
+}
+
+/// Where the first stop string begins in `text`, looking only at matches that end after
+/// `new_from` (the bytes before it were searched when they came).
+pub fn find_stop(text: &[u8], new_from: usize, stops: &[String]) -> Option<usize> {
+    stops
+        .iter()
+        .filter_map(|stop| {
+            let stop = stop.as_bytes();
+            let from = new_from.saturating_sub(stop.len().saturating_sub(1));
+            text.get(from..)?
+                .windows(stop.len().max(1))
+                .position(|w| w == stop)
+                .map(|i| from + i)
+        })
+        .min()
+}
+
+/// How many bytes at the end of `text` are the beginning of a stop string (held back from a
+/// stream: the next token may complete the stop string, which is never sent).
+pub fn held_back(text: &[u8], stops: &[String]) -> usize {
+    stops
+        .iter()
+        .map(|stop| {
+            let stop = stop.as_bytes();
+            (1..stop.len().min(text.len() + 1))
+                .rev()
+                .find(|&k| text.ends_with(&stop[..k]))
+                .unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Turns token bytes into text as they come: byte-level vocabularies split multi-byte

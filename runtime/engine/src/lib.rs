@@ -1,4 +1,4 @@
-//! Model verification and greedy inference on llama.cpp.
+//! Model verification and inference on llama.cpp.
 //!
 //! The runtime names a model's failure causes itself before llama.cpp sees the file
 //! ([`verify`]): llama.cpp reports most bad files only as a null pointer, and some abort
@@ -10,6 +10,7 @@ pub mod verify;
 mod engine;
 
 pub use engine::{
-    default_n_ctx, Budget, Engine, EngineOptions, Generation, PieceDecoder, Slot, DEFAULT_MAX_CTX,
+    default_n_ctx, find_stop, held_back, Budget, Engine, EngineOptions, Generation, PieceDecoder,
+    Prompt, Slot, DEFAULT_MAX_CTX,
 };
 pub use verify::{verify_model, verify_model_with, MemoryCheck, VerifiedModel};

@@ -85,6 +85,17 @@ pub fn verify_model_with(
     let path = model_dir.join(&entry.file);
     let shown = path.display();
     let open_err = |e: io::Error| {
+        // Out of descriptors or memory is the process's state, not the model's: E3003,
+        // which a restart retries, never E2001 blaming a good file.
+        if matches!(
+            e.raw_os_error(),
+            Some(libc_errno::EMFILE | libc_errno::ENFILE | libc_errno::ENOMEM)
+        ) {
+            return ErrorBody::new(
+                ErrorCode::ResourceLimitExceeded,
+                format!("cannot open {shown}: {e} (the runtime is out of file descriptors or memory; check open connections and the open-files limit, ulimit -n)"),
+            );
+        }
         let why = match e.kind() {
             io::ErrorKind::NotFound => {
                 format!("model file {shown} does not exist (check: ls -la {shown})")
@@ -219,4 +230,11 @@ fn meminfo_field(key: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// The errno values the verification tells apart (Linux numbering, the only platform served).
+mod libc_errno {
+    pub const ENOMEM: i32 = 12;
+    pub const ENFILE: i32 = 23;
+    pub const EMFILE: i32 = 24;
 }

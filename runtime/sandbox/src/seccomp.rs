@@ -537,6 +537,10 @@ pub(crate) fn target_arch() -> Result<TargetArch, String> {
         .map_err(|e| format!("unsupported architecture: {e}"))
 }
 
+/// fcntl commands the libc crate does not name (asm-generic/fcntl.h, x86_64 and aarch64).
+pub(crate) const F_SETSIG: libc::c_int = 10;
+pub(crate) const F_SETOWN_EX: libc::c_int = 15;
+
 /// Filter 1: the allow-list; anything else traps.
 pub(crate) fn allow_list_filter(pid: libc::pid_t) -> Result<BpfProgram, String> {
     let arch = target_arch()?;
@@ -619,6 +623,20 @@ pub(crate) fn soft_denial_filters(
         BTreeMap::from([(libc::SYS_prctl, not_in(0, PRCTLS))]),
         libc::EPERM,
         "prctl",
+    )?);
+    // Signal-driven I/O: a descriptor's owner receives SIGIO (or F_SETSIG's signal) when it
+    // becomes ready, and the kernel checks the owner only as `kill` would for the same uid:
+    // a route around "signals to our own process only". No inference path needs it.
+    out.push(build(
+        BTreeMap::from([(
+            libc::SYS_fcntl,
+            [libc::F_SETOWN, F_SETOWN_EX, F_SETSIG]
+                .iter()
+                .map(|cmd| rule(vec![cond32(1, Op::Eq, *cmd as u64)]))
+                .collect(),
+        )]),
+        libc::EPERM,
+        "fcntl signal owner",
     )?);
     // Scheduling and priority of another process: EPERM (like tgkill and prlimit64, only
     // our own; 0 means the caller). setpriority's target is its second argument, and only

@@ -172,6 +172,7 @@ pub fn selftest(cfg: &SandboxConfig) -> Vec<ProbeResult> {
     out.push(probe_execve());
     out.push(probe_ptrace());
     out.push(probe_kill_parent());
+    out.push(probe_signal_owner_parent());
     out.push(probe_fork());
     out.push(probe_mount());
     out.push(probe_unshare());
@@ -379,6 +380,60 @@ fn probe_kill_parent() -> ProbeResult {
     judge("signal-parent", what, Expect::Blocked, outcome, |_| {
         "permitted".to_owned()
     })
+}
+
+/// Signal-driven I/O aimed at the parent: `F_SETOWN` on a pipe would make the kernel send
+/// it SIGIO (or `F_SETSIG`'s signal) whenever the pipe becomes readable, a signal the
+/// `kill` rule never sees.
+fn probe_signal_owner_parent() -> ProbeResult {
+    // SAFETY: getppid has no preconditions.
+    let ppid = unsafe { libc::getppid() };
+    let what = format!("fcntl(pipe, F_SETOWN, parent pid {ppid}) and F_SETSIG");
+    let not_applicable = |why: String| {
+        let mut r = allowed_result(
+            "signal-owner-parent",
+            what.clone(),
+            Expect::Blocked,
+            "not attempted".to_owned(),
+        );
+        r.not_applicable = Some(why);
+        r
+    };
+    if ppid == 0 {
+        // PID 1 of a container: owner 0 would mean "no owner", not another process.
+        return not_applicable(
+            "no parent visible in this PID namespace (PID 1 of a container): no other process to aim at"
+                .to_owned(),
+        );
+    }
+    let mut fds = [-1i32; 2];
+    // SAFETY: a valid array of two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return not_applicable(format!(
+            "no pipe to aim with: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // Harmless if allowed: the pipe is never written (no SIGIO is ever due) and is closed
+    // before the probe returns. Both calls must be refused.
+    // SAFETY: fcntl on a pipe this probe owns.
+    let outcome = attempt(|| unsafe {
+        let rc = libc::fcntl(fds[0], libc::F_SETOWN, ppid);
+        if rc != 0 {
+            return rc as i64;
+        }
+        libc::fcntl(fds[0], crate::seccomp::F_SETSIG, libc::SIGTERM) as i64
+    });
+    let result = judge(
+        "signal-owner-parent",
+        what,
+        Expect::Blocked,
+        outcome,
+        |_| "the parent became the pipe's signal owner".to_owned(),
+    );
+    close(fds[0] as i64);
+    close(fds[1] as i64);
+    result
 }
 
 fn probe_fork() -> ProbeResult {

@@ -19,6 +19,7 @@ fn via_daemon(s: &mut UnixStream) -> u32 {
         prompt: PROMPT.into(),
         max_tokens: TOKENS,
         model: None,
+        ..Default::default()
     });
     ipc::write_frame(s, &Request { id: 1, op }).unwrap();
     let payload = ipc::read_frame(s, u32::MAX).unwrap().unwrap();

@@ -168,6 +168,21 @@ pub struct GenerateArgs {
     /// `name` or `name@version`; defaults to the loaded model.
     #[arg(long)]
     pub model: Option<String>,
+    /// Sample at this temperature (0 to 2) instead of decoding greedily.
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Sample from the k most likely tokens only.
+    #[arg(long)]
+    pub top_k: Option<i32>,
+    /// Sample from the most likely tokens making up this probability (0 to 1).
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Seed of the draw: the same seed and prompt give the same text.
+    #[arg(long)]
+    pub seed: Option<u32>,
+    /// End the answer before this string (repeatable, up to 4).
+    #[arg(long)]
+    pub stop: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -178,6 +193,10 @@ pub struct ServeArgs {
     /// Model to load at start (`name` or `name@version`); none when absent.
     #[arg(long, env = "VERITAS_MODEL")]
     pub model: Option<String>,
+    /// Another name clients may use for the served model in the OpenAI API (`model`),
+    /// listed by /v1/models and echoed in answers; repeat or separate with commas.
+    #[arg(long, env = "VERITAS_SERVED_MODEL_NAME", value_delimiter = ',')]
+    pub served_model_name: Vec<String>,
     /// HTTP address for /health, /live, /ready and /v1/generate; `off` disables it.
     #[arg(long, env = "VERITAS_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: String,
@@ -203,6 +222,14 @@ pub struct ServeArgs {
     /// Largest IPC frame accepted, in bytes.
     #[arg(long, env = "VERITAS_MAX_FRAME", default_value_t = veritas_vocab::ipc::DEFAULT_MAX_FRAME)]
     pub max_frame: u32,
+    /// HTTP connections open at once, on :8080 and on :9090 each; one more is answered 503
+    /// (E3003, Retry-After) and closed, so no client can exhaust the daemon's descriptors.
+    #[arg(long, env = "VERITAS_MAX_HTTP_CONNECTIONS", default_value_t = 256)]
+    pub max_http_connections: u32,
+    /// Seconds an HTTP client has to send a request's headers, or its body (408 after), and
+    /// that a keep-alive connection may sit idle.
+    #[arg(long, env = "VERITAS_HTTP_TIMEOUT", default_value_t = 30.0)]
+    pub http_timeout: f64,
     /// Runtime-socket connections served at once; more are answered with E3003 and closed.
     #[arg(long, env = "VERITAS_MAX_CONNECTIONS", default_value_t = 256)]
     pub max_connections: u32,

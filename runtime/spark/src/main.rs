@@ -109,6 +109,15 @@ fn main() -> ExitCode {
                         prompt,
                         max_tokens: g.max_tokens,
                         model: g.model,
+                        messages: Vec::new(),
+                        decoding: veritas_vocab::ipc::Decoding {
+                            temperature: g.temperature,
+                            top_k: g.top_k,
+                            top_p: g.top_p,
+                            seed: g.seed,
+                            stop: g.stop,
+                            ..Default::default()
+                        },
                     })
                 }
                 Command::Sandbox(SandboxCommand::Selftest) => Op::SandboxSelftest,
@@ -220,19 +229,21 @@ async fn serve(cfg: daemon::Config) -> anyhow::Result<()> {
         listener,
         stop_rx.clone(),
     )));
+    let limits = daemon::http::Limits {
+        max_connections: rt.cfg.max_http_connections as usize,
+        header_timeout: rt.cfg.http_timeout,
+    };
     for (l, router) in [
         (http, daemon::http::api_router(rt.clone())),
         (metrics, daemon::http::metrics_router(rt.clone())),
     ] {
         if let Some(l) = l {
-            let mut stop = stop_rx.clone();
-            tasks.push(tokio::spawn(async move {
-                let _ = axum::serve(l, router)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.changed().await;
-                    })
-                    .await;
-            }));
+            tasks.push(tokio::spawn(daemon::http::serve(
+                l,
+                router,
+                stop_rx.clone(),
+                limits,
+            )));
         }
     }
     let mut term = signal(SignalKind::terminate())?;

@@ -9,9 +9,9 @@ use std::collections::{HashSet, VecDeque};
 use std::os::unix::io::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex};
-use veritas_engine::{Budget, Engine, EngineOptions};
+use veritas_engine::{Budget, Engine, EngineOptions, Prompt};
 use veritas_sandbox::{SandboxConfig, SandboxMode};
-use veritas_vocab::ipc::{self, FaultKind, WorkerCommand, WorkerEvent};
+use veritas_vocab::ipc::{self, ChatTurn, Decoding, FaultKind, WorkerCommand, WorkerEvent};
 use veritas_vocab::{ErrorBody, ErrorCode};
 
 /// Exit status of a worker whose model failed to load (it has reported why).
@@ -130,6 +130,8 @@ pub fn run(args: WorkerArgs) -> i32 {
                     let Some(Job {
                         id,
                         prompt,
+                        messages,
+                        decoding,
                         budget,
                         stream,
                     }) = jobs.pop()
@@ -149,18 +151,20 @@ pub fn run(args: WorkerArgs) -> i32 {
                             .and_then(|()| engine.slot())
                             .map(|s| slot.insert(s)),
                     };
+                    let prompt = if messages.is_empty() {
+                        Prompt::Text(&prompt)
+                    } else {
+                        Prompt::Chat(&messages)
+                    };
                     let result = ready.and_then(|s| {
-                        if stream {
-                            let mut piece = |text: &str| {
-                                send(&WorkerEvent::Piece {
-                                    id,
-                                    text: text.to_string(),
-                                })
-                            };
-                            s.generate_streaming(&prompt, budget, &is_cancelled, &mut piece)
-                        } else {
-                            s.generate_until(&prompt, budget, &is_cancelled)
-                        }
+                        let mut piece = |text: &str| {
+                            send(&WorkerEvent::Piece {
+                                id,
+                                text: text.to_string(),
+                            })
+                        };
+                        let on_piece = stream.then_some(&mut piece as &mut dyn FnMut(&str));
+                        s.generate(prompt, budget, &decoding, &is_cancelled, on_piece)
                     });
                     {
                         let mut t = cancelled.lock().unwrap_or_else(|p| p.into_inner());
@@ -208,6 +212,8 @@ pub fn run(args: WorkerArgs) -> i32 {
                 max_tokens,
                 fit_context,
                 stream,
+                messages,
+                decoding,
             }) => {
                 cancelled
                     .lock()
@@ -222,6 +228,8 @@ pub fn run(args: WorkerArgs) -> i32 {
                 jobs.push(Job {
                     id,
                     prompt,
+                    messages,
+                    decoding,
                     budget,
                     stream,
                 });
@@ -296,6 +304,9 @@ fn bounded_frame(ev: &WorkerEvent, limit: u32) -> Vec<u8> {
 struct Job {
     id: u64,
     prompt: String,
+    /// A conversation for the chat template, or empty (then `prompt` is the text).
+    messages: Vec<ChatTurn>,
+    decoding: Decoding,
     budget: Budget,
     stream: bool,
 }

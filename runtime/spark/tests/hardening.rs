@@ -262,6 +262,7 @@ fn ipc_connections_are_capped_timed_out_and_bounded() {
                 prompt: format!("pipelined {id}"),
                 max_tokens: 8,
                 model: None,
+                ..Default::default()
             }),
         };
         s.write_all(&veritas_vocab::ipc::encode(&req)).unwrap();
@@ -694,4 +695,151 @@ fn model_state_names_the_served_model_after_a_failed_load_of_another() {
             .any(|l| l.starts_with(m::MODEL_STATE) && l.contains("\"broken\"")),
         "{text}"
     );
+}
+
+/// Issue 21 §3.2: the HTTP fronts cap their connections (one more is answered 503 with
+/// E3003 and closed at once) and give a client `--http-timeout` to send its headers or its
+/// body: idle and trickling clients are closed, and the daemon serves again.
+#[test]
+fn http_connections_are_capped_and_slow_clients_time_out() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let reg = Registry::new();
+    let d = Daemon::start(
+        &reg,
+        DaemonOptions {
+            extra: ["--max-http-connections", "3", "--http-timeout", "1"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        },
+    );
+    for port in [d.http, d.metrics] {
+        // Three clients that connect and send nothing hold every slot.
+        let idle: Vec<TcpStream> = (0..3)
+            .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        let (status, headers, body) = wait_for(
+            "the fourth connection refused",
+            Duration::from_secs(10),
+            || {
+                let r = http_with_headers(port, "GET", "/live", None);
+                (r.0 == 503).then_some(r)
+            },
+        );
+        assert_eq!(status, 503);
+        assert!(headers.contains("Retry-After: 1"), "{headers}");
+        assert!(
+            body.contains("E3003") && body.contains("--max-http-connections"),
+            "{body}"
+        );
+        // The idle ones are closed by the daemon within the header timeout...
+        for mut s in idle {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut rest = Vec::new();
+            let n = s.read_to_end(&mut rest).unwrap_or(0);
+            assert!(
+                n == 0 || String::from_utf8_lossy(&rest).contains("408"),
+                "{rest:?}"
+            );
+        }
+        // ...and the front serves again.
+        wait_for("a slot free again", Duration::from_secs(10), || {
+            (http(
+                port,
+                "GET",
+                if port == d.http { "/live" } else { "/metrics" },
+                None,
+            )
+            .0 == 200)
+                .then_some(())
+        });
+    }
+    // A body announced and never finished is answered 408 within the timeout.
+    let mut s = TcpStream::connect(("127.0.0.1", d.http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"prompt\":"
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("--http-timeout"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Issue 21 §3.2: a daemon out of file descriptors when its worker dies says so (E3003,
+/// not E2001 blaming the model) and keeps retrying; once descriptors are free again the
+/// worker is back and the daemon ready, with nobody touching it.
+#[test]
+fn a_restart_without_descriptors_is_e3003_and_recovers_when_they_are_free() {
+    use std::net::TcpStream;
+    let reg = Registry::new();
+    let d = Daemon::start(
+        &reg,
+        DaemonOptions {
+            extra: ["--http-timeout", "120", "--max-http-connections", "1024"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        },
+    );
+    let worker = d.worker_pid();
+    let open_fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+            .unwrap()
+            .count()
+    };
+    // The daemon's open-files limit: a few above what it holds now.
+    let limit = open_fds() + 8;
+    let out = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &d.pid().to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .output()
+        .expect("prlimit (util-linux)");
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Idle HTTP connections take the rest.
+    let mut held = Vec::new();
+    wait_for(
+        "the daemon's descriptors exhausted",
+        Duration::from_secs(20),
+        || {
+            held.push(TcpStream::connect(("127.0.0.1", d.http)).unwrap());
+            (open_fds() >= limit).then_some(())
+        },
+    );
+    // SAFETY: signalling the worker this test's daemon started.
+    unsafe { libc::kill(worker as i32, libc::SIGKILL) };
+    wait_for(
+        "a restart refused for want of descriptors",
+        Duration::from_secs(20),
+        || {
+            let log = d.log_text();
+            log.lines()
+                .find(|l| l.contains("restart failed") && l.contains("E3003"))
+                .map(str::to_string)
+        },
+    );
+    assert!(
+        !d.log_text()
+            .lines()
+            .any(|l| l.contains("restart") && l.contains("E2001")),
+        "blamed the model: {}",
+        d.log_text()
+    );
+    drop(held);
+    wait_for("ready again", Duration::from_secs(30), || {
+        (http(d.http, "GET", "/ready", None).0 == 200).then_some(())
+    });
+    assert_ne!(d.worker_pid(), worker);
 }

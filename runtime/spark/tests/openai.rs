@@ -184,7 +184,11 @@ fn refusals_carry_our_codes_streamed_or_not() {
             .build()
             .unwrap();
         let (status, code, message) = api_error(c.completions().create(unknown).await.unwrap_err());
-        assert_eq!((status, code.as_deref()), (404, Some("E2002")), "{message}");
+        assert_eq!(
+            (status, code.as_deref()),
+            (404, Some("model_not_found")),
+            "{message}"
+        );
         assert!(message.starts_with("E2002 MODEL_NOT_FOUND: "), "{message}");
 
         // Refused before the first token: a plain error with its status, not a stream.
@@ -198,7 +202,12 @@ fn refusals_carry_our_codes_streamed_or_not() {
                 .expect_err("refused"),
         };
         let (status, code, message) = api_error(err);
-        assert_eq!((status, code.as_deref()), (422, Some("E4003")), "{message}");
+        assert_eq!(
+            (status, code.as_deref()),
+            (400, Some("context_length_exceeded")),
+            "{message}"
+        );
+        assert!(message.starts_with("E4003 CONTEXT_OVERFLOW: "), "{message}");
 
         let two = CreateCompletionRequestArgs::default()
             .model(MODEL)
@@ -206,8 +215,12 @@ fn refusals_carry_our_codes_streamed_or_not() {
             .n(2u8)
             .build()
             .unwrap();
-        let (status, code, _) = api_error(c.completions().create(two).await.unwrap_err());
-        assert_eq!((status, code.as_deref()), (400, Some("E4001")));
+        let (status, code, message) = api_error(c.completions().create(two).await.unwrap_err());
+        assert_eq!(
+            (status, code.as_deref()),
+            (400, Some("unsupported_parameter"))
+        );
+        assert!(message.starts_with("E4001 INFERENCE_FAILED: "), "{message}");
     });
     // Counted like every other refusal.
     let metrics = d.scrape();
@@ -231,10 +244,9 @@ fn refusals_carry_our_codes_streamed_or_not() {
 
 /// Issue 21 §3.3: a chat request without `max_tokens` gets what the context window leaves
 /// after its prompt's real token count (it was refused with E4003, the default estimated
-/// from the prompt's bytes); `stop` is refused as an inference request naming the field,
-/// not as a malformed IPC message.
+/// from the prompt's bytes).
 #[test]
-fn chat_without_max_tokens_fills_the_window_and_stop_is_a_request_refusal() {
+fn chat_without_max_tokens_fills_the_window() {
     let reg = Registry::new();
     let d = Daemon::start(
         &reg,
@@ -253,17 +265,7 @@ fn chat_without_max_tokens_fills_the_window_and_stop_is_a_request_refusal() {
         .to_string();
         let (status, text) = d.http_post("/v1/chat/completions", &body);
         assert_eq!(status, 200, "{text}");
-        let usage: serde_json::Value = if stream {
-            let last = text
-                .lines()
-                .filter_map(|l| l.strip_prefix("data: "))
-                .rfind(|l| l.contains("\"usage\""))
-                .unwrap_or_else(|| panic!("no usage chunk: {text}"));
-            serde_json::from_str::<serde_json::Value>(last).unwrap()["usage"].clone()
-        } else {
-            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-            v["usage"].clone()
-        };
+        let usage = usage_of(&text, stream);
         let prompt = usage["prompt_tokens"].as_u64().unwrap();
         let completion = usage["completion_tokens"].as_u64().unwrap();
         assert!(prompt > 1, "{usage}");
@@ -273,24 +275,218 @@ fn chat_without_max_tokens_fills_the_window_and_stop_is_a_request_refusal() {
         }
         assert!(completion > 1, "{usage}");
     }
-    // A prompt that fills the window leaves no room for an answer: E4003 saying so.
+    // A prompt that fills the window leaves no room for an answer: OpenAI's 400, our E4003.
     let long = "x ".repeat(200);
     let body = serde_json::json!({"messages": [{"role": "user", "content": long}]}).to_string();
     let (status, text) = d.http_post("/v1/chat/completions", &body);
-    assert_eq!(status, 422, "{text}");
-    assert!(text.contains("E4003"), "{text}");
-
-    let body = serde_json::json!({
-        "messages": [{"role": "user", "content": "Hello"}],
-        "stop": ["\n"],
-    })
-    .to_string();
-    let (status, text) = d.http_post("/v1/chat/completions", &body);
     assert_eq!(status, 400, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["error"]["code"], "E4001", "{v}");
-    assert!(
-        v["error"]["detail"].as_str().unwrap().contains("`stop`"),
-        "{v}"
+    assert_eq!(v["error"]["code"], "context_length_exceeded", "{v}");
+    assert_eq!(v["error"]["veritas_code"], "E4003", "{v}");
+}
+
+/// The usage of a JSON answer, or of the usage chunk of a stream.
+fn usage_of(text: &str, stream: bool) -> serde_json::Value {
+    if stream {
+        let last = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .rfind(|l| l.contains("\"usage\""))
+            .unwrap_or_else(|| panic!("no usage chunk: {text}"));
+        serde_json::from_str::<serde_json::Value>(last).unwrap()["usage"].clone()
+    } else {
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        v["usage"].clone()
+    }
+}
+
+/// The text of a JSON answer or of a stream's chunks, completions or chat.
+fn text_of(body: &str, stream: bool) -> String {
+    let pick = |v: &serde_json::Value| {
+        let c = &v["choices"][0];
+        c["text"]
+            .as_str()
+            .or(c["message"]["content"].as_str())
+            .or(c["delta"]["content"].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    if !stream {
+        return pick(&serde_json::from_str(body).unwrap());
+    }
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|l| *l != "[DONE]")
+        .map(|l| pick(&serde_json::from_str(l).unwrap()))
+        .collect()
+}
+
+/// Issue 21 §1: `stop` ends the answer before the string (never sent, streamed or not) with
+/// finish_reason `stop`; `seed` and `temperature` drive llama.cpp's sampler, reproducibly.
+#[test]
+fn stop_and_sampling_fields_shape_the_answer() {
+    let reg = Registry::new();
+    let d = Daemon::start(&reg, DaemonOptions::default());
+    let post = |body: serde_json::Value| {
+        let (status, text) = d.http_post("/v1/completions", &body.to_string());
+        assert_eq!(status, 200, "{text}");
+        text
+    };
+    let greedy = text_of(
+        &post(serde_json::json!({"prompt": "Hello", "max_tokens": 24})),
+        false,
     );
+    // Two ASCII characters past the start (the tiny model's bytes are not all UTF-8).
+    let chars: Vec<char> = greedy.chars().collect();
+    let stop: String = (2..chars.len() - 1)
+        .map(|i| [chars[i], chars[i + 1]])
+        .find(|p| p.iter().all(char::is_ascii_graphic))
+        .unwrap_or_else(|| panic!("no ASCII pair in {greedy:?}"))
+        .iter()
+        .collect();
+    let expected = &greedy[..greedy.find(&stop).unwrap()];
+    for stream in [false, true] {
+        let body = post(serde_json::json!({
+            "prompt": "Hello", "max_tokens": 24, "stop": stop, "stream": stream,
+        }));
+        assert_eq!(
+            text_of(&body, stream),
+            expected,
+            "stream {stream}, stop {stop:?}"
+        );
+        assert!(body.contains("\"finish_reason\":\"stop\""), "{body}");
+    }
+    let sampled = |seed: u64, stream: bool| {
+        let body = post(serde_json::json!({
+            "prompt": "Hello", "max_tokens": 16, "temperature": 1.5, "seed": seed, "stream": stream,
+        }));
+        text_of(&body, stream)
+    };
+    let texts: Vec<String> = (1..=5).map(|seed| sampled(seed, false)).collect();
+    assert_eq!(
+        sampled(2, true),
+        texts[1],
+        "the same seed draws the same text, streamed"
+    );
+    assert!(
+        texts.iter().any(|t| *t != texts[0]),
+        "five seeds drew one text: {texts:?}"
+    );
+    let zero = post(serde_json::json!({"prompt": "Hello", "max_tokens": 24, "temperature": 0}));
+    assert_eq!(text_of(&zero, false), greedy, "temperature 0 is greedy");
+    // Out of range: OpenAI's 400, naming the field.
+    let (status, text) = d.http_post(
+        "/v1/completions",
+        &serde_json::json!({"prompt": "Hello", "temperature": 7}).to_string(),
+    );
+    assert_eq!(status, 400, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["param"], "temperature", "{v}");
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+}
+
+/// Issue 21 §1: `--served-model-name` gives the served model the names clients use (as
+/// vLLM and llama-server users expect); other names are still 404 `model_not_found`.
+#[test]
+fn served_model_names_are_accepted_listed_and_echoed() {
+    let reg = Registry::new();
+    let d = Daemon::start(
+        &reg,
+        DaemonOptions {
+            extra: vec!["--served-model-name".into(), "gpt-tiny,tiny-chat".into()],
+            ..Default::default()
+        },
+    );
+    let c = client(&d);
+    runtime().block_on(async {
+        let ids: Vec<String> = c
+            .models()
+            .list()
+            .await
+            .unwrap()
+            .data
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(ids, [MODEL, "gpt-tiny", "tiny-chat"]);
+        for name in ["gpt-tiny", "tiny-chat", MODEL] {
+            let req = CreateChatCompletionRequestArgs::default()
+                .model(name)
+                .max_completion_tokens(3u32)
+                .messages([ChatCompletionRequestUserMessageArgs::default()
+                    .content("Hi")
+                    .build()
+                    .unwrap()
+                    .into()])
+                .build()
+                .unwrap();
+            let r = c.chat().create(req.clone()).await.unwrap();
+            assert_eq!(r.model, name);
+            let mut stream = c.chat().create_stream(req).await.unwrap();
+            while let Some(chunk) = stream.next().await {
+                assert_eq!(chunk.unwrap().model, name);
+            }
+        }
+        let other = chat_request("Hi", 3);
+        let mut other = other;
+        other.model = "gpt-4o".into();
+        let (status, code, _) = api_error(c.chat().create(other).await.unwrap_err());
+        assert_eq!((status, code.as_deref()), (404, Some("model_not_found")));
+    });
+}
+
+/// Issue 21 §1: a full queue is OpenAI's 429 with `Retry-After`, our E3003 kept in the body.
+#[test]
+fn a_full_queue_is_429_with_retry_after() {
+    let reg = Registry::new();
+    let d = Daemon::start(
+        &reg,
+        DaemonOptions {
+            extra: [
+                "--parallel",
+                "1",
+                "--queue-size",
+                "0",
+                "--ctx-size",
+                "32768",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Default::default()
+        },
+    );
+    // Seconds of decoding hold the only slot.
+    let port = d.http;
+    let long = std::thread::spawn(move || {
+        http(
+            port,
+            "POST",
+            "/v1/completions",
+            Some(r#"{"prompt": "long", "max_tokens": 30000}"#),
+        )
+    });
+    wait_for(
+        "one request in flight",
+        std::time::Duration::from_secs(20),
+        || {
+            metric_value(&d.scrape(), veritas_vocab::metrics::INFLIGHT_REQUESTS, &[])
+                .filter(|v| *v >= 1.0)
+        },
+    );
+    let (status, headers, body) = http_with_headers(
+        d.http,
+        "POST",
+        "/v1/completions",
+        Some(r#"{"prompt": "Hi", "max_tokens": 2}"#),
+    );
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        headers.to_ascii_lowercase().contains("\r\nretry-after: 1"),
+        "{headers}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["veritas_code"], "E3003", "{v}");
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded", "{v}");
+    drop(d);
+    let _ = long.join();
 }

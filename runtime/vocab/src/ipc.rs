@@ -224,15 +224,133 @@ pub struct SelftestReport {
     pub all_ok: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateRequest {
+    /// The text to continue; empty when `messages` carries a conversation instead.
+    #[serde(default)]
     pub prompt: String,
-    /// Tokens to generate at most (greedy decoding).
+    /// Tokens to generate at most.
     pub max_tokens: u32,
     /// `name` or `name@version`; the loaded model when absent.
     #[serde(default)]
     pub model: Option<String>,
+    /// A conversation, rendered by the worker with the model's own chat template.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<ChatTurn>,
+    #[serde(default, skip_serializing_if = "Decoding::is_default")]
+    pub decoding: Decoding,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatTurn {
+    pub role: String,
+    pub content: String,
+}
+
+/// Most stop strings a request may carry (OpenAI's limit).
+pub const MAX_STOP_STRINGS: usize = 4;
+
+/// How the next token is chosen and where generation stops. The default is greedy
+/// decoding with no stop string: deterministic, what the harness and canary comparisons
+/// rely on. Any sampling field switches to sampling at OpenAI's default temperature (1)
+/// unless `temperature` is given; `temperature: 0` is greedy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decoding {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_p: Option<f32>,
+    /// Seed of the random draw; the same seed and request give the same text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u32>,
+    /// llama.cpp's multiplicative repeat penalty (1 is none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_penalty: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f32>,
+    /// Token id and the bias added to its logit (-100 bans it, 100 all but forces it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logit_bias: Vec<(u32, f32)>,
+    /// Generation ends before the first of these strings; the string is not returned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+}
+
+impl Decoding {
+    pub fn is_default(&self) -> bool {
+        self == &Decoding::default()
+    }
+
+    /// Whether a token is drawn at random (any sampling field set, temperature not 0).
+    pub fn samples(&self) -> bool {
+        match self.temperature {
+            Some(t) => t > 0.0,
+            None => {
+                self.top_k.is_some()
+                    || self.top_p.is_some()
+                    || self.min_p.is_some()
+                    || self.seed.is_some()
+            }
+        }
+    }
+
+    /// The first field out of range, as `(field, why)`: the values OpenAI accepts, and
+    /// what llama.cpp's samplers need to stay finite.
+    pub fn invalid_field(&self) -> Option<(&'static str, String)> {
+        let range = |field: &'static str, v: Option<f32>, lo: f32, hi: f32| {
+            v.filter(|v| !(v.is_finite() && (lo..=hi).contains(v)))
+                .map(|v| (field, format!("{field} {v} is outside [{lo}, {hi}]")))
+        };
+        range("temperature", self.temperature, 0.0, 2.0)
+            .or_else(|| range("top_p", self.top_p, 0.0, 1.0))
+            .or_else(|| range("min_p", self.min_p, 0.0, 1.0))
+            .or_else(|| range("frequency_penalty", self.frequency_penalty, -2.0, 2.0))
+            .or_else(|| range("presence_penalty", self.presence_penalty, -2.0, 2.0))
+            .or_else(|| range("repeat_penalty", self.repeat_penalty, 0.01, 10.0))
+            .or_else(|| {
+                self.top_k
+                    .filter(|k| *k < 0)
+                    .map(|k| ("top_k", format!("top_k {k} is negative")))
+            })
+            .or_else(|| {
+                self.logit_bias
+                    .iter()
+                    .find(|(_, bias)| !(bias.is_finite() && (-100.0..=100.0).contains(bias)))
+                    .map(|(token, bias)| {
+                        (
+                            "logit_bias",
+                            format!("bias {bias} of token {token} is outside [-100, 100]"),
+                        )
+                    })
+            })
+            .or_else(|| {
+                (self.stop.len() > MAX_STOP_STRINGS).then(|| {
+                    (
+                        "stop",
+                        format!(
+                            "{} stop strings, at most {MAX_STOP_STRINGS} are accepted",
+                            self.stop.len()
+                        ),
+                    )
+                })
+            })
+            .or_else(|| {
+                self.stop
+                    .iter()
+                    .any(String::is_empty)
+                    .then(|| ("stop", "a stop string is empty".to_string()))
+            })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,7 +360,7 @@ pub struct GenerateResponse {
     pub text: String,
     pub prompt_tokens: u32,
     pub generated_tokens: u32,
-    /// `length` (max_tokens reached) or `eos`.
+    /// `length` (max_tokens reached), `eos` (the model ended) or `stop` (a stop string).
     pub finish_reason: String,
     pub duration_us: u64,
 }
@@ -395,6 +513,11 @@ pub enum WorkerCommand {
         /// final [`WorkerEvent::Generated`].
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         stream: bool,
+        /// A conversation for the model's chat template (then `prompt` is empty).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        messages: Vec<ChatTurn>,
+        #[serde(default, skip_serializing_if = "Decoding::is_default")]
+        decoding: Decoding,
     },
     /// Sandbox self-test: attempt forbidden operations and report.
     Selftest,
@@ -457,6 +580,7 @@ mod tests {
                 prompt: "hi".into(),
                 max_tokens: 4,
                 model: None,
+                ..Default::default()
             }),
         };
         let frame = encode(&req);
@@ -523,7 +647,7 @@ mod tests {
 
         #[test]
         fn any_prompt_round_trips(prompt in ".*", max_tokens in 0u32..1000) {
-            let req = Request { id: 1, op: Op::Generate(GenerateRequest { prompt, max_tokens, model: Some("m@1".into()) }) };
+            let req = Request { id: 1, op: Op::Generate(GenerateRequest { prompt, max_tokens, model: Some("m@1".into()), ..Default::default() }) };
             let payload = read_frame(&mut &encode(&req)[..], u32::MAX).unwrap().unwrap();
             prop_assert_eq!(decode::<Request>(&payload).unwrap(), req);
         }

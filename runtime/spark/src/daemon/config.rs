@@ -13,6 +13,8 @@ pub struct Config {
     pub socket_mode: u32,
     pub model_dir: PathBuf,
     pub model: Option<String>,
+    /// The served model's other names in the OpenAI API.
+    pub served_model_names: Vec<String>,
     pub http_addr: Option<String>,
     pub metrics_addr: Option<String>,
     pub deployment: String,
@@ -22,6 +24,8 @@ pub struct Config {
     pub queue_size: u32,
     pub max_frame: u32,
     pub max_connections: u32,
+    pub max_http_connections: u32,
+    pub http_timeout: Duration,
     pub max_pipelined: u32,
     pub ipc_idle_timeout: Duration,
     pub request_timeout: Duration,
@@ -40,8 +44,13 @@ impl Config {
         if a.parallel == 0 {
             bail!("--parallel must be at least 1");
         }
-        if a.max_connections == 0 || a.max_pipelined == 0 {
-            bail!("--max-connections and --max-pipelined must be at least 1");
+        if a.max_connections == 0 || a.max_pipelined == 0 || a.max_http_connections == 0 {
+            bail!(
+                "--max-connections, --max-http-connections and --max-pipelined must be at least 1"
+            );
+        }
+        if a.http_timeout.is_nan() || a.http_timeout <= 0.0 {
+            bail!("--http-timeout must be positive");
         }
         // NaN is refused too: it is neither positive nor negative.
         if a.ipc_idle_timeout.is_nan() || a.ipc_idle_timeout <= 0.0 {
@@ -93,6 +102,9 @@ impl Config {
             sandbox_layers: a.sandbox_layers.clone(),
             worker_memory_limit: a.worker_memory_limit,
             fault_injection: a.enable_fault_injection,
+            served_model_names: a.served_model_name.clone(),
+            max_http_connections: a.max_http_connections,
+            http_timeout: Duration::from_secs_f64(a.http_timeout),
         })
     }
 

@@ -73,28 +73,133 @@ async fn ready(State(rt): State<Arc<Runtime>>) -> Response {
     (code, Json(r)).into_response()
 }
 
-/// Reads a request body under the IPC frame limit: whatever the HTTP front admits, the
-/// worker channel carries (see `supervisor::worker_frame_limit`). The error is E1003, and
-/// answered 413 by the caller.
+/// Reads a request body under the IPC frame limit (whatever the HTTP front admits, the
+/// worker channel carries: see `supervisor::worker_frame_limit`) and within `--http-timeout`
+/// (a client trickling its body would hold its connection for good). The error is E1003,
+/// with 413 or 408 for the caller to answer.
 pub async fn read_body(
     rt: &Runtime,
     body: axum::body::Body,
-) -> Result<axum::body::Bytes, ErrorBody> {
+) -> Result<axum::body::Bytes, (StatusCode, ErrorBody)> {
     let limit = rt.cfg.max_frame as usize;
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        ErrorBody::new(
-            ErrorCode::IpcProtocolError,
-            format!("request body exceeds the maximum of {limit} bytes (--max-frame) or could not be read: {e}"),
-        )
+    let timeout = rt.cfg.http_timeout;
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorBody::new(
+                ErrorCode::IpcProtocolError,
+                format!("request body exceeds the maximum of {limit} bytes (--max-frame) or could not be read: {e}"),
+            ),
+        )),
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorBody::new(
+                ErrorCode::IpcProtocolError,
+                format!(
+                    "request body not received within {:.0}s (--http-timeout)",
+                    timeout.as_secs_f64()
+                ),
+            ),
+        )),
+    }
+}
+
+/// What one HTTP listener allows its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections open at once; one more is answered 503 and closed at once.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, which is also how long a keep-alive
+    /// connection may sit idle between requests.
+    pub header_timeout: std::time::Duration,
+}
+
+/// Serves `router` on `listener` until `stop` turns true: at most `limits.max_connections`
+/// connections (a client cannot exhaust the daemon's descriptors, which a worker restart
+/// needs), each given `limits.header_timeout` to send its headers. Returns when every
+/// connection has finished its requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    limits: Limits,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors (EMFILE) or a connection reset before accept: the
+                    // listener stays; a short pause keeps a persistent error from spinning.
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tokio::spawn(refuse_connection(stream, limits.max_connections));
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let mut stop = stop.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+/// A connection beyond the cap: told why in one response (503, `Retry-After`), then closed,
+/// so its descriptor is free again at once.
+async fn refuse_connection(mut stream: tokio::net::TcpStream, cap: usize) {
+    use tokio::io::AsyncWriteExt;
+    let e = ErrorBody::new(
+        ErrorCode::ResourceLimitExceeded,
+        format!("too many HTTP connections (--max-http-connections {cap}); retry shortly"),
+    );
+    let body = serde_json::to_string(&e).unwrap_or_default();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // Lingering close: the request the client already sent is read and dropped before the
+    // close (closing with unread bytes resets the connection, and the client would see a
+    // reset instead of the answer). A second at most, whatever the client does.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        use tokio::io::AsyncReadExt;
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
     })
+    .await;
 }
 
 async fn generate(State(rt): State<Arc<Runtime>>, body: axum::body::Body) -> Response {
     let body = match read_body(&rt, body).await {
         Ok(b) => b,
-        Err(e) => {
+        Err((status, e)) => {
             rt.metrics.count_error(e.code);
-            return (StatusCode::PAYLOAD_TOO_LARGE, Json(e)).into_response();
+            return (status, Json(e)).into_response();
         }
     };
     let req: GenerateRequest = match serde_json::from_slice(&body) {
@@ -107,6 +212,15 @@ async fn generate(State(rt): State<Arc<Runtime>>, body: axum::body::Body) -> Res
             ));
         }
     };
+    // An option out of range is the client's request, not a server failure.
+    if let Some((field, why)) = req.decoding.invalid_field() {
+        let e = ErrorBody::new(
+            ErrorCode::InferenceFailed,
+            format!("invalid `{field}`: {why}"),
+        );
+        rt.metrics.count_error(e.code);
+        return (StatusCode::BAD_REQUEST, Json(e)).into_response();
+    }
     match rt.generate(req).await {
         Ok(r) => Json(r).into_response(),
         Err(e) => error_response(e),

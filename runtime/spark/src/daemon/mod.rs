@@ -282,7 +282,8 @@ impl Runtime {
         // client does) would otherwise pay for reading and parsing manifest.json each time.
         let names_served = |wanted: &str| {
             let (name, version) = registry::parse_model_ref(wanted);
-            name == model.name && version.is_none_or(|v| v == model.version)
+            self.is_served_alias(wanted)
+                || (name == model.name && version.is_none_or(|v| v == model.version))
         };
         // Any other model: the registry says why it cannot be served (absent: E2002, another
         // version: E2003), and a model it lists is still not the one loaded.
@@ -294,6 +295,18 @@ impl Runtime {
                     "model {}@{} is in the registry but not loaded (serving {}@{}); run `veritas-spark models load {}`",
                     entry.name, entry.version, model.name, model.version, entry.name
                 ),
+            ));
+        }
+        if let Some((field, why)) = req.decoding.invalid_field() {
+            return Err(ErrorBody::new(
+                ErrorCode::InferenceFailed,
+                format!("invalid `{field}`: {why}"),
+            ));
+        }
+        if !req.messages.is_empty() && !req.prompt.is_empty() {
+            return Err(ErrorBody::new(
+                ErrorCode::IpcProtocolError,
+                "a request carries a prompt or messages, not both",
             ));
         }
         let budget = match length {
@@ -320,7 +333,16 @@ impl Runtime {
             self.cfg.request_timeout,
             // The permit travels with the request: released when the worker is done with it,
             // not when we stop waiting, so a timed-out request still counts against the queue.
-            worker.generate(req.prompt, budget, Some(permit), pieces),
+            worker.generate(
+                supervisor::Work {
+                    prompt: req.prompt,
+                    messages: req.messages,
+                    decoding: req.decoding,
+                },
+                budget,
+                Some(permit),
+                pieces,
+            ),
         )
         .await
         .map_err(|_| {
@@ -341,6 +363,11 @@ impl Runtime {
             finish_reason: out.finish_reason,
             duration_us: started.elapsed().as_micros() as u64,
         })
+    }
+
+    /// Whether `name` is one of the served model's other names (`--served-model-name`).
+    pub fn is_served_alias(&self, name: &str) -> bool {
+        self.cfg.served_model_names.iter().any(|n| n == name)
     }
 
     /// The model being served, if any.
@@ -494,7 +521,8 @@ async fn supervise(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<SupervisorM
     // The serving worker's exit, and the registry entry it was verified against.
     let mut exit: Option<oneshot::Receiver<WorkerExit>> = None;
     let mut current: Option<ModelEntry> = None;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = FIRST_BACKOFF;
+    let mut serving_since = Instant::now();
     loop {
         let exited = async {
             match exit.as_mut() {
@@ -516,10 +544,12 @@ async fn supervise(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<SupervisorM
                         let info = rt.now_serving(info, worker, sandbox);
                         exit = Some(exit_rx);
                         current = Some(model.entry.clone());
-                        backoff = Duration::from_millis(100);
+                        backoff = FIRST_BACKOFF;
+                        serving_since = Instant::now();
                         let _ = done.send(Ok(info));
                     }
                     Err(e) => {
+                        let e = e.into_error();
                         rt.record_load_failure(&model.entry.name, e.clone());
                         let _ = done.send(Err(e));
                     }
@@ -540,23 +570,42 @@ async fn supervise(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<SupervisorM
                 let Some(entry) = current.clone() else { continue };
                 rt.metrics.set_model_state(&entry.name, ModelState::Loading);
                 tracing::warn!(why = %ended.error.detail, "inference worker exited; restarting");
+                backoff = backoff_after_exit(backoff, serving_since.elapsed());
                 if let Some(rx) = restart(&rt, &entry, &mut backoff).await {
                     exit = Some(rx);
+                    serving_since = Instant::now();
                 }
             }
         }
     }
 }
 
+/// Wait before the first restart of a worker.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// A worker that served this long before it died was healthy: its restart starts over at
+/// [`FIRST_BACKOFF`] instead of where the last crash loop left the backoff.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+
+fn backoff_after_exit(current: Duration, served_for: Duration) -> Duration {
+    if served_for >= HEALTHY_RUN {
+        FIRST_BACKOFF
+    } else {
+        current
+    }
+}
+
 /// Starts a new worker for `entry` after the serving one died: the file is verified again
 /// (it may have been replaced or damaged since), start failures are retried with backoff,
-/// and a final failure leaves the lifecycle `Failed` with its cause, never `Ready`.
+/// and a final failure leaves the lifecycle `Failed` with its cause, never `Ready`. A
+/// failure for want of descriptors, processes or memory (E3003) is the daemon's passing
+/// state, not the model's: retried until it clears, without using up the attempts.
 async fn restart(
     rt: &Runtime,
     entry: &ModelEntry,
     backoff: &mut Duration,
 ) -> Option<oneshot::Receiver<WorkerExit>> {
-    for attempt in 1..=RESTART_ATTEMPTS {
+    let mut attempt = 0;
+    loop {
         tokio::time::sleep(*backoff).await;
         *backoff = (*backoff * 2).min(Duration::from_secs(5));
         if !rt.slot.lock().unwrap().life.is_restarting() {
@@ -564,8 +613,10 @@ async fn restart(
         }
         rt.restarts.fetch_add(1, Ordering::SeqCst);
         rt.metrics.worker_restarts.inc();
-        let verified = match rt.verify(entry).await {
-            Ok(v) => v,
+        let started = match rt.verify(entry).await {
+            Ok(verified) => start_worker(rt, &verified).await,
+            // Out of descriptors opening the file: the daemon's state, like a spawn failure.
+            Err(e) if e.code == ErrorCode::ResourceLimitExceeded => Err(StartError::Spawn(e)),
             Err(e) => {
                 // A file that fails verification will not pass by retrying.
                 tracing::error!(code = e.code.code(), "restart refused: {e}");
@@ -574,7 +625,7 @@ async fn restart(
                 return None;
             }
         };
-        match start_worker(rt, &verified).await {
+        match started {
             Ok(Started {
                 info,
                 worker,
@@ -585,21 +636,50 @@ async fn restart(
                 return Some(exit);
             }
             Err(e) => {
+                if !e.transient() {
+                    attempt += 1;
+                }
+                let e = e.into_error();
                 let retry = attempt < RESTART_ATTEMPTS;
                 tracing::error!(code = e.code.code(), attempt, retry, "restart failed: {e}");
                 rt.slot.lock().unwrap().life.restart_failed(e, retry);
                 if !retry {
                     rt.metrics.set_model_state(&entry.name, ModelState::Failed);
+                    return None;
                 }
             }
         }
     }
-    None
 }
 
-async fn start_worker(rt: &Runtime, model: &VerifiedModel) -> Result<Started, ErrorBody> {
+/// Why no worker started.
+enum StartError {
+    /// The daemon could not start one (socketpair, descriptor, process): E3003 when it ran
+    /// out of descriptors, processes or memory, a state that passes.
+    Spawn(ErrorBody),
+    /// The worker started and could not load the model.
+    Load(ErrorBody),
+}
+
+impl StartError {
+    /// A shortage of the daemon's own resources: worth retrying once they are free.
+    fn transient(&self) -> bool {
+        matches!(self, StartError::Spawn(e) if e.code == ErrorCode::ResourceLimitExceeded)
+    }
+
+    fn into_error(self) -> ErrorBody {
+        match self {
+            StartError::Spawn(e) | StartError::Load(e) => e,
+        }
+    }
+}
+
+async fn start_worker(rt: &Runtime, model: &VerifiedModel) -> Result<Started, StartError> {
     let spec = rt.worker_spec(model);
-    let (worker, startup, exit_rx) = Worker::spawn(&spec, LOAD_TIMEOUT).await?;
+    let (worker, startup, exit_rx) = Worker::spawn(&spec, LOAD_TIMEOUT)
+        .await
+        .map_err(StartError::Spawn)?;
+    let failed = |e| Err(StartError::Load(e));
     match startup {
         Startup::Ready {
             n_ctx,
@@ -622,7 +702,7 @@ async fn start_worker(rt: &Runtime, model: &VerifiedModel) -> Result<Started, Er
         }),
         Startup::Failed(e) => {
             worker.kill();
-            Err(e)
+            failed(e)
         }
         Startup::Died => {
             let ended = exit_rx.await.ok();
@@ -631,7 +711,7 @@ async fn start_worker(rt: &Runtime, model: &VerifiedModel) -> Result<Started, Er
             }
             // E3002 and E3003 come from the exit itself (a seccomp kill, an allocation
             // failure in the worker's last words); a ceiling merely configured proves nothing.
-            Err(match ended {
+            failed(match ended {
                 Some(e) if e.error.code != ErrorCode::InferenceFailed => e.error,
                 other => ErrorBody::new(
                     ErrorCode::ModelLoadFailed,
@@ -643,5 +723,25 @@ async fn start_worker(rt: &Runtime, model: &VerifiedModel) -> Result<Started, Er
                 ),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_healthy_run_resets_the_restart_backoff_and_a_crash_loop_keeps_it() {
+        let grown = Duration::from_secs(5);
+        assert_eq!(backoff_after_exit(grown, HEALTHY_RUN), FIRST_BACKOFF);
+        assert_eq!(
+            backoff_after_exit(grown, Duration::from_secs(3600)),
+            FIRST_BACKOFF
+        );
+        assert_eq!(backoff_after_exit(grown, Duration::from_secs(2)), grown);
+        assert_eq!(
+            backoff_after_exit(FIRST_BACKOFF, Duration::ZERO),
+            FIRST_BACKOFF
+        );
     }
 }

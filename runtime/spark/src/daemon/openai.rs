@@ -2,15 +2,20 @@
 //! (both with `stream: true` as server-sent events) and `/v1/models`, the API every LLM
 //! client and llama.cpp's own `llama-server` speak, so both can be driven the same way.
 //!
-//! Decoding is greedy whatever the sampling fields say (`temperature`, `top_p`, `seed` are
-//! accepted and have no effect); options that would change the shape of the answer and
-//! that the runtime cannot honour (`n` > 1, `stop`, `logprobs`, `echo`, `suffix`) are
-//! refused as requests the inference cannot run (`E4001`, HTTP 400, naming the field); a
-//! malformed body (or a token prompt) is `E1003`. Errors keep the runtime's codes and HTTP statuses, in
-//! the OpenAI error shape: `{"error":{"message":"E2002 MODEL_NOT_FOUND: …","type":
-//! "MODEL_NOT_FOUND","code":"E2002","param":null,"severity":…,"detail":…}}`.
+//! Sampling fields (`temperature`, `top_p`, `seed`, penalties, `logit_bias`, and llama.cpp's
+//! `top_k`, `min_p`, `repeat_penalty`) drive llama.cpp's sampler chain; a request naming none
+//! is decoded greedily (deterministic, what canary comparisons rely on). `stop` ends the
+//! answer before the string. Chat requests are rendered with the model's own chat template.
+//! What the runtime cannot honour (`n` > 1, `logprobs`, `echo`, `suffix`, `tools`, a
+//! `response_format` other than text) is refused with 400 naming the field, never ignored.
+//!
+//! Errors are OpenAI's shape and statuses (400 `invalid_request_error`, with
+//! `context_length_exceeded` or `model_not_found`, 429 and 503 with `Retry-After`), and
+//! keep the runtime's guide code: `{"error":{"message":"E4003 CONTEXT_OVERFLOW: …","type":
+//! "invalid_request_error","param":null,"code":"context_length_exceeded","veritas_code":
+//! "E4003","severity":…,"detail":…}}`.
 
-use super::http::{read_body, status_for};
+use super::http::read_body;
 use super::{Length, Runtime};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -24,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
-use veritas_vocab::ipc::{GenerateRequest, GenerateResponse};
+use veritas_vocab::ipc::{ChatTurn, Decoding, GenerateRequest, GenerateResponse};
 use veritas_vocab::{ErrorBody, ErrorCode};
 
 /// `max_tokens` when a completion request names none (OpenAI's documented default).
@@ -44,13 +49,57 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// An error in the OpenAI shape, carrying our code.
-pub fn error_json(e: &ErrorBody) -> Value {
+/// How OpenAI would answer an error of ours: HTTP status, error type and code.
+fn openai_kind(code: ErrorCode, refused: bool) -> (StatusCode, &'static str, Option<&'static str>) {
+    use ErrorCode::*;
+    match code {
+        ContextOverflow => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("context_length_exceeded"),
+        ),
+        TokenizerError | IpcProtocolError => {
+            (StatusCode::BAD_REQUEST, "invalid_request_error", None)
+        }
+        // Refused before it ran (an option the runtime cannot honour): the client's request.
+        InferenceFailed if refused => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("unsupported_parameter"),
+        ),
+        ModelNotFound | ModelVersionMismatch => (
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("model_not_found"),
+        ),
+        ResourceLimitExceeded => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            Some("rate_limit_exceeded"),
+        ),
+        HealthCheckFailed => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            Some("service_unavailable"),
+        ),
+        IpcTimeout => (StatusCode::GATEWAY_TIMEOUT, "server_error", Some("timeout")),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", None),
+    }
+}
+
+/// Seconds a client should wait before retrying a request refused for capacity (the queue
+/// is full) or readiness (no model served yet, draining).
+const RETRY_AFTER_SECS: u64 = 1;
+
+/// An error in the OpenAI shape, carrying our code; `param` names the request field at fault.
+pub fn error_json(e: &ErrorBody, refused: bool, param: Option<&str>) -> Value {
+    let (_, kind, code) = openai_kind(e.code, refused);
     json!({"error": {
         "message": e.to_string(),
-        "type": e.code.name(),
-        "param": null,
-        "code": e.code.code(),
+        "type": kind,
+        "param": param,
+        "code": code,
+        "veritas_code": e.code.code(),
         "severity": e.severity,
         "detail": e.detail,
     }})
@@ -60,7 +109,35 @@ fn error_response(rt: &Runtime, e: ErrorBody, counted: bool) -> Response {
     if !counted {
         rt.metrics.count_error(e.code);
     }
-    (status_for(e.code), Json(error_json(&e))).into_response()
+    respond(&e, false, None)
+}
+
+fn respond(e: &ErrorBody, refused: bool, param: Option<&str>) -> Response {
+    let (status, _, _) = openai_kind(e.code, refused);
+    let body = Json(error_json(e, refused, param));
+    if matches!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) {
+        let retry = [(
+            axum::http::header::RETRY_AFTER,
+            RETRY_AFTER_SECS.to_string(),
+        )];
+        return (status, retry, body).into_response();
+    }
+    (status, body).into_response()
+}
+
+/// A request refused before it ran, and the field at fault when there is one.
+struct Refusal {
+    error: ErrorBody,
+    param: Option<&'static str>,
+}
+
+impl From<ErrorBody> for Refusal {
+    fn from(error: ErrorBody) -> Self {
+        Refusal { error, param: None }
+    }
 }
 
 fn invalid(detail: impl Into<String>) -> ErrorBody {
@@ -68,23 +145,20 @@ fn invalid(detail: impl Into<String>) -> ErrorBody {
 }
 
 /// A well-formed request asking for what the inference cannot do: refused as an inference
-/// request (E4001, HTTP 400), not as a malformed IPC message.
-fn unsupported(field: &str, what: &str) -> ErrorBody {
-    ErrorBody::new(
-        ErrorCode::InferenceFailed,
-        format!("{what}; remove `{field}` from the request and send it again"),
-    )
+/// request (E4001, HTTP 400) naming the field, not as a malformed IPC message.
+fn unsupported(field: &'static str, what: &str) -> Refusal {
+    Refusal {
+        error: ErrorBody::new(
+            ErrorCode::InferenceFailed,
+            format!("{what}; remove `{field}` from the request and send it again"),
+        ),
+        param: Some(field),
+    }
 }
 
-/// A request refused before it ran: a malformed body keeps its own code and status, an
-/// unsupported option is the client's request, never a server failure (400, not 500).
-fn refused(rt: &Runtime, e: ErrorBody) -> Response {
-    rt.metrics.count_error(e.code);
-    let status = match e.code {
-        ErrorCode::InferenceFailed => StatusCode::BAD_REQUEST,
-        other => status_for(other),
-    };
-    (status, Json(error_json(&e))).into_response()
+fn refused(rt: &Runtime, r: Refusal) -> Response {
+    rt.metrics.count_error(r.error.code);
+    respond(&r.error, true, r.param)
 }
 
 /// What both endpoints accept besides their prompt or messages. Unknown fields are
@@ -101,9 +175,26 @@ struct Common {
     n: Option<u32>,
     stop: Option<Value>,
     logprobs: Option<Value>,
+    top_logprobs: Option<u32>,
     echo: Option<bool>,
     suffix: Option<String>,
     best_of: Option<u32>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    /// llama.cpp's (and vLLM's) extensions to OpenAI's sampling fields.
+    top_k: Option<i32>,
+    min_p: Option<f32>,
+    repeat_penalty: Option<f32>,
+    /// OpenAI's seeds are 64-bit; llama.cpp's are 32: the low half is used.
+    seed: Option<i64>,
+    frequency_penalty: Option<f32>,
+    presence_penalty: Option<f32>,
+    /// Token id (as a string, OpenAI's JSON) to a bias in [-100, 100].
+    logit_bias: Option<std::collections::BTreeMap<String, f32>>,
+    tools: Option<Value>,
+    tool_choice: Option<Value>,
+    functions: Option<Value>,
+    response_format: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,28 +203,27 @@ struct StreamOptions {
     include_usage: bool,
 }
 
+/// A field that is absent, null or empty asks for nothing.
+fn asks(v: &Option<Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+        Some(_) => true,
+    }
+}
+
 impl Common {
-    /// Refuses the options the runtime cannot honour instead of silently ignoring them.
-    fn check(&self) -> Result<(), ErrorBody> {
+    /// The decoding the request asks for, or the field the runtime cannot honour.
+    fn decoding(&self) -> Result<Decoding, Refusal> {
         if self.n.is_some_and(|n| n != 1) || self.best_of.is_some_and(|n| n != 1) {
             return Err(unsupported(
                 "n",
                 "only one choice per request is supported (n = 1)",
             ));
         }
-        let stop_set = match &self.stop {
-            None | Some(Value::Null) => false,
-            Some(Value::Array(a)) => !a.is_empty(),
-            Some(Value::String(s)) => !s.is_empty(),
-            Some(_) => true,
-        };
-        if stop_set {
-            return Err(unsupported(
-                "stop",
-                "stop sequences are not supported (generation ends at max_tokens or the model's end of sequence)",
-            ));
-        }
         if matches!(&self.logprobs, Some(v) if !v.is_null() && v != &json!(false) && v != &json!(0))
+            || self.top_logprobs.is_some_and(|n| n > 0)
         {
             return Err(unsupported("logprobs", "logprobs are not supported"));
         }
@@ -143,7 +233,77 @@ impl Common {
         if self.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
             return Err(unsupported("suffix", "suffix is not supported"));
         }
-        Ok(())
+        if asks(&self.tools) || asks(&self.functions) {
+            return Err(unsupported(
+                "tools",
+                "tool calls are not supported by this runtime",
+            ));
+        }
+        if matches!(&self.tool_choice, Some(v) if !v.is_null() && v != &json!("none")) {
+            return Err(unsupported(
+                "tool_choice",
+                "tool calls are not supported by this runtime",
+            ));
+        }
+        if let Some(f) = self.response_format.as_ref().filter(|v| !v.is_null()) {
+            if f.get("type").and_then(Value::as_str) != Some("text") {
+                return Err(unsupported(
+                    "response_format",
+                    "only text answers are supported (response_format {\"type\": \"text\"})",
+                ));
+            }
+        }
+        let stop = match &self.stop {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| Refusal {
+                    error: invalid("stop must be a string or an array of strings"),
+                    param: Some("stop"),
+                })?,
+            Some(_) => {
+                return Err(Refusal {
+                    error: invalid("stop must be a string or an array of strings"),
+                    param: Some("stop"),
+                })
+            }
+        };
+        let logit_bias = match &self.logit_bias {
+            None => Vec::new(),
+            Some(map) => map
+                .iter()
+                .map(|(token, bias)| token.parse::<u32>().map(|t| (t, *bias)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| Refusal {
+                    error: invalid("logit_bias keys must be token ids"),
+                    param: Some("logit_bias"),
+                })?,
+        };
+        let decoding = Decoding {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            seed: self.seed.map(|s| s as u32),
+            repeat_penalty: self.repeat_penalty,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            logit_bias,
+            stop,
+        };
+        if let Some((field, why)) = decoding.invalid_field() {
+            return Err(Refusal {
+                error: ErrorBody::new(
+                    ErrorCode::InferenceFailed,
+                    format!("invalid `{field}`: {why}"),
+                ),
+                param: Some(field),
+            });
+        }
+        Ok(decoding)
     }
 }
 
@@ -208,26 +368,10 @@ fn message_text(m: &ChatMessage) -> Result<String, ErrorBody> {
     }
 }
 
-/// Renders a conversation as one prompt (ChatML markers) ending where the assistant's
-/// answer begins. The generated models carry no chat template of their own, and the same
-/// rendering on every request keeps the output deterministic.
-pub fn render_chat(messages: &[(String, String)]) -> String {
-    let mut prompt = String::new();
-    for (role, content) in messages {
-        prompt.push_str("<|im_start|>");
-        prompt.push_str(role);
-        prompt.push('\n');
-        prompt.push_str(content);
-        prompt.push_str("<|im_end|>\n");
-    }
-    prompt.push_str("<|im_start|>assistant\n");
-    prompt
-}
-
 /// OpenAI's `finish_reason` for ours.
 fn finish_reason(ours: &str) -> &'static str {
     match ours {
-        "eos" => "stop",
+        "eos" | "stop" => "stop",
         _ => "length",
     }
 }
@@ -249,18 +393,21 @@ enum Api {
 pub async fn completions(State(rt): State<Arc<Runtime>>, body: axum::body::Body) -> Response {
     let body = match read_body(&rt, body).await {
         Ok(b) => b,
-        Err(e) => return too_large(&rt, e),
+        Err((status, e)) => return unreadable(&rt, status, e),
     };
     let parsed = parse::<CompletionRequest>(&body).and_then(|r| {
-        r.common.check()?;
-        let prompt = completion_prompt(&r.prompt)?;
-        let max = r.common.max_tokens.unwrap_or(DEFAULT_COMPLETION_TOKENS);
-        Ok((r.common, prompt, max))
+        let decoding = r.common.decoding()?;
+        let req = GenerateRequest {
+            prompt: completion_prompt(&r.prompt)?,
+            max_tokens: r.common.max_tokens.unwrap_or(DEFAULT_COMPLETION_TOKENS),
+            model: r.common.model.clone(),
+            messages: Vec::new(),
+            decoding,
+        };
+        Ok((r.common, req))
     });
     match parsed {
-        Ok((common, prompt, max)) => {
-            serve(rt, Api::Completions, common, prompt, max, Length::AtMost).await
-        }
+        Ok((common, req)) => serve(rt, Api::Completions, &common, req, Length::AtMost).await,
         Err(e) => refused(&rt, e),
     }
 }
@@ -268,43 +415,56 @@ pub async fn completions(State(rt): State<Arc<Runtime>>, body: axum::body::Body)
 pub async fn chat_completions(State(rt): State<Arc<Runtime>>, body: axum::body::Body) -> Response {
     let body = match read_body(&rt, body).await {
         Ok(b) => b,
-        Err(e) => return too_large(&rt, e),
+        Err((status, e)) => return unreadable(&rt, status, e),
     };
     let parsed = parse::<ChatRequest>(&body).and_then(|r| {
-        r.common.check()?;
+        let decoding = r.common.decoding()?;
         if r.messages.is_empty() {
-            return Err(invalid("messages must not be empty"));
+            return Err(Refusal {
+                error: invalid("messages must not be empty"),
+                param: Some("messages"),
+            });
         }
         let messages = r
             .messages
             .iter()
-            .map(|m| Ok((m.role.clone(), message_text(m)?)))
+            .map(|m| {
+                Ok(ChatTurn {
+                    role: m.role.clone(),
+                    content: message_text(m)?,
+                })
+            })
             .collect::<Result<Vec<_>, ErrorBody>>()?;
         // No default length for chat: the rest of the context window, as OpenAI does. Only
         // the worker knows how many tokens the prompt really is, so it lowers the bound to
         // what the window leaves after the prompt.
-        let (max, length) = match r.common.max_completion_tokens.or(r.common.max_tokens) {
+        let (max_tokens, length) = match r.common.max_completion_tokens.or(r.common.max_tokens) {
             Some(max) => (max, Length::AtMost),
             None => (u32::MAX, Length::Fit),
         };
-        Ok((r.common, render_chat(&messages), max, length))
+        let req = GenerateRequest {
+            prompt: String::new(),
+            max_tokens,
+            model: r.common.model.clone(),
+            messages,
+            decoding,
+        };
+        Ok((r.common, req, length))
     });
     match parsed {
-        Ok((common, prompt, max, length)) => {
-            serve(rt, Api::Chat, common, prompt, max, length).await
-        }
+        Ok((common, req, length)) => serve(rt, Api::Chat, &common, req, length).await,
         Err(e) => refused(&rt, e),
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ErrorBody> {
-    serde_json::from_slice(body).map_err(|e| invalid(format!("invalid request body: {e}")))
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Refusal> {
+    serde_json::from_slice(body).map_err(|e| invalid(format!("invalid request body: {e}")).into())
 }
 
-/// A body above `--max-frame`: 413, as on `/v1/generate`.
-fn too_large(rt: &Runtime, e: ErrorBody) -> Response {
+/// A body above `--max-frame` (413) or too slow (408), as on `/v1/generate`.
+fn unreadable(rt: &Runtime, status: StatusCode, e: ErrorBody) -> Response {
     rt.metrics.count_error(e.code);
-    (StatusCode::PAYLOAD_TOO_LARGE, Json(error_json(&e))).into_response()
+    (status, Json(error_json(&e, true, None))).into_response()
 }
 
 /// Runs one request: a JSON answer, or an event stream when `stream` is set. A streamed
@@ -314,24 +474,30 @@ fn too_large(rt: &Runtime, e: ErrorBody) -> Response {
 async fn serve(
     rt: Arc<Runtime>,
     api: Api,
-    common: Common,
-    prompt: String,
-    max: u32,
+    common: &Common,
+    req: GenerateRequest,
     length: Length,
 ) -> Response {
-    let req = GenerateRequest {
-        prompt,
-        max_tokens: max,
-        model: common.model.clone(),
+    // Answers name the model as the client did when it used one of its served names.
+    let alias = common.model.clone().filter(|m| rt.is_served_alias(m));
+    let alias_shown = alias.clone();
+    let named = move |mut r: GenerateResponse| {
+        if let Some(a) = &alias {
+            r.model = a.clone();
+        }
+        r
     };
     if !common.stream {
         return match rt.generate_with(req, length, None).await {
-            Ok(r) => Json(answer(api, &r)).into_response(),
+            Ok(r) => Json(answer(api, &named(r))).into_response(),
             // `generate` has counted it.
             Err(e) => error_response(&rt, e, true),
         };
     }
-    let include_usage = common.stream_options.is_some_and(|o| o.include_usage);
+    let include_usage = common
+        .stream_options
+        .as_ref()
+        .is_some_and(|o| o.include_usage);
     let (pieces_tx, mut pieces_rx) = mpsc::unbounded_channel::<String>();
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let (events_tx, events_rx) = mpsc::channel::<Event>(64);
@@ -377,7 +543,10 @@ async fn serve(
         id,
         created: unix_now(),
         // Chunks name the model as the final answer will; until then the one served.
-        model: rt.served_model().map(|m| m.name).unwrap_or_default(),
+        model: alias_shown
+            .clone()
+            .or_else(|| rt.served_model().map(|m| m.name))
+            .unwrap_or_default(),
     };
     tokio::spawn(async move {
         let send = |v: Value| {
@@ -388,7 +557,7 @@ async fn serve(
             return;
         }
         let result = match early {
-            Early::Done(r) => Ok(r),
+            Early::Done(r) => Ok(named(r)),
             Early::Piece(p) => {
                 if !send(stream.piece(&p)).await {
                     return;
@@ -402,7 +571,7 @@ async fn serve(
                             while let Ok(p) = pieces_rx.try_recv() {
                                 if !send(stream.piece(&p)).await { return }
                             }
-                            break r.unwrap_or_else(|_| Err(ErrorBody::new(ErrorCode::InferenceFailed, "generation ended without an answer")));
+                            break r.unwrap_or_else(|_| Err(ErrorBody::new(ErrorCode::InferenceFailed, "generation ended without an answer"))).map(&named);
                         }
                     }
                 }
@@ -418,7 +587,7 @@ async fn serve(
                 }
             }
             Err(e) => {
-                if !send(error_json(&e)).await {
+                if !send(error_json(&e, false, None)).await {
                     return;
                 }
             }
@@ -529,7 +698,7 @@ fn answer(api: Api, r: &GenerateResponse) -> Value {
 pub async fn models(State(rt): State<Arc<Runtime>>) -> Response {
     match rt.models() {
         Ok(report) => {
-            let data: Vec<Value> = report
+            let mut data: Vec<Value> = report
                 .models
                 .iter()
                 .map(|m| {
@@ -539,6 +708,15 @@ pub async fn models(State(rt): State<Arc<Runtime>>) -> Response {
                     })
                 })
                 .collect();
+            // The served model's other names (`--served-model-name`), each saying what it is.
+            if let Some(served) = rt.served_model() {
+                data.extend(rt.cfg.served_model_names.iter().map(|alias| {
+                    json!({
+                        "id": alias, "object": "model", "created": 0, "owned_by": "veritas-spark",
+                        "root": served.name, "version": served.version, "state": "loaded",
+                    })
+                }));
+            }
             Json(json!({"object": "list", "data": data})).into_response()
         }
         Err(e) => error_response(&rt, e, false),
@@ -548,18 +726,6 @@ pub async fn models(State(rt): State<Arc<Runtime>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chat_rendering_ends_at_the_assistant_turn() {
-        let p = render_chat(&[
-            ("system".into(), "be brief".into()),
-            ("user".into(), "hi".into()),
-        ]);
-        assert_eq!(
-            p,
-            "<|im_start|>system\nbe brief<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
-        );
-    }
 
     #[test]
     fn prompts_are_one_text() {
@@ -574,38 +740,125 @@ mod tests {
         }
     }
 
+    fn decoding(v: Value) -> Result<Decoding, Refusal> {
+        serde_json::from_value::<Common>(v).unwrap().decoding()
+    }
+
     #[test]
-    fn options_the_runtime_cannot_honour_are_refused() {
-        let parse = |v: Value| serde_json::from_value::<Common>(v).unwrap().check();
-        assert!(parse(json!({"temperature": 0.7, "top_p": 0.9, "n": 1})).is_ok());
-        assert!(parse(json!({"stop": [], "logprobs": false})).is_ok());
-        for bad in [
-            json!({"n": 2}),
-            json!({"stop": "\n"}),
-            json!({"stop": ["x"]}),
-            json!({"logprobs": 3}),
-            json!({"echo": true}),
-            json!({"suffix": "x"}),
+    fn sampling_fields_become_the_decoding() {
+        let d = decoding(json!({
+            "temperature": 0.7, "top_p": 0.9, "top_k": 40, "min_p": 0.05, "seed": 4294967298i64,
+            "frequency_penalty": 0.5, "presence_penalty": -0.5, "repeat_penalty": 1.1,
+            "logit_bias": {"17": 100, "3": -100}, "stop": "\n", "n": 1,
+        }))
+        .unwrap_or_else(|r| panic!("{}", r.error));
+        assert_eq!(d.temperature, Some(0.7));
+        assert_eq!(
+            (d.top_k, d.top_p, d.min_p),
+            (Some(40), Some(0.9), Some(0.05))
+        );
+        // 64-bit seeds keep their low 32 bits.
+        assert_eq!(d.seed, Some(2));
+        assert_eq!(d.logit_bias, vec![(17, 100.0), (3, -100.0)]);
+        assert_eq!(d.stop, vec!["\n".to_string()]);
+        assert!(d.samples());
+        let stops = decoding(json!({"stop": ["a", "bc"]})).ok().unwrap();
+        assert_eq!(stops.stop, ["a", "bc"]);
+        assert!(!stops.samples(), "stop strings alone keep greedy decoding");
+        let plain = decoding(
+            json!({"stop": [], "logprobs": false, "tools": [], "response_format": {"type": "text"}}),
+        );
+        assert!(plain.ok().unwrap().is_default());
+        assert!(!decoding(json!({"temperature": 0})).ok().unwrap().samples());
+    }
+
+    #[test]
+    fn options_the_runtime_cannot_honour_are_refused_naming_the_field() {
+        for (bad, field) in [
+            (json!({"n": 2}), "n"),
+            (json!({"logprobs": 3}), "logprobs"),
+            (json!({"logprobs": true}), "logprobs"),
+            (json!({"echo": true}), "echo"),
+            (json!({"suffix": "x"}), "suffix"),
+            (json!({"tools": [{"type": "function"}]}), "tools"),
+            (json!({"tool_choice": "required"}), "tool_choice"),
+            (
+                json!({"response_format": {"type": "json_object"}}),
+                "response_format",
+            ),
+            (json!({"temperature": 2.5}), "temperature"),
+            (json!({"top_p": -0.1}), "top_p"),
+            (json!({"top_k": -1}), "top_k"),
+            (json!({"presence_penalty": 3}), "presence_penalty"),
+            (json!({"logit_bias": {"5": 101}}), "logit_bias"),
+            (json!({"stop": ["a", "b", "c", "d", "e"]}), "stop"),
+            (json!({"stop": [""]}), "stop"),
         ] {
-            let e = parse(bad.clone()).unwrap_err();
+            let r = decoding(bad.clone())
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"));
             // A request the inference cannot run, naming the field: not a malformed message.
-            assert_eq!(e.code, ErrorCode::InferenceFailed, "{bad}");
-            let field = bad.as_object().unwrap().keys().next().unwrap().clone();
-            assert!(e.detail.contains(&format!("`{field}`")), "{e}");
+            assert_eq!(r.error.code, ErrorCode::InferenceFailed, "{bad}");
+            assert_eq!(r.param, Some(field), "{bad}");
+            assert!(r.error.detail.contains(field), "{bad}: {}", r.error);
+        }
+        for (bad, field) in [
+            (json!({"stop": [1]}), "stop"),
+            (json!({"logit_bias": {"x": 1}}), "logit_bias"),
+        ] {
+            let r = decoding(bad.clone())
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"));
+            assert_eq!(r.error.code, ErrorCode::IpcProtocolError, "{bad}");
+            assert_eq!(r.param, Some(field), "{bad}");
         }
     }
 
     #[test]
-    fn errors_keep_our_code_in_the_openai_shape() {
-        let v = error_json(&ErrorBody::new(ErrorCode::ModelNotFound, "no model x"));
-        assert_eq!(v["error"]["code"], "E2002");
-        assert_eq!(v["error"]["type"], "MODEL_NOT_FOUND");
+    fn errors_have_openai_statuses_and_types_and_keep_our_code() {
+        let status = |code, refused| openai_kind(code, refused).0.as_u16();
+        let v = error_json(
+            &ErrorBody::new(ErrorCode::ModelNotFound, "no model x"),
+            false,
+            None,
+        );
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["veritas_code"], "E2002");
         assert_eq!(v["error"]["message"], "E2002 MODEL_NOT_FOUND: no model x");
+        assert_eq!(status(ErrorCode::ModelNotFound, false), 404);
+        let v = error_json(
+            &ErrorBody::new(ErrorCode::ContextOverflow, "long"),
+            false,
+            Some("max_tokens"),
+        );
+        assert_eq!(v["error"]["code"], "context_length_exceeded");
+        assert_eq!(v["error"]["param"], "max_tokens");
+        assert_eq!(status(ErrorCode::ContextOverflow, false), 400);
+        assert_eq!(status(ErrorCode::IpcProtocolError, true), 400);
+        // E4001 is the client's request when refused before it ran, a failure after.
+        assert_eq!(status(ErrorCode::InferenceFailed, true), 400);
+        assert_eq!(status(ErrorCode::InferenceFailed, false), 500);
+        assert_eq!(status(ErrorCode::ResourceLimitExceeded, false), 429);
+        assert_eq!(status(ErrorCode::HealthCheckFailed, false), 503);
+        let r = respond(
+            &ErrorBody::new(ErrorCode::ResourceLimitExceeded, "queue full"),
+            false,
+            None,
+        );
+        assert_eq!(r.headers()[axum::http::header::RETRY_AFTER], "1");
+        let r = respond(
+            &ErrorBody::new(ErrorCode::ContextOverflow, "long"),
+            false,
+            None,
+        );
+        assert!(r.headers().get(axum::http::header::RETRY_AFTER).is_none());
     }
 
     #[test]
     fn finish_reasons_map_to_openai_names() {
         assert_eq!(finish_reason("eos"), "stop");
+        assert_eq!(finish_reason("stop"), "stop");
         assert_eq!(finish_reason("length"), "length");
     }
 }

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use veritas_engine::Budget;
-use veritas_vocab::ipc::{self, WorkerCommand, WorkerEvent};
+use veritas_vocab::ipc::{self, ChatTurn, Decoding, WorkerCommand, WorkerEvent};
 use veritas_vocab::{ErrorBody, ErrorCode};
 
 /// A finished generation as the worker reports it.
@@ -193,12 +193,8 @@ impl Worker {
         spec: &WorkerSpec,
         load_timeout: Duration,
     ) -> Result<(Arc<Worker>, Startup, oneshot::Receiver<WorkerExit>), ErrorBody> {
-        let (ours, theirs) = StdUnixStream::pair().map_err(|e| {
-            ErrorBody::new(
-                ErrorCode::ModelLoadFailed,
-                format!("cannot create worker socketpair: {e}"),
-            )
-        })?;
+        let (ours, theirs) = StdUnixStream::pair()
+            .map_err(|e| start_failed("cannot create worker socketpair", &e))?;
         let exe = std::env::current_exe().map_err(|e| {
             ErrorBody::new(
                 ErrorCode::ModelLoadFailed,
@@ -213,12 +209,9 @@ impl Worker {
         let model_fd =
             unsafe { libc::fcntl(spec.model_file.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
         if model_fd < 0 {
-            return Err(ErrorBody::new(
-                ErrorCode::ModelLoadFailed,
-                format!(
-                    "cannot pass the model file to the worker: {}",
-                    std::io::Error::last_os_error()
-                ),
+            return Err(start_failed(
+                "cannot pass the model file to the worker",
+                &std::io::Error::last_os_error(),
             ));
         }
         // SAFETY: `model_fd` was just created and nothing else owns it.
@@ -277,12 +270,9 @@ impl Worker {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| {
-            ErrorBody::new(
-                ErrorCode::ModelLoadFailed,
-                format!("cannot start inference worker: {e}"),
-            )
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| start_failed("cannot start inference worker", &e))?;
         drop(theirs);
         drop(model_fd);
         let pid = child.id().unwrap_or(0);
@@ -486,7 +476,7 @@ impl Worker {
     /// that channel before this future returns the whole generation.
     pub async fn generate(
         &self,
-        prompt: String,
+        work: Work,
         budget: Budget,
         permit: Option<OwnedSemaphorePermit>,
         pieces: Option<mpsc::UnboundedSender<String>>,
@@ -501,10 +491,12 @@ impl Worker {
         };
         let frame = self.frame(&WorkerCommand::Generate {
             id,
-            prompt,
+            prompt: work.prompt,
             max_tokens,
             fit_context,
             stream: pieces.is_some(),
+            messages: work.messages,
+            decoding: work.decoding,
         })?;
         self.pending.lock().unwrap().insert(
             id,
@@ -628,4 +620,26 @@ pub async fn read_async_frame<R: tokio::io::AsyncRead + Unpin>(
             _ => ipc::FrameError::Io(e),
         })?;
     Ok(Some(payload))
+}
+
+/// What one generation asks of the worker besides its length.
+#[derive(Debug, Default)]
+pub struct Work {
+    /// The text to continue (empty for a conversation).
+    pub prompt: String,
+    /// A conversation for the model's chat template.
+    pub messages: Vec<ChatTurn>,
+    pub decoding: Decoding,
+}
+
+/// A worker that could not be started: out of descriptors, processes or memory is the
+/// daemon's state (E3003, retried by a restart), anything else is E2001.
+fn start_failed(what: &str, e: &std::io::Error) -> ErrorBody {
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM) => ErrorBody::new(
+            ErrorCode::ResourceLimitExceeded,
+            format!("{what}: {e} (the daemon is out of file descriptors, processes or memory; check open connections and ulimit -n / -u)"),
+        ),
+        _ => ErrorBody::new(ErrorCode::ModelLoadFailed, format!("{what}: {e}")),
+    }
 }

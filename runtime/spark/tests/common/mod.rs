@@ -298,9 +298,20 @@ pub fn stderr(o: &Output) -> String {
 /// A refused connection (the daemon stopped listening, e.g. after SIGTERM) is status 0:
 /// never accepted, so never lost.
 pub fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let (status, _, body) = http_with_headers(port, method, path, body);
+    (status, body)
+}
+
+/// [`http`], with the response's header lines.
+pub fn http_with_headers(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String, String) {
     let mut s = match TcpStream::connect(("127.0.0.1", port)) {
         Ok(s) => s,
-        Err(e) => return (0, format!("connection refused: {e}")),
+        Err(e) => return (0, String::new(), format!("connection refused: {e}")),
     };
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let body = body.unwrap_or("");
@@ -317,11 +328,8 @@ pub fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> (u16, St
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (headers, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    (status, headers.to_string(), body.to_string())
 }
 
 /// The value of one series in a Prometheus text exposition, e.g.
