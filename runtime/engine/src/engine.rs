@@ -201,6 +201,17 @@ impl Engine {
         };
         let byte_ok =
             |b: u8| known.contains(format!("<0x{b:02X}>").as_bytes()) || known.contains(&[b][..]);
+        // The tokenizer puts a space (U+2581) before the text itself: the vocabulary must
+        // hold it whatever the prompt.
+        let prefix = '\u{2581}';
+        let mut buf = [0u8; 4];
+        let bytes = prefix.encode_utf8(&mut buf).as_bytes();
+        if !(known.contains(bytes) || bytes.iter().all(|&b| byte_ok(b))) {
+            return Err(ErrorBody::new(
+                ErrorCode::TokenizerError,
+                "the model's vocabulary cannot represent the space (U+2581) its tokenizer puts before every prompt: it has no token for it and no byte tokens to fall back on",
+            ));
+        }
         for (offset, c) in prompt.char_indices() {
             // The tokenizer sees spaces as U+2581.
             let c = if c == ' ' { '\u{2581}' } else { c };

@@ -274,3 +274,35 @@ fn chats_use_the_models_template_with_its_control_tokens() {
         "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
     );
 }
+
+/// Issue 21 §3.9: the space the SentencePiece tokenizer puts before every prompt is checked
+/// like the prompt's own characters: a vocabulary without it and without byte tokens gets
+/// E4002 for an all-ASCII prompt (llama.cpp threw, and the exception aborted the worker).
+#[test]
+fn the_tokenizers_own_space_prefix_is_checked_before_llama_cpp_sees_the_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nospace.gguf");
+    veritas_fixtures::write_gguf_without_space_token(&path, &TinyModelSpec::default(), "nospace")
+        .unwrap();
+    let engine = Engine::load(
+        &path,
+        EngineOptions {
+            n_ctx: 64,
+            threads: 1,
+        },
+    )
+    .unwrap();
+    assert!(engine.has_narrow_vocabulary());
+    for prompt in ["Hello", "x", "a-b"] {
+        let e = engine.generate(prompt, 2).unwrap_err();
+        assert_eq!(
+            e.code,
+            veritas_vocab::ErrorCode::TokenizerError,
+            "{prompt}: {e}"
+        );
+        assert!(e.detail.contains("U+2581"), "{e}");
+    }
+    // A vocabulary that has it still serves such prompts.
+    let (_dir, ascii) = ascii_engine(0, 64);
+    assert!(ascii.generate("Hello", 2).is_ok());
+}

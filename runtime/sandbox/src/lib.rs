@@ -415,6 +415,6 @@ mod tests {
     fn seccomp_filters_compile() {
         let main = seccomp::allow_list_filter(1).unwrap();
         assert!(main.len() > 100 && main.len() < 4096, "{}", main.len());
-        assert_eq!(seccomp::soft_denial_filters(1).unwrap().len(), 5);
+        assert_eq!(seccomp::soft_denial_filters(1).unwrap().len(), 6);
     }
 }

@@ -103,91 +103,118 @@ pub fn run(args: WorkerArgs) -> i32 {
             return EXIT_LOAD_FAILED;
         }
     };
-    send(&WorkerEvent::Ready {
-        n_ctx: engine.n_ctx(),
-        n_vocab: engine.n_vocab(),
-        sandbox: serde_json::to_value(&report).ok(),
-    });
-
     let jobs: Arc<JobQueue> = Arc::default();
     // Requests queued or running, and those the daemon gave up on (skipped if still queued,
     // stopped within a token if running). An id leaves both when its job answers, and a
     // cancel for an id no longer active is dropped, so neither set outlives its requests.
     let cancelled: Arc<Mutex<Tracked>> = Arc::default();
-    let pool: Vec<_> = (0..args.parallel.max(1))
-        .map(|_| {
+    let mut pool = Vec::new();
+    for slot_index in 0..args.parallel.max(1) {
+        let spawned = {
             let jobs = jobs.clone();
             let engine = engine.clone();
             let send = send.clone();
             let memory_limit = args.memory_limit;
             let cancelled = cancelled.clone();
-            std::thread::spawn(move || {
-                // This thread's context: created for its first request (under the ceiling
-                // check), then reused, so a request pays for decoding, not for allocating a
-                // KV cache and compute buffers.
-                let mut slot: Option<veritas_engine::Slot<'_>> = None;
-                loop {
-                    let Some(Job {
-                        id,
-                        prompt,
-                        messages,
-                        decoding,
-                        budget,
-                        stream,
-                    }) = jobs.pop()
-                    else {
-                        return;
-                    };
-                    let is_cancelled = || {
-                        cancelled
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .cancelled
-                            .contains(&id)
-                    };
-                    let ready = match slot.as_mut() {
-                        Some(s) => Ok(s),
-                        None => within_ceiling(&engine, memory_limit)
-                            .and_then(|()| engine.slot())
-                            .map(|s| slot.insert(s)),
-                    };
-                    let prompt = if messages.is_empty() {
-                        Prompt::Text(&prompt)
-                    } else {
-                        Prompt::Chat(&messages)
-                    };
-                    let result = ready.and_then(|s| {
-                        let mut piece = |text: &str| {
-                            send(&WorkerEvent::Piece {
-                                id,
-                                text: text.to_string(),
-                            })
-                        };
-                        let on_piece = stream.then_some(&mut piece as &mut dyn FnMut(&str));
-                        s.generate(prompt, budget, &decoding, &is_cancelled, on_piece)
-                    });
-                    {
-                        let mut t = cancelled.lock().unwrap_or_else(|p| p.into_inner());
-                        t.active.remove(&id);
-                        t.cancelled.remove(&id);
-                    }
-                    let ev = match result {
-                        Ok(g) => WorkerEvent::Generated {
+            std::thread::Builder::new()
+                .name(format!("slot-{slot_index}"))
+                .stack_size(SLOT_STACK_BYTES)
+                .spawn(move || {
+                    // This thread's context: created for its first request (under the ceiling
+                    // check), then reused, so a request pays for decoding, not for allocating a
+                    // KV cache and compute buffers.
+                    let mut slot: Option<veritas_engine::Slot<'_>> = None;
+                    loop {
+                        let Some(Job {
                             id,
-                            // A streamed answer's text went out piece by piece: repeating it
-                            // whole could exceed the event limit, and nobody reads it.
-                            text: if stream { String::new() } else { g.text },
-                            prompt_tokens: g.prompt_tokens,
-                            generated_tokens: g.generated_tokens,
-                            finish_reason: g.finish_reason.to_string(),
-                        },
-                        Err(error) => WorkerEvent::Failed { id, error },
-                    };
-                    send(&ev);
+                            prompt,
+                            messages,
+                            decoding,
+                            budget,
+                            stream,
+                        }) = jobs.pop()
+                        else {
+                            return;
+                        };
+                        let is_cancelled = || {
+                            cancelled
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .cancelled
+                                .contains(&id)
+                        };
+                        let ready = match slot.as_mut() {
+                            Some(s) => Ok(s),
+                            None => within_ceiling(&engine, memory_limit)
+                                .and_then(|()| engine.slot())
+                                .map(|s| slot.insert(s)),
+                        };
+                        let prompt = if messages.is_empty() {
+                            Prompt::Text(&prompt)
+                        } else {
+                            Prompt::Chat(&messages)
+                        };
+                        let result = ready.and_then(|s| {
+                            let mut piece = |text: &str| {
+                                send(&WorkerEvent::Piece {
+                                    id,
+                                    text: text.to_string(),
+                                })
+                            };
+                            let on_piece = stream.then_some(&mut piece as &mut dyn FnMut(&str));
+                            s.generate(prompt, budget, &decoding, &is_cancelled, on_piece)
+                        });
+                        {
+                            let mut t = cancelled.lock().unwrap_or_else(|p| p.into_inner());
+                            t.active.remove(&id);
+                            t.cancelled.remove(&id);
+                        }
+                        let ev = match result {
+                            Ok(g) => WorkerEvent::Generated {
+                                id,
+                                // A streamed answer's text went out piece by piece: repeating it
+                                // whole could exceed the event limit, and nobody reads it.
+                                text: if stream { String::new() } else { g.text },
+                                prompt_tokens: g.prompt_tokens,
+                                generated_tokens: g.generated_tokens,
+                                finish_reason: g.finish_reason.to_string(),
+                            },
+                            Err(error) => WorkerEvent::Failed { id, error },
+                        };
+                        send(&ev);
+                    }
+                })
+        };
+        match spawned {
+            Ok(thread) => pool.push(thread),
+            // Under a memory ceiling the model may load and a slot thread still not get its
+            // stack (EAGAIN): the load failed for want of memory, said before Ready, so the
+            // daemon never serves a worker short of its slots.
+            Err(e) => {
+                let error = ErrorBody::new(
+                    ErrorCode::ResourceLimitExceeded,
+                    format!(
+                        "the model loaded but inference thread {} of {} could not start: {e}; each needs about {SLOT_STACK_BYTES} bytes of stack, and the worker's memory ceiling ({}) leaves no room for the threads of --parallel {}",
+                        slot_index + 1,
+                        args.parallel.max(1),
+                        args.memory_limit.map_or("none set".to_string(), |l| format!("{l} bytes")),
+                        args.parallel.max(1),
+                    ),
+                );
+                send(&WorkerEvent::LoadFailed { error });
+                jobs.close();
+                for t in pool {
+                    let _ = t.join();
                 }
-            })
-        })
-        .collect();
+                return EXIT_LOAD_FAILED;
+            }
+        }
+    }
+    send(&WorkerEvent::Ready {
+        n_ctx: engine.n_ctx(),
+        n_vocab: engine.n_vocab(),
+        sandbox: serde_json::to_value(&report).ok(),
+    });
 
     // Buffered: a command that arrived whole is one `recv`, not one for the header and one
     // for the payload.
@@ -299,6 +326,9 @@ fn bounded_frame(ev: &WorkerEvent, limit: u32) -> Vec<u8> {
     };
     ipc::encode(&refused)
 }
+
+/// Stack of each slot thread (Rust's default, stated: the E3003 message names it).
+const SLOT_STACK_BYTES: usize = 2 << 20;
 
 /// One generation request, as the pool threads take it.
 struct Job {

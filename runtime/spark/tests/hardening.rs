@@ -219,23 +219,23 @@ fn ipc_connections_are_capped_timed_out_and_bounded() {
             s
         })
         .collect();
-    // The fifth is answered E3003 and closed.
+    // The fifth is served at once (within the idle timeout): the oldest idle connection is
+    // closed to make room (issue 21 §3.10; a full socket refused it for as long as idle
+    // connections stayed open).
     let mut fifth = connect(&d);
-    let v = read_answer(&mut fifth);
-    assert_eq!(v["outcome"]["error"]["code"], "E3003", "{v}");
-    assert!(
-        v["outcome"]["error"]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("too many connections"),
-        "{v}"
-    );
+    let v = call(&mut fifth, 5, Op::Live);
+    assert!(v["outcome"]["ok"].is_object(), "{v}");
     let mut rest = Vec::new();
-    assert_eq!(fifth.read_to_end(&mut rest).unwrap(), 0);
+    assert_eq!(
+        held[0].read_to_end(&mut rest).unwrap(),
+        0,
+        "the oldest idle one is closed"
+    );
+    held.push(fifth);
 
     // The held connections sit idle: the daemon closes them after the idle timeout, and a
     // client that stops in the middle of a frame is closed too.
-    held[0].write_all(b"VS\x01").unwrap();
+    held[1].write_all(b"VS\x01").unwrap();
     for s in held.iter_mut() {
         let mut rest = Vec::new();
         let n = s
@@ -842,4 +842,71 @@ fn a_restart_without_descriptors_is_e3003_and_recovers_when_they_are_free() {
         (http(d.http, "GET", "/ready", None).0 == 200).then_some(())
     });
     assert_ne!(d.worker_pid(), worker);
+}
+
+/// Issue 21 §3.10: at the connection cap a new client is refused (E3003) only when every
+/// connection has a request in flight; once they are idle it is admitted at once.
+#[test]
+fn a_full_runtime_socket_refuses_only_when_every_connection_is_busy() {
+    use veritas_vocab::ipc::{GenerateRequest, Op};
+    let reg = Registry::new();
+    let d = Daemon::start(
+        &reg,
+        DaemonOptions {
+            extra: [
+                "--max-connections",
+                "2",
+                "--ipc-idle-timeout",
+                "60",
+                "--parallel",
+                "1",
+                "--queue-size",
+                "2",
+                "--ctx-size",
+                "32768",
+                "--request-timeout",
+                "3",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Default::default()
+        },
+    );
+    let long = |id| veritas_vocab::ipc::Request {
+        id,
+        op: Op::Generate(GenerateRequest {
+            prompt: "long".into(),
+            max_tokens: 30000,
+            ..Default::default()
+        }),
+    };
+    let mut busy: Vec<_> = (0..2)
+        .map(|i| {
+            use std::io::Write;
+            let mut s = connect(&d);
+            s.write_all(&veritas_vocab::ipc::encode(&long(i))).unwrap();
+            s
+        })
+        .collect();
+    wait_for("both requests in flight", Duration::from_secs(20), || {
+        metric_value(&d.scrape(), m::INFLIGHT_REQUESTS, &[]).filter(|v| *v >= 2.0)
+    });
+    let mut third = connect(&d);
+    let v = read_answer(&mut third);
+    assert_eq!(v["outcome"]["error"]["code"], "E3003", "{v}");
+    assert!(
+        v["outcome"]["error"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("too many connections"),
+        "{v}"
+    );
+    // Their answers (the request timeout) leave both connections idle and open.
+    for s in busy.iter_mut() {
+        let v = read_answer(s);
+        assert_eq!(v["outcome"]["error"]["code"], "E1002", "{v}");
+    }
+    let mut fourth = connect(&d);
+    let v = call(&mut fourth, 9, Op::Live);
+    assert!(v["outcome"]["ok"].is_object(), "{v}");
 }

@@ -82,6 +82,7 @@ pub async fn serve(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let connections = Arc::new(Semaphore::new(rt.cfg.max_connections as usize));
+    let open: Arc<OpenConnections> = Arc::default();
     // Accept errors (EMFILE, ENFILE, ENOBUFS) persist until something is released: back
     // off instead of spinning on them.
     let mut backoff = Duration::from_millis(10);
@@ -90,18 +91,32 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     backoff = Duration::from_millis(10);
-                    match connections.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            let rt = rt.clone();
-                            tokio::spawn(async move {
-                                connection(rt, stream).await;
+                    let (rt, connections, open) = (rt.clone(), connections.clone(), open.clone());
+                    tokio::spawn(async move {
+                        // At the cap, an idle connection (nothing in flight, no frame begun)
+                        // is closed to make room, as a web server drops idle keep-alive
+                        // connections first; refused only when every one is busy.
+                        let permit = match connections.clone().try_acquire_owned() {
+                            Ok(p) => Some(p),
+                            Err(_) if open.evict_one_idle() => tokio::time::timeout(
+                                Duration::from_secs(1),
+                                connections.acquire_owned(),
+                            )
+                            .await
+                            .ok()
+                            .and_then(Result::ok),
+                            Err(_) => None,
+                        };
+                        match permit {
+                            Some(permit) => {
+                                let state = open.register();
+                                connection(rt, stream, &state).await;
+                                open.unregister(&state);
                                 drop(permit);
-                            });
+                            }
+                            None => refuse(rt, stream).await,
                         }
-                        Err(_) => {
-                            tokio::spawn(refuse(rt.clone(), stream));
-                        }
-                    }
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed on the runtime socket; backing off");
@@ -113,6 +128,51 @@ pub async fn serve(
                 }
             },
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// One open connection as the accept loop sees it: whether it sits idle, and how to close it.
+#[derive(Default)]
+struct ConnState {
+    /// Waiting for the first byte of a frame.
+    reading: std::sync::atomic::AtomicBool,
+    /// Requests of this connection being answered.
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Told to close if it is still idle.
+    evict: tokio::sync::Notify,
+}
+
+impl ConnState {
+    fn idle(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.reading.load(SeqCst) && self.in_flight.load(SeqCst) == 0
+    }
+}
+
+/// The open connections, oldest first.
+#[derive(Default)]
+struct OpenConnections(std::sync::Mutex<Vec<Arc<ConnState>>>);
+
+impl OpenConnections {
+    fn register(&self) -> Arc<ConnState> {
+        let state = Arc::new(ConnState::default());
+        self.0.lock().unwrap().push(state.clone());
+        state
+    }
+
+    fn unregister(&self, state: &Arc<ConnState>) {
+        self.0.lock().unwrap().retain(|s| !Arc::ptr_eq(s, state));
+    }
+
+    /// Tells the oldest idle connection to close; false when none is idle.
+    fn evict_one_idle(&self) -> bool {
+        match self.0.lock().unwrap().iter().find(|s| s.idle()) {
+            Some(s) => {
+                s.evict.notify_waiters();
+                true
+            }
+            None => false,
         }
     }
 }
@@ -146,22 +206,35 @@ enum ReadEnd {
 /// Reads the next frame. Waiting for its first byte is idle time, limited only while
 /// nothing is in flight on the connection; once it has begun, the whole frame must arrive
 /// within the idle timeout (a client that stops mid-frame holds nothing for long).
-async fn next_frame(
-    rd: &mut ConnReader,
-    max: u32,
-    idle: Duration,
-    busy: impl Fn() -> bool,
-) -> ReadEnd {
+async fn next_frame(rd: &mut ConnReader, max: u32, idle: Duration, state: &ConnState) -> ReadEnd {
+    use std::sync::atomic::Ordering::SeqCst;
     use tokio::io::AsyncReadExt;
+    let busy = || state.in_flight.load(SeqCst) > 0;
     let mut first = [0u8; 1];
-    loop {
-        match tokio::time::timeout(idle, rd.read(&mut first)).await {
-            Ok(Ok(0)) => return ReadEnd::Closed,
-            Ok(Ok(_)) => break,
-            Ok(Err(e)) => return ReadEnd::Error(e.into()),
+    state.reading.store(true, SeqCst);
+    let first_byte = loop {
+        let read = tokio::select! {
+            r = tokio::time::timeout(idle, rd.read(&mut first)) => r,
+            // Evicted to admit a new connection: closed if still idle (a request may have
+            // been answered or arrived meanwhile; then the eviction is ignored).
+            _ = state.evict.notified() => {
+                if state.idle() {
+                    break ReadEnd::Idle;
+                }
+                continue;
+            }
+        };
+        match read {
+            Ok(Ok(0)) => break ReadEnd::Closed,
+            Ok(Ok(_)) => break ReadEnd::Frame(Vec::new()),
+            Ok(Err(e)) => break ReadEnd::Error(e.into()),
             Err(_) if busy() => continue,
-            Err(_) => return ReadEnd::Idle,
+            Err(_) => break ReadEnd::Idle,
         }
+    };
+    state.reading.store(false, SeqCst);
+    if !matches!(first_byte, ReadEnd::Frame(_)) {
+        return first_byte;
     }
     let rest = async {
         let mut header = [0u8; ipc::HEADER_LEN];
@@ -202,18 +275,17 @@ fn eof_truncated(e: std::io::Error) -> FrameError {
     }
 }
 
-async fn connection(rt: Arc<Runtime>, stream: UnixStream) {
+async fn connection(rt: Arc<Runtime>, stream: UnixStream, state: &Arc<ConnState>) {
+    use std::sync::atomic::Ordering::SeqCst;
     let (rd, wr) = stream.into_split();
     let mut rd = ConnReader::new(rd);
     let wr = Arc::new(tokio::sync::Mutex::new(wr));
     // Requests in flight on this connection: at the cap, the next frame is not read until
     // one is answered (backpressure on the client instead of unbounded tasks).
     let pipelined = Arc::new(Semaphore::new(rt.cfg.max_pipelined as usize));
-    let max_pipelined = rt.cfg.max_pipelined as usize;
     loop {
-        let busy = || pipelined.available_permits() < max_pipelined;
         let payload =
-            match next_frame(&mut rd, rt.cfg.max_frame, rt.cfg.ipc_idle_timeout, busy).await {
+            match next_frame(&mut rd, rt.cfg.max_frame, rt.cfg.ipc_idle_timeout, state).await {
                 ReadEnd::Frame(p) => p,
                 ReadEnd::Closed => return,
                 ReadEnd::Idle => {
@@ -248,10 +320,11 @@ async fn connection(rt: Arc<Runtime>, stream: UnixStream) {
             return;
         };
         // Requests on one connection run concurrently; answers carry their id.
-        let rt = rt.clone();
-        let wr = wr.clone();
+        state.in_flight.fetch_add(1, SeqCst);
+        let (rt, wr, state) = (rt.clone(), wr.clone(), state.clone());
         tokio::spawn(async move {
             answer(&rt, &wr, req).await;
+            state.in_flight.fetch_sub(1, SeqCst);
             drop(slot);
         });
     }
@@ -269,7 +342,26 @@ async fn answer(
         id: req.id,
         outcome,
     });
-    let _ = wr.lock().await.write_all(&frame).await;
+    write_answer(rt, wr, &frame).await;
+}
+
+/// Writes one answer, within the idle timeout: a client that stops reading cannot hold the
+/// task (and the connection's write lock) for good; its connection is shut down instead.
+async fn write_answer(
+    rt: &Runtime,
+    wr: &tokio::sync::Mutex<tokio::net::unix::OwnedWriteHalf>,
+    frame: &[u8],
+) {
+    let mut wr = wr.lock().await;
+    if tokio::time::timeout(rt.cfg.ipc_idle_timeout, wr.write_all(frame))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "a runtime-socket client did not read its answer in time; closing its connection"
+        );
+        let _ = wr.shutdown().await;
+    }
 }
 
 async fn protocol_error(
@@ -285,7 +377,7 @@ async fn protocol_error(
         id,
         outcome: Outcome::Error(body),
     });
-    let _ = wr.lock().await.write_all(&frame).await;
+    write_answer(rt, wr, &frame).await;
 }
 
 /// The operations behind every front.
