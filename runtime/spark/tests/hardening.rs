@@ -910,3 +910,30 @@ fn a_full_runtime_socket_refuses_only_when_every_connection_is_busy() {
     let v = call(&mut fourth, 9, Op::Live);
     assert!(v["outcome"]["ok"].is_object(), "{v}");
 }
+
+/// Issue 21 §3.11: a FIFO put where manifest.json was is refused at once (E2002 saying what
+/// it is); reading it would block the daemon's async thread and every probe behind it.
+#[test]
+fn a_fifo_in_place_of_the_manifest_is_refused_without_stalling_the_daemon() {
+    let reg = Registry::new();
+    let d = Daemon::start(&reg, DaemonOptions::default());
+    let manifest = reg.path().join("manifest.json");
+    std::fs::remove_file(&manifest).unwrap();
+    let c = std::ffi::CString::new(manifest.to_str().unwrap()).unwrap();
+    // SAFETY: a valid path string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let started = std::time::Instant::now();
+    let v = expect_error(&d, &["models", "list"], "E2002");
+    assert!(
+        v["detail"].as_str().unwrap().contains("not a regular file"),
+        "{v}"
+    );
+    let (status, body) = http(d.http, "GET", "/v1/models", None);
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(http(d.http, "GET", "/live", None).0, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -6,6 +6,9 @@ use veritas_vocab::ipc::{ModelsReport, RegistryModel};
 use veritas_vocab::manifest::{Manifest, ModelEntry, MANIFEST_FILE, MANIFEST_SCHEMA};
 use veritas_vocab::{ErrorBody, ErrorCode};
 
+/// Largest `manifest.json` read (a registry of thousands of models is far below it).
+const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
 /// Splits `name@version`.
 pub fn parse_model_ref(s: &str) -> (&str, Option<&str>) {
     match s.split_once('@') {
@@ -15,14 +18,42 @@ pub fn parse_model_ref(s: &str) -> (&str, Option<&str>) {
 }
 
 impl Runtime {
+    /// Reads `manifest.json`. Only a regular file is read, opened without blocking: this runs
+    /// on the daemon's async threads, and a FIFO (or a device) put there would otherwise stall
+    /// every probe behind a read that never returns. The registry is small; a larger file
+    /// is refused rather than read.
     pub fn manifest(&self) -> Result<Manifest, ErrorBody> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.cfg.model_dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
+        let unreadable = |why: String| {
             ErrorBody::new(
                 ErrorCode::ModelNotFound,
-                format!("cannot read registry manifest {}: {e}", path.display()),
+                format!("cannot read registry manifest {}: {why}", path.display()),
             )
-        })?;
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| unreadable(e.to_string()))?;
+        let meta = file.metadata().map_err(|e| unreadable(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(unreadable(format!(
+                "it is not a regular file ({:?})",
+                meta.file_type()
+            )));
+        }
+        if meta.len() > MAX_MANIFEST_BYTES {
+            return Err(unreadable(format!(
+                "{} bytes, above the {MAX_MANIFEST_BYTES}-byte limit of a registry",
+                meta.len()
+            )));
+        }
+        let mut text = String::new();
+        file.take(MAX_MANIFEST_BYTES)
+            .read_to_string(&mut text)
+            .map_err(|e| unreadable(e.to_string()))?;
         let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
             ErrorBody::new(
                 ErrorCode::ModelLoadFailed,
@@ -81,6 +112,7 @@ impl Runtime {
             .models
             .iter()
             .map(|m| {
+                // stat(2) never waits on what the file is (a FIFO included).
                 let size = std::fs::metadata(self.cfg.model_dir.join(&m.file))
                     .ok()
                     .map(|md| md.len());
