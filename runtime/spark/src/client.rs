@@ -26,8 +26,21 @@ impl From<ErrorBody> for CliError {
 
 pub struct Client {
     stream: UnixStream,
+    socket: std::path::PathBuf,
     timeout: Duration,
     next_id: u64,
+}
+
+/// A runtime answers its probes from memory at once: this long without an answer to one
+/// means no runtime is answering on the socket at all.
+pub const PROBE_ANSWER: Duration = Duration::from_secs(5);
+
+/// Operations a live runtime answers at once (never queued behind inference).
+fn is_probe(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Health { .. } | Op::Live | Op::Ready | Op::MetricsSummary | Op::TelemetryStatus
+    )
 }
 
 impl Client {
@@ -37,6 +50,7 @@ impl Client {
         stream.set_write_timeout(Some(timeout)).ok();
         Ok(Client {
             stream,
+            socket: socket.to_path_buf(),
             timeout,
             next_id: 1,
         })
@@ -45,10 +59,29 @@ impl Client {
     pub fn call(&mut self, op: Op) -> Result<Reply, ErrorBody> {
         let id = self.next_id;
         self.next_id += 1;
+        let probe = is_probe(&op);
+        let within = if probe {
+            self.timeout.min(PROBE_ANSWER)
+        } else {
+            self.timeout
+        };
+        self.stream.set_read_timeout(Some(within)).ok();
+        let shown = self.socket.display().to_string();
         let timeout = || {
+            if probe {
+                // Something accepted the connection and never answered a probe: not a
+                // runtime that is busy (probes skip the queue), so whoever holds the socket.
+                return ErrorBody::new(
+                    ErrorCode::IpcConnectionFailed,
+                    format!(
+                        "a process accepts connections on {shown} but no runtime answered within {:.1}s: another process may be holding the socket, or the runtime is wedged (check: ss -xlp | grep {shown}; pgrep -a veritas-spark)",
+                        within.as_secs_f64()
+                    ),
+                );
+            }
             ErrorBody::new(
                 ErrorCode::IpcTimeout,
-                format!("no answer from the runtime within {:.1}s (raise --timeout for long generations)", self.timeout.as_secs_f64()),
+                format!("no answer from the runtime within {:.1}s (raise --timeout for long generations)", within.as_secs_f64()),
             )
         };
         ipc::write_frame(&mut self.stream, &Request { id, op }).map_err(|e| match e.kind() {

@@ -90,6 +90,37 @@ fn e1001_stale_socket_is_refused_by_the_cli_and_replaced_by_the_daemon() {
     );
 }
 
+/// The guide's "verify no other process holding socket": a process that accepts on the
+/// runtime's socket path and never answers is E1001 naming that cause within the probe
+/// deadline (it was a 30 s wait ending in E1002, blaming a long generation).
+#[test]
+fn e1001_another_process_holding_the_socket_is_named_within_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("veritas-spark.sock");
+    // Listens, never accepts: the kernel completes the connection, nobody answers.
+    let _holder = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let started = std::time::Instant::now();
+    let out = cli(&socket, &["health", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["code"], "E1001", "{v}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("another process may be holding the socket"),
+        "{detail}"
+    );
+    assert!(detail.contains("ss -xlp"), "{detail}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    // A request that may legitimately take long keeps its own deadline and code.
+    let out = cli(&socket, &["generate", "hi", "--timeout", "1", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["code"], "E1002", "{v}");
+}
+
 #[test]
 fn e1002_client_timeout_and_daemon_request_timeout() {
     // A socket that accepts and never answers: the CLI gives up with E1002.
