@@ -123,7 +123,8 @@ fn e1001_another_process_holding_the_socket_is_named_within_seconds() {
 
 #[test]
 fn e1002_client_timeout_and_daemon_request_timeout() {
-    // A socket that accepts and never answers: the CLI gives up with E1002.
+    // A socket that accepts and never answers a generation: the CLI gives up with E1002 (a
+    // probe there is E1001 naming the holder: the test above).
     let tmp = tempfile::tempdir().unwrap();
     let sock = tmp.path().join("silent.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
@@ -135,7 +136,7 @@ fn e1002_client_timeout_and_daemon_request_timeout() {
         // Keep the connection open and silent until the CLI has given up.
         let _ = done_rx.recv_timeout(Duration::from_secs(30));
     });
-    let out = cli(&sock, &["health", "--timeout", "0.3", "--json"]);
+    let out = cli(&sock, &["generate", "hi", "--timeout", "0.3", "--json"]);
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["code"], "E1002");
