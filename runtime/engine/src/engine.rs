@@ -143,17 +143,25 @@ impl Engine {
                 "the vocabulary has no byte tokens: prompts with characters outside it are refused with E4002"
             );
         }
+        let chatml = || LlamaChatTemplate::new("chatml").expect("no NUL in a literal");
+        // llama.cpp renders the templates it recognises; one it does not would fail every
+        // chat request, so it is tried once here and ChatML used instead (and said).
+        let probe = LlamaChatMessage::new("user".into(), "hi".into()).expect("no NUL");
         let (chat_template, chat_template_is_the_models) = match model.chat_template(None) {
-            Ok(t) => (t, true),
+            Ok(t) if model.apply_chat_template(&t, &[probe], true).is_ok() => (t, true),
+            Ok(_) => {
+                tracing::warn!(
+                    model = %path.display(),
+                    "llama.cpp does not recognise the model's chat template: chat requests are rendered as ChatML"
+                );
+                (chatml(), false)
+            }
             Err(_) => {
                 tracing::info!(
                     model = %path.display(),
                     "the model has no chat template (tokenizer.chat_template): chat requests are rendered as ChatML"
                 );
-                (
-                    LlamaChatTemplate::new("chatml").expect("no NUL in a literal"),
-                    false,
-                )
+                (chatml(), false)
             }
         };
         Ok(Engine {
@@ -389,10 +397,11 @@ impl Engine {
         let (rendered, special) = match prompt {
             Prompt::Text(text) => (std::borrow::Cow::Borrowed(text), false),
             Prompt::Chat(turns) => {
-                for t in turns {
-                    self.check_representable(&t.content)?;
-                }
-                (std::borrow::Cow::Owned(self.render_chat(turns)?), true)
+                // The whole rendered text, roles and the template's markers included: any
+                // character the vocabulary cannot hold would make llama.cpp throw.
+                let rendered = self.render_chat(turns)?;
+                self.check_representable(&rendered)?;
+                (std::borrow::Cow::Owned(rendered), true)
             }
         };
         let prompt: &str = &rendered;
@@ -502,8 +511,9 @@ impl Engine {
                     ),
                 ));
             }
+            // `sample` also accepts the token into the chain (penalty history): no second
+            // accept, which would count every token twice.
             let token = sampler.sample(ctx, batch.n_tokens() - 1);
-            sampler.accept(token);
             if vocab.is_eog(token) {
                 finish_reason = "eos";
                 break;

@@ -22,6 +22,15 @@ impl Bound {
     }
 }
 
+/// How a refusal for a full queue begins: what tells it from the other E3003s (a memory
+/// ceiling, an answer too large), which a retry would not clear.
+pub const QUEUE_FULL: &str = "request queue full";
+
+/// Whether `e` is a refusal for a full queue (worth retrying shortly).
+pub fn is_queue_full(e: &ErrorBody) -> bool {
+    e.code == ErrorCode::ResourceLimitExceeded && e.detail.starts_with(QUEUE_FULL)
+}
+
 /// Admits one request: its permit, to be held until the worker is done with it.
 pub fn admit(
     permits: &Arc<Semaphore>,
@@ -38,7 +47,7 @@ pub fn admit(
         ErrorBody::new(
             ErrorCode::ResourceLimitExceeded,
             format!(
-                "request queue full: {} requests admitted (parallel {}, queue {}); retry later",
+                "{QUEUE_FULL}: {} requests admitted (parallel {}, queue {}); retry later",
                 bound.capacity(),
                 bound.parallel,
                 bound.queue_size

@@ -164,6 +164,9 @@ pub async fn serve(
             }
         });
     }
+    // Stop listening before the connections drain: a new client is refused at once instead
+    // of waiting in the backlog for an answer that never comes.
+    drop(listener);
     while connections.join_next().await.is_some() {}
 }
 

@@ -50,9 +50,9 @@ fn unix_now() -> u64 {
 }
 
 /// How OpenAI would answer an error of ours: HTTP status, error type and code.
-fn openai_kind(code: ErrorCode, refused: bool) -> (StatusCode, &'static str, Option<&'static str>) {
+fn openai_kind(e: &ErrorBody, refused: bool) -> (StatusCode, &'static str, Option<&'static str>) {
     use ErrorCode::*;
-    match code {
+    match e.code {
         ContextOverflow => (
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
@@ -72,7 +72,9 @@ fn openai_kind(code: ErrorCode, refused: bool) -> (StatusCode, &'static str, Opt
             "invalid_request_error",
             Some("model_not_found"),
         ),
-        ResourceLimitExceeded => (
+        // Only a full queue clears by retrying (clients retry a 429 by themselves); a memory
+        // ceiling or an answer too large does not.
+        ResourceLimitExceeded if super::admission::is_queue_full(e) => (
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_error",
             Some("rate_limit_exceeded"),
@@ -93,7 +95,7 @@ const RETRY_AFTER_SECS: u64 = 1;
 
 /// An error in the OpenAI shape, carrying our code; `param` names the request field at fault.
 pub fn error_json(e: &ErrorBody, refused: bool, param: Option<&str>) -> Value {
-    let (_, kind, code) = openai_kind(e.code, refused);
+    let (_, kind, code) = openai_kind(e, refused);
     json!({"error": {
         "message": e.to_string(),
         "type": kind,
@@ -113,7 +115,7 @@ fn error_response(rt: &Runtime, e: ErrorBody, counted: bool) -> Response {
 }
 
 fn respond(e: &ErrorBody, refused: bool, param: Option<&str>) -> Response {
-    let (status, _, _) = openai_kind(e.code, refused);
+    let (status, _, _) = openai_kind(e, refused);
     let body = Json(error_json(e, refused, param));
     if matches!(
         status,
@@ -203,6 +205,15 @@ struct StreamOptions {
     include_usage: bool,
 }
 
+/// llama.cpp's 32-bit seed for a client's 64-bit one: the low half, except that the value
+/// llama.cpp reads as "draw a random seed" (u32::MAX, what -1 becomes) stays a fixed seed.
+fn seed_u32(seed: i64) -> u32 {
+    match seed as u32 {
+        u32::MAX => u32::MAX - 1,
+        s => s,
+    }
+}
+
 /// A field that is absent, null or empty asks for nothing.
 fn asks(v: &Option<Value>) -> bool {
     match v {
@@ -255,6 +266,8 @@ impl Common {
         }
         let stop = match &self.stop {
             None | Some(Value::Null) => Vec::new(),
+            // An empty string asks for no stop string (what clients send as "none").
+            Some(Value::String(s)) if s.is_empty() => Vec::new(),
             Some(Value::String(s)) => vec![s.clone()],
             Some(Value::Array(items)) => items
                 .iter()
@@ -287,7 +300,7 @@ impl Common {
             top_k: self.top_k,
             top_p: self.top_p,
             min_p: self.min_p,
-            seed: self.seed.map(|s| s as u32),
+            seed: self.seed.map(seed_u32),
             repeat_penalty: self.repeat_penalty,
             frequency_penalty: self.frequency_penalty,
             presence_penalty: self.presence_penalty,
@@ -770,6 +783,12 @@ mod tests {
         );
         assert!(plain.ok().unwrap().is_default());
         assert!(!decoding(json!({"temperature": 0})).ok().unwrap().samples());
+        assert!(decoding(json!({"stop": ""})).ok().unwrap().stop.is_empty());
+        // -1 is a seed like any other, not llama.cpp's "random".
+        assert_eq!(
+            decoding(json!({"seed": -1})).ok().unwrap().seed,
+            Some(u32::MAX - 1)
+        );
     }
 
     #[test]
@@ -816,7 +835,7 @@ mod tests {
 
     #[test]
     fn errors_have_openai_statuses_and_types_and_keep_our_code() {
-        let status = |code, refused| openai_kind(code, refused).0.as_u16();
+        let status = |code, refused| openai_kind(&ErrorBody::new(code, "x"), refused).0.as_u16();
         let v = error_json(
             &ErrorBody::new(ErrorCode::ModelNotFound, "no model x"),
             false,
@@ -839,13 +858,18 @@ mod tests {
         // E4001 is the client's request when refused before it ran, a failure after.
         assert_eq!(status(ErrorCode::InferenceFailed, true), 400);
         assert_eq!(status(ErrorCode::InferenceFailed, false), 500);
-        assert_eq!(status(ErrorCode::ResourceLimitExceeded, false), 429);
-        assert_eq!(status(ErrorCode::HealthCheckFailed, false), 503);
-        let r = respond(
-            &ErrorBody::new(ErrorCode::ResourceLimitExceeded, "queue full"),
-            false,
-            None,
+        // 429 (which clients retry by themselves) only for a full queue.
+        let queue_full = ErrorBody::new(
+            ErrorCode::ResourceLimitExceeded,
+            format!(
+                "{}: 18 requests admitted",
+                super::super::admission::QUEUE_FULL
+            ),
         );
+        assert_eq!(openai_kind(&queue_full, false).0.as_u16(), 429);
+        assert_eq!(status(ErrorCode::ResourceLimitExceeded, false), 500);
+        assert_eq!(status(ErrorCode::HealthCheckFailed, false), 503);
+        let r = respond(&queue_full, false, None);
         assert_eq!(r.headers()[axum::http::header::RETRY_AFTER], "1");
         let r = respond(
             &ErrorBody::new(ErrorCode::ContextOverflow, "long"),
