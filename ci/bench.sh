@@ -6,16 +6,15 @@
 #   ci/bench.sh                       # the full run (about 10 minutes on 2 cores)
 #   ci/bench.sh --quick               # a smoke run: the job works, the numbers mean little
 #   ci/bench.sh --threads 2 --skip llama-server
-# llama.cpp is compiled as Release (-O3) on both sides: LLAMA_LIB_PROFILE=Release here, and
-# CMAKE_BUILD_TYPE=Release in the llama-server script (a plain `cargo build --release`
-# builds it RelWithDebInfo, -O2, because the release profile keeps debug info).
+# llama.cpp is compiled as Release (-O3) on both sides: the release profile builds
+# llama-cpp-sys-2 without debug info (Cargo.toml), which makes its build script pick CMake
+# Release, and CMAKE_BUILD_TYPE=Release in the llama-server script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
 if ! bash ci/bench/build-llama-server.sh >/dev/null; then
   echo "ci/bench.sh: llama-server could not be built (see above); the bench reports it SKIPPED" >&2
 fi
-export LLAMA_LIB_PROFILE=Release
 # The whole workspace's binaries: a narrower selection unifies features differently.
 cargo build --release --workspace --bins --quiet
 exec "${CARGO_TARGET_DIR:-target}/release/veritas-harness" bench "$@"

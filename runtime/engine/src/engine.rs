@@ -1,18 +1,15 @@
-use llama_cpp_2::context::params::LlamaContextParams;
-use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
-use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
-use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
-use std::time::Instant;
 use veritas_vocab::ipc::{ChatTurn, Decoding};
 use veritas_vocab::{ErrorBody, ErrorCode};
+
+use crate::batch::{Batch, Event};
 
 /// The token texts of a SentencePiece or Unigram vocabulary that lacks some of the 256
 /// byte tokens, or `None` when every byte can fall back (or the tokenizer is byte-level).
@@ -31,7 +28,7 @@ fn narrow_vocabulary(model: &LlamaModel) -> Option<std::collections::HashSet<Vec
 }
 
 /// llama.cpp's backend may be initialised once per process.
-fn backend() -> Result<&'static LlamaBackend, ErrorBody> {
+pub(crate) fn backend() -> Result<&'static LlamaBackend, ErrorBody> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
@@ -64,7 +61,7 @@ pub struct EngineOptions {
     /// Context window served; `0` takes the model's training context capped at
     /// [`DEFAULT_MAX_CTX`].
     pub n_ctx: u32,
-    /// CPU threads per request.
+    /// CPU threads of each decode (one decode serves every request in flight).
     pub threads: i32,
 }
 
@@ -77,10 +74,9 @@ impl Default for EngineOptions {
     }
 }
 
-/// A loaded model; `generate` may be called from several threads at once, each call with a
-/// context of its own.
+/// A loaded model. Requests run in a [`Batch`]: one context holding a sequence per request.
 pub struct Engine {
-    model: LlamaModel,
+    pub(crate) model: LlamaModel,
     /// For a SentencePiece/Unigram vocabulary without all 256 byte tokens: the token texts
     /// a character may map to. llama.cpp throws (and the exception aborts the process) on a
     /// character that is neither a token nor covered by byte tokens; such prompts are
@@ -90,13 +86,13 @@ pub struct Engine {
     /// than `n_ctx` times this cannot fit and is refused before it is tokenized (llama.cpp
     /// takes minutes over a megabyte-long prompt, out of reach of cancellation).
     max_token_bytes: usize,
-    n_ctx: u32,
-    threads: i32,
+    pub(crate) n_ctx: u32,
+    pub(crate) threads: i32,
     /// The GGUF's `tokenizer.chat_template`, or ChatML when it has none (said at load).
     chat_template: LlamaChatTemplate,
     chat_template_is_the_models: bool,
     // Creating contexts concurrently is unsound in llama.cpp (it may write model fields).
-    context_creation: Mutex<()>,
+    pub(crate) context_creation: Mutex<()>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,18 +176,20 @@ impl Engine {
         self.n_ctx
     }
 
-    /// Address space one request's context needs, roughly: the f16 KV cache for the whole
-    /// window, logits, and a fixed allowance for llama.cpp's compute buffers and threads.
-    pub fn request_memory_estimate(&self) -> u64 {
-        let n_ctx = self.n_ctx as u64;
+    /// Address space a batch of `parallel` sequences needs, roughly: the f16 KV cache for
+    /// each sequence's whole window, the logits of one step, and a fixed allowance for
+    /// llama.cpp's compute buffers and threads.
+    pub fn batch_memory_estimate(&self, parallel: u32) -> u64 {
+        let cells = u64::from(self.n_ctx) * u64::from(parallel.max(1));
         let n_layer = self.model.n_layer() as u64;
         let n_embd = self.model.n_embd().max(0) as u64;
         let kv_fraction = (
             self.model.n_head_kv().max(1) as u64,
             self.model.n_head().max(1) as u64,
         );
-        let kv = 2 * n_layer * n_ctx * n_embd * kv_fraction.0 / kv_fraction.1 * 2;
-        let logits = n_ctx * self.n_vocab() as u64 * 4;
+        let kv = 2 * n_layer * cells * n_embd * kv_fraction.0 / kv_fraction.1 * 2;
+        let step = u64::from(crate::batch::step_tokens(self.n_ctx, parallel));
+        let logits = step * u64::from(self.n_vocab()) * 4;
         kv + logits + (16 << 20)
     }
 
@@ -278,7 +276,7 @@ impl Engine {
 
     /// The sampler chain a request asks for: biases and penalties first, then greedy, or
     /// the truncations (top-k, top-p, min-p), temperature and a seeded draw.
-    fn sampler(&self, d: &Decoding) -> LlamaSampler {
+    pub(crate) fn sampler(&self, d: &Decoding) -> LlamaSampler {
         let n_vocab = self.model.n_vocab();
         let mut chain = Vec::new();
         if !d.logit_bias.is_empty() {
@@ -327,8 +325,8 @@ impl Engine {
     /// Like [`Engine::generate`], checking `cancelled` before each decode step: a request
     /// its caller gave up on stops within one token (E1002) instead of running to the end.
     ///
-    /// This creates a context for the one call; the worker keeps one [`Slot`] per parallel
-    /// request instead.
+    /// This creates a context for the one call; the worker keeps one [`Batch`] for all its
+    /// requests instead.
     pub fn generate_until(
         &self,
         prompt: &str,
@@ -339,39 +337,22 @@ impl Engine {
             .generate_until(prompt, Budget::AtMost(max_tokens), cancelled)
     }
 
-    /// A context of `n_ctx` tokens to serve requests one after another: created once (its
-    /// KV cache and compute buffers allocated once), cleared between requests.
+    /// A batch of one: requests served one after another in a context of `n_ctx` tokens,
+    /// created once (its KV cache and compute buffers allocated once).
     pub fn slot(&self) -> Result<Slot<'_>, ErrorBody> {
-        let params = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(self.n_ctx))
-            .with_n_batch(self.n_ctx)
-            .with_n_threads(self.threads)
-            .with_n_threads_batch(self.threads);
-        let ctx = {
-            let _guard = self
-                .context_creation
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            self.model.new_context(backend()?, params).map_err(|e| {
-                ErrorBody::new(
-                    ErrorCode::InferenceFailed,
-                    format!("cannot create a context of {} tokens: {e}", self.n_ctx),
-                )
-            })?
-        };
-        Ok(Slot { engine: self, ctx })
+        Ok(Slot {
+            batch: self.batch(1)?,
+        })
     }
 
-    fn run(
+    /// Checks a request and tokenizes its prompt: everything that can be refused is refused
+    /// here, before it takes a sequence of a batch.
+    pub(crate) fn prepare(
         &self,
-        ctx: &mut LlamaContext<'_>,
         prompt: Prompt<'_>,
         budget: Budget,
         decoding: &Decoding,
-        cancelled: &dyn Fn() -> bool,
-        mut on_piece: Option<&mut dyn FnMut(&str)>,
-    ) -> Result<Generation, ErrorBody> {
-        let started = Instant::now();
+    ) -> Result<Prepared, ErrorBody> {
         if let Some((field, why)) = decoding.invalid_field() {
             return Err(ErrorBody::new(
                 ErrorCode::InferenceFailed,
@@ -478,93 +459,14 @@ impl Engine {
                 ),
             ));
         }
-        let inference_failed = |what: &str, e: &dyn std::fmt::Display| {
-            ErrorBody::new(ErrorCode::InferenceFailed, format!("{what}: {e}"))
-        };
-        // Room for the prompt: llama.cpp allocates every entry (one allocation each for
-        // their sequence ids), and generated tokens go in one at a time.
-        let mut batch = LlamaBatch::new(tokens.len(), 1);
-        let last = tokens.len() - 1;
-        for (i, t) in tokens.iter().enumerate() {
-            batch
-                .add(*t, i as i32, &[0], i == last)
-                .map_err(|e| inference_failed("batch", &e))?;
-        }
-        ctx.decode(&mut batch)
-            .map_err(|e| inference_failed("prompt decode failed", &e))?;
-        let mut sampler = self.sampler(decoding);
-        // Bounded by the context window checked above, never by the client's number alone.
-        let mut out = Vec::with_capacity(max_tokens.min(self.n_ctx) as usize);
-        let mut finish_reason = "length";
-        let mut pieces = PieceDecoder::default();
-        // The answer's bytes, piece by piece (as streamed: a detokenized whole would drop
-        // a SentencePiece answer's leading space), and how many of them went out.
-        let mut text: Vec<u8> = Vec::new();
-        let mut streamed = 0;
-        for pos in (n_prompt as i32..).take(max_tokens as usize) {
-            if cancelled() {
-                return Err(ErrorBody::new(
-                    ErrorCode::IpcTimeout,
-                    format!(
-                        "generation cancelled after {} of {max_tokens} tokens: the request timed out",
-                        out.len()
-                    ),
-                ));
-            }
-            // `sample` also accepts the token into the chain (penalty history): no second
-            // accept, which would count every token twice.
-            let token = sampler.sample(ctx, batch.n_tokens() - 1);
-            if vocab.is_eog(token) {
-                finish_reason = "eos";
-                break;
-            }
-            out.push(token);
-            let searched_from = text.len();
-            text.extend(vocab.token_to_piece(token, false, None));
-            if let Some(at) = find_stop(&text, searched_from, &decoding.stop) {
-                text.truncate(at);
-                finish_reason = "stop";
-                break;
-            }
-            if let Some(f) = on_piece.as_mut() {
-                // A stop string may be starting at the end: held back until it cannot be.
-                let ready = text.len() - held_back(&text, &decoding.stop);
-                if ready > streamed {
-                    if let Some(piece) = pieces.push(&text[streamed..ready]) {
-                        f(&piece);
-                    }
-                    streamed = ready;
-                }
-            }
-            // The last token's logits would never be read: decoding it would cost a whole
-            // forward pass (for a 1-token request, as much as the rest of the request).
-            if out.len() == max_tokens as usize {
-                break;
-            }
-            batch.clear();
-            batch
-                .add(token, pos, &[0], true)
-                .map_err(|e| inference_failed("batch", &e))?;
-            ctx.decode(&mut batch)
-                .map_err(|e| inference_failed("decode failed", &e))?;
-        }
-        if let Some(f) = on_piece.as_mut() {
-            let rest = pieces
-                .push(&text[streamed.min(text.len())..])
-                .into_iter()
-                .chain(pieces.finish());
-            for piece in rest {
-                f(&piece);
-            }
-        }
-        Ok(Generation {
-            text: String::from_utf8_lossy(&text).into_owned(),
-            prompt_tokens: n_prompt,
-            generated_tokens: out.len() as u32,
-            finish_reason,
-            duration_us: started.elapsed().as_micros() as u64,
-        })
+        Ok(Prepared { tokens, max_tokens })
     }
+}
+
+/// A request refused nothing: its prompt's tokens and how many tokens it may generate.
+pub(crate) struct Prepared {
+    pub(crate) tokens: Vec<LlamaToken>,
+    pub(crate) max_tokens: u32,
 }
 
 /// How many tokens a request may generate.
@@ -577,14 +479,14 @@ pub enum Budget {
     Fit(u32),
 }
 
-/// One reusable context: what a worker thread holds for the requests it serves.
+/// A batch of one sequence: requests run one after another to completion (tests, the
+/// in-process benchmark peer).
 pub struct Slot<'a> {
-    engine: &'a Engine,
-    ctx: LlamaContext<'a>,
+    batch: Batch<'a>,
 }
 
 impl Slot<'_> {
-    /// Greedy decoding of a text prompt in this slot's context.
+    /// Greedy decoding of a text prompt.
     pub fn generate_until(
         &mut self,
         prompt: &str,
@@ -600,21 +502,35 @@ impl Slot<'_> {
         )
     }
 
-    /// One request in this slot's context, emptied of the previous request first. With
-    /// `on_piece`, each generated piece of text is handed over as it is decoded (whole UTF-8
-    /// characters only, and never a piece of a stop string: text that may be the start of
-    /// one is held back until it cannot be).
+    /// One request, run to its end. With `on_piece`, each generated piece of text is handed
+    /// over as it is decoded (whole UTF-8 characters only, and never a piece of a stop string:
+    /// text that may be the start of one is held back until it cannot be).
     pub fn generate(
         &mut self,
         prompt: Prompt<'_>,
         budget: Budget,
         decoding: &Decoding,
         cancelled: &dyn Fn() -> bool,
-        on_piece: Option<&mut dyn FnMut(&str)>,
+        mut on_piece: Option<&mut dyn FnMut(&str)>,
     ) -> Result<Generation, ErrorBody> {
-        self.ctx.clear_kv_cache();
-        self.engine
-            .run(&mut self.ctx, prompt, budget, decoding, cancelled, on_piece)
+        const ID: u64 = 0;
+        self.batch
+            .admit(ID, prompt, budget, decoding, on_piece.is_some())?;
+        loop {
+            let mut done = None;
+            self.batch
+                .step(&|_| cancelled(), &mut |_, event| match event {
+                    Event::Piece(text) => {
+                        if let Some(f) = on_piece.as_mut() {
+                            f(&text)
+                        }
+                    }
+                    Event::Done(result) => done = Some(result),
+                });
+            if let Some(result) = done {
+                return result;
+            }
+        }
     }
 }
 

@@ -206,14 +206,16 @@ pub struct ServeArgs {
     /// Value of the `deployment` metric label (canary or stable).
     #[arg(long, env = "VERITAS_DEPLOYMENT", default_value = labels::DEPLOYMENT_STABLE)]
     pub deployment: String,
-    /// Context window in tokens, per parallel slot (each slot keeps its context across
-    /// requests); 0 uses the model's training context capped at 4096 tokens.
+    /// Context window in tokens of each request (the worker's one context holds this many
+    /// for each of --parallel requests); 0 uses the model's training context capped at 4096.
     #[arg(long, env = "VERITAS_CTX_SIZE", default_value_t = 0)]
     pub ctx_size: u32,
-    /// CPU threads per request.
+    /// CPU threads of the inference worker's decode (all requests in flight are decoded
+    /// together, one batch per token).
     #[arg(long, env = "VERITAS_THREADS", default_value_t = 1)]
     pub threads: u32,
-    /// Requests decoded at the same time (one llama.cpp context each).
+    /// Requests decoded at the same time, 1 to 256 (continuous batching: each is a sequence
+    /// of one llama.cpp context, and one decode per token serves them all).
     #[arg(long, env = "VERITAS_PARALLEL", default_value_t = 2)]
     pub parallel: u32,
     /// Admitted requests waiting beyond `parallel`; more are refused at once with E3003.

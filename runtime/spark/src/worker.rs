@@ -9,7 +9,9 @@ use std::collections::{HashSet, VecDeque};
 use std::os::unix::io::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Condvar, Mutex};
-use veritas_engine::{Budget, Engine, EngineOptions, Prompt};
+use veritas_engine::{
+    Batch, Budget, Engine, EngineOptions, Event, Generation, Prompt, MAX_SEQUENCES,
+};
 use veritas_sandbox::{SandboxConfig, SandboxMode};
 use veritas_vocab::ipc::{self, ChatTurn, Decoding, FaultKind, WorkerCommand, WorkerEvent};
 use veritas_vocab::{ErrorBody, ErrorCode};
@@ -107,109 +109,36 @@ pub fn run(args: WorkerArgs) -> i32 {
     // Requests queued or running, and those the daemon gave up on (skipped if still queued,
     // stopped within a token if running). An id leaves both when its job answers, and a
     // cancel for an id no longer active is dropped, so neither set outlives its requests.
-    let cancelled: Arc<Mutex<Tracked>> = Arc::default();
-    let mut pool = Vec::new();
-    for slot_index in 0..args.parallel.max(1) {
-        let spawned = {
-            let jobs = jobs.clone();
-            let engine = engine.clone();
-            let send = send.clone();
-            let memory_limit = args.memory_limit;
-            let cancelled = cancelled.clone();
-            std::thread::Builder::new()
-                .name(format!("slot-{slot_index}"))
-                .stack_size(SLOT_STACK_BYTES)
-                .spawn(move || {
-                    // This thread's context: created for its first request (under the ceiling
-                    // check), then reused, so a request pays for decoding, not for allocating a
-                    // KV cache and compute buffers.
-                    let mut slot: Option<veritas_engine::Slot<'_>> = None;
-                    loop {
-                        let Some(Job {
-                            id,
-                            prompt,
-                            messages,
-                            decoding,
-                            budget,
-                            stream,
-                        }) = jobs.pop()
-                        else {
-                            return;
-                        };
-                        let is_cancelled = || {
-                            cancelled
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .cancelled
-                                .contains(&id)
-                        };
-                        let ready = match slot.as_mut() {
-                            Some(s) => Ok(s),
-                            None => within_ceiling(&engine, memory_limit)
-                                .and_then(|()| engine.slot())
-                                .map(|s| slot.insert(s)),
-                        };
-                        let prompt = if messages.is_empty() {
-                            Prompt::Text(&prompt)
-                        } else {
-                            Prompt::Chat(&messages)
-                        };
-                        let result = ready.and_then(|s| {
-                            let mut piece = |text: &str| {
-                                send(&WorkerEvent::Piece {
-                                    id,
-                                    text: text.to_string(),
-                                })
-                            };
-                            let on_piece = stream.then_some(&mut piece as &mut dyn FnMut(&str));
-                            s.generate(prompt, budget, &decoding, &is_cancelled, on_piece)
-                        });
-                        {
-                            let mut t = cancelled.lock().unwrap_or_else(|p| p.into_inner());
-                            t.active.remove(&id);
-                            t.cancelled.remove(&id);
-                        }
-                        let ev = match result {
-                            Ok(g) => WorkerEvent::Generated {
-                                id,
-                                // A streamed answer's text went out piece by piece: repeating it
-                                // whole could exceed the event limit, and nobody reads it.
-                                text: if stream { String::new() } else { g.text },
-                                prompt_tokens: g.prompt_tokens,
-                                generated_tokens: g.generated_tokens,
-                                finish_reason: g.finish_reason.to_string(),
-                            },
-                            Err(error) => WorkerEvent::Failed { id, error },
-                        };
-                        send(&ev);
-                    }
-                })
-        };
-        match spawned {
-            Ok(thread) => pool.push(thread),
-            // Under a memory ceiling the model may load and a slot thread still not get its
-            // stack (EAGAIN): the load failed for want of memory, said before Ready, so the
-            // daemon never serves a worker short of its slots.
-            Err(e) => {
-                let error = ErrorBody::new(
-                    ErrorCode::ResourceLimitExceeded,
-                    format!(
-                        "the model loaded but inference thread {} of {} could not start: {e}; each needs about {SLOT_STACK_BYTES} bytes of stack, and the worker's memory ceiling ({}) leaves no room for the threads of --parallel {}",
-                        slot_index + 1,
-                        args.parallel.max(1),
-                        args.memory_limit.map_or("none set".to_string(), |l| format!("{l} bytes")),
-                        args.parallel.max(1),
-                    ),
-                );
-                send(&WorkerEvent::LoadFailed { error });
-                jobs.close();
-                for t in pool {
-                    let _ = t.join();
-                }
-                return EXIT_LOAD_FAILED;
-            }
+    let tracked: Arc<Mutex<Tracked>> = Arc::default();
+    let parallel = args.parallel.clamp(1, MAX_SEQUENCES);
+    let spawned = {
+        let jobs = jobs.clone();
+        let engine = engine.clone();
+        let send = send.clone();
+        let memory_limit = args.memory_limit;
+        let tracked = tracked.clone();
+        std::thread::Builder::new()
+            .name("batch".into())
+            .stack_size(SCHEDULER_STACK_BYTES)
+            .spawn(move || serve(&engine, parallel, memory_limit, &jobs, &tracked, &send))
+    };
+    let scheduler = match spawned {
+        Ok(thread) => thread,
+        // Under a memory ceiling the model may load and the inference thread still not get
+        // its stack (EAGAIN): the load failed for want of memory, said before Ready, so the
+        // daemon never serves a worker that cannot infer.
+        Err(e) => {
+            let error = ErrorBody::new(
+                ErrorCode::ResourceLimitExceeded,
+                format!(
+                    "the model loaded but the inference thread could not start: {e}; it needs about {SCHEDULER_STACK_BYTES} bytes of stack, and the worker's memory ceiling ({}) leaves no room for it",
+                    args.memory_limit.map_or("none set".to_string(), |l| format!("{l} bytes")),
+                ),
+            );
+            send(&WorkerEvent::LoadFailed { error });
+            return EXIT_LOAD_FAILED;
         }
-    }
+    };
     send(&WorkerEvent::Ready {
         n_ctx: engine.n_ctx(),
         n_vocab: engine.n_vocab(),
@@ -242,7 +171,7 @@ pub fn run(args: WorkerArgs) -> i32 {
                 messages,
                 decoding,
             }) => {
-                cancelled
+                tracked
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .active
@@ -272,7 +201,7 @@ pub fn run(args: WorkerArgs) -> i32 {
             }
             Ok(WorkerCommand::Fault { kind }) => inject(kind, &writer),
             Ok(WorkerCommand::Cancel { id }) => {
-                let mut t = cancelled.lock().unwrap_or_else(|p| p.into_inner());
+                let mut t = tracked.lock().unwrap_or_else(|p| p.into_inner());
                 if t.active.contains(&id) {
                     t.cancelled.insert(id);
                 }
@@ -282,10 +211,105 @@ pub fn run(args: WorkerArgs) -> i32 {
         }
     }
     jobs.close();
-    for t in pool {
-        let _ = t.join();
-    }
+    let _ = scheduler.join();
     0
+}
+
+/// The inference loop: admits queued requests while the batch has room and steps the batch
+/// while anything is in flight, so requests join and leave between tokens. The batch's
+/// context is created for the first request (under the ceiling check) and kept, so a request
+/// pays for decoding, not for allocating a KV cache and compute buffers.
+fn serve(
+    engine: &Engine,
+    parallel: u32,
+    memory_limit: Option<u64>,
+    jobs: &JobQueue,
+    tracked: &Mutex<Tracked>,
+    send: &dyn Fn(&WorkerEvent),
+) {
+    let mut batch: Option<Batch<'_>> = None;
+    // Requests whose text went out piece by piece.
+    let mut streamed: HashSet<u64> = HashSet::new();
+    let answer = |id: u64, result: Result<Generation, ErrorBody>, stream: bool| {
+        {
+            let mut t = tracked.lock().unwrap_or_else(|p| p.into_inner());
+            t.active.remove(&id);
+            t.cancelled.remove(&id);
+        }
+        send(&match result {
+            Ok(g) => WorkerEvent::Generated {
+                id,
+                // A streamed answer's text went out piece by piece: repeating it whole could
+                // exceed the event limit, and nobody reads it.
+                text: if stream { String::new() } else { g.text },
+                prompt_tokens: g.prompt_tokens,
+                generated_tokens: g.generated_tokens,
+                finish_reason: g.finish_reason.to_string(),
+            },
+            Err(error) => WorkerEvent::Failed { id, error },
+        });
+    };
+    let is_cancelled = |id: u64| {
+        tracked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cancelled
+            .contains(&id)
+    };
+    loop {
+        let busy = batch.as_ref().is_some_and(|b| !b.is_idle());
+        if batch.as_ref().is_none_or(|b| b.has_room()) {
+            // Wait for work only when nothing is in flight.
+            let job = if busy { jobs.try_pop() } else { jobs.pop() };
+            match job {
+                Some(job) => {
+                    let (id, stream) = (job.id, job.stream);
+                    if is_cancelled(id) {
+                        let error = ErrorBody::new(
+                            ErrorCode::IpcTimeout,
+                            "generation cancelled before it started: the request timed out",
+                        );
+                        answer(id, Err(error), stream);
+                        continue;
+                    }
+                    let admitted = match batch.as_mut() {
+                        Some(b) => Ok(b),
+                        None => within_ceiling(engine, parallel, memory_limit)
+                            .and_then(|()| engine.batch(parallel))
+                            .map(|b| batch.insert(b)),
+                    }
+                    .and_then(|b| {
+                        let prompt = if job.messages.is_empty() {
+                            Prompt::Text(&job.prompt)
+                        } else {
+                            Prompt::Chat(&job.messages)
+                        };
+                        b.admit(id, prompt, job.budget, &job.decoding, stream)
+                    });
+                    match admitted {
+                        Ok(()) if stream => {
+                            streamed.insert(id);
+                        }
+                        Ok(()) => {}
+                        Err(error) => answer(id, Err(error), stream),
+                    }
+                    continue;
+                }
+                // Closed, and nothing left to finish.
+                None if !busy => return,
+                None => {}
+            }
+        }
+        if let Some(b) = batch.as_mut() {
+            b.step(&is_cancelled, &mut |id, event| match event {
+                Event::Piece(text) => send(&WorkerEvent::Piece { id, text }),
+                Event::Done(result) => {
+                    let stream = streamed.remove(&id);
+                    answer(id, result, stream)
+                }
+            });
+        }
+    }
 }
 
 /// The frame of `ev`, or, when it is larger than the daemon reads (`limit`), the frame of a
@@ -327,10 +351,10 @@ fn bounded_frame(ev: &WorkerEvent, limit: u32) -> Vec<u8> {
     ipc::encode(&refused)
 }
 
-/// Stack of each slot thread (Rust's default, stated: the E3003 message names it).
-const SLOT_STACK_BYTES: usize = 2 << 20;
+/// Stack of the inference thread (Rust's default, stated: the E3003 message names it).
+const SCHEDULER_STACK_BYTES: usize = 2 << 20;
 
-/// One generation request, as the pool threads take it.
+/// One generation request, as the inference thread takes it.
 struct Job {
     id: u64,
     prompt: String,
@@ -341,9 +365,8 @@ struct Job {
     stream: bool,
 }
 
-/// Jobs waiting for a pool thread. Each job wakes exactly one idle thread (a receiver
-/// behind a mutex also woke the next idle thread on every job, to wait on the receiver in
-/// turn: two more futex calls and a context switch per request).
+/// Jobs waiting for the inference thread, which waits on it only when it has nothing in
+/// flight.
 #[derive(Default)]
 struct JobQueue {
     state: Mutex<Queued>,
@@ -353,7 +376,7 @@ struct JobQueue {
 #[derive(Default)]
 struct Queued {
     jobs: VecDeque<Job>,
-    /// No job will come any more: the threads finish what is queued, then stop.
+    /// No job will come any more: what is queued is finished, then the thread stops.
     closed: bool,
 }
 
@@ -372,7 +395,12 @@ impl JobQueue {
         self.ready.notify_all();
     }
 
-    /// The next job; `None` once the queue is closed and empty.
+    /// The next job if one is queued.
+    fn try_pop(&self) -> Option<Job> {
+        self.lock().jobs.pop_front()
+    }
+
+    /// The next job, waiting for one; `None` once the queue is closed and empty.
     fn pop(&self) -> Option<Job> {
         let mut q = self.lock();
         loop {
@@ -411,21 +439,24 @@ fn inject(kind: FaultKind, writer: &Mutex<UnixStream>) {
     }
 }
 
-/// Under a memory ceiling, checks that the address space a request's context needs is still
-/// free, so an oversized request fails with E3003 instead of crashing inside llama.cpp.
-fn within_ceiling(engine: &Engine, memory_limit: Option<u64>) -> Result<(), ErrorBody> {
+/// Under a memory ceiling, checks that the address space the batch's context needs is still
+/// free, so a context too large fails with E3003 instead of crashing inside llama.cpp.
+fn within_ceiling(
+    engine: &Engine,
+    parallel: u32,
+    memory_limit: Option<u64>,
+) -> Result<(), ErrorBody> {
     let Some(limit) = memory_limit else {
         return Ok(());
     };
-    let need = engine.request_memory_estimate();
-    let ok = reserve(need);
-    if ok {
+    let need = engine.batch_memory_estimate(parallel);
+    if reserve(need) {
         Ok(())
     } else {
         Err(ErrorBody::new(
             ErrorCode::ResourceLimitExceeded,
             format!(
-                "a request context of {} tokens needs about {need} bytes of address space; the worker's memory ceiling is {limit} bytes and not enough of it is free",
+                "the context for --parallel {parallel} requests of {} tokens each needs about {need} bytes of address space; the worker's memory ceiling is {limit} bytes and not enough of it is free",
                 engine.n_ctx()
             ),
         ))

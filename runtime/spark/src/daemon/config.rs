@@ -41,8 +41,12 @@ pub struct Config {
 impl Config {
     pub fn from_args(socket: PathBuf, a: &ServeArgs) -> anyhow::Result<Config> {
         let off = |s: &str| (s != "off").then(|| s.to_string());
-        if a.parallel == 0 {
-            bail!("--parallel must be at least 1");
+        if !(1..=veritas_engine::MAX_SEQUENCES).contains(&a.parallel) {
+            bail!(
+                "--parallel must be between 1 and {} (the sequences one llama.cpp context holds), not {}",
+                veritas_engine::MAX_SEQUENCES,
+                a.parallel
+            );
         }
         if a.max_connections == 0 || a.max_pipelined == 0 || a.max_http_connections == 0 {
             bail!(
@@ -158,6 +162,7 @@ mod tests {
     fn invalid_settings_are_refused_with_the_flag_named() {
         for (flags, needle) in [
             (&["--parallel", "0"][..], "--parallel"),
+            (&["--parallel", "257"][..], "between 1 and 256"),
             (&["--socket-mode", "rw"][..], "--socket-mode"),
             (&["--log-format", "xml"][..], "--log-format"),
             (&["--request-timeout", "0"][..], "--request-timeout"),
