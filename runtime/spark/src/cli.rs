@@ -275,6 +275,10 @@ pub struct ServeArgs {
     /// Accept fault-injection requests from the chaos harness (never in production).
     #[arg(long, env = "VERITAS_FAULT_INJECTION")]
     pub enable_fault_injection: bool,
+    /// Chaos: each inference worker waits this many seconds before loading its model, so a
+    /// test can act while a load is in progress. Needs --enable-fault-injection.
+    #[arg(long, env = "VERITAS_FAULT_SLOW_LOAD", default_value_t = 0.0)]
+    pub fault_slow_load: f64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -294,6 +298,9 @@ pub struct WorkerArgs {
     pub parallel: u32,
     #[arg(long)]
     pub max_frame: u32,
+    /// Chaos (--fault-slow-load): wait this long before loading the model.
+    #[arg(long, default_value_t = 0)]
+    pub load_delay_ms: u64,
     /// Largest event frame the daemon reads from the worker: a larger answer is refused
     /// (E3003) instead of being written, since the daemon could not read it.
     #[arg(long, default_value_t = veritas_vocab::ipc::DEFAULT_MAX_FRAME)]

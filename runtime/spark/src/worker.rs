@@ -76,6 +76,9 @@ pub fn run(args: WorkerArgs) -> i32 {
         Some(fd) => std::path::PathBuf::from(format!("/proc/self/fd/{fd}")),
         None => args.model_path.clone(),
     };
+    if args.load_delay_ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(args.load_delay_ms));
+    }
     let engine = match Engine::load(&load_path, opts) {
         Ok(e) => Arc::new(e),
         Err(mut error) => {

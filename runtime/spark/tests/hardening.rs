@@ -944,3 +944,58 @@ fn a_fifo_in_place_of_the_manifest_is_refused_without_stalling_the_daemon() {
         started.elapsed()
     );
 }
+
+/// Processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // After the command name (in parentheses, which may hold spaces): state, ppid.
+                    let rest = &stat[stat.rfind(')')? + 2..];
+                    rest.split(' ').nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// Issue 21 §3.11: the serving worker dying while another model loads is taken at once, not
+/// when the load ends (the runtime said ready, with no worker behind it, until then); the
+/// load, once done, serves.
+#[test]
+fn the_serving_worker_dying_during_another_load_is_not_ready_at_once() {
+    let reg = Registry::new();
+    reg.add_healthy("other", "1.0.0", 7);
+    // Each worker waits 6 s before loading: the second load is in progress long enough.
+    let d = Daemon::start(
+        &reg,
+        DaemonOptions {
+            extra: ["--enable-fault-injection", "--fault-slow-load", "6"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        },
+    );
+    let served = d.worker_pid();
+    let socket = d.socket.clone();
+    let loader = std::thread::spawn(move || cli(&socket, &["models", "load", "other", "--json"]));
+    wait_for("the second worker", Duration::from_secs(10), || {
+        (children(d.pid()).len() >= 2).then_some(())
+    });
+    // SAFETY: a signal to the worker this test's daemon started.
+    assert_eq!(unsafe { libc::kill(served as i32, libc::SIGKILL) }, 0);
+    // Well inside the 6 s the new worker still waits.
+    wait_for("not ready", Duration::from_secs(3), || {
+        (!d.cli(&["ready"]).status.success()).then_some(())
+    });
+    let loaded = loader.join().unwrap();
+    assert!(loaded.status.success(), "{}", stderr(&loaded));
+    assert!(d.cli(&["ready"]).status.success());
+    let (_, health) = d.cli_json(&["health", "--verbose"]);
+    assert_eq!(health["model"]["name"], "other", "{health}");
+}

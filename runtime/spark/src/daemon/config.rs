@@ -36,6 +36,8 @@ pub struct Config {
     pub sandbox_layers: String,
     pub worker_memory_limit: Option<u64>,
     pub fault_injection: bool,
+    /// Chaos: how long each worker waits before loading its model.
+    pub slow_load: Duration,
 }
 
 impl Config {
@@ -47,6 +49,12 @@ impl Config {
                 veritas_engine::MAX_SEQUENCES,
                 a.parallel
             );
+        }
+        if !(a.fault_slow_load >= 0.0 && a.fault_slow_load <= 3600.0) {
+            bail!("--fault-slow-load must be between 0 and 3600 seconds");
+        }
+        if a.fault_slow_load > 0.0 && !a.enable_fault_injection {
+            bail!("--fault-slow-load is a chaos setting: it needs --enable-fault-injection");
         }
         if a.max_connections == 0 || a.max_pipelined == 0 || a.max_http_connections == 0 {
             bail!(
@@ -106,6 +114,7 @@ impl Config {
             sandbox_layers: a.sandbox_layers.clone(),
             worker_memory_limit: a.worker_memory_limit,
             fault_injection: a.enable_fault_injection,
+            slow_load: Duration::from_secs_f64(a.fault_slow_load),
             served_model_names: a.served_model_name.clone(),
             max_http_connections: a.max_http_connections,
             http_timeout: Duration::from_secs_f64(a.http_timeout),

@@ -485,6 +485,7 @@ impl Runtime {
             sandbox: self.cfg.sandbox.clone(),
             sandbox_layers: self.cfg.sandbox_layers.clone(),
             memory_limit: self.cfg.worker_memory_limit,
+            load_delay: self.cfg.slow_load,
         }
     }
 
@@ -539,7 +540,36 @@ async fn supervise(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<SupervisorM
                     let named = slot.life.state_model().unwrap_or(&model.entry.name);
                     rt.metrics.set_model_state(named, slot.life.model_state());
                 }
-                match start_worker(&rt, &model).await {
+                // The served worker keeps serving while the new one loads: its death
+                // meanwhile is taken now (not ready), not when the load ends.
+                let started = start_worker(&rt, &model);
+                tokio::pin!(started);
+                let mut served_died = false;
+                let result = loop {
+                    let exited = async {
+                        match exit.as_mut() {
+                            Some(rx) => rx.await.ok(),
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        r = &mut started => break r,
+                        ended = exited => {
+                            exit = None;
+                            let Some(ended) = ended else { continue };
+                            rt.note_worker_exit(&ended);
+                            let after = rt.slot.lock().unwrap().life.worker_exited(ended.pid, ended.error.clone());
+                            if after == AfterExit::Restart {
+                                if let Some(entry) = &current {
+                                    rt.metrics.set_model_state(&entry.name, ModelState::Loading);
+                                }
+                                tracing::warn!(why = %ended.error.detail, "the serving inference worker exited while another model loads; it is restarted if that load fails");
+                                served_died = true;
+                            }
+                        }
+                    }
+                };
+                match result {
                     Ok(Started { info, worker, sandbox, exit: exit_rx }) => {
                         let info = rt.now_serving(info, worker, sandbox);
                         exit = Some(exit_rx);
@@ -552,6 +582,13 @@ async fn supervise(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<SupervisorM
                         let e = e.into_error();
                         rt.record_load_failure(&model.entry.name, e.clone());
                         let _ = done.send(Err(e));
+                        if let (true, Some(entry)) = (served_died, current.clone()) {
+                            backoff = backoff_after_exit(backoff, serving_since.elapsed());
+                            if let Some(rx) = restart(&rt, &entry, &mut backoff).await {
+                                exit = Some(rx);
+                                serving_since = Instant::now();
+                            }
+                        }
                     }
                 }
             }

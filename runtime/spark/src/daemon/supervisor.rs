@@ -54,6 +54,8 @@ pub struct WorkerSpec {
     pub sandbox: String,
     pub sandbox_layers: String,
     pub memory_limit: Option<u64>,
+    /// Chaos: how long the worker waits before loading.
+    pub load_delay: Duration,
 }
 
 /// How a worker ended, and what that means for its requests.
@@ -247,6 +249,10 @@ impl Worker {
             .kill_on_drop(true);
         if let Some(limit) = spec.memory_limit {
             cmd.arg("--memory-limit").arg(limit.to_string());
+        }
+        if !spec.load_delay.is_zero() {
+            cmd.arg("--load-delay-ms")
+                .arg(spec.load_delay.as_millis().to_string());
         }
         // Fewer glibc malloc arenas: each reserves 64 MiB of address space, which RLIMIT_AS counts.
         cmd.env("MALLOC_ARENA_MAX", "2");
