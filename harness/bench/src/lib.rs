@@ -1,6 +1,7 @@
 //! `veritas-harness bench`: the performance regression benchmark as a product job.
 //!
-//! In one run, on one generated model, with the same thread count, slots, context window and
+//! In one run, on one generated model (`--model`: the tiny fixture by default, or a
+//! real-shaped one such as `smollm2-360m-q8_0`), with the same thread count, slots, context window and
 //! greedy decoding everywhere, it measures
 //! 1. the plain llama-cpp-2 decode loop (`veritas-bench-raw`, its own process): the limit;
 //! 2. `veritas-spark serve` (sandbox at its default) through its Unix socket and through
@@ -73,9 +74,17 @@ pub struct BenchArgs {
     /// Parallel slots of both servers (`--parallel` / `--parallel`).
     #[arg(long, default_value_t = 2)]
     pub parallel: u32,
-    /// Context window per slot, in tokens (the generated model is trained on 256).
+    /// Context window per slot, in tokens (the tiny model is trained on 256, smollm2-360m on
+    /// 8192). It must hold the prompt and the longest generation: with --prompt-tokens 512,
+    /// at least 512 + 128 + 16.
     #[arg(long, default_value_t = 256)]
     pub ctx_size: u32,
+    /// The generated model every system runs: `tiny` (the 64-wide test fixture, F32), or
+    /// SmolLM2-360M's shape with random weights, `smollm2-360m-q8_0` (436 MB) or
+    /// `smollm2-360m-q4_0` (232 MB); also `-f32` / `-f16`. Written once into the run's
+    /// temporary directory (a few seconds for the big ones in a release build).
+    #[arg(long, default_value = "tiny", value_parser = parse_model)]
+    pub model: String,
     /// Interleaved rounds.
     #[arg(long, default_value_t = 5)]
     pub rounds: u32,
@@ -102,6 +111,11 @@ pub struct BenchArgs {
     /// The prompt every request sends.
     #[arg(long, default_value = "Hello")]
     pub prompt: String,
+    /// Instead of --prompt: a plain-English prompt of exactly this many tokens (`<s>`
+    /// included) in the model's vocabulary, e.g. 512 to measure prompt processing. With the
+    /// tiny model's byte-level vocabulary it is a run of letters.
+    #[arg(long, conflicts_with = "prompt")]
+    pub prompt_tokens: Option<u32>,
     /// A fast smoke run (2 rounds, few requests): checks the job works, not the numbers.
     #[arg(long)]
     pub quick: bool,
@@ -127,6 +141,13 @@ pub struct BenchArgs {
     /// Print the JSON report on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--model`: a name [`veritas_fixtures::ModelSpec::from_name`] knows.
+fn parse_model(name: &str) -> Result<String, String> {
+    veritas_fixtures::ModelSpec::from_name(name)
+        .map(|_| name.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Finds `name` in `--bin-dir`, else beside the running executable (target/<profile>/, also

@@ -7,6 +7,7 @@ use crate::{find_bin, BenchArgs, BenchError};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
+use veritas_fixtures::ModelSpec;
 
 /// Requests each system answers before anything is measured (first-touch page faults,
 /// lazy allocations, connection setup).
@@ -16,6 +17,12 @@ const WARMUP_REQUESTS: u32 = 3;
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
     pub shape: Shape,
+    /// The model's name (`--model`): its registry name and its file `<name>.gguf`.
+    pub model_name: String,
+    /// The model generated for the run.
+    pub model: ModelSpec,
+    /// `--prompt-tokens`: the prompt was built to be this many tokens.
+    pub prompt_tokens: Option<u32>,
     pub rounds: u32,
     pub requests: u32,
     pub client_requests: u32,
@@ -72,10 +79,19 @@ impl BenchConfig {
             .max()
             .unwrap_or(0)
             .max(a.client_tokens);
-        if longest + 16 > a.ctx_size {
+        let model = ModelSpec::from_name(&a.model)
+            .map_err(|e| BenchError::Start(format!("--model: {e}")))?;
+        let prompt = match a.prompt_tokens {
+            Some(n) => model.prompt(n),
+            None => a.prompt.clone(),
+        };
+        // Room for the prompt: its token count when known, else 16 as before.
+        let prompt_room = a.prompt_tokens.map_or(16, |n| n.max(2) + 8);
+        if longest + prompt_room > a.ctx_size {
             return Err(BenchError::Start(format!(
-                "--ctx-size {} leaves no room for the prompt and {longest} generated tokens",
-                a.ctx_size
+                "--ctx-size {} leaves no room for the prompt and {longest} generated tokens (need at least {})",
+                a.ctx_size,
+                longest + prompt_room
             )));
         }
         Ok(BenchConfig {
@@ -84,6 +100,9 @@ impl BenchConfig {
                 parallel: a.parallel.max(1),
                 ctx_size: a.ctx_size,
             },
+            model_name: a.model.clone(),
+            model,
+            prompt_tokens: a.prompt_tokens,
             rounds,
             requests,
             client_requests,
@@ -91,7 +110,7 @@ impl BenchConfig {
             health_calls,
             clients: a.clients.iter().copied().filter(|&c| c > 0).collect(),
             lengths: a.lengths.iter().copied().filter(|&l| l > 0).collect(),
-            prompt: a.prompt.clone(),
+            prompt,
             spark_bin: if needs_spark {
                 find_bin(a.bin_dir.as_deref(), "veritas-spark")?
             } else {
@@ -161,10 +180,20 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchRep
         .tempdir()
         .map_err(|e| BenchError::io("create a work directory", e))?;
     let models = work.path().join("models");
-    let spec = veritas_fixtures::TinyModelSpec::default();
-    veritas_fixtures::write_model_dir(&models, "tiny", "1.0.0", &spec)
+    progress(&format!(
+        "writing {}: {}",
+        cfg.model_name,
+        cfg.model.describe()
+    ));
+    let t0 = Instant::now();
+    veritas_fixtures::write_model_dir(&models, &cfg.model_name, "1.0.0", &cfg.model)
         .map_err(|e| BenchError::Start(format!("cannot generate the model: {e}")))?;
-    let model_path = models.join("tiny.gguf");
+    let model_path = models.join(format!("{}.gguf", cfg.model_name));
+    progress(&format!(
+        "wrote {} in {:.1} s",
+        model_path.display(),
+        t0.elapsed().as_secs_f64()
+    ));
     let model_bytes = std::fs::metadata(&model_path).map(|m| m.len()).unwrap_or(0);
     let logs = cfg.out.join("logs");
     std::fs::create_dir_all(&logs)
@@ -187,7 +216,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchRep
         .any(|s| matches!(s, SystemId::VeritasIpc | SystemId::VeritasHttp));
     if wants_daemon {
         progress("starting veritas-spark serve");
-        let d = systems::start_daemon(&cfg.spark_bin, &models, "tiny", &cfg.shape, &logs)?;
+        let d = systems::start_daemon(&cfg.spark_bin, &models, &cfg.model_name, &cfg.shape, &logs)?;
         daemon_sandbox = d.sandbox();
         for id in [SystemId::VeritasIpc, SystemId::VeritasHttp] {
             if cfg.systems.contains(&id) {
@@ -220,7 +249,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchRep
     // One persistent connection per system for the sequential workloads.
     let mut seq: BTreeMap<SystemId, Box<dyn Target>> = BTreeMap::new();
     for &id in &active {
-        seq.insert(id, connect(&mut running, id)?);
+        seq.insert(id, connect(&mut running, id, &cfg.model_name)?);
     }
     for (&id, t) in seq.iter_mut() {
         for _ in 0..WARMUP_REQUESTS {
@@ -278,7 +307,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<BenchRep
                         }
                         let mut targets = Vec::new();
                         for _ in 0..c {
-                            targets.push(connect(&mut running, id)?);
+                            targets.push(connect(&mut running, id, &cfg.model_name)?);
                         }
                         let (wall, got) =
                             clients(targets, &cfg.prompt, cfg.client_tokens, cfg.client_requests)
@@ -360,6 +389,7 @@ fn process_key(id: SystemId) -> SystemId {
 fn connect(
     running: &mut BTreeMap<SystemId, Running>,
     id: SystemId,
+    model: &str,
 ) -> Result<Box<dyn Target>, BenchError> {
     let r = running
         .get_mut(&process_key(id))
@@ -372,7 +402,7 @@ fn connect(
         }
         (SystemId::VeritasIpc, Running::Daemon(d)) => d.ipc(),
         (SystemId::VeritasHttp, Running::Daemon(d)) => Ok(d.http()),
-        (SystemId::LlamaServer, Running::Llama(l)) => Ok(l.http("tiny")),
+        (SystemId::LlamaServer, Running::Llama(l)) => Ok(l.http(model)),
         _ => Err(BenchError::Start(format!(
             "no connection for {}",
             id.name()

@@ -166,6 +166,10 @@ pub struct BenchReport {
     pub client_requests_per_round: u32,
     pub client_tokens: u32,
     pub prompt: String,
+    /// `--prompt-tokens`: the prompt's length in tokens, when it was built to one (absent
+    /// otherwise, as in reports before the option).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u32>,
     pub cpus: usize,
     pub load_average: Option<String>,
     /// The daemon's sandbox layers as it reported them (`/health`).
@@ -235,9 +239,24 @@ pub struct TargetCheck {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {
-    pub name: &'static str,
-    pub generator: &'static str,
+    pub name: String,
+    /// How the model was generated: the fixtures' spec and what it describes.
+    pub generator: String,
     pub bytes: u64,
+}
+
+/// The report's `model.generator`: for the default tiny model the same text as before
+/// `--model` existed, so reports stay comparable.
+fn generator(cfg: &BenchConfig) -> String {
+    if cfg.model == veritas_fixtures::ModelSpec::tiny() {
+        "veritas-fixtures TinyModelSpec::default()".to_string()
+    } else {
+        format!(
+            "veritas-fixtures ModelSpec::from_name({:?}): {}",
+            cfg.model_name,
+            cfg.model.describe()
+        )
+    }
 }
 
 impl BenchReport {
@@ -256,8 +275,8 @@ impl BenchReport {
         BenchReport {
             schema: SCHEMA,
             model: ModelInfo {
-                name: "tiny",
-                generator: "veritas-fixtures TinyModelSpec::default()",
+                name: cfg.model_name.clone(),
+                generator: generator(cfg),
                 bytes: model_bytes,
             },
             shape: cfg.shape.clone(),
@@ -266,6 +285,7 @@ impl BenchReport {
             client_requests_per_round: cfg.client_requests,
             client_tokens: cfg.client_tokens,
             prompt: cfg.prompt.clone(),
+            prompt_tokens: cfg.prompt_tokens,
             cpus: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1),
@@ -617,6 +637,38 @@ mod tests {
 
     fn s(us: u64) -> Sample {
         Sample { us, generated: 1 }
+    }
+
+    #[test]
+    fn the_generator_names_the_model() {
+        use clap::Parser;
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: crate::BenchArgs,
+        }
+        let cfg = |model: &str| {
+            let cli = Cli::try_parse_from([
+                "bench",
+                "--skip",
+                "raw-loop,veritas-ipc,veritas-http,llama-server",
+                "--model",
+                model,
+            ])
+            .unwrap();
+            BenchConfig::from_args(&cli.bench).unwrap()
+        };
+        assert_eq!(
+            generator(&cfg("tiny")),
+            "veritas-fixtures TinyModelSpec::default()"
+        );
+        let g = generator(&cfg("smollm2-360m-q8_0"));
+        assert!(
+            g.starts_with("veritas-fixtures ModelSpec::from_name(\"smollm2-360m-q8_0\")")
+                && g.contains("960 wide, 32 layers")
+                && g.contains("q8_0 weights"),
+            "{g}"
+        );
     }
 
     #[test]

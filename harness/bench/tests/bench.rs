@@ -10,6 +10,7 @@ fn args(out: &std::path::Path, cache: &std::path::Path) -> BenchArgs {
         threads: 1,
         parallel: 2,
         ctx_size: 256,
+        model: "tiny".into(),
         rounds: 2,
         requests: 2,
         client_requests: 1,
@@ -18,6 +19,7 @@ fn args(out: &std::path::Path, cache: &std::path::Path) -> BenchArgs {
         clients: vec![1, 3],
         lengths: vec![1, 8],
         prompt: "Hello".into(),
+        prompt_tokens: None,
         quick: false,
         skip: Vec::new(),
         llama_server: None,
@@ -125,4 +127,61 @@ fn a_small_run_measures_every_system_and_names_what_it_skipped() {
         "{}",
         &text[..200.min(text.len())]
     );
+}
+
+/// `veritas-harness bench`'s options as the harness parses them.
+#[derive(Debug, clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+/// The options with every system left out (nothing to find or start) and `extra` appended.
+fn parse(extra: &[&str]) -> Result<BenchArgs, clap::Error> {
+    use clap::Parser;
+    let mut argv = vec![
+        "bench",
+        "--skip",
+        "raw-loop,veritas-ipc,veritas-http,llama-server",
+    ];
+    argv.extend_from_slice(extra);
+    Cli::try_parse_from(argv).map(|c| c.bench)
+}
+
+#[test]
+fn the_model_and_the_prompt_length_can_be_chosen_and_default_to_before() {
+    use veritas_fixtures::{GgmlType, ModelSpec};
+    let cfg = BenchConfig::from_args(&parse(&[]).unwrap()).unwrap();
+    assert_eq!(cfg.model, ModelSpec::tiny());
+    assert_eq!(cfg.model_name, "tiny");
+    assert_eq!((cfg.prompt.as_str(), cfg.prompt_tokens), ("Hello", None));
+
+    let a = parse(&["--model", "smollm2-360m-q4_0", "--prompt-tokens", "512"]).unwrap();
+    let err = BenchConfig::from_args(&a).unwrap_err().to_string();
+    assert!(
+        err.contains("--ctx-size 256") && err.contains("648"),
+        "{err}"
+    );
+    let a = parse(&[
+        "--model",
+        "smollm2-360m-q4_0",
+        "--prompt-tokens",
+        "512",
+        "--ctx-size",
+        "1024",
+    ])
+    .unwrap();
+    let cfg = BenchConfig::from_args(&a).unwrap();
+    assert_eq!(cfg.model, ModelSpec::smollm2_360m_shape(GgmlType::Q4_0));
+    assert_eq!(cfg.prompt_tokens, Some(512));
+    assert_eq!(
+        cfg.prompt.split(' ').count(),
+        511,
+        "one token per word after <s>"
+    );
+    let cfg = BenchConfig::from_args(&parse(&["--model", "smollm2-360m-q8_0"]).unwrap()).unwrap();
+    assert_eq!(cfg.model.weight_type, GgmlType::Q8_0);
+
+    assert!(parse(&["--model", "smollm2-1.7b"]).is_err());
+    assert!(parse(&["--prompt", "Hi", "--prompt-tokens", "8"]).is_err());
 }

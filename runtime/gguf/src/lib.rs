@@ -22,8 +22,10 @@
 //! strings, and [`Limits`] on counts, lengths and the memory the parsed header may take.
 //! Every size and offset the file supplies goes through checked arithmetic, so no input can
 //! make it overflow, over-allocate or panic (a fuzz target under `fuzz/` exercises that).
-//! Tensor byte sizes come from ggml's type table ([`GgmlType`]).
+//! Tensor byte sizes come from ggml's type table ([`GgmlType`]); [`quant`] writes (and reads
+//! back) F16, Q8_0 and Q4_0 data.
 
+pub mod quant;
 mod read;
 mod types;
 mod value;
