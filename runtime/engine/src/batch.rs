@@ -260,13 +260,7 @@ impl Batch<'_> {
                 self.end(i, Err(error), on_event);
             }
         }
-        let in_step = match self.compose() {
-            Ok(in_step) => in_step,
-            Err(e) => {
-                self.fail_all(&format!("batch: {e}"), on_event);
-                return;
-            }
-        };
+        let in_step = self.compose();
         if in_step.is_empty() {
             return;
         }
@@ -294,16 +288,20 @@ impl Batch<'_> {
         }
     }
 
-    /// Fills the step's batch; returns the sequences in it.
-    fn compose(&mut self) -> Result<Vec<usize>, llama_cpp_2::llama_batch::BatchAddError> {
+    /// Fills the step's batch; returns the sequences in it. A step holds `step_tokens` tokens,
+    /// never fewer than the sequences (see [`step_tokens`]), so every pending token fits; what
+    /// does not fit waits for the next step.
+    fn compose(&mut self) -> Vec<usize> {
         self.batch.clear();
         let mut in_step = Vec::new();
         for (i, slot) in self.seqs.iter_mut().enumerate() {
             let Some(s) = slot else { continue };
-            if let Some(token) = s.pending.take() {
-                let pos = (s.prompt.len() + s.generated as usize - 1) as i32;
-                s.logits = Some(self.batch.n_tokens());
-                self.batch.add(token, pos, &[i as i32], true)?;
+            let Some(token) = s.pending else { continue };
+            let pos = (s.prompt.len() + s.generated as usize - 1) as i32;
+            let at = self.batch.n_tokens();
+            if self.batch.add(token, pos, &[i as i32], true).is_ok() {
+                s.pending = None;
+                s.logits = Some(at);
                 in_step.push(i);
             }
         }
@@ -316,33 +314,29 @@ impl Batch<'_> {
             .collect();
         waiting.sort_by_key(|&i| self.seqs[i].as_ref().map(|s| s.admitted));
         for i in waiting {
-            let room = self.step_tokens - self.batch.n_tokens() as usize;
-            if room == 0 {
-                break;
-            }
             let Some(s) = self.seqs[i].as_mut() else {
                 continue;
             };
-            let end = (s.fed + room).min(s.prompt.len());
+            let start = s.fed;
             let last = s.prompt.len() - 1;
-            for pos in s.fed..end {
-                self.batch
-                    .add(s.prompt[pos], pos as i32, &[i as i32], pos == last)?;
+            while s.fed < s.prompt.len()
+                && (self.batch.n_tokens() as usize) < self.step_tokens
+                && self
+                    .batch
+                    .add(s.prompt[s.fed], s.fed as i32, &[i as i32], s.fed == last)
+                    .is_ok()
+            {
+                s.fed += 1;
             }
-            if end == s.prompt.len() {
+            if s.fed == start {
+                break;
+            }
+            if s.fed == s.prompt.len() {
                 s.logits = Some(self.batch.n_tokens() - 1);
             }
-            s.fed = end;
             in_step.push(i);
         }
-        Ok(in_step)
-    }
-
-    fn fail_all(&mut self, why: &str, on_event: &mut dyn FnMut(u64, Event)) {
-        for i in 0..self.seqs.len() {
-            let error = ErrorBody::new(ErrorCode::InferenceFailed, why.to_string());
-            self.end(i, Err(error), on_event);
-        }
+        in_step
     }
 
     /// Ends the request in sequence `i`: its cache entries are dropped and its sequence freed.

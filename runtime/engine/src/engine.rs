@@ -317,24 +317,16 @@ impl Engine {
         LlamaSampler::chain_simple(chain)
     }
 
-    /// Greedy decoding of at most `max_tokens` tokens after `prompt`.
+    /// Greedy decoding of at most `max_tokens` tokens after `prompt`, in a context created
+    /// for the one call (the worker keeps one [`Batch`] for all its requests instead).
     pub fn generate(&self, prompt: &str, max_tokens: u32) -> Result<Generation, ErrorBody> {
-        self.generate_until(prompt, max_tokens, &|| false)
-    }
-
-    /// Like [`Engine::generate`], checking `cancelled` before each decode step: a request
-    /// its caller gave up on stops within one token (E1002) instead of running to the end.
-    ///
-    /// This creates a context for the one call; the worker keeps one [`Batch`] for all its
-    /// requests instead.
-    pub fn generate_until(
-        &self,
-        prompt: &str,
-        max_tokens: u32,
-        cancelled: &dyn Fn() -> bool,
-    ) -> Result<Generation, ErrorBody> {
-        self.slot()?
-            .generate_until(prompt, Budget::AtMost(max_tokens), cancelled)
+        self.slot()?.generate(
+            Prompt::Text(prompt),
+            Budget::AtMost(max_tokens),
+            &Decoding::default(),
+            &|| false,
+            None,
+        )
     }
 
     /// A batch of one: requests served one after another in a context of `n_ctx` tokens,
@@ -486,22 +478,6 @@ pub struct Slot<'a> {
 }
 
 impl Slot<'_> {
-    /// Greedy decoding of a text prompt.
-    pub fn generate_until(
-        &mut self,
-        prompt: &str,
-        budget: Budget,
-        cancelled: &dyn Fn() -> bool,
-    ) -> Result<Generation, ErrorBody> {
-        self.generate(
-            Prompt::Text(prompt),
-            budget,
-            &Decoding::default(),
-            cancelled,
-            None,
-        )
-    }
-
     /// One request, run to its end. With `on_piece`, each generated piece of text is handed
     /// over as it is decoded (whole UTF-8 characters only, and never a piece of a stop string:
     /// text that may be the start of one is held back until it cannot be).

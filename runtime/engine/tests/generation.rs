@@ -24,21 +24,24 @@ fn ascii_engine(seed: u64, n_ctx: u32) -> (tempfile::TempDir, Engine) {
 fn a_budget_to_fit_is_what_the_window_leaves_after_the_prompt() {
     let (_dir, engine) = ascii_engine(0, 64);
     let mut slot = engine.slot().unwrap();
-    let g = slot
-        .generate_until("Hello", Budget::Fit(u32::MAX), &|| false)
-        .unwrap();
+    let mut greedy = |prompt: &str, budget: Budget| {
+        slot.generate(
+            Prompt::Text(prompt),
+            budget,
+            &Decoding::default(),
+            &|| false,
+            None,
+        )
+    };
+    let g = greedy("Hello", Budget::Fit(u32::MAX)).unwrap();
     if g.finish_reason == "length" {
         assert_eq!(g.prompt_tokens + g.generated_tokens, 64, "{g:?}");
     }
     assert!(g.generated_tokens > 1, "{g:?}");
-    let e = slot
-        .generate_until("Hello", Budget::AtMost(64), &|| false)
-        .unwrap_err();
+    let e = greedy("Hello", Budget::AtMost(64)).unwrap_err();
     assert_eq!(e.code, veritas_vocab::ErrorCode::ContextOverflow, "{e}");
     let full = "ab".repeat(31);
-    let e = slot
-        .generate_until(&full, Budget::Fit(8), &|| false)
-        .unwrap_err();
+    let e = greedy(&full, Budget::Fit(8)).unwrap_err();
     assert_eq!(e.code, veritas_vocab::ErrorCode::ContextOverflow, "{e}");
 }
 

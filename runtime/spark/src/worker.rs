@@ -114,6 +114,8 @@ pub fn run(args: WorkerArgs) -> i32 {
     // cancel for an id no longer active is dropped, so neither set outlives its requests.
     let tracked: Arc<Mutex<Tracked>> = Arc::default();
     let parallel = args.parallel.clamp(1, MAX_SEQUENCES);
+    // The inference thread creates the batch's context first and says whether it could.
+    let (created_tx, created_rx) = std::sync::mpsc::sync_channel(1);
     let spawned = {
         let jobs = jobs.clone();
         let engine = engine.clone();
@@ -123,7 +125,19 @@ pub fn run(args: WorkerArgs) -> i32 {
         std::thread::Builder::new()
             .name("batch".into())
             .stack_size(SCHEDULER_STACK_BYTES)
-            .spawn(move || serve(&engine, parallel, memory_limit, &jobs, &tracked, &send))
+            .spawn(move || {
+                let created = within_ceiling(&engine, parallel, memory_limit)
+                    .and_then(|()| engine.batch(parallel));
+                match created {
+                    Ok(batch) => {
+                        let _ = created_tx.send(Ok(()));
+                        serve(batch, &jobs, &tracked, &send)
+                    }
+                    Err(error) => {
+                        let _ = created_tx.send(Err(error));
+                    }
+                }
+            })
     };
     let scheduler = match spawned {
         Ok(thread) => thread,
@@ -142,6 +156,23 @@ pub fn run(args: WorkerArgs) -> i32 {
             return EXIT_LOAD_FAILED;
         }
     };
+    // A context the ceiling cannot hold fails the load (E3003 naming --parallel), before
+    // Ready: the daemon never serves a worker whose every request would be refused.
+    match created_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            send(&WorkerEvent::LoadFailed { error });
+            return EXIT_LOAD_FAILED;
+        }
+        Err(_) => {
+            let error = ErrorBody::new(
+                ErrorCode::InferenceFailed,
+                "the inference thread ended before it created the batch's context",
+            );
+            send(&WorkerEvent::LoadFailed { error });
+            return EXIT_LOAD_FAILED;
+        }
+    }
     send(&WorkerEvent::Ready {
         n_ctx: engine.n_ctx(),
         n_vocab: engine.n_vocab(),
@@ -220,17 +251,14 @@ pub fn run(args: WorkerArgs) -> i32 {
 
 /// The inference loop: admits queued requests while the batch has room and steps the batch
 /// while anything is in flight, so requests join and leave between tokens. The batch's
-/// context is created for the first request (under the ceiling check) and kept, so a request
-/// pays for decoding, not for allocating a KV cache and compute buffers.
+/// context is created once, before Ready, so a request pays for decoding, not for
+/// allocating a KV cache and compute buffers.
 fn serve(
-    engine: &Engine,
-    parallel: u32,
-    memory_limit: Option<u64>,
+    mut batch: Batch<'_>,
     jobs: &JobQueue,
     tracked: &Mutex<Tracked>,
     send: &dyn Fn(&WorkerEvent),
 ) {
-    let mut batch: Option<Batch<'_>> = None;
     // Requests whose text went out piece by piece.
     let mut streamed: HashSet<u64> = HashSet::new();
     let answer = |id: u64, result: Result<Generation, ErrorBody>, stream: bool| {
@@ -260,8 +288,8 @@ fn serve(
             .contains(&id)
     };
     loop {
-        let busy = batch.as_ref().is_some_and(|b| !b.is_idle());
-        if batch.as_ref().is_none_or(|b| b.has_room()) {
+        let busy = !batch.is_idle();
+        if batch.has_room() {
             // Wait for work only when nothing is in flight.
             let job = if busy { jobs.try_pop() } else { jobs.pop() };
             match job {
@@ -275,21 +303,12 @@ fn serve(
                         answer(id, Err(error), stream);
                         continue;
                     }
-                    let admitted = match batch.as_mut() {
-                        Some(b) => Ok(b),
-                        None => within_ceiling(engine, parallel, memory_limit)
-                            .and_then(|()| engine.batch(parallel))
-                            .map(|b| batch.insert(b)),
-                    }
-                    .and_then(|b| {
-                        let prompt = if job.messages.is_empty() {
-                            Prompt::Text(&job.prompt)
-                        } else {
-                            Prompt::Chat(&job.messages)
-                        };
-                        b.admit(id, prompt, job.budget, &job.decoding, stream)
-                    });
-                    match admitted {
+                    let prompt = if job.messages.is_empty() {
+                        Prompt::Text(&job.prompt)
+                    } else {
+                        Prompt::Chat(&job.messages)
+                    };
+                    match batch.admit(id, prompt, job.budget, &job.decoding, stream) {
                         Ok(()) if stream => {
                             streamed.insert(id);
                         }
@@ -303,15 +322,13 @@ fn serve(
                 None => {}
             }
         }
-        if let Some(b) = batch.as_mut() {
-            b.step(&is_cancelled, &mut |id, event| match event {
-                Event::Piece(text) => send(&WorkerEvent::Piece { id, text }),
-                Event::Done(result) => {
-                    let stream = streamed.remove(&id);
-                    answer(id, result, stream)
-                }
-            });
-        }
+        batch.step(&is_cancelled, &mut |id, event| match event {
+            Event::Piece(text) => send(&WorkerEvent::Piece { id, text }),
+            Event::Done(result) => {
+                let stream = streamed.remove(&id);
+                answer(id, result, stream)
+            }
+        });
     }
 }
 

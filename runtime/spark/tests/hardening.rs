@@ -999,3 +999,48 @@ fn the_serving_worker_dying_during_another_load_is_not_ready_at_once() {
     let (_, health) = d.cli_json(&["health", "--verbose"]);
     assert_eq!(health["model"]["name"], "other", "{health}");
 }
+
+/// The same race with a load that fails: the served model, whose worker died meanwhile, is
+/// restarted once the load has failed, and serves again.
+#[test]
+fn the_served_model_is_restarted_when_the_load_it_waited_for_fails() {
+    let reg = Registry::new();
+    reg.add_corrupt(
+        "alien",
+        veritas_fixtures::corrupt::Corruption::UnknownArchitecture,
+    );
+    let d = Daemon::start(
+        &reg,
+        DaemonOptions {
+            extra: ["--enable-fault-injection", "--fault-slow-load", "4"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        },
+    );
+    let served = d.worker_pid();
+    let socket = d.socket.clone();
+    let loader = std::thread::spawn(move || cli(&socket, &["models", "load", "alien", "--json"]));
+    wait_for("the second worker", Duration::from_secs(10), || {
+        (children(d.pid()).len() >= 2).then_some(())
+    });
+    // SAFETY: a signal to the worker this test's daemon started.
+    assert_eq!(unsafe { libc::kill(served as i32, libc::SIGKILL) }, 0);
+    wait_for("not ready", Duration::from_secs(3), || {
+        (!d.cli(&["ready"]).status.success()).then_some(())
+    });
+    let failed = loader.join().unwrap();
+    assert!(!failed.status.success(), "{}", stdout(&failed));
+    assert!(stdout(&failed).contains("E2001"), "{}", stdout(&failed));
+    // The restart waits out its backoff and the 4 s hold before it loads.
+    wait_for("ready again", Duration::from_secs(30), || {
+        d.cli(&["ready"]).status.success().then_some(())
+    });
+    let (_, health) = d.cli_json(&["health", "--verbose"]);
+    assert_eq!(health["model"]["name"], MODEL, "{health}");
+    assert_ne!(d.worker_pid(), served);
+    assert!(d
+        .cli(&["generate", "back", "--max-tokens", "3"])
+        .status
+        .success());
+}

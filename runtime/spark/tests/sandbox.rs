@@ -253,22 +253,29 @@ fn fault_injection_is_refused_unless_enabled() {
 #[test]
 fn e3003_memory_ceiling_for_requests_and_for_models() {
     let reg = Registry::new();
-    // Room for the model, not for a request context. The worker's own address space (threads,
-    // libraries) now takes more than 30 MB of the ceiling, so the window is 50-60 MB.
+    // Room for the model, not for the batch's context: the load fails, before Ready. The
+    // worker's own address space (threads, libraries) takes more than 30 MB of the ceiling,
+    // so the window is 50-60 MB.
     let d = Daemon::start(
         &reg,
-        opts(&["--sandbox", "required", "--worker-memory-limit", "60000000"]),
+        DaemonOptions {
+            model: None,
+            extra: ["--sandbox", "required", "--worker-memory-limit", "60000000"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        },
     );
-    let v = expect_error(&d, &["generate", "too big", "--max-tokens", "4"], "E3003");
+    let v = expect_error(&d, &["models", "load", MODEL], "E3003");
     let detail = v["detail"].as_str().unwrap();
     assert!(
-        detail.contains("needs about") && detail.contains("ceiling is 60000000 bytes"),
+        detail.contains("--parallel 2 requests")
+            && detail.contains("needs about")
+            && detail.contains("ceiling is 60000000 bytes"),
         "{detail}"
     );
-    assert!(
-        d.cli(&["health"]).status.success(),
-        "the daemon stays up and healthy"
-    );
+    assert!(d.cli(&["live"]).status.success(), "the daemon stays up");
+    assert!(!d.cli(&["ready"]).status.success(), "nothing to serve");
 
     // Room for nothing: the model itself does not fit.
     let tiny = Daemon::start(
@@ -315,8 +322,8 @@ fn e4001_aborted_worker_is_restarted_and_later_requests_succeed() {
 }
 
 /// Issue 21 §3.8, with continuous batching: under a ceiling that holds the model but not the
-/// one context of every parallel request, the request fails with E3003 naming the ceiling
-/// and the parallel count (the worker once panicked at thread spawn after saying Ready, and
+/// one context of every parallel request, the load fails with E3003 naming the ceiling and
+/// the parallel count, and the runtime is never ready (the worker once panicked at thread spawn after saying Ready, and
 /// the runtime restarted it in a loop as E4001).
 #[test]
 fn e3003_when_the_batch_context_does_not_fit_the_ceiling() {
@@ -342,16 +349,17 @@ fn e3003_when_the_batch_context_does_not_fit_the_ceiling() {
             ..Default::default()
         },
     );
-    let loaded = d.cli(&["models", "load", MODEL]);
-    assert!(loaded.status.success(), "{loaded:?}");
-    let v = expect_error(&d, &["generate", "too many", "--max-tokens", "4"], "E3003");
+    let v = expect_error(&d, &["models", "load", MODEL], "E3003");
     let detail = v["detail"].as_str().unwrap();
     assert!(
         detail.contains("--parallel 256") && detail.contains("2000000000 bytes"),
         "{detail}"
     );
     assert!(d.cli(&["live"]).status.success());
-    assert!(d.cli(&["ready"]).status.success(), "the worker stays up");
+    assert!(
+        !d.cli(&["ready"]).status.success(),
+        "never ready without a context"
+    );
     let restarts = metric_value(
         &d.scrape(),
         veritas_vocab::metrics::WORKER_RESTARTS_TOTAL,

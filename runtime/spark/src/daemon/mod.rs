@@ -525,13 +525,17 @@ async fn supervise(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<SupervisorM
     let mut backoff = FIRST_BACKOFF;
     let mut serving_since = Instant::now();
     loop {
-        let exited = async {
-            match exit.as_mut() {
-                Some(rx) => rx.await.ok(),
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
+            // A dead worker is taken before the next load is.
+            biased;
+            ended = served_exit(&mut exit) => {
+                let restart = served_exited(&rt, ended, current.as_ref(), serving_since);
+                let (Some(served_for), Some(entry)) = (restart, current.clone()) else {
+                    continue;
+                };
+                tracing::warn!(model = %entry.name, "restarting the inference worker");
+                exit = restart_served(&rt, &entry, &mut backoff, served_for, &mut serving_since).await;
+            }
             msg = rx.recv() => {
                 let Some(SupervisorMsg::Load { model, done }) = msg else { return };
                 {
@@ -544,27 +548,14 @@ async fn supervise(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<SupervisorM
                 // meanwhile is taken now (not ready), not when the load ends.
                 let started = start_worker(&rt, &model);
                 tokio::pin!(started);
-                let mut served_died = false;
+                let mut served_died: Option<Duration> = None;
                 let result = loop {
-                    let exited = async {
-                        match exit.as_mut() {
-                            Some(rx) => rx.await.ok(),
-                            None => std::future::pending().await,
-                        }
-                    };
                     tokio::select! {
                         r = &mut started => break r,
-                        ended = exited => {
-                            exit = None;
-                            let Some(ended) = ended else { continue };
-                            rt.note_worker_exit(&ended);
-                            let after = rt.slot.lock().unwrap().life.worker_exited(ended.pid, ended.error.clone());
-                            if after == AfterExit::Restart {
-                                if let Some(entry) = &current {
-                                    rt.metrics.set_model_state(&entry.name, ModelState::Loading);
-                                }
-                                tracing::warn!(why = %ended.error.detail, "the serving inference worker exited while another model loads; it is restarted if that load fails");
-                                served_died = true;
+                        ended = served_exit(&mut exit) => {
+                            served_died = served_exited(&rt, ended, current.as_ref(), serving_since);
+                            if served_died.is_some() {
+                                tracing::warn!("the serving inference worker exited while another model loads; it is restarted if that load fails");
                             }
                         }
                     }
@@ -582,39 +573,71 @@ async fn supervise(rt: Arc<Runtime>, mut rx: mpsc::UnboundedReceiver<SupervisorM
                         let e = e.into_error();
                         rt.record_load_failure(&model.entry.name, e.clone());
                         let _ = done.send(Err(e));
-                        if let (true, Some(entry)) = (served_died, current.clone()) {
-                            backoff = backoff_after_exit(backoff, serving_since.elapsed());
-                            if let Some(rx) = restart(&rt, &entry, &mut backoff).await {
-                                exit = Some(rx);
-                                serving_since = Instant::now();
-                            }
+                        if let (Some(served_for), Some(entry)) = (served_died, current.clone()) {
+                            exit = restart_served(&rt, &entry, &mut backoff, served_for, &mut serving_since).await;
                         }
                     }
                 }
             }
-            ended = exited => {
-                exit = None;
-                let Some(ended) = ended else { continue };
-                rt.note_worker_exit(&ended);
-                if rt.draining.load(Ordering::SeqCst) {
-                    tracing::info!(why = %ended.error.detail, "inference worker stopped");
-                    continue;
-                }
-                let after = rt.slot.lock().unwrap().life.worker_exited(ended.pid, ended.error.clone());
-                if after == AfterExit::Ignore {
-                    continue;
-                }
-                let Some(entry) = current.clone() else { continue };
-                rt.metrics.set_model_state(&entry.name, ModelState::Loading);
-                tracing::warn!(why = %ended.error.detail, "inference worker exited; restarting");
-                backoff = backoff_after_exit(backoff, serving_since.elapsed());
-                if let Some(rx) = restart(&rt, &entry, &mut backoff).await {
-                    exit = Some(rx);
-                    serving_since = Instant::now();
-                }
-            }
         }
     }
+}
+
+/// The serving worker's exit, once; pending for ever while no worker serves.
+async fn served_exit(exit: &mut Option<oneshot::Receiver<WorkerExit>>) -> Option<WorkerExit> {
+    let ended = match exit.as_mut() {
+        Some(rx) => rx.await.ok(),
+        None => std::future::pending().await,
+    };
+    *exit = None;
+    ended
+}
+
+/// Records the serving worker's exit. `Some(how long it served)` when it must be restarted:
+/// not while draining, not for a worker already replaced, not when nothing was served.
+fn served_exited(
+    rt: &Runtime,
+    ended: Option<WorkerExit>,
+    current: Option<&ModelEntry>,
+    serving_since: Instant,
+) -> Option<Duration> {
+    let ended = ended?;
+    // Measured now: a restart that waits for another load must not count that wait as health.
+    let served_for = serving_since.elapsed();
+    rt.note_worker_exit(&ended);
+    if rt.draining.load(Ordering::SeqCst) {
+        tracing::info!(why = %ended.error.detail, "inference worker stopped");
+        return None;
+    }
+    let after = rt
+        .slot
+        .lock()
+        .unwrap()
+        .life
+        .worker_exited(ended.pid, ended.error.clone());
+    let entry = current?;
+    if after != AfterExit::Restart {
+        return None;
+    }
+    tracing::warn!(why = %ended.error.detail, model = %entry.name, "inference worker exited");
+    rt.metrics.set_model_state(&entry.name, ModelState::Loading);
+    Some(served_for)
+}
+
+/// Restarts the served model's worker with the backoff its last run earned.
+async fn restart_served(
+    rt: &Runtime,
+    entry: &ModelEntry,
+    backoff: &mut Duration,
+    served_for: Duration,
+    serving_since: &mut Instant,
+) -> Option<oneshot::Receiver<WorkerExit>> {
+    *backoff = backoff_after_exit(*backoff, served_for);
+    let exit = restart(rt, entry, backoff).await;
+    if exit.is_some() {
+        *serving_since = Instant::now();
+    }
+    exit
 }
 
 /// Wait before the first restart of a worker.
