@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need on a fresh Debian machine, and nothing that is
 # already there: cmake, clang and libclang (llama.cpp through llama-cpp-sys-2), pkg-config,
-# chromium (the HTML report's screenshot test) and cargo-nextest (the test runner). Each is
+# chromium (the HTML report's screenshot test), curl and procps (the guide's `curl :9090/metrics`
+# and `pgrep` in scenarios) and cargo-nextest (the test runner). Each is
 # checked by what answers, not by a name on the PATH. Idempotent; a second run takes about a
 # second.
 set -euo pipefail
@@ -10,7 +11,7 @@ NEXTEST_VERSION=0.9.148
 log() { echo "ci/setup.sh: $*" >&2; }
 
 missing=()
-for pkg in cmake clang libclang-dev pkg-config chromium; do
+for pkg in cmake clang libclang-dev pkg-config chromium curl procps; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -114,6 +114,7 @@ pub async fn execute(
         Step::ModelFile(m) => process::model_file(ctx, m),
         Step::StartDaemon(d) => process::start_daemon(ctx, d, ready).await,
         Step::StopDaemon(s) => process::stop_daemon(ctx, s, deadline).await,
+        Step::FreezeDaemon(s) => process::freeze_daemon(ctx, s),
         Step::Spark(s) => {
             let deadline = s.timeout.map_or(deadline, |t| t.as_duration());
             let out = match &s.pod {
@@ -211,6 +212,7 @@ pub fn describe(step: &Step) -> String {
         Step::ModelFile(m) => format!("model file {} {:?}", m.name, m.action),
         Step::StartDaemon(d) => format!("start daemon {}", d.name),
         Step::StopDaemon(d) => format!("stop daemon {} ({:?})", d.name, d.signal),
+        Step::FreezeDaemon(d) => format!("freeze daemon {} (SIGSTOP)", d.name),
         Step::Spark(s) => match &s.pod {
             Some(p) => format!("kubectl exec <{p}> -- veritas-spark {}", s.args.join(" ")),
             None => format!("veritas-spark {}", s.args.join(" ")),

@@ -322,6 +322,30 @@ pub async fn stop_daemon(
     Ok(format!("daemon `{}` stopped: {status}", s.name))
 }
 
+/// Freezes a daemon with SIGSTOP; it stays in the run (its socket held, nothing answered)
+/// until a `stopDaemon` or the cleanup ends it.
+pub fn freeze_daemon(ctx: &mut Context, s: &FreezeDaemonStep) -> Result<String, StepError> {
+    let d = ctx
+        .daemons
+        .get_mut(&s.name)
+        .ok_or_else(|| StepError::new(format!("no daemon `{}` running", s.name)))?;
+    if let Ok(Some(status)) = d.child.try_wait() {
+        return Err(StepError::new(format!(
+            "daemon `{}` had already exited ({status})",
+            s.name
+        )));
+    }
+    let pid = d
+        .child
+        .id()
+        .ok_or_else(|| StepError::new(format!("daemon `{}` has no pid", s.name)))?;
+    // SAFETY: signalling our own child, whose pid tokio has not reaped yet.
+    if unsafe { libc::kill(pid as i32, libc::SIGSTOP) } != 0 {
+        return Err(StepError::new(std::io::Error::last_os_error().to_string()));
+    }
+    Ok(format!("daemon `{}` (pid {pid}) frozen", s.name))
+}
+
 /// Signals the daemon and waits for it; a daemon that ignores SIGTERM past the deadline is killed.
 pub async fn stop(d: &mut Daemon, signal: Signal, deadline: Duration) -> Result<String, StepError> {
     if let Ok(Some(status)) = d.child.try_wait() {
@@ -335,7 +359,11 @@ pub async fn stop(d: &mut Daemon, signal: Signal, deadline: Duration) -> Result<
         Signal::Term => {
             if let Some(pid) = d.child.id().filter(|p| *p > 0) {
                 // SAFETY: signalling our own child, whose pid tokio has not reaped yet.
-                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGTERM);
+                    // A frozen daemon takes its SIGTERM only once it runs again.
+                    libc::kill(pid as i32, libc::SIGCONT);
+                }
             }
         }
     }

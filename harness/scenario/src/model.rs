@@ -201,6 +201,9 @@ pub enum Step {
     StartDaemon(StartDaemonStep),
     /// Stops a daemon (SIGTERM drains; SIGKILL does not).
     StopDaemon(StopDaemonStep),
+    /// Freezes a daemon (SIGSTOP): the process lives and holds its socket but answers
+    /// nothing, as a wedged runtime does. `stopDaemon` (or the run's cleanup) ends it.
+    FreezeDaemon(FreezeDaemonStep),
     /// Runs a `veritas-spark` command against a daemon's socket.
     Spark(SparkStep),
     /// An HTTP request to a daemon's :8080 or :9090 port.
@@ -248,6 +251,7 @@ impl Step {
             Step::ModelFile(_) => "modelFile",
             Step::StartDaemon(_) => "startDaemon",
             Step::StopDaemon(_) => "stopDaemon",
+            Step::FreezeDaemon(_) => "freezeDaemon",
             Step::Spark(_) => "spark",
             Step::Http(_) => "http",
             Step::Metric(_) => "metric",
@@ -275,6 +279,7 @@ impl Step {
             | Step::ModelFile(_)
             | Step::StartDaemon(_)
             | Step::StopDaemon(_)
+            | Step::FreezeDaemon(_)
             | Step::Metric(_)
             | Step::IpcFrame(_)
             | Step::FaultUnderLoad(_)
@@ -434,6 +439,13 @@ pub struct StopDaemonStep {
     pub name: String,
     #[serde(default)]
     pub signal: Signal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FreezeDaemonStep {
+    #[serde(default = "default_daemon")]
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

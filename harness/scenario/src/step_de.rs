@@ -27,6 +27,7 @@ operations! {
     "modelFile" => ModelFile(ModelFileStep),
     "startDaemon" => StartDaemon(StartDaemonStep),
     "stopDaemon" => StopDaemon(StopDaemonStep),
+    "freezeDaemon" => FreezeDaemon(FreezeDaemonStep),
     "spark" => Spark(SparkStep),
     "http" => Http(HttpStep),
     "metric" => Metric(MetricStep),
@@ -82,7 +83,7 @@ mod tests {
         let s: Step = serde_yaml::from_str("note: {text: hi}").unwrap();
         assert_eq!(s.op_name(), "note");
         assert!(OPERATIONS.contains(&s.op_name()));
-        assert_eq!(OPERATIONS.len(), 21);
+        assert_eq!(OPERATIONS.len(), 22);
         let err =
             serde_yaml::from_str::<Step>("note: {text: hi}\nexec: {command: [x]}").unwrap_err();
         assert!(err.to_string().contains("one operation per step"), "{err}");
