@@ -180,7 +180,8 @@ impl Engine {
     /// each sequence's whole window, the logits of one step, and a fixed allowance for
     /// llama.cpp's compute buffers and threads.
     pub fn batch_memory_estimate(&self, parallel: u32) -> u64 {
-        let cells = u64::from(self.n_ctx) * u64::from(parallel.max(1));
+        // llama.cpp pads the cache to a multiple of 256 cells.
+        let cells = (u64::from(self.n_ctx) * u64::from(parallel.max(1))).next_multiple_of(256);
         let n_layer = self.model.n_layer() as u64;
         let n_embd = self.model.n_embd().max(0) as u64;
         let kv_fraction = (

@@ -68,6 +68,9 @@ const PROMPTS: [&str; 4] = [
 fn requests_decoded_together_get_what_they_get_alone() {
     let (_dir, engine) = engine(0);
     let solo: Vec<Generation> = PROMPTS.iter().map(|p| alone(&engine, p, 24)).collect();
+    // Four different answers: a request given another's answer would be caught.
+    let distinct: std::collections::HashSet<&str> = solo.iter().map(|g| g.text.as_str()).collect();
+    assert_eq!(distinct.len(), PROMPTS.len(), "{solo:?}");
     let mut batch = engine.batch(4).unwrap();
     for (id, p) in PROMPTS.iter().enumerate() {
         batch
@@ -182,23 +185,32 @@ fn a_prompt_longer_than_a_step_is_fed_in_chunks_beside_a_generating_request() {
     batch
         .admit(2, Prompt::Text(&prompt), Budget::AtMost(8), &d, false)
         .unwrap();
-    // The short request streams while the long prompt is fed (steps 1 and 2 of 3).
-    let mut pieces_before_long_prompt_done = 0;
+    // The short request gets a token every step, also while the long prompt is fed (steps 1
+    // to 3): it ends at the step of its last token. (Pieces are not counted: a token that is
+    // part of a UTF-8 character streams nothing.)
+    let mut done_at: HashMap<u64, u32> = HashMap::new();
     let mut out: Outcomes = HashMap::new();
     let mut step = 0;
     while !batch.is_idle() {
         step += 1;
-        batch.step(&|_| false, &mut |id, event| match event {
-            Event::Piece(_) if step < 3 => pieces_before_long_prompt_done += 1,
-            Event::Piece(_) => {}
-            Event::Done(r) => {
+        batch.step(&|_| false, &mut |id, event| {
+            if let Event::Done(r) = event {
+                done_at.insert(id, step);
                 out.insert(id, (r, String::new()));
             }
         });
     }
-    assert!(
-        pieces_before_long_prompt_done >= 1,
-        "generation went on while the prompt was fed: {pieces_before_long_prompt_done} pieces"
+    assert_eq!(done_at[&1], solo_short.generated_tokens, "{done_at:?}");
+    // The long prompt fills what each 512-token step leaves (the short prompt, then the short
+    // request's one token a step); the step that ends it samples its first token, then one
+    // a step.
+    let after_first = solo_long.prompt_tokens - (512 - solo_short.prompt_tokens);
+    let prompt_steps = 1 + after_first.div_ceil(511);
+    assert!(prompt_steps >= 3, "{solo_long:?}");
+    assert_eq!(
+        done_at[&2],
+        prompt_steps + solo_long.generated_tokens - 1,
+        "{done_at:?}"
     );
     assert_eq!(text(&out, 1).text, solo_short.text);
     assert_eq!(text(&out, 2).text, solo_long.text);

@@ -211,9 +211,10 @@ pub struct ServeArgs {
     #[arg(long, env = "VERITAS_CTX_SIZE", default_value_t = 0)]
     pub ctx_size: u32,
     /// CPU threads of the inference worker's decode (all requests in flight are decoded
-    /// together, one batch per token); 0, the default, uses every CPU this process may run
-    /// on (its affinity and its cgroup's CPU quota, so a pod's CPU limit).
-    #[arg(long, env = "VERITAS_THREADS", default_value_t = 0)]
+    /// together, one batch per token). Set it to the cores the worker may use (a pod's CPU
+    /// limit): ggml's threads spin while they wait, so more threads than free cores slow
+    /// every decode down.
+    #[arg(long, env = "VERITAS_THREADS", default_value_t = 1)]
     pub threads: u32,
     /// Requests decoded at the same time, 1 to 256 (continuous batching: each is a sequence
     /// of one llama.cpp context, and one decode per token serves them all).

@@ -131,7 +131,15 @@ pub fn run(args: WorkerArgs) -> i32 {
                 match created {
                     Ok(batch) => {
                         let _ = created_tx.send(Ok(()));
-                        serve(batch, &jobs, &tracked, &send)
+                        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            serve(batch, &jobs, &tracked, &send)
+                        }));
+                        // A worker whose only inference thread is gone would stay Ready and
+                        // answer nothing: it ends, so the daemon fails what was in flight
+                        // (E4001) and restarts it.
+                        if served.is_err() {
+                            std::process::abort();
+                        }
                     }
                     Err(error) => {
                         let _ = created_tx.send(Err(error));
@@ -296,11 +304,7 @@ fn serve(
                 Some(job) => {
                     let (id, stream) = (job.id, job.stream);
                     if is_cancelled(id) {
-                        let error = ErrorBody::new(
-                            ErrorCode::IpcTimeout,
-                            "generation cancelled before it started: the request timed out",
-                        );
-                        answer(id, Err(error), stream);
+                        answer(id, Err(cancelled_before_start()), stream);
                         continue;
                     }
                     let prompt = if job.messages.is_empty() {
@@ -329,7 +333,21 @@ fn serve(
                 answer(id, result, stream)
             }
         });
+        if !batch.has_room() {
+            // Requests given up on while waiting for a full batch are answered (and their
+            // prompts freed) now, not whenever a sequence frees.
+            for job in jobs.take_where(|j| is_cancelled(j.id)) {
+                answer(job.id, Err(cancelled_before_start()), job.stream);
+            }
+        }
     }
+}
+
+fn cancelled_before_start() -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::IpcTimeout,
+        "generation cancelled before it started: the request timed out",
+    )
 }
 
 /// The frame of `ev`, or, when it is larger than the daemon reads (`limit`), the frame of a
@@ -413,6 +431,15 @@ impl JobQueue {
     fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_all();
+    }
+
+    /// Takes the queued jobs `f` picks, leaving the others in order.
+    fn take_where(&self, f: impl Fn(&Job) -> bool) -> Vec<Job> {
+        let mut q = self.lock();
+        let (taken, kept): (VecDeque<Job>, VecDeque<Job>) =
+            std::mem::take(&mut q.jobs).into_iter().partition(f);
+        q.jobs = kept;
+        taken.into()
     }
 
     /// The next job if one is queued.

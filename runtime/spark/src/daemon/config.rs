@@ -95,12 +95,7 @@ impl Config {
             metrics_addr: off(&a.metrics_addr),
             deployment: a.deployment.clone(),
             ctx_size: a.ctx_size,
-            threads: match a.threads {
-                // What the scheduler lets this process run on: affinity and the cgroup's CPU
-                // quota (a pod's limit) included.
-                0 => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-                n => n,
-            },
+            threads: a.threads.max(1),
             parallel: a.parallel,
             queue_size: a.queue_size,
             max_frame: a.max_frame,
