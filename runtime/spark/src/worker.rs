@@ -166,20 +166,15 @@ pub fn run(args: WorkerArgs) -> i32 {
     };
     // A context the ceiling cannot hold fails the load (E3003 naming --parallel), before
     // Ready: the daemon never serves a worker whose every request would be refused.
-    match created_rx.recv() {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            send(&WorkerEvent::LoadFailed { error });
-            return EXIT_LOAD_FAILED;
-        }
-        Err(_) => {
-            let error = ErrorBody::new(
-                ErrorCode::InferenceFailed,
-                "the inference thread ended before it created the batch's context",
-            );
-            send(&WorkerEvent::LoadFailed { error });
-            return EXIT_LOAD_FAILED;
-        }
+    let created = created_rx.recv().unwrap_or_else(|_| {
+        Err(ErrorBody::new(
+            ErrorCode::InferenceFailed,
+            "the inference thread ended before it created the batch's context",
+        ))
+    });
+    if let Err(error) = created {
+        send(&WorkerEvent::LoadFailed { error });
+        return EXIT_LOAD_FAILED;
     }
     send(&WorkerEvent::Ready {
         n_ctx: engine.n_ctx(),
@@ -295,6 +290,13 @@ fn serve(
             .cancelled
             .contains(&id)
     };
+    let any_cancelled = || {
+        !tracked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cancelled
+            .is_empty()
+    };
     loop {
         let busy = !batch.is_idle();
         if batch.has_room() {
@@ -333,9 +335,10 @@ fn serve(
                 answer(id, result, stream)
             }
         });
-        if !batch.has_room() {
-            // Requests given up on while waiting for a full batch are answered (and their
-            // prompts freed) now, not whenever a sequence frees.
+        // Requests given up on while waiting for a full batch are answered (and their prompts
+        // freed) now, not whenever a sequence frees. Looked for only when a cancel is pending:
+        // this runs after every step.
+        if !batch.has_room() && any_cancelled() {
             for job in jobs.take_where(|j| is_cancelled(j.id)) {
                 answer(job.id, Err(cancelled_before_start()), job.stream);
             }

@@ -964,6 +964,37 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Starts a daemon whose workers each hold `hold_secs` before loading, asks it to load `model`,
+/// and SIGKILLs the serving worker while the new one holds; returns once the runtime says
+/// not ready (within 3 s, well inside the hold), with the killed pid and the load's outcome.
+fn kill_the_served_worker_during_a_load(
+    reg: &Registry,
+    model: &'static str,
+    hold_secs: &str,
+) -> (Daemon, u32, std::thread::JoinHandle<std::process::Output>) {
+    let d = Daemon::start(
+        reg,
+        DaemonOptions {
+            extra: ["--enable-fault-injection", "--fault-slow-load", hold_secs]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        },
+    );
+    let served = d.worker_pid();
+    let socket = d.socket.clone();
+    let loader = std::thread::spawn(move || cli(&socket, &["models", "load", model, "--json"]));
+    wait_for("the second worker", Duration::from_secs(10), || {
+        (children(d.pid()).len() >= 2).then_some(())
+    });
+    // SAFETY: a signal to the worker this test's daemon started.
+    assert_eq!(unsafe { libc::kill(served as i32, libc::SIGKILL) }, 0);
+    wait_for("not ready", Duration::from_secs(3), || {
+        (!d.cli(&["ready"]).status.success()).then_some(())
+    });
+    (d, served, loader)
+}
+
 /// Issue 21 §3.11: the serving worker dying while another model loads is taken at once, not
 /// when the load ends (the runtime said ready, with no worker behind it, until then); the
 /// load, once done, serves.
@@ -972,27 +1003,7 @@ fn the_serving_worker_dying_during_another_load_is_not_ready_at_once() {
     let reg = Registry::new();
     reg.add_healthy("other", "1.0.0", 7);
     // Each worker waits 6 s before loading: the second load is in progress long enough.
-    let d = Daemon::start(
-        &reg,
-        DaemonOptions {
-            extra: ["--enable-fault-injection", "--fault-slow-load", "6"]
-                .map(String::from)
-                .to_vec(),
-            ..Default::default()
-        },
-    );
-    let served = d.worker_pid();
-    let socket = d.socket.clone();
-    let loader = std::thread::spawn(move || cli(&socket, &["models", "load", "other", "--json"]));
-    wait_for("the second worker", Duration::from_secs(10), || {
-        (children(d.pid()).len() >= 2).then_some(())
-    });
-    // SAFETY: a signal to the worker this test's daemon started.
-    assert_eq!(unsafe { libc::kill(served as i32, libc::SIGKILL) }, 0);
-    // Well inside the 6 s the new worker still waits.
-    wait_for("not ready", Duration::from_secs(3), || {
-        (!d.cli(&["ready"]).status.success()).then_some(())
-    });
+    let (d, _, loader) = kill_the_served_worker_during_a_load(&reg, "other", "6");
     let loaded = loader.join().unwrap();
     assert!(loaded.status.success(), "{}", stderr(&loaded));
     assert!(d.cli(&["ready"]).status.success());
@@ -1009,26 +1020,7 @@ fn the_served_model_is_restarted_when_the_load_it_waited_for_fails() {
         "alien",
         veritas_fixtures::corrupt::Corruption::UnknownArchitecture,
     );
-    let d = Daemon::start(
-        &reg,
-        DaemonOptions {
-            extra: ["--enable-fault-injection", "--fault-slow-load", "4"]
-                .map(String::from)
-                .to_vec(),
-            ..Default::default()
-        },
-    );
-    let served = d.worker_pid();
-    let socket = d.socket.clone();
-    let loader = std::thread::spawn(move || cli(&socket, &["models", "load", "alien", "--json"]));
-    wait_for("the second worker", Duration::from_secs(10), || {
-        (children(d.pid()).len() >= 2).then_some(())
-    });
-    // SAFETY: a signal to the worker this test's daemon started.
-    assert_eq!(unsafe { libc::kill(served as i32, libc::SIGKILL) }, 0);
-    wait_for("not ready", Duration::from_secs(3), || {
-        (!d.cli(&["ready"]).status.success()).then_some(())
-    });
+    let (d, served, loader) = kill_the_served_worker_during_a_load(&reg, "alien", "4");
     let failed = loader.join().unwrap();
     assert!(!failed.status.success(), "{}", stdout(&failed));
     assert!(stdout(&failed).contains("E2001"), "{}", stdout(&failed));
