@@ -52,6 +52,9 @@ impl Context {
             work.path().join("models").display().to_string(),
         );
         vars.insert("seed".into(), seed.to_string());
+        // The CLI under test, for steps that run it another way than `spark:` does (as
+        // another user, under `setpriv`).
+        vars.insert("sparkBin".into(), spark_bin.display().to_string());
         if let Some(ns) = &namespace {
             vars.insert("namespace".into(), ns.clone());
         }

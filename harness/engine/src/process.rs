@@ -217,6 +217,16 @@ async fn start_daemon_once(
     let log = ctx.work_dir().join(format!("{}.log", d.name));
     let bin = ctx.spark_bin.display().to_string();
     let mut argv: Vec<String> = Vec::new();
+    if let Some(uid) = d.user {
+        std::os::unix::fs::chown(ctx.work_dir(), Some(uid), Some(uid))
+            .map_err(|e| StepError::new(format!("chown the work directory to {uid}: {e}")))?;
+        argv.extend([
+            "setpriv".into(),
+            format!("--reuid={uid}"),
+            format!("--regid={uid}"),
+            "--clear-groups".into(),
+        ]);
+    }
     if d.deny_userns {
         argv.extend([
             bin.clone(),

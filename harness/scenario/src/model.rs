@@ -416,6 +416,11 @@ pub struct StartDaemonStep {
     /// Run under the user-namespace denial of a container runtime's default seccomp profile.
     #[serde(default)]
     pub deny_userns: bool,
+    /// Run the daemon as this uid (gid the same, no supplementary groups) instead of the
+    /// harness's own, as a packaged service runs: root's DAC override hides every permission
+    /// fault. The daemon gets the work directory, where it creates its socket.
+    #[serde(default)]
+    pub user: Option<u32>,
     #[serde(default)]
     pub wait: ReadyWait,
 }
@@ -590,7 +595,8 @@ fn default_load_tokens() -> u32 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecStep {
-    /// argv; `${models}`, `${work}`, `${<daemon>.socket}` are substituted.
+    /// argv; `${models}`, `${work}`, `${sparkBin}` (the `veritas-spark` under test),
+    /// `${<daemon>.socket}` are substituted.
     pub command: Vec<String>,
     #[serde(default)]
     pub expect: Expect,

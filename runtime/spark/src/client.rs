@@ -155,8 +155,37 @@ fn connection_failed(socket: &Path, err: &std::io::Error) -> CliError {
         Err(e) => checks.push(Check {
             name: "socket exists".into(),
             ok: false,
-            detail: format!("{shown}: {e} (check: ls -la {shown})"),
+            detail: if e.kind() == ErrorKind::PermissionDenied {
+                format!("{shown}: {e}: this user cannot tell (check: ls -la {shown}, and the directories on its path)")
+            } else {
+                format!("{shown}: {e} (check: ls -la {shown})")
+            },
         }),
+    }
+    // The socket may exist behind a directory this user cannot search: name that directory,
+    // since `ls -la` on the socket only repeats "Permission denied".
+    if let Some(dir) = unsearchable_ancestor(socket) {
+        let md = std::fs::metadata(&dir).ok();
+        checks.push(Check {
+            name: "socket directory permissions".into(),
+            ok: false,
+            detail: format!(
+                "{} is not searchable by this user (uid {}): {} (check: stat {})",
+                dir.display(),
+                // SAFETY: getuid(2) cannot fail.
+                unsafe { libc::getuid() },
+                md.map_or_else(
+                    || "its mode cannot be read".to_string(),
+                    |m| format!(
+                        "mode {:o}, owner uid {} gid {}",
+                        m.permissions().mode() & 0o7777,
+                        m.uid(),
+                        m.gid()
+                    )
+                ),
+                dir.display()
+            ),
+        });
     }
     let running = running_runtimes();
     checks.push(Check {
@@ -193,12 +222,32 @@ fn connection_failed(socket: &Path, err: &std::io::Error) -> CliError {
 }
 
 fn access_rw(path: &Path) -> bool {
+    access(path, libc::R_OK | libc::W_OK)
+}
+
+fn access(path: &Path, mode: libc::c_int) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return false;
     };
     // SAFETY: access(2) on a valid C string.
-    unsafe { libc::access(c.as_ptr(), libc::R_OK | libc::W_OK) == 0 }
+    unsafe { libc::access(c.as_ptr(), mode) == 0 }
+}
+
+/// The first directory on the way to `socket`, from the root down, that this user may not
+/// search (no `x` bit for it): connect(2) fails with EACCES there, whatever the socket's mode.
+fn unsearchable_ancestor(socket: &Path) -> Option<std::path::PathBuf> {
+    let socket = if socket.is_absolute() {
+        socket.to_path_buf()
+    } else {
+        std::env::current_dir().ok()?.join(socket)
+    };
+    let mut ancestors: Vec<&Path> = socket.ancestors().skip(1).collect();
+    ancestors.reverse();
+    ancestors
+        .into_iter()
+        .find(|dir| !access(dir, libc::X_OK))
+        .map(Path::to_path_buf)
 }
 
 /// Pids of `veritas-spark serve` processes, as `pgrep -a veritas-spark` would find them.

@@ -36,7 +36,22 @@ impl Runtime {
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(&path)
-            .map_err(|e| unreadable(e.to_string()))?;
+            .map_err(|e| match e.kind() {
+                // The registry is there and this process may not read it: a load failure of
+                // the guide's "read permissions on model directory", not a missing model.
+                std::io::ErrorKind::PermissionDenied => ErrorBody::new(
+                    ErrorCode::ModelLoadFailed,
+                    format!(
+                        "cannot read registry manifest {}: {e}; verify read permissions on the \
+                         model directory {} for the runtime's user (uid {})",
+                        path.display(),
+                        self.cfg.model_dir.display(),
+                        // SAFETY: getuid(2) cannot fail.
+                        unsafe { libc::getuid() }
+                    ),
+                ),
+                _ => unreadable(e.to_string()),
+            })?;
         let meta = file.metadata().map_err(|e| unreadable(e.to_string()))?;
         if !meta.is_file() {
             return Err(unreadable(format!(
