@@ -183,6 +183,15 @@ pub fn parse_guide(text: &str) -> Vec<GuideRow> {
 
 /// Whether scenario `s` proves `row`.
 pub fn covers(row: &GuideRow, s: &Scenario) -> bool {
+    covers_main(row, s) || s.guide.also.iter().any(|a| is_row(row, a))
+}
+
+fn is_row(row: &GuideRow, a: &veritas_scenario::AlsoRow) -> bool {
+    a.section == row.section && a.cause == row.cause
+}
+
+/// Whether the scenario's own `guide` reference (not its `also` rows) names `row`.
+fn covers_main(row: &GuideRow, s: &Scenario) -> bool {
     let g = &s.guide;
     match row.kind {
         // The code's own row: any scenario of the code.
@@ -290,11 +299,17 @@ pub fn check(
         if s.guide.section == "engine self-test" {
             continue;
         }
-        if !rows.iter().any(|r| covers(r, s)) {
+        if !rows.iter().any(|r| covers_main(r, s)) {
             c.orphans.push(format!(
                 "{}: {} / {} (remedy: {})",
                 s.id, s.guide.section, s.guide.cause, s.guide.remedy
             ));
+        }
+        for a in &s.guide.also {
+            if !rows.iter().any(|r| is_row(r, a)) {
+                c.orphans
+                    .push(format!("{}: also {} / {}", s.id, a.section, a.cause));
+            }
         }
     }
     c

@@ -110,7 +110,26 @@ fn the_gaps_file_only_shrinks() {
     let (code, out) = gate(&guide(), Some(""));
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("row without a scenario: line 43: Health Status Matrix / Pods"),
+        out.contains("row without a scenario: line 543: Prometheus Queries / Pod readiness"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_row_covered_through_also_counts_and_is_checked_like_the_scenarios_own() {
+    // E5002 proves the map's "Rollback failed" row with `guide.also`: the row is covered...
+    let (code, out) = gate(&guide(), None);
+    assert_eq!(code, 0, "{out}");
+    // ...and renaming it in the guide makes E5002 an orphan for that row alone.
+    let text = guide().replace("| Rollback failed |", "| Rollback stuck |");
+    let (code, out) = gate(&text, None);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("scenario whose row is not in the guide: E5002: also Symptom to Action Map / Rollback failed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Symptom to Action Map / Rollback stuck"),
         "{out}"
     );
 }

@@ -78,6 +78,19 @@ pub struct GuideRef {
     /// changes its DNS answer on a switch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Other rows of the guide that this same run proves: a Symptom to Action Map row (the
+    /// symptom is this fault's, and the diagnosis runs the map's first command and shows its
+    /// likely issue), rather than a second scenario that repeats the fault.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<AlsoRow>,
+}
+
+/// A guide row by its section and cause, as `veritas-harness coverage` names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AlsoRow {
+    pub section: String,
+    pub cause: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
