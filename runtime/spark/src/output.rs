@@ -383,8 +383,21 @@ fn render_summary(m: &MetricsSummary) -> String {
             .collect::<Vec<_>>()
             .join(" ")
     };
+    let r = &m.recent;
+    let mut load = format!(
+        "slots:        {} (--parallel), {} in flight, {} queued now\nlast {} s:    {} requests, {} waited for a free slot\n",
+        m.slots, m.inflight, m.queued, r.window_seconds, r.requests, r.waited_for_slot
+    );
+    if r.waited_for_slot > 0 {
+        // The map's "High latency -> resource contention": say which resource, and the levers.
+        load.push_str(&format!(
+            "contention:   {} of {} recent requests found all inference slots busy and queued: \
+             latency includes the wait (raise --parallel if memory allows, add replicas, or shed load)\n",
+            r.waited_for_slot, r.requests
+        ));
+    }
     format!(
-        "deployment:   {}\nrequests:     {} ok, {} error (error rate {:.2}%)\nlatency:      p50 {}, p99 {}\ntokens:       {} prompt, {} generated\nin flight:    {}\nmemory:       {} of {} bytes\nerrors:       {}\n",
+        "deployment:   {}\nrequests:     {} ok, {} error (error rate {:.2}%)\nlatency:      p50 {}, p99 {}\ntokens:       {} prompt, {} generated\n{load}memory:       {} of {} bytes\nerrors:       {}\n",
         m.deployment,
         m.requests_success,
         m.requests_error,
@@ -393,7 +406,6 @@ fn render_summary(m: &MetricsSummary) -> String {
         ms(m.latency_p99_ms),
         m.prompt_tokens,
         m.generated_tokens,
-        m.inflight,
         m.memory_used_bytes,
         m.memory_limit_bytes,
         errors

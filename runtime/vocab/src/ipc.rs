@@ -482,6 +482,24 @@ pub struct MetricsSummary {
     pub memory_used_bytes: u64,
     pub memory_limit_bytes: u64,
     pub errors_by_code: Vec<(String, u64)>,
+    /// Inference slots (`--parallel`).
+    #[serde(default)]
+    pub slots: u32,
+    /// Requests waiting for a slot now.
+    #[serde(default)]
+    pub queued: u32,
+    /// The last `window_seconds`: requests admitted, and those that found every slot busy.
+    #[serde(default)]
+    pub recent: RecentLoad,
+}
+
+/// Admissions over a recent window: requests waiting for a slot are what makes latency grow
+/// under resource contention.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecentLoad {
+    pub window_seconds: u32,
+    pub requests: u64,
+    pub waited_for_slot: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! What the runtime says about itself: readiness, the health report and its status,
 //! the metrics summary, telemetry, and the resident memory of the daemon and its worker.
 
-use super::{metrics, Runtime};
+use super::{metrics, recent, Runtime};
 use std::sync::atomic::Ordering;
 use veritas_vocab::ipc::*;
 
@@ -134,6 +134,8 @@ impl Runtime {
         let err = self.metrics.requests(veritas_vocab::metrics::STATUS_ERROR);
         let h = self.metrics.duration_histogram();
         let (prompt_tokens, generated_tokens) = self.metrics.tokens();
+        let inflight = self.inflight.load(Ordering::SeqCst);
+        let (requests, waited_for_slot) = self.recent.counts();
         MetricsSummary {
             deployment: self.cfg.deployment.clone(),
             requests_success: ok,
@@ -147,10 +149,17 @@ impl Runtime {
             latency_p99_ms: metrics::histogram_quantile(&h, 0.99).map(|s| s * 1e3),
             prompt_tokens,
             generated_tokens,
-            inflight: self.inflight.load(Ordering::SeqCst) as u32,
+            inflight: inflight as u32,
             memory_used_bytes: self.metrics.memory_used.get() as u64,
             memory_limit_bytes: self.cfg.memory_limit,
             errors_by_code: self.metrics.errors_by_code(),
+            slots: self.cfg.parallel,
+            queued: inflight.saturating_sub(self.cfg.parallel as u64) as u32,
+            recent: RecentLoad {
+                window_seconds: recent::WINDOW.as_secs() as u32,
+                requests,
+                waited_for_slot,
+            },
         }
     }
 

@@ -14,6 +14,7 @@ pub mod ipc_server;
 pub mod lifecycle;
 pub mod metrics;
 pub mod openai;
+pub mod recent;
 pub mod registry;
 pub mod supervisor;
 
@@ -58,6 +59,8 @@ pub struct Runtime {
     slot: Mutex<Slot>,
     admission: Arc<Semaphore>,
     inflight: AtomicU64,
+    /// The last minute of admissions, for `metrics summary`.
+    recent: recent::RecentAdmissions,
     restarts: AtomicU64,
     draining: AtomicBool,
     /// Held (shared) by every IPC request until its answer is written; drain takes it whole.
@@ -108,6 +111,7 @@ impl Runtime {
                 last_load_error: None,
             }),
             inflight: AtomicU64::new(0),
+            recent: recent::RecentAdmissions::default(),
             restarts: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             answers: tokio::sync::RwLock::new(()),
@@ -437,6 +441,7 @@ impl<'a> InflightGuard<'a> {
     fn new(rt: &'a Runtime) -> Self {
         let n = rt.inflight.fetch_add(1, Ordering::SeqCst) + 1;
         rt.update_queue_gauges(n);
+        rt.recent.record(n > rt.cfg.parallel as u64);
         InflightGuard(rt)
     }
 }
