@@ -3,7 +3,7 @@
 
 use crate::cli::ServeArgs;
 use anyhow::{bail, Context as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Validated daemon configuration.
@@ -126,16 +126,48 @@ impl Config {
     }
 }
 
-/// cgroup v2 `memory.max` or v1 `memory.limit_in_bytes`, when a real limit is set.
+/// The tightest memory limit on this process's own cgroup and its ancestors (cgroup v2
+/// `memory.max`, v1 `memory.limit_in_bytes`), when one is set. The own cgroup, not the
+/// mount's root: in a container the two are the same (cgroup namespace or a bind mount of
+/// its directory), but a service started by systemd with `MemoryMax=` sits in
+/// `/system.slice/<unit>`, and the root has no limit at all.
 fn cgroup_memory_limit() -> Option<u64> {
-    [
-        "/sys/fs/cgroup/memory.max",
-        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-    ]
-    .iter()
-    .filter_map(|p| std::fs::read_to_string(p).ok())
-    .filter_map(|s| s.trim().parse::<u64>().ok())
-    .find(|&v| v < (1 << 60))
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    cgroup_limit_files(&own, Path::new("/sys/fs/cgroup"))
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter_map(|s| s.trim().parse::<u64>().ok())
+        // v1 writes "no limit" as a page-rounded i64::MAX; v2 writes "max", which does not parse.
+        .filter(|&v| v < (1 << 60))
+        .min()
+}
+
+/// The limit files to read, from `/proc/self/cgroup`'s text: each directory from the
+/// process's cgroup up to the root, v2 (`0::/path`) and v1 memory (`N:memory:/path`) alike.
+fn cgroup_limit_files(proc_self_cgroup: &str, mount: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for line in proc_self_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let (base, file) = match controllers {
+            "" => (mount.to_path_buf(), "memory.max"),
+            c if c.split(',').any(|c| c == "memory") => {
+                (mount.join("memory"), "memory.limit_in_bytes")
+            }
+            _ => continue,
+        };
+        let mut dir = base.join(path.trim_start_matches('/'));
+        loop {
+            files.push(dir.join(file));
+            if dir == base || !dir.pop() {
+                break;
+            }
+        }
+    }
+    files
 }
 
 #[cfg(test)]
@@ -151,6 +183,37 @@ mod tests {
             crate::cli::Command::Serve(a) => Config::from_args(cli.global.socket, &a),
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn the_memory_limit_is_read_from_the_own_cgroup_up_to_the_root() {
+        let mount = Path::new("/sys/fs/cgroup");
+        // cgroup v2, a systemd service.
+        assert_eq!(
+            cgroup_limit_files("0::/system.slice/veritas-spark.service\n", mount),
+            vec![
+                PathBuf::from("/sys/fs/cgroup/system.slice/veritas-spark.service/memory.max"),
+                PathBuf::from("/sys/fs/cgroup/system.slice/memory.max"),
+                PathBuf::from("/sys/fs/cgroup/memory.max"),
+            ]
+        );
+        // cgroup v1 (hybrid): only the memory hierarchy counts.
+        let v1 = "9:pids:/x\n4:memory:/process_api/abc\n0::/\n";
+        assert_eq!(
+            cgroup_limit_files(v1, mount),
+            vec![
+                PathBuf::from("/sys/fs/cgroup/memory/process_api/abc/memory.limit_in_bytes"),
+                PathBuf::from("/sys/fs/cgroup/memory/process_api/memory.limit_in_bytes"),
+                PathBuf::from("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+                PathBuf::from("/sys/fs/cgroup/memory.max"),
+            ]
+        );
+        // In a container's cgroup namespace the own cgroup is the root.
+        assert_eq!(
+            cgroup_limit_files("0::/\n", mount),
+            vec![PathBuf::from("/sys/fs/cgroup/memory.max")]
+        );
+        assert!(cgroup_limit_files("garbage", mount).is_empty());
     }
 
     #[test]
