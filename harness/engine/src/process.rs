@@ -227,6 +227,19 @@ async fn start_daemon_once(
             "--clear-groups".into(),
         ]);
     }
+    if let Some(n) = d.max_user_namespaces {
+        // sh is the namespace's first process and execs the daemon: the pid stays the daemon's.
+        argv.extend([
+            "unshare".into(),
+            "--user".into(),
+            "--map-root-user".into(),
+            "--".into(),
+            "sh".into(),
+            "-c".into(),
+            format!("echo {n} > /proc/sys/user/max_user_namespaces && exec \"$@\""),
+            "sh".into(),
+        ]);
+    }
     if d.deny_userns {
         argv.extend([
             bin.clone(),

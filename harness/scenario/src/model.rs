@@ -434,6 +434,11 @@ pub struct StartDaemonStep {
     /// fault. The daemon gets the work directory, where it creates its socket.
     #[serde(default)]
     pub user: Option<u32>,
+    /// Run the daemon in a user namespace of its own (root mapped to root) whose
+    /// `user.max_user_namespaces` is this: 0 is a kernel with user namespaces disabled, for
+    /// this daemon and its workers only. `nsenter -t ${<daemon>.pid} -U` reaches that setting.
+    #[serde(default)]
+    pub max_user_namespaces: Option<u32>,
     #[serde(default)]
     pub wait: ReadyWait,
 }
