@@ -164,7 +164,10 @@ fn connection_failed(socket: &Path, err: &std::io::Error) -> CliError {
     }
     // The socket may exist behind a directory this user cannot search: name that directory,
     // since `ls -la` on the socket only repeats "Permission denied".
-    if let Some(dir) = unsearchable_ancestor(socket) {
+    if let Some(dir) = (err.kind() == ErrorKind::PermissionDenied)
+        .then(|| unsearchable_ancestor(socket))
+        .flatten()
+    {
         let md = std::fs::metadata(&dir).ok();
         checks.push(Check {
             name: "socket directory permissions".into(),
@@ -172,8 +175,8 @@ fn connection_failed(socket: &Path, err: &std::io::Error) -> CliError {
             detail: format!(
                 "{} is not searchable by this user (uid {}): {} (check: stat {})",
                 dir.display(),
-                // SAFETY: getuid(2) cannot fail.
-                unsafe { libc::getuid() },
+                // SAFETY: geteuid(2) cannot fail.
+                unsafe { libc::geteuid() },
                 md.map_or_else(
                     || "its mode cannot be read".to_string(),
                     |m| format!(
@@ -244,9 +247,14 @@ fn unsearchable_ancestor(socket: &Path) -> Option<std::path::PathBuf> {
     };
     let mut ancestors: Vec<&Path> = socket.ancestors().skip(1).collect();
     ancestors.reverse();
+    // Only a directory that exists and refuses the search: a missing one (ENOENT) is the
+    // "socket exists" check's finding, not a permission.
     ancestors
         .into_iter()
-        .find(|dir| !access(dir, libc::X_OK))
+        .find(|dir| {
+            !access(dir, libc::X_OK)
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::EACCES)
+        })
         .map(Path::to_path_buf)
 }
 

@@ -384,10 +384,14 @@ fn render_summary(m: &MetricsSummary) -> String {
             .join(" ")
     };
     let r = &m.recent;
-    let mut load = format!(
+    // A daemon older than these fields sends none (window 0): say nothing rather than zeros.
+    let mut load = String::new();
+    if r.window_seconds > 0 {
+        load = format!(
         "slots:        {} (--parallel), {} in flight, {} queued now\nlast {} s:    {} requests, {} waited for a free slot\n",
         m.slots, m.inflight, m.queued, r.window_seconds, r.requests, r.waited_for_slot
-    );
+        );
+    }
     if r.waited_for_slot > 0 {
         // The map's "High latency -> resource contention": say which resource, and the levers.
         load.push_str(&format!(

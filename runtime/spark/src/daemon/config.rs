@@ -132,8 +132,16 @@ impl Config {
 /// its directory), but a service started by systemd with `MemoryMax=` sits in
 /// `/system.slice/<unit>`, and the root has no limit at all.
 fn cgroup_memory_limit() -> Option<u64> {
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    cgroup_limit_files(&own, Path::new("/sys/fs/cgroup"))
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut files = cgroup_limit_files(&own, Path::new("/sys/fs/cgroup"));
+    if files.is_empty() {
+        // No readable /proc/self/cgroup: the mount's roots, as in a container.
+        files = vec![
+            PathBuf::from("/sys/fs/cgroup/memory.max"),
+            PathBuf::from("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+        ];
+    }
+    files
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
         .filter_map(|s| s.trim().parse::<u64>().ok())
@@ -159,6 +167,10 @@ fn cgroup_limit_files(proc_self_cgroup: &str, mount: &Path) -> Vec<PathBuf> {
             }
             _ => continue,
         };
+        // A cgroup outside this namespace's root reads as `/..`: nothing under the mount.
+        if path.split('/').any(|part| part == "..") {
+            continue;
+        }
         let mut dir = base.join(path.trim_start_matches('/'));
         loop {
             files.push(dir.join(file));
@@ -214,6 +226,7 @@ mod tests {
             vec![PathBuf::from("/sys/fs/cgroup/memory.max")]
         );
         assert!(cgroup_limit_files("garbage", mount).is_empty());
+        assert!(cgroup_limit_files("0::/../../other.slice\n", mount).is_empty());
     }
 
     #[test]

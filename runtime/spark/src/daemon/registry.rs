@@ -46,8 +46,8 @@ impl Runtime {
                          model directory {} for the runtime's user (uid {})",
                         path.display(),
                         self.cfg.model_dir.display(),
-                        // SAFETY: getuid(2) cannot fail.
-                        unsafe { libc::getuid() }
+                        // SAFETY: geteuid(2) cannot fail.
+                        unsafe { libc::geteuid() }
                     ),
                 ),
                 _ => unreadable(e.to_string()),
