@@ -180,6 +180,19 @@ async fn replay(entry: &Entry, file: &Path, spark_bin: &Path) -> Recovered {
         unsafe { libc::kill(pid, libc::SIGKILL) };
         r.actions.push(format!("stopped process {pid}: {cmd}"));
     }
+    // SIGKILL is delivered when the process next runs: on a loaded machine it can still be
+    // listed for a moment. Cleanup returns once they are gone (a zombie's cmdline is empty).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !processes_mentioning(&work).is_empty() {
+        if std::time::Instant::now() > deadline {
+            r.failures.push(format!(
+                "processes of the dead run still alive 10 s after SIGKILL: {:?}",
+                processes_mentioning(&work)
+            ));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let cluster = entry.cluster.as_ref().map(|c| {
         Arc::new(ClusterEnv::new(
             c.kubeconfig.clone(),
