@@ -31,6 +31,8 @@ pub struct Context {
     /// Objects outside the namespace the run changed, as they were before (`None`: absent),
     /// for the leak audit after `finally`.
     pub touched: BTreeMap<crate::scope::Target, Option<serde_json::Value>>,
+    /// Memory cgroups made for daemons (`startDaemon.memoryLimit`), removed at release.
+    pub cgroups: Vec<PathBuf>,
 }
 
 impl Context {
@@ -72,6 +74,7 @@ impl Context {
             cluster_wide: false,
             oncall_phase: false,
             touched: BTreeMap::new(),
+            cgroups: Vec::new(),
         })
     }
 

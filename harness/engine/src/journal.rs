@@ -35,6 +35,9 @@ pub struct Entry {
     pub vars: BTreeMap<String, String>,
     /// How to restore: the scenario's `finally`.
     pub finally: Vec<Step>,
+    /// Memory cgroups made for the run's daemons, removed once its processes are gone.
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,6 +87,7 @@ impl Journal {
             }),
             vars: ctx.vars.clone(),
             finally: self.finally.clone(),
+            cgroups: ctx.cgroups.clone(),
         };
         if let Some(parent) = self.path.parent() {
             std::fs::create_dir_all(parent)?;
@@ -192,6 +196,14 @@ async fn replay(entry: &Entry, file: &Path, spark_bin: &Path) -> Recovered {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for dir in &entry.cgroups {
+        match crate::cgroup::remove(dir).await {
+            Ok(()) => r
+                .actions
+                .push(format!("memory cgroup {} removed", dir.display())),
+            Err(e) => r.failures.push(e),
+        }
     }
     let cluster = entry.cluster.as_ref().map(|c| {
         Arc::new(ClusterEnv::new(

@@ -8,6 +8,7 @@
 //!   returns what it observed; it never decides order or retries.
 //! - [`report`] renders the result tree as text, JSON and JUnit; [`html`] as a page for people.
 
+pub mod cgroup;
 pub mod cluster;
 pub mod context;
 pub mod coverage;

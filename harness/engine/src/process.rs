@@ -217,6 +217,31 @@ async fn start_daemon_once(
     let log = ctx.work_dir().join(format!("{}.log", d.name));
     let bin = ctx.spark_bin.display().to_string();
     let mut argv: Vec<String> = Vec::new();
+    if let Some(bytes) = d.memory_limit {
+        let name = format!(
+            "{}-{}",
+            ctx.work_dir()
+                .file_name()
+                .map_or_else(|| "veritas-harness".into(), |n| n.to_string_lossy()),
+            d.name
+        );
+        let cg = crate::cgroup::create(&name, bytes).map_err(StepError::new)?;
+        if !ctx.cgroups.contains(&cg.dir) {
+            ctx.cgroups.push(cg.dir.clone());
+        }
+        ctx.vars.insert(
+            format!("{}.memoryLimitFile", d.name),
+            cg.limit_file.display().to_string(),
+        );
+        // Outermost, while still root: sh joins the cgroup and execs the rest, so the daemon
+        // (same pid) and every worker it forks live under the limit from their first byte.
+        argv.extend([
+            "sh".into(),
+            "-c".into(),
+            "echo $$ > \"$0\" && exec \"$@\"".into(),
+            cg.procs_file.display().to_string(),
+        ]);
+    }
     if let Some(uid) = d.user {
         std::os::unix::fs::chown(ctx.work_dir(), Some(uid), Some(uid))
             .map_err(|e| StepError::new(format!("chown the work directory to {uid}: {e}")))?;

@@ -982,6 +982,11 @@ async fn audit_and_release(ctx: &mut Context, cfg: &RunConfig) -> Vec<String> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    for dir in std::mem::take(&mut ctx.cgroups) {
+        if let Err(e) = crate::cgroup::remove(&dir).await {
+            leaks.push(e);
+        }
+    }
     if let (Some(env), Some(ns)) = (ctx.cluster.clone(), ctx.namespace.clone()) {
         if !cfg.keep {
             let args: Vec<String> = ["delete", "namespace", &ns, "--wait=true", "--timeout=120s"]

@@ -155,6 +155,9 @@ pub enum SharedResource {
     Controller,
     /// The node's schedulable resources.
     Node,
+    /// The cluster's Prometheus: its permission to discover targets, which every scraped row
+    /// needs.
+    Prometheus,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -439,6 +442,12 @@ pub struct StartDaemonStep {
     /// this daemon and its workers only. `nsenter -t ${<daemon>.pid} -U` reaches that setting.
     #[serde(default)]
     pub max_user_namespaces: Option<u32>,
+    /// Run the daemon and its workers in a memory cgroup of their own limited to this many
+    /// bytes, as a service manager's `MemoryMax=` does (needs root and a writable cgroup
+    /// mount). `${<daemon>.memoryLimitFile}` is the limit's file: writing it changes the
+    /// limit live.
+    #[serde(default)]
+    pub memory_limit: Option<u64>,
     #[serde(default)]
     pub wait: ReadyWait,
 }

@@ -35,6 +35,9 @@ pub struct MemoryCheck {
     pub n_ctx: u32,
     /// Contexts the runtime creates (one per parallel slot).
     pub contexts: u32,
+    /// The runtime's memory limit, when one set `available`: the error names it, since the
+    /// machine's free memory (`free -h`) says nothing of it.
+    pub limit: Option<u64>,
 }
 
 /// Bytes free for a new model: `MemAvailable`, and under a memory limit what the limit leaves
@@ -64,6 +67,7 @@ pub fn verify_model(
             available: memory_budget,
             n_ctx: 0,
             contexts: 0,
+            limit: None,
         },
     )
 }
@@ -152,8 +156,14 @@ pub fn verify_model_with(
         None => mem_available().unwrap_or(u64::MAX),
     };
     if need > available {
+        let whose = match memory.limit {
+            Some(limit) => format!(
+                "under the runtime's memory limit of {limit} bytes (its cgroup's, or --memory-limit; check: veritas-spark health --verbose; raise the limit, or lower --ctx-size or --parallel)"
+            ),
+            None => "(check: free -h; lower --ctx-size or --parallel)".to_string(),
+        };
         return Err(load_failed(format!(
-            "not enough memory: model {} needs about {need} bytes (weights {weights}, KV cache {kv} for {} contexts of {n_ctx} tokens), {available} bytes available (check: free -h; lower --ctx-size or --parallel)",
+            "not enough memory: model {} needs about {need} bytes (weights {weights}, KV cache {kv} for {} contexts of {n_ctx} tokens), {available} bytes available {whose}",
             entry.name, memory.contexts
         )));
     }

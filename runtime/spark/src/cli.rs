@@ -252,7 +252,8 @@ pub struct ServeArgs {
     #[arg(long, env = "VERITAS_DRAIN_TIMEOUT", default_value_t = 30.0)]
     pub drain_timeout: f64,
     /// Memory the runtime may use, in bytes (reported as veritas_spark_memory_limit_bytes and
-    /// checked at model load); defaults to the cgroup limit or the machine's memory.
+    /// checked at model load); defaults to the cgroup limit, read at each use so that a limit
+    /// changed live counts, or the machine's memory.
     #[arg(long, env = "VERITAS_MEMORY_LIMIT")]
     pub memory_limit: Option<u64>,
     /// Socket file mode, octal.

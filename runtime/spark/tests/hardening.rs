@@ -352,6 +352,11 @@ fn the_memory_check_counts_the_kv_cache() {
         detail.contains("not enough memory") && detail.contains("KV cache"),
         "{detail}"
     );
+    // The limit, not the machine's free memory, is what is short: the error names it.
+    assert!(
+        detail.contains("under the runtime's memory limit of 300000000 bytes"),
+        "{detail}"
+    );
 }
 
 /// Finding 8: the sha256 of a large model is computed off the async threads, so probes

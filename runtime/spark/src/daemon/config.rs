@@ -30,7 +30,8 @@ pub struct Config {
     pub ipc_idle_timeout: Duration,
     pub request_timeout: Duration,
     pub drain_timeout: Duration,
-    pub memory_limit: u64,
+    /// `--memory-limit`, when given; otherwise [`Config::memory_limit`] reads the cgroup.
+    pub memory_limit_flag: Option<u64>,
     pub log_format: String,
     pub sandbox: String,
     pub sandbox_layers: String,
@@ -104,11 +105,7 @@ impl Config {
             ipc_idle_timeout: Duration::from_secs_f64(a.ipc_idle_timeout),
             request_timeout: Duration::from_secs_f64(a.request_timeout),
             drain_timeout: Duration::from_secs_f64(a.drain_timeout),
-            memory_limit: a
-                .memory_limit
-                .or_else(cgroup_memory_limit)
-                .or_else(veritas_engine::verify::mem_total)
-                .unwrap_or(0),
+            memory_limit_flag: a.memory_limit,
             log_format: a.log_format.clone(),
             sandbox: a.sandbox.clone(),
             sandbox_layers: a.sandbox_layers.clone(),
@@ -123,6 +120,17 @@ impl Config {
 
     pub fn capacity(&self) -> u32 {
         self.parallel + self.queue_size
+    }
+
+    /// The memory limit in force now, in bytes (0: unknown): `--memory-limit`, else the
+    /// cgroup's, else the machine's. Read at each use, never cached: a service manager
+    /// (`systemctl set-property ... MemoryMax=`) or an in-place pod resize changes it live,
+    /// and a model load must be judged against the limit of that moment.
+    pub fn memory_limit(&self) -> u64 {
+        self.memory_limit_flag
+            .or_else(cgroup_memory_limit)
+            .or_else(veritas_engine::verify::mem_total)
+            .unwrap_or(0)
     }
 }
 

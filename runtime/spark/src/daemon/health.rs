@@ -19,9 +19,7 @@ impl Runtime {
     }
 
     pub fn health(&self, verbose: bool) -> HealthReport {
-        if verbose {
-            self.refresh_memory();
-        }
+        self.refresh_memory();
         let slot = self.slot.lock().unwrap();
         let life = &slot.life;
         let draining = self.draining.load(Ordering::SeqCst);
@@ -75,10 +73,11 @@ impl Runtime {
         }
         if verbose {
             let used = self.metrics.memory_used.get() as u64;
+            let limit = self.metrics.memory_limit.get() as u64;
             checks.push(Check {
                 name: "memory".into(),
-                ok: self.cfg.memory_limit == 0 || used < self.cfg.memory_limit,
-                detail: format!("{used} of {} bytes", self.cfg.memory_limit),
+                ok: limit == 0 || used < limit,
+                detail: format!("{used} of {limit} bytes"),
             });
         }
         let only_sandbox = checks.iter().all(|c| c.ok || c.name == "sandbox");
@@ -151,7 +150,7 @@ impl Runtime {
             generated_tokens,
             inflight: inflight as u32,
             memory_used_bytes: self.metrics.memory_used.get() as u64,
-            memory_limit_bytes: self.cfg.memory_limit,
+            memory_limit_bytes: self.metrics.memory_limit.get() as u64,
             errors_by_code: self.metrics.errors_by_code(),
             slots: self.cfg.parallel,
             queued: inflight.saturating_sub(self.cfg.parallel as u64) as u32,
@@ -180,9 +179,12 @@ impl Runtime {
         rss_bytes("self") + worker_pid.map(|p| rss_bytes(&p.to_string())).unwrap_or(0)
     }
 
-    /// Updates the memory-used gauge.
+    /// Updates the memory gauges: what is used, and the limit in force now.
     pub fn refresh_memory(&self) {
         self.metrics.memory_used.set(self.resident_bytes() as i64);
+        self.metrics
+            .memory_limit
+            .set(self.cfg.memory_limit() as i64);
     }
 }
 

@@ -100,7 +100,7 @@ impl Runtime {
     pub fn start(cfg: Config) -> Arc<Runtime> {
         let (tx, rx) = mpsc::unbounded_channel();
         let metrics = Metrics::new(&cfg.deployment);
-        metrics.memory_limit.set(cfg.memory_limit as i64);
+        metrics.memory_limit.set(cfg.memory_limit() as i64);
         let rt = Arc::new(Runtime {
             admission: Arc::new(Semaphore::new(cfg.capacity() as usize)),
             cfg,
@@ -165,7 +165,7 @@ impl Runtime {
     /// Checks a registry entry's file before any worker sees it; the result holds the open
     /// file the worker will load, so what was verified is what is loaded.
     async fn verify(&self, entry: &ModelEntry) -> Result<VerifiedModel, ErrorBody> {
-        let limit = Some(self.cfg.memory_limit).filter(|&b| b > 0);
+        let limit = Some(self.cfg.memory_limit()).filter(|&b| b > 0);
         let available = veritas_engine::verify::available_memory(
             limit,
             self.resident_bytes(),
@@ -175,6 +175,11 @@ impl Runtime {
             available: Some(available),
             n_ctx: self.cfg.ctx_size,
             contexts: self.cfg.parallel,
+            // Named only when the limit, not the machine's free memory, is what is short.
+            limit: limit.filter(|&l| {
+                veritas_engine::verify::mem_available()
+                    .is_none_or(|free| l.saturating_sub(self.resident_bytes()) <= free)
+            }),
         };
         let (dir, entry) = (self.cfg.model_dir.clone(), entry.clone());
         // Hashing a multi-gigabyte file takes seconds: never on the async threads that
