@@ -153,6 +153,56 @@ pub enum AnalysisSample {
     Unreachable(String),
 }
 
+/// The objects a canary drives (scales, rewrites, re-selects): its two Deployments and, where
+/// it routes by replicas, the shared Service. Two canaries driving one object would undo each
+/// other's every pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanaryClaim {
+    pub name: String,
+    /// `metadata.creationTimestamp`; `None` (not yet created) comes last.
+    pub created: Option<Timestamp>,
+    pub objects: std::collections::BTreeSet<String>,
+}
+
+impl CanaryClaim {
+    pub fn of(name: &str, created: Option<Timestamp>, spec: &VeritasCanarySpec) -> CanaryClaim {
+        let mut objects = std::collections::BTreeSet::from([
+            format!("Deployment {}", spec.stable.deployment),
+            format!("Deployment {}", spec.canary.deployment),
+        ]);
+        if spec.routing.kind() == Ok(RoutingKind::Replicas) {
+            objects.insert(format!("Service {}", spec.shared_service));
+        }
+        CanaryClaim {
+            name: name.to_string(),
+            created,
+            objects,
+        }
+    }
+
+    /// The older claim wins (creation time, then name): a rule every replica and every pass
+    /// reaches alike from what it reads, so exactly one canary of a conflicting set acts.
+    fn precedes(&self, other: &CanaryClaim) -> bool {
+        let key = |c: &CanaryClaim| (c.created.is_none(), c.created, c.name.clone());
+        key(self) < key(other)
+    }
+}
+
+/// A canary that comes first and drives some of the same objects: `(its name, the objects)`.
+pub type PriorClaim = (String, Vec<String>);
+
+/// The canaries of `all` that come before `me` and drive an object `me` drives: while any
+/// exists, `me` stands aside.
+pub fn prior_claims(me: &CanaryClaim, all: &[CanaryClaim]) -> Vec<PriorClaim> {
+    all.iter()
+        .filter(|o| o.name != me.name && o.precedes(me))
+        .filter_map(|o| {
+            let shared: Vec<String> = o.objects.intersection(&me.objects).cloned().collect();
+            (!shared.is_empty()).then(|| (o.name.clone(), shared))
+        })
+        .collect()
+}
+
 /// Everything one pass observed.
 #[derive(Clone, Debug)]
 pub struct Observed {
@@ -168,6 +218,8 @@ pub struct Observed {
     pub route: RouteWeights,
     /// Present when [`analysis_due`] said so and the controller queried Prometheus.
     pub analysis: Option<AnalysisSample>,
+    /// Earlier canaries driving the same objects ([`prior_claims`]).
+    pub prior_claims: Vec<PriorClaim>,
 }
 
 /// Event type of a Kubernetes Event.
@@ -973,6 +1025,15 @@ fn decide_inner(
         p.start();
     }
 
+    // 0. Another canary, created first, drives the same objects: stand aside, touch nothing.
+    if !obs.prior_claims.is_empty() {
+        return p.stands_aside();
+    }
+    if p.st.phase == Phase::Failed && p.st.reason.as_deref() == Some(reasons::CONFLICTING_CANARY) {
+        // The other one is gone: this canary never acted, its run starts now.
+        p.start();
+    }
+
     // 1. A new run: a finished canary restarted, or a new canary revision.
     let legacy_succeeded = p.restart_when_due(first);
     // Sizes of this run (fixed at its start, since the split then resizes the tracks).
@@ -1209,6 +1270,44 @@ impl<'a> Pass<'a> {
         }
         st.observed_generation = obs.generation;
         legacy_succeeded
+    }
+
+    /// Stage 0. Two canaries driving one Deployment would undo each other's every pass: the
+    /// later one does nothing, ends `Failed` (so `deployment status` reports E5001) and says
+    /// which canary holds which object; it starts afresh once that one is gone.
+    fn stands_aside(mut self) -> Decision {
+        let held: Vec<String> = self
+            .obs
+            .prior_claims
+            .iter()
+            .map(|(other, objects)| {
+                format!(
+                    "{} already driven by VeritasCanary {other}",
+                    objects.join(" and ")
+                )
+            })
+            .collect();
+        let message = format!(
+            "{}: this canary does nothing while that one exists (delete the duplicate, or point this one at Deployments of its own)",
+            held.join("; ")
+        );
+        if self.st.reason.as_deref() != Some(reasons::CONFLICTING_CANARY) {
+            self.event(
+                EventKind::Warning,
+                reasons::CONFLICTING_CANARY,
+                format!("canary {}: {message}", self.name),
+            );
+        }
+        self.condition(
+            types::REFERENCES_VALID,
+            false,
+            reasons::CONFLICTING_CANARY,
+            message.clone(),
+        );
+        self.st.phase = Phase::Failed;
+        self.st.reason = Some(reasons::CONFLICTING_CANARY.into());
+        self.st.message = Some(message);
+        self.done(15)
     }
 
     /// A spec the controller cannot run (e.g. two routers).

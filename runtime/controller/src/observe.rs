@@ -8,10 +8,13 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
-use kube::{Api, Client};
-use veritas_crds::{RoutingKind, VeritasCanarySpec};
+use kube::{Api, Client, ResourceExt};
+use veritas_crds::{RoutingKind, VeritasCanary, VeritasCanarySpec};
 
-use crate::decide::{DeploymentObs, MonitorObs, RouteWeights, ServiceObs, SharedServiceObs};
+use crate::decide::{
+    prior_claims, CanaryClaim, DeploymentObs, MonitorObs, PriorClaim, RouteWeights, ServiceObs,
+    SharedServiceObs,
+};
 
 /// The ServiceMonitor kind of the Prometheus Operator.
 pub fn service_monitor_resource() -> ApiResource {
@@ -210,6 +213,32 @@ pub async fn observe(
         service_monitor,
         route,
     })
+}
+
+/// The canaries of the namespace created before `canary` that drive some of its objects.
+pub async fn earlier_claims(
+    client: &Client,
+    canary: &VeritasCanary,
+) -> Result<Vec<PriorClaim>, kube::Error> {
+    let ns = canary.namespace().unwrap_or_default();
+    let api: Api<VeritasCanary> = Api::namespaced(client.clone(), &ns);
+    let claim = |c: &VeritasCanary| {
+        CanaryClaim::of(
+            &c.name_any(),
+            c.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            &c.spec,
+        )
+    };
+    let all: Vec<CanaryClaim> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        // A canary being deleted drives nothing any more (its finalizer only releases).
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .map(claim)
+        .collect();
+    Ok(prior_claims(&claim(canary), &all))
 }
 
 /// The ServiceMonitor is not there: is it the object or the whole resource (CRD)?

@@ -150,6 +150,9 @@ pub async fn apply(canary: Arc<VeritasCanary>, ctx: &Context) -> Result<Requeue,
         crate::observe::observe(&ctx.client, &ns, &canary.spec).await,
     )
     .await?;
+    let prior_claims = crate::observe::earlier_claims(&ctx.client, canary.as_ref())
+        .await
+        .map_err(Error::Kube)?;
     let analysis = if analysis_due(&canary.spec, canary.status.as_ref(), now) {
         let s = ctx
             .prometheus
@@ -183,6 +186,7 @@ pub async fn apply(canary: Arc<VeritasCanary>, ctx: &Context) -> Result<Requeue,
         service_monitor: o.service_monitor,
         route: o.route,
         analysis,
+        prior_claims,
     };
     let d = decide(&name, &canary.spec, canary.status.as_ref(), &obs);
     // The status goes first, guarded by the version this pass read: a pass on a stale copy

@@ -38,6 +38,8 @@ pub struct World {
     pub ready_delay: u32,
     /// Passes left before `(stable, canary)` finish their rollout.
     pub starting: [u32; 2],
+    /// Earlier canaries driving the same objects.
+    pub prior_claims: Vec<crate::decide::PriorClaim>,
 }
 
 /// A canary spec as the guide's fixtures write it.
@@ -117,6 +119,7 @@ impl World {
             passes: 0,
             ready_delay: 0,
             starting: [0, 0],
+            prior_claims: Vec::new(),
             spec,
         }
     }
@@ -274,6 +277,7 @@ impl World {
             service_monitor: self.service_monitor,
             route: self.route,
             analysis,
+            prior_claims: self.prior_claims.clone(),
         }
     }
 

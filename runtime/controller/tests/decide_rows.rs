@@ -1295,3 +1295,81 @@ fn cnt_4_gateway_api_weights_are_relative_and_reported_as_the_canarys_share() {
     w.pass(None);
     assert_eq!(w.status.as_ref().unwrap().actual_weight, 50);
 }
+
+// ---------------- E5001: Check for conflicting deployments ----------------
+
+#[test]
+fn e5001_a_later_canary_over_the_same_deployments_stands_aside_and_starts_once_alone() {
+    use veritas_controller::decide::{decide, prior_claims, CanaryClaim};
+    let at = |s: i64| Some(k8s_openapi::jiff::Timestamp::from_second(s).unwrap());
+    let first = CanaryClaim::of("first", at(100), &spec(50));
+    let mut other = spec(50);
+    other.stable.deployment = "other-stable".into();
+    other.canary.deployment = "other-canary".into();
+    other.shared_service = "other".into();
+    let unrelated = CanaryClaim::of("unrelated", at(50), &other);
+    let hotfix = CanaryClaim::of("hotfix", at(200), &spec(100));
+    let all = [first.clone(), unrelated.clone(), hotfix.clone()];
+    // The older claim wins; a canary over other objects conflicts with nobody.
+    let held = prior_claims(&hotfix, &all);
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].0, "first");
+    assert!(held[0]
+        .1
+        .contains(&"Deployment veritas-spark-canary".to_string()));
+    assert!(held[0].1.contains(&"Service veritas-spark".to_string()));
+    assert!(prior_claims(&first, &all).is_empty());
+    assert!(prior_claims(&unrelated, &all).is_empty());
+    // Created in the same second: the name decides, the same way on every replica.
+    let twin = CanaryClaim::of("a-twin", at(100), &spec(50));
+    assert_eq!(
+        prior_claims(&first, &[twin.clone(), first.clone()])[0].0,
+        "a-twin"
+    );
+    assert!(prior_claims(&twin, &[twin.clone(), first.clone()]).is_empty());
+    // Not yet created (no timestamp) comes after every created one.
+    let draft = CanaryClaim::of("0-draft", None, &spec(50));
+    assert!(prior_claims(&first, &[draft.clone(), first.clone()]).is_empty());
+    assert_eq!(
+        prior_claims(&draft, &[draft.clone(), first.clone()]).len(),
+        1
+    );
+
+    // The later canary, passed by passes: it never acts on the objects it shares.
+    let mut w = World::new(spec(50));
+    w.prior_claims = held.clone();
+    for _ in 0..5 {
+        let d = w.pass(None);
+        assert!(
+            d.actions.iter().all(|a| matches!(a, Action::Event { .. })),
+            "a canary standing aside acted: {:?}",
+            d.actions
+        );
+    }
+    assert_eq!(phase(&w), Phase::Failed);
+    assert_eq!(reason(&w), reasons::CONFLICTING_CANARY);
+    let c = cond(&w, types::REFERENCES_VALID);
+    assert_eq!(c.status, "False");
+    assert!(
+        c.message.contains("already driven by VeritasCanary first"),
+        "{}",
+        c.message
+    );
+    // One warning, not one per pass.
+    let warned = w
+        .events
+        .iter()
+        .filter(|(r, _)| *r == reasons::CONFLICTING_CANARY)
+        .count();
+    assert_eq!(warned, 1, "{:?}", w.events);
+    // A replica restarting mid-conflict decides the same from the same reads.
+    let again = decide(&w.name, &w.spec, w.status.as_ref(), &w.observe(None));
+    assert_eq!(again.status.phase, Phase::Failed);
+
+    // Remedy: the duplicate is deleted; the one left starts its own run and routes.
+    w.prior_claims.clear();
+    w.settle(5);
+    assert_eq!(phase(&w), Phase::Progressing);
+    assert_ne!(reason(&w), reasons::CONFLICTING_CANARY);
+    assert_eq!(w.status.as_ref().unwrap().actual_weight, 50);
+}

@@ -39,6 +39,9 @@ pub const REFERENCE_MISSING: &str = "ReferenceMissing";
 pub const ROUTE_MISCONFIGURED: &str = "RouteMisconfigured";
 /// `spec.routing` sets more than one router.
 pub const INVALID_SPEC: &str = "InvalidSpec";
+/// Another VeritasCanary, created first, drives a Deployment or the shared Service this one
+/// references: this one stands aside (E5001, "check for conflicting deployments").
+pub const CONFLICTING_CANARY: &str = "ConflictingCanary";
 /// Pods not yet ready for the desired weight.
 pub const WAITING_FOR_PODS: &str = "WaitingForPods";
 /// The weight is realised.
