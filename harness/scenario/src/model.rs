@@ -155,9 +155,6 @@ pub enum SharedResource {
     Controller,
     /// The node's schedulable resources.
     Node,
-    /// The cluster's Prometheus: its permission to discover targets, which every scraped row
-    /// needs.
-    Prometheus,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
