@@ -757,14 +757,31 @@ async fn gateway_api_route_weights_leave_the_rest_of_the_users_route_alone() {
     )
     .await
     .unwrap();
-    // A canary whose route nobody created.
-    api.create(
-        &PostParams::default(),
-        &canary_obj("ghost", spec("no-such-route", 30)),
-    )
-    .await
-    .unwrap();
+    // A canary whose route nobody created, over Deployments of its own (in a namespace of its
+    // own: a second canary over spark's Deployments would be a conflict, and stand aside).
+    let ghost_ns = &unique("gateway-ghost");
+    namespace(&client, ghost_ns).await;
+    runtime_objects(&client, ghost_ns, 2, 1).await;
+    Api::<Deployment>::namespaced(client.clone(), ghost_ns)
+        .patch_status(
+            "veritas-spark-canary",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let ghosts: Api<VeritasCanary> = Api::namespaced(client.clone(), ghost_ns);
+    ghosts
+        .create(
+            &PostParams::default(),
+            &canary_obj("ghost", spec("no-such-route", 30)),
+        )
+        .await
+        .unwrap();
     let ctl = start_controller(&client, ns).await;
+    let ghost_ctl = start_controller(&client, ghost_ns).await;
 
     eventually("the split rule at 70/30", 60, || async {
         match split_weights(&routes).await? {
@@ -819,7 +836,7 @@ async fn gateway_api_route_weights_leave_the_rest_of_the_users_route_alone() {
     assert_eq!(after["spec"]["parentRefs"], before["spec"]["parentRefs"]);
 
     // The missing route is reported, never created.
-    let c = status_where(&api, "ghost", 30, "RouteMisconfigured", |c| {
+    let c = status_where(&ghosts, "ghost", 30, "RouteMisconfigured", |c| {
         c.status.as_ref().is_some_and(|s| {
             find_condition(&s.conditions, types::TRAFFIC_ROUTED)
                 .is_some_and(|t| t.reason == reasons::ROUTE_MISCONFIGURED)
@@ -831,8 +848,18 @@ async fn gateway_api_route_weights_leave_the_rest_of_the_users_route_alone() {
         .message
         .clone();
     assert!(msg.contains("HTTPRoute no-such-route not found"), "{msg}");
-    assert!(routes.get_opt("no-such-route").await.unwrap().is_none());
+    let ghost_routes: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ghost_ns,
+        &veritas_controller::observe::http_route_resource(),
+    );
+    assert!(ghost_routes
+        .get_opt("no-such-route")
+        .await
+        .unwrap()
+        .is_none());
     ctl.abort();
+    ghost_ctl.abort();
 }
 
 /// A ValidatingAdmissionPolicy (CEL, in the API server itself: the change freeze an admission
