@@ -708,6 +708,20 @@ async fn split_weights(api: &Api<DynamicObject>) -> Result<(Value, Value), Strin
     Ok((refs[0]["weight"].clone(), refs[1]["weight"].clone()))
 }
 
+/// The canary's pod is ready (the Deployment status a controller-manager would write).
+async fn canary_pod_ready(client: &Client, ns: &str) {
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .patch_status(
+            "veritas-spark-canary",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}}),
+            ),
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 #[ignore = "needs a real API server: VERITAS_TEST_KUBECONFIG=$(ci/kind/apiserver.sh start | tail -1) VERITAS_GATEWAY_API_CRDS=$(ci/kind/gateway-api-crds.sh)"]
 async fn gateway_api_route_weights_leave_the_rest_of_the_users_route_alone() {
@@ -717,17 +731,7 @@ async fn gateway_api_route_weights_leave_the_rest_of_the_users_route_alone() {
     let ns = &unique("gateway");
     namespace(&client, ns).await;
     runtime_objects(&client, ns, 2, 1).await;
-    // The canary's pod is ready (the Deployment status a controller-manager would write).
-    let d: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    d.patch_status(
-        "veritas-spark-canary",
-        &PatchParams::default(),
-        &Patch::Merge(
-            json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}}),
-        ),
-    )
-    .await
-    .unwrap();
+    canary_pod_ready(&client, ns).await;
 
     // The user's route: parents, hosts, a rule of their own, matches and a filter.
     let routes: Api<DynamicObject> = Api::namespaced_with(
@@ -762,16 +766,7 @@ async fn gateway_api_route_weights_leave_the_rest_of_the_users_route_alone() {
     let ghost_ns = &unique("gateway-ghost");
     namespace(&client, ghost_ns).await;
     runtime_objects(&client, ghost_ns, 2, 1).await;
-    Api::<Deployment>::namespaced(client.clone(), ghost_ns)
-        .patch_status(
-            "veritas-spark-canary",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}}),
-            ),
-        )
-        .await
-        .unwrap();
+    canary_pod_ready(&client, ghost_ns).await;
     let ghosts: Api<VeritasCanary> = Api::namespaced(client.clone(), ghost_ns);
     ghosts
         .create(
