@@ -19,7 +19,9 @@ impl Runtime {
     }
 
     pub fn health(&self, verbose: bool) -> HealthReport {
-        self.refresh_memory();
+        if verbose {
+            self.refresh_memory();
+        }
         let slot = self.slot.lock().unwrap();
         let life = &slot.life;
         let draining = self.draining.load(Ordering::SeqCst);

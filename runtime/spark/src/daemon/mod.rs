@@ -166,20 +166,18 @@ impl Runtime {
     /// file the worker will load, so what was verified is what is loaded.
     async fn verify(&self, entry: &ModelEntry) -> Result<VerifiedModel, ErrorBody> {
         let limit = Some(self.cfg.memory_limit()).filter(|&b| b > 0);
-        let available = veritas_engine::verify::available_memory(
-            limit,
+        let (in_use, free) = (
             self.resident_bytes(),
             veritas_engine::verify::mem_available(),
         );
         let memory = veritas_engine::MemoryCheck {
-            available: Some(available),
+            available: Some(veritas_engine::verify::available_memory(
+                limit, in_use, free,
+            )),
             n_ctx: self.cfg.ctx_size,
             contexts: self.cfg.parallel,
             // Named only when the limit, not the machine's free memory, is what is short.
-            limit: limit.filter(|&l| {
-                veritas_engine::verify::mem_available()
-                    .is_none_or(|free| l.saturating_sub(self.resident_bytes()) <= free)
-            }),
+            limit: limit.filter(|&l| free.is_none_or(|f| l.saturating_sub(in_use) <= f)),
         };
         let (dir, entry) = (self.cfg.model_dir.clone(), entry.clone());
         // Hashing a multi-gigabyte file takes seconds: never on the async threads that
