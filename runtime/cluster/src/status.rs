@@ -282,10 +282,187 @@ pub fn matrix_text(rows: &[Row]) -> String {
     o
 }
 
+/// What a canary's status makes of the namespace's deployment: a canary that ended `Failed`
+/// (rolled back) is `E5001`; one still rolling back after its deadline (reason
+/// `RollbackFailed`: stable cannot take the traffic back) is `E5002`, while traffic may still
+/// be split, so never a healthy exit.
+pub fn canary_failure(name: &str, st: &VeritasCanaryStatus) -> Option<(ErrorCode, String)> {
+    let code = match st.phase {
+        Phase::Failed => ErrorCode::DeploymentFailed,
+        Phase::RollingBack if st.reason.as_deref() == Some(reasons::ROLLBACK_FAILED) => {
+            ErrorCode::RollbackFailed
+        }
+        _ => return None,
+    };
+    let what = if code == ErrorCode::RollbackFailed {
+        "rollback failed"
+    } else {
+        "failed"
+    };
+    Some((
+        code,
+        format!(
+            "canary {name} {what}: {} ({})",
+            st.reason.clone().unwrap_or_default(),
+            st.message.clone().unwrap_or_default()
+        ),
+    ))
+}
+
+/// The same for a blue-green environment: a failed switch is `E5001`, a failed rollback `E5002`.
+pub fn environment_failure(
+    name: &str,
+    st: &VeritasEnvironmentStatus,
+) -> Option<(ErrorCode, String)> {
+    let code = match st.phase {
+        EnvironmentPhase::SwitchFailed => ErrorCode::DeploymentFailed,
+        EnvironmentPhase::RollbackFailed => ErrorCode::RollbackFailed,
+        _ => return None,
+    };
+    Some((
+        code,
+        format!(
+            "environment {name} {}: {} ({})",
+            st.phase,
+            st.reason.clone().unwrap_or_default(),
+            st.message.clone().unwrap_or_default()
+        ),
+    ))
+}
+
+/// A Deployment whose ReplicaSet cannot create pods (condition `ReplicaFailure`, e.g.
+/// `FailedCreate: ... violates PodSecurity "restricted:latest"`) is `E5001`, with the API
+/// server's words.
+pub fn deployment_failure(d: &Deployment) -> Option<(ErrorCode, String)> {
+    let c = d
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")?;
+    Some((
+        ErrorCode::DeploymentFailed,
+        format!(
+            "deployment {} cannot create pods ({}): {}",
+            d.name_any(),
+            c.reason.as_deref().unwrap_or("ReplicaFailure"),
+            c.message.as_deref().unwrap_or_default()
+        ),
+    ))
+}
+
+/// Keeps the first failure found, unless a later one is a failed rollback and the first is not:
+/// a rollback that cannot complete is the more severe (traffic may still be on the bad version).
+fn worse(failure: &mut Option<(ErrorCode, String)>, found: Option<(ErrorCode, String)>) {
+    let Some(found) = found else { return };
+    let replace = match failure {
+        None => true,
+        Some((code, _)) => {
+            *code != ErrorCode::RollbackFailed && found.0 == ErrorCode::RollbackFailed
+        }
+    };
+    if replace {
+        *failure = Some(found);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    fn canary_st(phase: Phase, reason: Option<&str>) -> VeritasCanaryStatus {
+        VeritasCanaryStatus {
+            phase,
+            reason: reason.map(String::from),
+            message: Some("stable has no ready pod".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_canary_whose_rollback_is_late_is_e5002_and_a_rolled_back_one_e5001() {
+        let late = canary_failure(
+            "spark",
+            &canary_st(Phase::RollingBack, Some(reasons::ROLLBACK_FAILED)),
+        );
+        let (code, msg) = late.expect("a failed rollback is a failure");
+        assert_eq!(code, ErrorCode::RollbackFailed);
+        assert!(
+            msg.contains("canary spark rollback failed: RollbackFailed"),
+            "{msg}"
+        );
+        let done = canary_failure(
+            "spark",
+            &canary_st(Phase::Failed, Some(reasons::ROLLED_BACK)),
+        );
+        assert_eq!(done.map(|f| f.0), Some(ErrorCode::DeploymentFailed));
+        // Rolling back within its deadline, or any healthy phase: nothing to report.
+        for phase in [
+            Phase::RollingBack,
+            Phase::Progressing,
+            Phase::Paused,
+            Phase::Succeeded,
+        ] {
+            assert_eq!(
+                canary_failure("spark", &canary_st(phase, None)),
+                None,
+                "{phase:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_deployment_that_cannot_create_pods_is_e5001_with_the_api_servers_words() {
+        use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
+        let with = |type_: &str, status: &str| Deployment {
+            metadata: kube::api::ObjectMeta {
+                name: Some("veritas-spark-canary".into()),
+                ..Default::default()
+            },
+            status: Some(DeploymentStatus {
+                conditions: Some(vec![DeploymentCondition {
+                    type_: type_.into(),
+                    status: status.into(),
+                    reason: Some("FailedCreate".into()),
+                    message: Some(
+                        "pods \"x\" is forbidden: violates PodSecurity \"restricted:latest\""
+                            .into(),
+                    ),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (code, msg) =
+            deployment_failure(&with("ReplicaFailure", "True")).expect("refused pods");
+        assert_eq!(code, ErrorCode::DeploymentFailed);
+        assert!(
+            msg.contains("deployment veritas-spark-canary cannot create pods (FailedCreate): pods \"x\" is forbidden: violates PodSecurity"),
+            "{msg}"
+        );
+        assert_eq!(deployment_failure(&with("ReplicaFailure", "False")), None);
+        assert_eq!(deployment_failure(&with("Progressing", "True")), None);
+        assert_eq!(deployment_failure(&Deployment::default()), None);
+    }
+
+    #[test]
+    fn a_failed_rollback_outranks_a_failed_deployment_whichever_comes_first() {
+        let e5001 = Some((ErrorCode::DeploymentFailed, "a".to_string()));
+        let e5002 = Some((ErrorCode::RollbackFailed, "b".to_string()));
+        let mut f = None;
+        worse(&mut f, e5001.clone());
+        worse(&mut f, e5002.clone());
+        assert_eq!(f, e5002);
+        worse(&mut f, e5001.clone());
+        assert_eq!(f, e5002);
+        let mut g = None;
+        worse(&mut g, e5001.clone());
+        worse(&mut g, Some((ErrorCode::DeploymentFailed, "c".into())));
+        assert_eq!(g, e5001, "the first of equals is kept");
+    }
 
     fn pod(name: &str, ready: bool, waiting: Option<&str>) -> PodFacts {
         PodFacts {
@@ -392,13 +569,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, Pod};
 use kube::api::{ListParams, LogParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use veritas_controller::bluegreen::observe::pod_ready;
 use veritas_controller::bluegreen::probe::{PodHttp, PodTarget};
-use veritas_crds::{EnvironmentPhase, Phase, VeritasCanary, VeritasEnvironment};
+use veritas_crds::{
+    reasons, EnvironmentPhase, Phase, VeritasCanary, VeritasCanaryStatus, VeritasEnvironment,
+    VeritasEnvironmentStatus,
+};
 use veritas_vocab::{labels, ErrorBody, ErrorCode};
 
 /// `deployment status` arguments.
@@ -682,17 +863,7 @@ pub async fn run(client: &Client, a: StatusArgs, json_out: bool) -> ExitCode {
     if let Ok(list) = canaries.list(&ListParams::default()).await {
         for c in list.items {
             let st = c.status.clone().unwrap_or_default();
-            if st.phase == Phase::Failed && failure.is_none() {
-                failure = Some((
-                    ErrorCode::DeploymentFailed,
-                    format!(
-                        "canary {} failed: {} ({})",
-                        c.name_any(),
-                        st.reason.clone().unwrap_or_default(),
-                        st.message.clone().unwrap_or_default()
-                    ),
-                ));
-            }
+            worse(&mut failure, canary_failure(&c.name_any(), &st));
             resources.push(ResourceLine {
                 kind: "VeritasCanary",
                 name: c.name_any(),
@@ -705,33 +876,20 @@ pub async fn run(client: &Client, a: StatusArgs, json_out: bool) -> ExitCode {
             });
         }
     }
+    // A track whose Deployment cannot create its pods at all (admission refused them: Pod
+    // Security, a quota, a webhook) says why at once, where the canary would only fail its
+    // progress deadline later, and while the old pods still serve.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    if let Ok(list) = deployments.list(&ListParams::default()).await {
+        for d in &list.items {
+            worse(&mut failure, deployment_failure(d));
+        }
+    }
     let envs: Api<VeritasEnvironment> = Api::namespaced(client.clone(), &ns);
     if let Ok(list) = envs.list(&ListParams::default()).await {
         for e in list.items {
             let st = e.status.clone().unwrap_or_default();
-            let what = match st.phase {
-                EnvironmentPhase::SwitchFailed => Some(ErrorCode::DeploymentFailed),
-                EnvironmentPhase::RollbackFailed => Some(ErrorCode::RollbackFailed),
-                _ => None,
-            };
-            if let Some(code) = what {
-                // A failed rollback is the more severe of the two.
-                if failure
-                    .as_ref()
-                    .is_none_or(|(c, _)| *c != ErrorCode::RollbackFailed)
-                {
-                    failure = Some((
-                        code,
-                        format!(
-                            "environment {} {}: {} ({})",
-                            e.name_any(),
-                            st.phase,
-                            st.reason.clone().unwrap_or_default(),
-                            st.message.clone().unwrap_or_default()
-                        ),
-                    ));
-                }
-            }
+            worse(&mut failure, environment_failure(&e.name_any(), &st));
             resources.push(ResourceLine {
                 kind: "VeritasEnvironment",
                 name: e.name_any(),
