@@ -265,13 +265,15 @@ async fn start_daemon_once(
             "sh".into(),
         ]);
     }
-    if d.deny_userns {
-        argv.extend([
-            bin.clone(),
-            "chaos-exec".into(),
-            "--deny-userns".into(),
-            "--".into(),
-        ]);
+    if d.deny_userns || d.deny_seccomp {
+        argv.extend([bin.clone(), "chaos-exec".into()]);
+        if d.deny_userns {
+            argv.push("--deny-userns".into());
+        }
+        if d.deny_seccomp {
+            argv.push("--deny-seccomp".into());
+        }
+        argv.push("--".into());
     }
     argv.extend([
         bin,

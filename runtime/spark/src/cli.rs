@@ -92,6 +92,10 @@ pub enum Command {
         /// Make creating user namespaces fail with EPERM, as Docker's default seccomp profile does.
         #[arg(long)]
         deny_userns: bool,
+        /// Make installing seccomp filters fail with EINVAL, as on a kernel without
+        /// CONFIG_SECCOMP_FILTER or under a profile that forbids seccomp(2).
+        #[arg(long)]
+        deny_seccomp: bool,
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<std::ffi::OsString>,
     },

@@ -29,12 +29,20 @@ fn main() -> ExitCode {
         .sandbox_check(&mode, &layers, &model_dir),
         Command::ChaosExec {
             deny_userns,
+            deny_seccomp,
             command,
         } => {
             use std::os::unix::process::CommandExt;
             if deny_userns {
                 if let Err(e) = veritas_sandbox::fault::deny_user_namespaces() {
                     eprintln!("error: cannot install the user-namespace denial filter: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            // Last: once it is in place no other filter can be installed.
+            if deny_seccomp {
+                if let Err(e) = veritas_sandbox::fault::deny_seccomp_filters() {
+                    eprintln!("error: cannot install the seccomp denial filter: {e}");
                     return ExitCode::from(2);
                 }
             }

@@ -134,6 +134,13 @@ impl Runtime {
         let result = self.load_model_inner(model_ref).await;
         if let Err(e) = &result {
             self.metrics.count_error(e.code);
+            // The caller gets the error; the daemon's log keeps it for whoever reads it later
+            // (the guide's "view sandbox logs").
+            tracing::error!(
+                code = e.code.code(),
+                model = model_ref,
+                "model load failed: {e}"
+            );
         }
         result
     }
