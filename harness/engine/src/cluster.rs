@@ -73,6 +73,34 @@ impl ClusterEnv {
         ]
     }
 
+    /// What the cluster has: the Prometheus and the controller every cluster run installs, and
+    /// the optional components found on it. A scenario needing one that is missing is reported
+    /// skipped, never run to a failure.
+    pub fn components(&self) -> Vec<Component> {
+        let mut found = vec![Component::Prometheus, Component::Controller];
+        let has = |args: &[&str]| {
+            std::process::Command::new(&self.kubectl)
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .args(args)
+                .output()
+                .is_ok_and(|o| o.status.success() && !o.stdout.trim_ascii().is_empty())
+        };
+        if has(&[
+            "get",
+            "deployment",
+            "-n",
+            "monitoring",
+            "-l",
+            "app.kubernetes.io/name=kube-state-metrics",
+            "-o",
+            "name",
+        ]) {
+            found.push(Component::KubeStateMetrics);
+        }
+        found
+    }
+
     /// A client of the same cluster, as the kubeconfig's identity.
     pub async fn client(&self) -> Result<kube::Client, StepError> {
         let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).map_err(|e| {

@@ -11,7 +11,7 @@ use veritas_harness::cluster::ClusterEnv;
 use veritas_harness::kind::KindCluster;
 use veritas_harness::report::{RunReport, Verdict};
 use veritas_harness::runner::{self, DriverKind, Event, RunConfig};
-use veritas_scenario::{Component, DriverClass, Scenario};
+use veritas_scenario::{DriverClass, Scenario};
 
 #[derive(Parser)]
 #[command(
@@ -517,13 +517,13 @@ async fn run(args: &RunArgs, selected: Vec<Scenario>) -> Result<i32> {
                 })
             })
             .await??;
-            components = vec![Component::Prometheus, Component::Controller];
             let env = ClusterEnv::new(
                 c.kubeconfig.clone(),
                 c.kubectl.clone(),
                 repo.join("fixtures/manifests"),
                 true,
             );
+            components = env.components();
             kind_cluster = Some(c);
             Some(Arc::new(env))
         }
@@ -541,13 +541,14 @@ async fn run(args: &RunArgs, selected: Vec<Scenario>) -> Result<i32> {
                 kubeconfig.display(),
                 if args.allow_cluster_wide { "; --allow-cluster-wide: scenarios may also change CoreDNS, the controller and node resources" } else { "; cluster-wide scenarios are skipped" }
             );
-            components = vec![Component::Prometheus, Component::Controller];
-            Some(Arc::new(ClusterEnv::new(
+            let env = ClusterEnv::new(
                 kubeconfig,
                 PathBuf::from("kubectl"),
                 repo.join("fixtures/manifests"),
                 args.allow_cluster_wide,
-            )))
+            );
+            components = env.components();
+            Some(Arc::new(env))
         }
     };
 

@@ -110,7 +110,7 @@ fn the_gaps_file_only_shrinks() {
     let (code, out) = gate(&guide(), Some(""));
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("row without a scenario: line 543: Prometheus Queries / Pod readiness"),
+        out.contains("row without a scenario: line 458: Common Error Codes: E5001 DEPLOYMENT_FAILED / Verify image pull secrets"),
         "{out}"
     );
 }

@@ -19,7 +19,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use veritas_harness::cluster::ClusterEnv;
 use veritas_harness::report::Verdict;
 use veritas_harness::runner::{self, DriverKind, RunConfig};
-use veritas_scenario::{Component, DriverClass};
+use veritas_scenario::DriverClass;
 
 fn main() {
     let args = Arguments::from_args();
@@ -42,7 +42,7 @@ fn main() {
     });
     // What the cluster has: a scenario needing anything else is listed ignored (skipped),
     // never run to a failure and never passed.
-    let components = [Component::Prometheus, Component::Controller];
+    let components = cluster.as_ref().map(|c| c.components()).unwrap_or_default();
     let only = match std::env::var("VERITAS_SCENARIOS_ONLY").as_deref() {
         Ok("cluster") => Some(DriverClass::Cluster),
         Ok("process") => Some(DriverClass::Process),
@@ -162,6 +162,7 @@ fn run_one(
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random);
+    let components = cluster.as_ref().map(|c| c.components()).unwrap_or_default();
     let cfg = RunConfig {
         driver: if cluster.is_some() {
             DriverKind::Existing
@@ -170,7 +171,7 @@ fn run_one(
         },
         spark_bin,
         cluster,
-        components: vec![Component::Prometheus, Component::Controller],
+        components,
         seed,
         keep: false,
         pause_on_failure: false,

@@ -122,6 +122,9 @@ pub enum Component {
     Istio,
     GatewayApi,
     ExternalDns,
+    /// kube-state-metrics scraped by the cluster's Prometheus (`kube_pod_status_ready`...):
+    /// `ci/kind/kube-state-metrics.sh` installs it on the kind cluster.
+    KubeStateMetrics,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
@@ -429,6 +432,10 @@ pub struct StartDaemonStep {
     /// Run under the user-namespace denial of a container runtime's default seccomp profile.
     #[serde(default)]
     pub deny_userns: bool,
+    /// Run where seccomp filters cannot be installed (a kernel without
+    /// `CONFIG_SECCOMP_FILTER`, a profile forbidding `seccomp(2)`).
+    #[serde(default)]
+    pub deny_seccomp: bool,
     /// Run the daemon as this uid (gid the same, no supplementary groups) instead of the
     /// harness's own, as a packaged service runs: root's DAC override hides every permission
     /// fault. The daemon gets the work directory, where it creates its socket.
