@@ -19,7 +19,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use veritas_harness::cluster::ClusterEnv;
 use veritas_harness::report::Verdict;
 use veritas_harness::runner::{self, DriverKind, RunConfig};
-use veritas_scenario::DriverClass;
+use veritas_scenario::{Component, DriverClass};
 
 fn main() {
     let args = Arguments::from_args();
@@ -40,8 +40,8 @@ fn main() {
             allow_cluster_wide(),
         ))
     });
-    // What the cluster has: a scenario needing anything else is listed ignored (skipped),
-    // never run to a failure and never passed.
+    // What the cluster has, asked once: a scenario needing anything else is listed ignored
+    // (skipped), never run to a failure and never passed.
     let components = cluster.as_ref().map(|c| c.components()).unwrap_or_default();
     let only = match std::env::var("VERITAS_SCENARIOS_ONLY").as_deref() {
         Ok("cluster") => Some(DriverClass::Cluster),
@@ -76,17 +76,17 @@ fn main() {
                 || (s.requires.cluster_wide && !allow_cluster_wide())
                 || (breaks_shared && !exclusive_pass));
         if s.guide.recovery_by == veritas_scenario::RecoveryBy::Remedy {
-            let (s2, c2) = (s.clone(), cluster.clone());
+            let (s2, c2, k2) = (s.clone(), cluster.clone(), components.clone());
             trials.push(
                 Trial::test(format!("{}/without-remedy", s.id), move || {
-                    run_one(s2, c2, true)
+                    run_one(s2, c2, k2, true)
                 })
                 .with_ignored_flag(ignored),
             );
         }
-        let c = cluster.clone();
+        let (c, k) = (cluster.clone(), components.clone());
         trials.push(
-            Trial::test(s.id.clone(), move || run_one(s, c, false)).with_ignored_flag(ignored),
+            Trial::test(s.id.clone(), move || run_one(s, c, k, false)).with_ignored_flag(ignored),
         );
     }
     libtest_mimic::run(&args, trials).exit();
@@ -154,6 +154,7 @@ fn allow_cluster_wide() -> bool {
 fn run_one(
     s: veritas_scenario::Scenario,
     cluster: Option<Arc<ClusterEnv>>,
+    components: Vec<Component>,
     without_remedy: bool,
 ) -> Result<(), Failed> {
     let spark_bin = veritas_harness::spark_bin().map_err(Failed::from)?;
@@ -162,7 +163,6 @@ fn run_one(
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random);
-    let components = cluster.as_ref().map(|c| c.components()).unwrap_or_default();
     let cfg = RunConfig {
         driver: if cluster.is_some() {
             DriverKind::Existing

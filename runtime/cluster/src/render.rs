@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use veritas_controller::decide::{final_step, step_weight, TrackMetrics};
 use veritas_crds::reasons::{self, types};
-use veritas_crds::{find_condition, Phase, VeritasCanary};
+use veritas_crds::{find_condition, Phase, VeritasCanary, VeritasCanaryStatus};
 
 fn pct(x: Option<f64>) -> String {
     x.map(|v| format!("{:.2}%", v * 100.0))
@@ -255,14 +255,18 @@ pub struct RollbackState {
     pub detail: String,
 }
 
+/// A canary still rolling back after its deadline (reason `RollbackFailed`: stable cannot take
+/// the traffic back). `rollback --status` and `deployment status` both report it as E5002.
+pub fn rollback_failed(st: &VeritasCanaryStatus) -> bool {
+    st.phase == Phase::RollingBack && st.reason.as_deref() == Some(reasons::ROLLBACK_FAILED)
+}
+
 pub fn rollback_state(c: &VeritasCanary) -> RollbackState {
     let st = c.status.clone().unwrap_or_default();
     let routed = find_condition(&st.conditions, types::TRAFFIC_ROUTED);
     let (state, complete) = match st.phase {
         Phase::Failed => ("complete", true),
-        Phase::RollingBack if st.reason.as_deref() == Some(reasons::ROLLBACK_FAILED) => {
-            ("failed", false)
-        }
+        Phase::RollingBack if rollback_failed(&st) => ("failed", false),
         Phase::RollingBack => ("in progress", false),
         _ => ("not rolled back", false),
     };

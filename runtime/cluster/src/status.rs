@@ -287,12 +287,12 @@ pub fn matrix_text(rows: &[Row]) -> String {
 /// `RollbackFailed`: stable cannot take the traffic back) is `E5002`, while traffic may still
 /// be split, so never a healthy exit.
 pub fn canary_failure(name: &str, st: &VeritasCanaryStatus) -> Option<(ErrorCode, String)> {
-    let code = match st.phase {
-        Phase::Failed => ErrorCode::DeploymentFailed,
-        Phase::RollingBack if st.reason.as_deref() == Some(reasons::ROLLBACK_FAILED) => {
-            ErrorCode::RollbackFailed
-        }
-        _ => return None,
+    let code = if crate::render::rollback_failed(st) {
+        ErrorCode::RollbackFailed
+    } else if st.phase == Phase::Failed {
+        ErrorCode::DeploymentFailed
+    } else {
+        return None;
     };
     let what = if code == ErrorCode::RollbackFailed {
         "rollback failed"
@@ -371,6 +371,7 @@ fn worse(failure: &mut Option<(ErrorCode, String)>, found: Option<(ErrorCode, St
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use veritas_crds::reasons;
 
     fn canary_st(phase: Phase, reason: Option<&str>) -> VeritasCanaryStatus {
         VeritasCanaryStatus {
@@ -577,7 +578,7 @@ use serde_json::json;
 use veritas_controller::bluegreen::observe::pod_ready;
 use veritas_controller::bluegreen::probe::{PodHttp, PodTarget};
 use veritas_crds::{
-    reasons, EnvironmentPhase, Phase, VeritasCanary, VeritasCanaryStatus, VeritasEnvironment,
+    EnvironmentPhase, Phase, VeritasCanary, VeritasCanaryStatus, VeritasEnvironment,
     VeritasEnvironmentStatus,
 };
 use veritas_vocab::{labels, ErrorBody, ErrorCode};

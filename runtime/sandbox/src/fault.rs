@@ -15,42 +15,18 @@ use seccompiler::{
 /// removed, so run it in the process that then starts (or becomes) the worker. Sets
 /// no_new_privs.
 pub fn deny_user_namespaces() -> Result<(), String> {
-    let arch = crate::seccomp::target_arch()?;
     let newuser = libc::CLONE_NEWUSER as u64;
-    let has_newuser = || {
-        SeccompRule::new(vec![SeccompCondition::new(
-            0,
-            SeccompCmpArgLen::Dword,
-            SeccompCmpOp::MaskedEq(newuser),
-            newuser,
-        )
-        .map_err(|e| e.to_string())?])
-        .map_err(|e| e.to_string())
-    };
-    let rules = BTreeMap::from([
-        (libc::SYS_unshare, vec![has_newuser()?]),
-        (libc::SYS_clone, vec![has_newuser()?]),
-    ]);
-    let deny = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        arch,
-    )
-    .map_err(|e| e.to_string())?;
-    let clone3 = SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_clone3, vec![])]),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        arch,
-    )
-    .map_err(|e| e.to_string())?;
-    crate::caps::set_no_new_privs()?;
-    for f in [deny, clone3] {
-        let prog = BpfProgram::try_from(f).map_err(|e| e.to_string())?;
-        crate::seccomp::load(&prog)?;
-    }
-    Ok(())
+    let has_newuser = || first_arg(SeccompCmpOp::MaskedEq(newuser), newuser);
+    install(&[
+        (
+            BTreeMap::from([
+                (libc::SYS_unshare, vec![has_newuser()?]),
+                (libc::SYS_clone, vec![has_newuser()?]),
+            ]),
+            libc::EPERM,
+        ),
+        (BTreeMap::from([(libc::SYS_clone3, vec![])]), libc::ENOSYS),
+    ])
 }
 
 /// Installs a seccomp filter making every later filter install fail with EINVAL, as on a kernel
@@ -58,27 +34,41 @@ pub fn deny_user_namespaces() -> Result<(), String> {
 /// `seccomp()` and `prctl(PR_SET_SECCOMP)` both refuse. Inherited across fork and exec, so run
 /// it in the process that then starts (or becomes) the worker. Sets no_new_privs.
 pub fn deny_seccomp_filters() -> Result<(), String> {
+    let set_seccomp = first_arg(SeccompCmpOp::Eq, libc::PR_SET_SECCOMP as u64)?;
+    install(&[(
+        BTreeMap::from([
+            (libc::SYS_seccomp, vec![]),
+            (libc::SYS_prctl, vec![set_seccomp]),
+        ]),
+        libc::EINVAL,
+    )])
+}
+
+/// A rule on a syscall's first argument (32 bits: flags, a prctl option).
+fn first_arg(op: SeccompCmpOp, value: u64) -> Result<SeccompRule, String> {
+    let condition =
+        SeccompCondition::new(0, SeccompCmpArgLen::Dword, op, value).map_err(|e| e.to_string())?;
+    SeccompRule::new(vec![condition]).map_err(|e| e.to_string())
+}
+
+/// Sets no_new_privs, then loads one filter per entry, in order: the matched syscalls fail
+/// with the entry's errno, every other call is allowed.
+fn install(filters: &[(BTreeMap<i64, Vec<SeccompRule>>, i32)]) -> Result<(), String> {
     let arch = crate::seccomp::target_arch()?;
-    let set_seccomp = SeccompRule::new(vec![SeccompCondition::new(
-        0,
-        SeccompCmpArgLen::Dword,
-        SeccompCmpOp::Eq,
-        libc::PR_SET_SECCOMP as u64,
-    )
-    .map_err(|e| e.to_string())?])
-    .map_err(|e| e.to_string())?;
-    let rules = BTreeMap::from([
-        (libc::SYS_seccomp, vec![]),
-        (libc::SYS_prctl, vec![set_seccomp]),
-    ]);
-    let deny = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EINVAL as u32),
-        arch,
-    )
-    .map_err(|e| e.to_string())?;
+    let mut progs = Vec::new();
+    for (rules, errno) in filters {
+        let f = SeccompFilter::new(
+            rules.clone(),
+            SeccompAction::Allow,
+            SeccompAction::Errno(*errno as u32),
+            arch,
+        )
+        .map_err(|e| e.to_string())?;
+        progs.push(BpfProgram::try_from(f).map_err(|e| e.to_string())?);
+    }
     crate::caps::set_no_new_privs()?;
-    let prog = BpfProgram::try_from(deny).map_err(|e| e.to_string())?;
-    crate::seccomp::load(&prog)
+    for prog in &progs {
+        crate::seccomp::load(prog)?;
+    }
+    Ok(())
 }

@@ -120,10 +120,9 @@ impl Runtime {
         tokio::spawn(supervise(rt.clone(), rx));
         if let Some(initial) = rt.cfg.model.clone() {
             let rt2 = rt.clone();
+            // A failure is logged (and counted) by load_model itself.
             tokio::spawn(async move {
-                if let Err(e) = rt2.load_model(&initial).await {
-                    tracing::error!(code = e.code.code(), "{e}");
-                }
+                let _ = rt2.load_model(&initial).await;
             });
         }
         rt
