@@ -744,7 +744,8 @@ pub async fn rollout(
     must_succeed("rollout", out)
 }
 
-/// Runs `veritas-spark ARGS` inside the first pod matching `selector` (`kubectl exec`).
+/// Runs `veritas-spark ARGS` inside a pod matching `selector` (`kubectl exec`), picked as
+/// the on-call would: see [`exec_target`].
 pub async fn spark_in_pod(
     ctx: &Context,
     selector: &str,
@@ -762,23 +763,19 @@ pub async fn spark_in_pod(
                 "pods".into(),
                 "-l".into(),
                 ctx.subst(selector),
-                // A pod still Pending (not scheduled, e.g. while a rollback scales a track
-                // back up) cannot be exec'd into: the on-call picks a running one.
-                "--field-selector=status.phase=Running".into(),
                 "-o".into(),
-                "jsonpath={.items[0].metadata.name}".into(),
+                "json".into(),
             ],
             None,
             deadline,
         )
         .await?;
-    let pod = pods.stdout.trim().to_string();
-    if pod.is_empty() {
+    let Some(pod) = exec_target(&pods.stdout) else {
         return Err(StepError::observed(
             format!("no running pod matches {selector}"),
             pods.summary(),
         ));
-    }
+    };
     let mut argv = vec!["exec".to_string(), pod, "--".into(), "veritas-spark".into()];
     argv.extend(ctx.subst_all(args));
     env.kubectl(
@@ -791,8 +788,88 @@ pub async fn spark_in_pod(
     .await
 }
 
+/// The pod of a `kubectl get pods -o json` list to exec into: a Running pod that is not
+/// being deleted, a ready one first. A Pending pod cannot be exec'd into, and a pod a
+/// scale-down is terminating loses its container mid-command ("container not found").
+fn exec_target(pod_list: &str) -> Option<String> {
+    let list: serde_json::Value = serde_json::from_str(pod_list).ok()?;
+    let candidates: Vec<&serde_json::Value> = list["items"]
+        .as_array()?
+        .iter()
+        .filter(|pod| {
+            pod["status"]["phase"] == "Running" && pod["metadata"]["deletionTimestamp"].is_null()
+        })
+        .collect();
+    let ready = |pod: &&serde_json::Value| {
+        pod["status"]["conditions"]
+            .as_array()
+            .is_some_and(|conditions| {
+                conditions
+                    .iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+    };
+    candidates
+        .iter()
+        .copied()
+        .find(ready)
+        .or(candidates.first().copied())
+        .and_then(|pod| pod["metadata"]["name"].as_str())
+        .map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::exec_target;
+
+    fn pod(name: &str, phase: &str, ready: bool, deleting: bool) -> serde_json::Value {
+        let mut pod = serde_json::json!({
+            "metadata": {"name": name},
+            "status": {"phase": phase, "conditions": [
+                {"type": "Ready", "status": if ready { "True" } else { "False" }}
+            ]}
+        });
+        if deleting {
+            pod["metadata"]["deletionTimestamp"] = "2026-12-05T16:39:40Z".into();
+        }
+        pod
+    }
+
+    fn pick(pods: Vec<serde_json::Value>) -> Option<String> {
+        exec_target(&serde_json::json!({"items": pods}).to_string())
+    }
+
+    #[test]
+    fn exec_skips_pods_being_deleted_and_pending_ones() {
+        // SNS-4 in CI: the scale-down's victim was still Running and listed first.
+        assert_eq!(
+            pick(vec![
+                pod("terminating", "Running", true, true),
+                pod("pending", "Pending", false, false),
+                pod("serving", "Running", true, false),
+            ]),
+            Some("serving".into())
+        );
+    }
+
+    #[test]
+    fn exec_prefers_a_ready_pod_and_falls_back_to_a_running_one() {
+        assert_eq!(
+            pick(vec![
+                pod("starting", "Running", false, false),
+                pod("ready", "Running", true, false),
+            ]),
+            Some("ready".into())
+        );
+        // A crash-looping track has no ready pod; its diagnosis still execs into one.
+        assert_eq!(
+            pick(vec![pod("unready", "Running", false, false)]),
+            Some("unready".into())
+        );
+        assert_eq!(pick(vec![pod("gone", "Running", true, true)]), None);
+        assert_eq!(exec_target("not json"), None);
+    }
+
     #[test]
     fn every_promql_series_is_compared() {
         let answer = serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": [
