@@ -2,9 +2,9 @@
 # Installs what the build and the tests need on a fresh Debian machine, and nothing that is
 # already there: cmake, clang and libclang (llama.cpp through llama-cpp-sys-2), pkg-config,
 # chromium (the HTML report's screenshot test), curl and procps (the guide's `curl :9090/metrics`
-# and `pgrep` in scenarios) and cargo-nextest (the test runner). Each is
-# checked by what answers, not by a name on the PATH. Idempotent; a second run takes about a
-# second.
+# and `pgrep` in scenarios), AppArmor's tools where the kernel has AppArmor, and cargo-nextest
+# (the test runner). Each is checked by what answers, not by a name on the PATH. Idempotent; a
+# second run takes about a second.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 NEXTEST_VERSION=0.9.148
@@ -14,6 +14,12 @@ missing=()
 for pkg in cmake clang libclang-dev pkg-config chromium curl procps; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# AppArmor's tools (apparmor_parser, aa-exec, aa-enabled) only where the kernel runs AppArmor:
+# the security-policy rows (E1001-APPARMOR, E3001-APPARMOR) need them there, and are skipped
+# with that requirement anywhere else.
+if [ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" = Y ] && ! aa-enabled --quiet 2>/dev/null; then
+  missing+=(apparmor)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_=sudo

@@ -54,6 +54,15 @@ impl Context {
             work.path().join("models").display().to_string(),
         );
         vars.insert("seed".into(), seed.to_string());
+        // Unique to this run on the host (its work directory's name): for what is global to
+        // the host, such as a loaded AppArmor profile, while a row and its ablation run at once.
+        vars.insert(
+            "runId".into(),
+            work.path()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
         // The CLI under test, for steps that run it another way than `spark:` does (as
         // another user, under `setpriv`).
         vars.insert("sparkBin".into(), spark_bin.display().to_string());

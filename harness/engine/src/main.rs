@@ -552,6 +552,7 @@ async fn run(args: &RunArgs, selected: Vec<Scenario>) -> Result<i32> {
         }
     };
 
+    components.extend(veritas_harness::process::host_components());
     let cfg = RunConfig {
         driver: args.driver,
         spark_bin,

@@ -72,6 +72,29 @@ pub async fn run_command_with_input(
     }
 }
 
+/// What this host offers the process driver's scenarios, asked of the tools themselves: a
+/// scenario needing anything else is reported skipped, never run to a failure.
+pub fn host_components() -> Vec<Component> {
+    let answers = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let mut found = Vec::new();
+    // Loading a profile needs root as well as the kernel module and the tools.
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } == 0
+        && answers("aa-enabled", &["--quiet"])
+        && answers("apparmor_parser", &["--version"])
+        && answers("aa-exec", &["--help"])
+    {
+        found.push(Component::AppArmor);
+    }
+    found
+}
+
 fn free_port() -> Result<u16, StepError> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -263,6 +286,14 @@ async fn start_daemon_once(
             "-c".into(),
             format!("echo {n} > /proc/sys/user/max_user_namespaces && exec \"$@\""),
             "sh".into(),
+        ]);
+    }
+    if let Some(profile) = &d.apparmor_profile {
+        argv.extend([
+            "aa-exec".into(),
+            "-p".into(),
+            ctx.subst(profile),
+            "--".into(),
         ]);
     }
     if d.deny_userns || d.deny_seccomp {

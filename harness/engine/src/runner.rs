@@ -122,7 +122,7 @@ pub fn skip_reason(s: &Scenario, cfg: &RunConfig) -> Option<String> {
         .collect();
     if !missing.is_empty() {
         return Some(format!(
-            "needs {} (not installed on this cluster)",
+            "needs {} (not found on this cluster or host)",
             missing.join(", ")
         ));
     }

@@ -42,7 +42,8 @@ fn main() {
     });
     // What the cluster has, asked once: a scenario needing anything else is listed ignored
     // (skipped), never run to a failure and never passed.
-    let components = cluster.as_ref().map(|c| c.components()).unwrap_or_default();
+    let mut components = cluster.as_ref().map(|c| c.components()).unwrap_or_default();
+    components.extend(veritas_harness::process::host_components());
     let only = match std::env::var("VERITAS_SCENARIOS_ONLY").as_deref() {
         Ok("cluster") => Some(DriverClass::Cluster),
         Ok("process") => Some(DriverClass::Process),
@@ -67,14 +68,16 @@ fn main() {
             continue;
         }
         let is_cluster = s.requires.driver == DriverClass::Cluster;
-        let ignored = is_cluster
-            && (cluster.is_none()
-                || s.requires
-                    .components
-                    .iter()
-                    .any(|c| !components.contains(c))
-                || (s.requires.cluster_wide && !allow_cluster_wide())
-                || (breaks_shared && !exclusive_pass));
+        let lacks_component = s
+            .requires
+            .components
+            .iter()
+            .any(|c| !components.contains(c));
+        let ignored = lacks_component
+            || (is_cluster
+                && (cluster.is_none()
+                    || (s.requires.cluster_wide && !allow_cluster_wide())
+                    || (breaks_shared && !exclusive_pass)));
         if s.guide.recovery_by == veritas_scenario::RecoveryBy::Remedy {
             let (s2, c2, k2) = (s.clone(), cluster.clone(), components.clone());
             trials.push(

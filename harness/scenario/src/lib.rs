@@ -597,6 +597,14 @@ impl Validator {
                         );
                     }
                 }
+                if d.apparmor_profile.is_some()
+                    && !s.requires.components.contains(&Component::AppArmor)
+                {
+                    self.push(
+                        &format!("{field}.apparmorProfile"),
+                        "needs `requires.components: [appArmor]`, so a host without it skips the scenario".into(),
+                    );
+                }
             }
             Step::Exec(e) if e.command.is_empty() => {
                 self.push(

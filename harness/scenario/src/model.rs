@@ -125,6 +125,11 @@ pub enum Component {
     /// kube-state-metrics scraped by the cluster's Prometheus (`kube_pod_status_ready`...):
     /// `ci/kind/kube-state-metrics.sh` installs it on the kind cluster.
     KubeStateMetrics,
+    /// The host's AppArmor: enabled in the kernel (`aa-enabled` says Yes), `apparmor_parser`
+    /// and `aa-exec` installed, and the harness root so it may load profiles. The process
+    /// driver's security-policy rows need it; `ci/setup.sh` installs the tools where the kernel
+    /// has AppArmor.
+    AppArmor,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
@@ -436,6 +441,11 @@ pub struct StartDaemonStep {
     /// `CONFIG_SECCOMP_FILTER`, a profile forbidding `seccomp(2)`).
     #[serde(default)]
     pub deny_seccomp: bool,
+    /// Run the daemon (and so its workers) confined by this loaded AppArmor profile
+    /// (`aa-exec -p`), as a distribution's policy for the service confines it. Needs
+    /// `requires.components: [appArmor]`.
+    #[serde(default)]
+    pub apparmor_profile: Option<String>,
     /// Run the daemon as this uid (gid the same, no supplementary groups) instead of the
     /// harness's own, as a packaged service runs: root's DAC override hides every permission
     /// fault. The daemon gets the work directory, where it creates its socket.

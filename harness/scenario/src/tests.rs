@@ -100,6 +100,19 @@ fn operations_of_the_other_driver_and_unknown_daemons_are_refused() {
 }
 
 #[test]
+fn a_daemon_confined_by_apparmor_requires_the_component() {
+    let confined = GOOD.replace(
+        "  - startDaemon: {name: spark}",
+        "  - startDaemon: {name: spark, apparmorProfile: veritas-harness-x}",
+    );
+    let p = problems(&confined);
+    assert_eq!(p[0].field, "setup[1].startDaemon.apparmorProfile", "{p:?}");
+    let declared = confined.replace("setup:\n", "requires:\n  components: [appArmor]\nsetup:\n");
+    let s = parse(&declared, Some("T-1")).unwrap();
+    assert_eq!(s.requires.components, [Component::AppArmor]);
+}
+
+#[test]
 fn a_top_level_field_is_located_at_its_own_line() {
     let text = GOOD.replace("  - model: {name: ghost}", "  - note: {text: x}");
     let p = problems(&text);

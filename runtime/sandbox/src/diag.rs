@@ -15,6 +15,90 @@ use serde::{Deserialize, Serialize};
 pub const SECURITY_CONTEXT_HINT: &str =
     "check the container security context (kubectl describe pod <pod> | grep -A10 'Security Context')";
 
+/// The hint when a security module refused the layer: the guide's "review AppArmor/SELinux
+/// logs", with where those denials are logged.
+pub const SECURITY_MODULE_HINT: &str =
+    "review the AppArmor/SELinux logs: dmesg | grep -E 'apparmor=\"DENIED\"|avc: +denied'";
+
+/// The mandatory access control modules of this kernel that can refuse what the sandbox or a
+/// client does (AppArmor, SELinux, Smack, TOMOYO) and this process's confinement under them:
+/// an EACCES that file modes and capabilities do not explain is theirs.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SecurityModules {
+    /// Active ones, in the kernel's order.
+    pub active: Vec<String>,
+    /// This process's label (an AppArmor profile and its mode, an SELinux context); `None`
+    /// when unconfined or unreadable.
+    pub confinement: Option<String>,
+}
+
+const MAC_MODULES: [&str; 4] = ["apparmor", "selinux", "smack", "tomoyo"];
+
+impl SecurityModules {
+    /// Reads them from securityfs, sysfs and `/proc/self/attr` now.
+    pub fn read() -> Self {
+        Self::from_sources(
+            read_trim("/sys/kernel/security/lsm").as_deref(),
+            read_trim("/sys/module/apparmor/parameters/enabled").as_deref(),
+            std::path::Path::new("/sys/fs/selinux/enforce").exists(),
+            read_trim("/proc/self/attr/apparmor/current")
+                .or_else(|| read_trim("/proc/self/attr/current"))
+                .as_deref(),
+        )
+    }
+
+    /// `lsm_list` is `/sys/kernel/security/lsm` (absent where securityfs is not mounted, as
+    /// in most containers: then AppArmor's module parameter and selinuxfs tell).
+    pub fn from_sources(
+        lsm_list: Option<&str>,
+        apparmor_enabled: Option<&str>,
+        selinuxfs: bool,
+        label: Option<&str>,
+    ) -> Self {
+        let active: Vec<String> = match lsm_list {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|m| MAC_MODULES.contains(m))
+                .map(str::to_owned)
+                .collect(),
+            None => [
+                (apparmor_enabled == Some("Y")).then_some("apparmor"),
+                selinuxfs.then_some("selinux"),
+            ]
+            .into_iter()
+            .flatten()
+            .map(str::to_owned)
+            .collect(),
+        };
+        let confinement = label
+            .map(|l| l.trim_end_matches('\0').trim())
+            .filter(|l| !l.is_empty() && *l != "unconfined" && !active.is_empty())
+            .map(str::to_owned);
+        SecurityModules {
+            active,
+            confinement,
+        }
+    }
+
+    pub fn any_active(&self) -> bool {
+        !self.active.is_empty()
+    }
+}
+
+impl fmt::Display for SecurityModules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.active.is_empty() {
+            return f.write_str("no AppArmor, SELinux, Smack or TOMOYO active");
+        }
+        write!(f, "{} active", self.active.join(", "))?;
+        match &self.confinement {
+            Some(label) => write!(f, ", this process confined as {label}"),
+            None => f.write_str(", this process unconfined"),
+        }
+    }
+}
+
 /// The values behind an E3001, read when the failure happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InitChecks {
@@ -34,6 +118,8 @@ pub struct InitChecks {
     pub threads: Option<String>,
     /// Landlock ABI version from `landlock_create_ruleset(NULL, 0, VERSION)`, or the errno text.
     pub landlock: String,
+    #[serde(default)]
+    pub security_modules: SecurityModules,
     pub hint: String,
 }
 
@@ -60,8 +146,19 @@ impl InitChecks {
                 Ok(v) => format!("ABI {v}"),
                 Err(e) => format!("unavailable ({e})"),
             },
+            security_modules: SecurityModules::read(),
             hint: SECURITY_CONTEXT_HINT.to_owned(),
         }
+    }
+
+    /// The checks for a layer that failed with `reason`: a refusal (EACCES) while a security
+    /// module is active points at that module's logs, not at the security context.
+    pub(crate) fn for_failure(&self, reason: &str) -> Self {
+        let mut checks = self.clone();
+        if reason.contains("EACCES") && self.security_modules.any_active() {
+            checks.hint = SECURITY_MODULE_HINT.to_owned();
+        }
+        checks
     }
 }
 
@@ -117,6 +214,80 @@ impl fmt::Display for InitChecks {
         if let Some(v) = &self.threads {
             write!(f, "; Threads: {v}")?;
         }
-        write!(f, "; landlock: {}; {}", self.landlock, self.hint)
+        write!(
+            f,
+            "; landlock: {}; security modules: {}; {}",
+            self.landlock, self.security_modules, self.hint
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_modules_come_from_the_lsm_list_when_securityfs_is_mounted() {
+        let m = SecurityModules::from_sources(
+            Some("lockdown,capability,landlock,yama,apparmor,bpf"),
+            Some("Y"),
+            false,
+            Some("veritas-harness-e3001 (enforce)"),
+        );
+        // Landlock is the sandbox's own layer, not a policy around it.
+        assert_eq!(m.active, ["apparmor"]);
+        assert_eq!(
+            m.to_string(),
+            "apparmor active, this process confined as veritas-harness-e3001 (enforce)"
+        );
+    }
+
+    #[test]
+    fn security_modules_fall_back_to_sysfs_and_selinuxfs() {
+        let m = SecurityModules::from_sources(
+            None,
+            None,
+            true,
+            Some("system_u:system_r:container_t:s0\0"),
+        );
+        assert_eq!(m.active, ["selinux"]);
+        assert_eq!(
+            m.confinement.as_deref(),
+            Some("system_u:system_r:container_t:s0")
+        );
+        let unconfined = SecurityModules::from_sources(None, Some("Y"), false, Some("unconfined"));
+        assert_eq!(
+            unconfined.to_string(),
+            "apparmor active, this process unconfined"
+        );
+        // No module: a label file some kernels keep anyway means nothing.
+        let none = SecurityModules::from_sources(
+            Some("capability,landlock"),
+            Some("N"),
+            false,
+            Some("kernel"),
+        );
+        assert!(!none.any_active());
+        assert_eq!(none.confinement, None);
+        assert_eq!(
+            none.to_string(),
+            "no AppArmor, SELinux, Smack or TOMOYO active"
+        );
+    }
+
+    #[test]
+    fn a_refusal_under_a_security_module_points_at_its_logs() {
+        let mut checks = InitChecks::collect();
+        checks.security_modules =
+            SecurityModules::from_sources(Some("apparmor"), None, false, None);
+        let refused = checks
+            .for_failure("making / a private mount failed: EACCES (errno 13: Permission denied)");
+        assert_eq!(refused.hint, SECURITY_MODULE_HINT);
+        // EPERM is a missing capability or a seccomp profile: the security context.
+        let eperm = checks
+            .for_failure("unshare(CLONE_NEWUSER) failed: EPERM (errno 1: Operation not permitted)");
+        assert_eq!(eperm.hint, SECURITY_CONTEXT_HINT);
+        checks.security_modules = SecurityModules::default();
+        assert_eq!(checks.for_failure("EACCES").hint, SECURITY_CONTEXT_HINT);
     }
 }

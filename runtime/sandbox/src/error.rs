@@ -22,10 +22,11 @@ pub enum SandboxError {
 
 impl SandboxError {
     pub(crate) fn init(layer: Layer, reason: impl Into<String>, checks: &InitChecks) -> Self {
+        let reason = reason.into();
         SandboxError::Init {
             layer,
-            reason: reason.into(),
-            checks: Box::new(checks.clone()),
+            checks: Box::new(checks.for_failure(&reason)),
+            reason,
         }
     }
 

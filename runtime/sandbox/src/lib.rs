@@ -40,7 +40,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
 pub use config::{Layer, LayerSet, ParseError, SandboxConfig, SandboxMode};
-pub use diag::{InitChecks, SECURITY_CONTEXT_HINT};
+pub use diag::{InitChecks, SecurityModules, SECURITY_CONTEXT_HINT, SECURITY_MODULE_HINT};
 pub use error::SandboxError;
 pub use landlock_layer::kernel_abi as landlock_abi;
 pub use report::{LayerState, LayerStatus, SandboxReport};
@@ -389,6 +389,7 @@ mod tests {
             cap_bounding: None,
             threads: Some("1".into()),
             landlock: "ABI 7".into(),
+            security_modules: SecurityModules::default(),
             hint: SECURITY_CONTEXT_HINT.into(),
         };
         let e = SandboxError::init(

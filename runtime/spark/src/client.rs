@@ -124,6 +124,8 @@ impl Client {
 fn connection_failed(socket: &Path, err: &std::io::Error) -> CliError {
     let shown = socket.display();
     let mut checks = Vec::new();
+    // Whether the socket's mode lets this user connect, where it can be read.
+    let mut socket_writable = None;
     match std::fs::metadata(socket) {
         Ok(md) => {
             checks.push(Check {
@@ -137,6 +139,7 @@ fn connection_failed(socket: &Path, err: &std::io::Error) -> CliError {
             });
             let mode = md.permissions().mode() & 0o777;
             let writable = access_rw(socket);
+            socket_writable = Some(writable);
             checks.push(Check {
                 name: "socket permissions".into(),
                 ok: writable,
@@ -164,10 +167,11 @@ fn connection_failed(socket: &Path, err: &std::io::Error) -> CliError {
     }
     // The socket may exist behind a directory this user cannot search: name that directory,
     // since `ls -la` on the socket only repeats "Permission denied".
-    if let Some(dir) = (err.kind() == ErrorKind::PermissionDenied)
+    let unsearchable = (err.kind() == ErrorKind::PermissionDenied)
         .then(|| unsearchable_ancestor(socket))
-        .flatten()
-    {
+        .flatten();
+    let policy_refused = refused_by_policy(err.kind(), socket_writable, unsearchable.is_some());
+    if let Some(dir) = unsearchable {
         let md = std::fs::metadata(&dir).ok();
         checks.push(Check {
             name: "socket directory permissions".into(),
@@ -190,6 +194,17 @@ fn connection_failed(socket: &Path, err: &std::io::Error) -> CliError {
             ),
         });
     }
+    if policy_refused {
+        checks.push(Check {
+            name: "security policy".into(),
+            ok: false,
+            detail: format!(
+                "the socket's mode and every directory on its path let this user connect, yet connect(2) was refused: {}; {}",
+                veritas_sandbox::SecurityModules::read(),
+                veritas_sandbox::SECURITY_MODULE_HINT
+            ),
+        });
+    }
     let running = running_runtimes();
     checks.push(Check {
         name: "runtime running".into(),
@@ -204,6 +219,9 @@ fn connection_failed(socket: &Path, err: &std::io::Error) -> CliError {
         },
     });
     let hint = match err.kind() {
+        ErrorKind::PermissionDenied if policy_refused => {
+            "file permissions allow it, so a security policy refused it: check SELinux/AppArmor policies"
+        }
         ErrorKind::NotFound => {
             "restart the CORE Runtime if it is not running, or pass --socket / VERITAS_SOCKET"
         }
@@ -222,6 +240,17 @@ fn connection_failed(socket: &Path, err: &std::io::Error) -> CliError {
         ),
         checks,
     }
+}
+
+/// EACCES that the file modes do not explain (the socket writable for this user, every
+/// directory searchable) comes from a mandatory access control policy (AppArmor, SELinux):
+/// the guide's "check SELinux/AppArmor policies".
+fn refused_by_policy(
+    kind: ErrorKind,
+    socket_writable: Option<bool>,
+    unsearchable_dir: bool,
+) -> bool {
+    kind == ErrorKind::PermissionDenied && socket_writable == Some(true) && !unsearchable_dir
 }
 
 fn access_rw(path: &Path) -> bool {
@@ -274,4 +303,23 @@ fn running_runtimes() -> Vec<String> {
             (exe.ends_with("veritas-spark") && args.any(|a| a == "serve")).then(|| pid.to_string())
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refusal_the_file_modes_do_not_explain_is_a_policys() {
+        use ErrorKind::*;
+        // Socket writable, every directory searchable, EACCES anyway: AppArmor or SELinux.
+        assert!(refused_by_policy(PermissionDenied, Some(true), false));
+        // The modes explain it: the directory, or the socket's own mode.
+        assert!(!refused_by_policy(PermissionDenied, Some(true), true));
+        assert!(!refused_by_policy(PermissionDenied, Some(false), false));
+        // The socket cannot be looked at (its directory refuses): no conclusion.
+        assert!(!refused_by_policy(PermissionDenied, None, false));
+        assert!(!refused_by_policy(ConnectionRefused, Some(true), false));
+        assert!(!refused_by_policy(NotFound, None, false));
+    }
 }
