@@ -17,7 +17,8 @@ done
 # AppArmor's tools (apparmor_parser, aa-exec, aa-enabled) only where the kernel runs AppArmor:
 # the security-policy rows (E1001-APPARMOR, E3001-APPARMOR) need them there, and are skipped
 # with that requirement anywhere else.
-if [ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" = Y ] && ! aa-enabled --quiet 2>/dev/null; then
+if [ "$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" = Y ] \
+  && ! dpkg-query -W -f='${Status}' apparmor 2>/dev/null | grep -q "install ok installed"; then
   missing+=(apparmor)
 fi
 if [ ${#missing[@]} -gt 0 ]; then

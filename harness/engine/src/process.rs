@@ -91,6 +91,9 @@ pub fn host_components() -> Vec<Component> {
         && answers("aa-exec", &["--help"])
     {
         found.push(Component::AppArmor);
+        if Path::new("/sys/kernel/security/apparmor/features/network/af_unix").exists() {
+            found.push(Component::AppArmorUnix);
+        }
     }
     found
 }

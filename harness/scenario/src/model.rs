@@ -130,6 +130,10 @@ pub enum Component {
     /// driver's security-policy rows need it; `ci/setup.sh` installs the tools where the kernel
     /// has AppArmor.
     AppArmor,
+    /// AppArmor that mediates unix sockets (its securityfs lists
+    /// `features/network/af_unix`: Ubuntu's kernels; upstream ones before 6.17 let a path
+    /// socket's connect(2) through whatever a profile says).
+    AppArmorUnix,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]

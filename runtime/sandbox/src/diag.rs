@@ -27,8 +27,8 @@ pub const SECURITY_MODULE_HINT: &str =
 pub struct SecurityModules {
     /// Active ones, in the kernel's order.
     pub active: Vec<String>,
-    /// This process's label (an AppArmor profile and its mode, an SELinux context); `None`
-    /// when unconfined or unreadable.
+    /// This process's label as the kernel gives it (an AppArmor profile and its mode, or
+    /// `unconfined`; an SELinux context); `None` when no module is active or it is unreadable.
     pub confinement: Option<String>,
 }
 
@@ -73,7 +73,7 @@ impl SecurityModules {
         };
         let confinement = label
             .map(|l| l.trim_end_matches('\0').trim())
-            .filter(|l| !l.is_empty() && *l != "unconfined" && !active.is_empty())
+            .filter(|l| !l.is_empty() && !active.is_empty())
             .map(str::to_owned);
         SecurityModules {
             active,
@@ -81,8 +81,11 @@ impl SecurityModules {
         }
     }
 
-    pub fn any_active(&self) -> bool {
-        !self.active.is_empty()
+    /// This process is confined by an active module: what it is refused may be the policy's.
+    pub fn confined(&self) -> bool {
+        self.confinement
+            .as_deref()
+            .is_some_and(|l| l != "unconfined")
     }
 }
 
@@ -92,9 +95,10 @@ impl fmt::Display for SecurityModules {
             return f.write_str("no AppArmor, SELinux, Smack or TOMOYO active");
         }
         write!(f, "{} active", self.active.join(", "))?;
-        match &self.confinement {
+        match self.confinement.as_deref() {
+            Some("unconfined") => f.write_str(", this process unconfined"),
             Some(label) => write!(f, ", this process confined as {label}"),
-            None => f.write_str(", this process unconfined"),
+            None => f.write_str(", this process's confinement unknown"),
         }
     }
 }
@@ -152,10 +156,10 @@ impl InitChecks {
     }
 
     /// The checks for a layer that failed with `reason`: a refusal (EACCES) while a security
-    /// module is active points at that module's logs, not at the security context.
+    /// module confines the process points at that module's logs, not at the security context.
     pub(crate) fn for_failure(&self, reason: &str) -> Self {
         let mut checks = self.clone();
-        if reason.contains("EACCES") && self.security_modules.any_active() {
+        if reason.contains("EACCES") && self.security_modules.confined() {
             checks.hint = SECURITY_MODULE_HINT.to_owned();
         }
         checks
@@ -236,6 +240,7 @@ mod tests {
         );
         // Landlock is the sandbox's own layer, not a policy around it.
         assert_eq!(m.active, ["apparmor"]);
+        assert!(m.confined());
         assert_eq!(
             m.to_string(),
             "apparmor active, this process confined as veritas-harness-e3001 (enforce)"
@@ -256,9 +261,16 @@ mod tests {
             Some("system_u:system_r:container_t:s0")
         );
         let unconfined = SecurityModules::from_sources(None, Some("Y"), false, Some("unconfined"));
+        assert!(!unconfined.confined());
         assert_eq!(
             unconfined.to_string(),
             "apparmor active, this process unconfined"
+        );
+        let unreadable = SecurityModules::from_sources(Some("apparmor"), None, false, None);
+        assert!(!unreadable.confined());
+        assert_eq!(
+            unreadable.to_string(),
+            "apparmor active, this process's confinement unknown"
         );
         // No module: a label file some kernels keep anyway means nothing.
         let none = SecurityModules::from_sources(
@@ -267,7 +279,7 @@ mod tests {
             false,
             Some("kernel"),
         );
-        assert!(!none.any_active());
+        assert!(!none.confined());
         assert_eq!(none.confinement, None);
         assert_eq!(
             none.to_string(),
@@ -276,10 +288,10 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_under_a_security_module_points_at_its_logs() {
+    fn a_refusal_under_a_confining_module_points_at_its_logs() {
         let mut checks = InitChecks::collect();
-        checks.security_modules =
-            SecurityModules::from_sources(Some("apparmor"), None, false, None);
+        let modules = |label| SecurityModules::from_sources(Some("apparmor"), None, false, label);
+        checks.security_modules = modules(Some("runtime (enforce)"));
         let refused = checks
             .for_failure("making / a private mount failed: EACCES (errno 13: Permission denied)");
         assert_eq!(refused.hint, SECURITY_MODULE_HINT);
@@ -287,7 +299,10 @@ mod tests {
         let eperm = checks
             .for_failure("unshare(CLONE_NEWUSER) failed: EPERM (errno 1: Operation not permitted)");
         assert_eq!(eperm.hint, SECURITY_CONTEXT_HINT);
-        checks.security_modules = SecurityModules::default();
-        assert_eq!(checks.for_failure("EACCES").hint, SECURITY_CONTEXT_HINT);
+        // Unconfined, or no module at all: no policy refused it.
+        for modules in [modules(Some("unconfined")), SecurityModules::default()] {
+            checks.security_modules = modules;
+            assert_eq!(checks.for_failure("EACCES").hint, SECURITY_CONTEXT_HINT);
+        }
     }
 }

@@ -257,13 +257,15 @@ fn access_rw(path: &Path) -> bool {
     access(path, libc::R_OK | libc::W_OK)
 }
 
+/// Whether this process may `mode` the path by its effective ids, as connect(2) is judged
+/// (access(2) would use the real ones).
 fn access(path: &Path, mode: libc::c_int) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
         return false;
     };
-    // SAFETY: access(2) on a valid C string.
-    unsafe { libc::access(c.as_ptr(), mode) == 0 }
+    // SAFETY: faccessat(2) on a valid C string, relative to the working directory.
+    unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), mode, libc::AT_EACCESS) == 0 }
 }
 
 /// The first directory on the way to `socket`, from the root down, that this user may not
